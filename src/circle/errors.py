@@ -132,3 +132,30 @@ class InviteError(CircleError):
     """An invite code is malformed, expired, used or for another circle."""
 
     exit_code = 7
+
+
+# --- relays, envelopes and bundles ------------------------------------------
+
+
+class EnvelopeRejected(RemoteProtocolError):
+    """An envelope decrypted but its author is not an active member or its signature is bad."""
+
+
+class UnknownEpoch(DecryptionFailed):
+    """An envelope or bundle is sealed under an epoch key this device does not hold."""
+
+
+class BundleCorrupt(RemoteProtocolError):
+    """A bundle file is truncated, damaged or not a circle bundle."""
+
+
+class RelayError(NetworkError):
+    """A relay refused a request or answered with something invalid."""
+
+
+class RelayAuthFailed(RelayError):
+    """The relay refused the mailbox token (wrong circle key or a squatted mailbox)."""
+
+
+class RelayQuotaExceeded(RelayError):
+    """The relay's per-mailbox quota (or its total capacity) is used up."""
