@@ -1,0 +1,366 @@
+"""The only module that touches `automerge.core`.
+
+Everything above it sees plain Python values: records are `dict[str, Field]`
+where a field is str, int, bool, bytes, None, or a nested `dict[str, Scalar]`
+(used for claim maps and tag sets).
+
+Traps in automerge 1.0.0rc1 this module exists to contain:
+- `tx.put` with `ScalarType.Counter`/`Unknown` panics and later segfaults: we
+  only ever write Str, Int, Boolean, Bytes, F64 and Null.
+- A transaction not closed with `with` can use freed memory: every write goes
+  through `with self._doc.transaction()`.
+- Reading a Counter (or anything exotic) written by a peer may raise pyo3's
+  `PanicException`, a `BaseException`: reads turn it into `MALFORMED`.
+- Timestamps come back as naive local datetimes: times are integer
+  milliseconds, and a Timestamp from a peer reads as `MALFORMED`.
+- Bad bytes raise a plain `Exception`: wrapped into `MalformedDocument`.
+- There is no apply-changes call: a sync message carrying only changes,
+  received with a fresh SyncState, applies them (queueing any whose deps are
+  missing), which is what `apply_changes` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Final, TypeAlias
+
+import automerge.core as am
+
+from circle.errors import MalformedDocument
+
+
+class _Malformed:
+    """Marker for a value of a type this code never writes."""
+
+    _instance: _Malformed | None = None
+
+    def __new__(cls) -> _Malformed:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MALFORMED"
+
+
+MALFORMED: Final = _Malformed()
+
+Scalar: TypeAlias = str | int | bool | bytes | float | None
+Field: TypeAlias = Scalar | dict[str, Scalar] | _Malformed
+Record = dict[str, Field]
+SyncState = am.SyncState
+
+_SYNC_MESSAGE_TYPE = 0x42
+
+
+def _fatal(exc: BaseException) -> bool:
+    """True for exceptions we must never swallow (Ctrl-C, exit, OOM)."""
+    return isinstance(exc, KeyboardInterrupt | SystemExit | MemoryError | GeneratorExit)
+
+
+def _uleb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _changes_message(changes: list[bytes]) -> bytes:
+    """Encode an Automerge sync message with empty heads/need/have and `changes`."""
+    out = bytearray([_SYNC_MESSAGE_TYPE])
+    out += _uleb(0) + _uleb(0) + _uleb(0)  # heads, need, have
+    out += _uleb(len(changes))
+    for change in changes:
+        out += _uleb(len(change))
+        out += change
+    return bytes(out)
+
+
+def _scalar_out(value: tuple[am.ScalarType, object]) -> Scalar | _Malformed:
+    kind, raw = value
+    if kind == am.ScalarType.Str and isinstance(raw, str):
+        return raw
+    if kind in (am.ScalarType.Int, am.ScalarType.Uint) and isinstance(raw, int):
+        return int(raw)
+    if kind == am.ScalarType.Boolean and isinstance(raw, bool):
+        return raw
+    if kind == am.ScalarType.Bytes and isinstance(raw, bytes):
+        return raw
+    if kind == am.ScalarType.F64 and isinstance(raw, float):
+        return raw
+    if kind == am.ScalarType.Null:
+        return None
+    return MALFORMED
+
+
+def _scalar_in(value: Scalar) -> tuple[am.ScalarType, Scalar]:
+    # bool before int: bool is a subclass of int.
+    if value is None:
+        return am.ScalarType.Null, None
+    if isinstance(value, bool):
+        return am.ScalarType.Boolean, value
+    if isinstance(value, int):
+        return am.ScalarType.Int, value
+    if isinstance(value, str):
+        return am.ScalarType.Str, value
+    if isinstance(value, bytes):
+        return am.ScalarType.Bytes, value
+    if isinstance(value, float):
+        return am.ScalarType.F64, value
+    raise TypeError(f"unsupported value type {type(value).__name__}")
+
+
+class Editor:
+    """Write operations inside one open transaction. Only valid inside `AmDoc.edit()`."""
+
+    def __init__(self, tx: am.Transaction) -> None:
+        self._tx = tx
+
+    def _collection(self, name: str) -> bytes:
+        got = self._tx.get(am.ROOT, name)
+        if got is None or got[0] != am.ObjType.Map:
+            raise MalformedDocument(f"the document has no '{name}' collection")
+        return got[1]
+
+    def _record(self, collection: str, record_id: str) -> bytes:
+        got = self._tx.get(self._collection(collection), record_id)
+        if got is None or got[0] != am.ObjType.Map:
+            raise MalformedDocument(f"record {record_id} in {collection} is missing")
+        return got[1]
+
+    def create_collections(self, names: list[str]) -> None:
+        for name in names:
+            if self._tx.get(am.ROOT, name) is None:
+                self._tx.put_object(am.ROOT, name, am.ObjType.Map)
+
+    def put_record(self, collection: str, record_id: str, fields: Mapping[str, Field]) -> None:
+        """Create a record (a new map object) with scalar and nested-map fields."""
+        obj = self._tx.put_object(self._collection(collection), record_id, am.ObjType.Map)
+        self._write_fields(obj, fields)
+
+    def update(self, collection: str, record_id: str, fields: Mapping[str, Field]) -> None:
+        """Set scalar fields of an existing record (last writer wins per field)."""
+        self._write_fields(self._record(collection, record_id), fields)
+
+    def _write_fields(self, obj: bytes, fields: Mapping[str, Field]) -> None:
+        for key, value in fields.items():
+            if isinstance(value, dict):
+                inner = self._tx.put_object(obj, key, am.ObjType.Map)
+                for k, v in value.items():
+                    kind, raw = _scalar_in(v)
+                    self._tx.put(inner, k, kind, raw)
+            elif isinstance(value, _Malformed):
+                raise TypeError("cannot write a malformed value")
+            else:
+                kind, raw = _scalar_in(value)
+                self._tx.put(obj, key, kind, raw)
+
+    def map_put(self, collection: str, record_id: str, field: str, key: str, value: Scalar) -> None:
+        """Put one key of a nested map (claims, tags): merges with concurrent puts."""
+        record = self._record(collection, record_id)
+        got = self._tx.get(record, field)
+        if got is None or got[0] != am.ObjType.Map:
+            inner = self._tx.put_object(record, field, am.ObjType.Map)
+        else:
+            inner = got[1]
+        kind, raw = _scalar_in(value)
+        self._tx.put(inner, key, kind, raw)
+
+    def map_delete(self, collection: str, record_id: str, field: str, key: str) -> None:
+        record = self._record(collection, record_id)
+        got = self._tx.get(record, field)
+        if got is not None and got[0] == am.ObjType.Map and self._tx.get(got[1], key) is not None:
+            self._tx.delete(got[1], key)
+
+    def put_root_scalar(self, collection: str, key: str, value: Scalar) -> None:
+        kind, raw = _scalar_in(value)
+        self._tx.put(self._collection(collection), key, kind, raw)
+
+
+class AmDoc:
+    """One Automerge document, with a safe, typed surface."""
+
+    def __init__(self, doc: am.Document) -> None:
+        self._doc = doc
+
+    # --- lifecycle ------------------------------------------------------
+
+    @classmethod
+    def new(cls) -> AmDoc:
+        return cls(am.Document())
+
+    @classmethod
+    def load(cls, data: bytes) -> AmDoc:
+        """Load a saved document, optionally followed by change chunks."""
+        try:
+            return cls(am.Document.load(data))
+        except BaseException as exc:  # pyo3 panics derive from BaseException
+            if _fatal(exc):
+                raise
+            raise MalformedDocument(f"not a valid circle document ({exc})") from None
+
+    def save(self) -> bytes:
+        return bytes(self._doc.save())
+
+    def fork(self) -> AmDoc:
+        return AmDoc(self._doc.fork())
+
+    def heads(self) -> list[bytes]:
+        return [bytes(h) for h in self._doc.get_heads()]
+
+    def is_empty(self) -> bool:
+        return not self._doc.get_heads()
+
+    # --- changes --------------------------------------------------------
+
+    def changes_since(self, heads: list[bytes]) -> list[bytes]:
+        """Raw bytes of every change not covered by `heads`, in causal order."""
+        try:
+            return [bytes(c.bytes) for c in self._doc.get_changes(heads)]
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            raise MalformedDocument(f"unknown heads ({exc})") from None
+
+    def apply_changes(self, changes: list[bytes]) -> None:
+        """Apply change chunks (idempotent; out-of-order ones wait for deps)."""
+        if not changes:
+            return
+        self._receive(am.SyncState(), _changes_message(changes))
+
+    def merge(self, other: AmDoc) -> None:
+        try:
+            self._doc.merge(other._doc)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            raise MalformedDocument(f"cannot merge document ({exc})") from None
+
+    def merge_saved(self, data: bytes) -> None:
+        """Merge a whole saved document (a snapshot from a peer or file)."""
+        self.merge(AmDoc.load(data))
+
+    # --- sync protocol --------------------------------------------------
+
+    @staticmethod
+    def new_sync_state() -> am.SyncState:
+        return am.SyncState()
+
+    def generate_sync_message(self, state: am.SyncState) -> bytes | None:
+        msg = self._doc.generate_sync_message(state)
+        if msg is None:
+            return None
+        return bytes(msg.encode())
+
+    def receive_sync_message(self, state: am.SyncState, data: bytes) -> None:
+        self._receive(state, data)
+
+    def _receive(self, state: am.SyncState, data: bytes) -> None:
+        try:
+            message = am.Message.decode(data)
+            self._doc.receive_sync_message(state, message)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            raise MalformedDocument(f"invalid sync data ({exc})") from None
+
+    # --- writes ---------------------------------------------------------
+
+    @contextmanager
+    def edit(self) -> Iterator[Editor]:
+        """One transaction: all writes inside commit as one change."""
+        with self._doc.transaction() as tx:
+            yield Editor(tx)
+
+    # --- reads ----------------------------------------------------------
+
+    def _get(self, obj: bytes, key: str) -> tuple[object, bytes] | None:
+        try:
+            got = self._doc.get(obj, key)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return None
+        return got
+
+    def _map_of(self, obj: bytes, key: str) -> bytes | None:
+        got = self._get(obj, key)
+        if got is None or got[0] != am.ObjType.Map:
+            return None
+        return got[1]
+
+    def has_collection(self, name: str) -> bool:
+        return self._map_of(am.ROOT, name) is not None
+
+    def root_scalars(self, collection: str) -> dict[str, Scalar | _Malformed]:
+        obj = self._map_of(am.ROOT, collection)
+        if obj is None:
+            return {}
+        out: dict[str, Scalar | _Malformed] = {}
+        for key, value in self._pairs(obj):
+            out[key] = MALFORMED if isinstance(value[0], am.ObjType) else _scalar_out(value[0])  # type: ignore[arg-type]
+        return out
+
+    def _pairs(self, obj: bytes) -> list[tuple[str, tuple[object, bytes]]]:
+        try:
+            keys = self._doc.keys(obj)
+            values = self._doc.values(obj)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return []
+        if len(keys) != len(values):
+            return []
+        return [(k, (v[0], v[1])) for k, v in zip(keys, values, strict=True)]
+
+    def _record_at(self, obj: bytes) -> Record:
+        record: Record = {}
+        for key, (value, obj_id) in self._pairs(obj):
+            if value == am.ObjType.Map:
+                inner: dict[str, Scalar] = {}
+                for k, (v, _) in self._pairs(obj_id):
+                    out = MALFORMED if isinstance(v, am.ObjType) else _scalar_out(v)  # type: ignore[arg-type]
+                    if not isinstance(out, _Malformed):
+                        inner[k] = out
+                record[key] = inner
+            elif isinstance(value, am.ObjType):
+                record[key] = MALFORMED
+            else:
+                record[key] = _scalar_out(value)  # type: ignore[arg-type]
+        return record
+
+    def record_ids(self, collection: str) -> list[str]:
+        obj = self._map_of(am.ROOT, collection)
+        if obj is None:
+            return []
+        try:
+            return list(self._doc.keys(obj))
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return []
+
+    def record(self, collection: str, record_id: str) -> Record | None:
+        obj = self._map_of(am.ROOT, collection)
+        if obj is None:
+            return None
+        rec = self._map_of(obj, record_id)
+        if rec is None:
+            return None
+        return self._record_at(rec)
+
+    def records(self, collection: str) -> dict[str, Record | _Malformed]:
+        """Every record of a collection; a non-map entry reads as MALFORMED."""
+        obj = self._map_of(am.ROOT, collection)
+        if obj is None:
+            return {}
+        out: dict[str, Record | _Malformed] = {}
+        for key, (value, obj_id) in self._pairs(obj):
+            out[key] = self._record_at(obj_id) if value == am.ObjType.Map else MALFORMED
+        return out

@@ -1,0 +1,658 @@
+"""The board: every action a member can take, over one `AmDoc`.
+
+Mutations validate against the current view first, then write one Automerge
+transaction, then call `on_commit` (the service appends the new change to the
+durable log there). Reads go through a `BoardView` cached per document heads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from circle.crdt.am import MALFORMED, AmDoc, Field, Scalar
+from circle.crdt.model import (
+    COLLECTIONS,
+    DAY_MS,
+    DEFAULT_NEED_DAYS,
+    DEFAULT_OFFER_DAYS,
+    SCHEMA_VERSION,
+    Availability,
+    Condition,
+    Hold,
+    HoldStatus,
+    Loan,
+    Member,
+    MemberId,
+    Millis,
+    Need,
+    NeedStatus,
+    Offer,
+    OfferStatus,
+    RecordId,
+    Tool,
+    ToolState,
+    Urgency,
+)
+from circle.crdt.views import BoardView, build_view, parse_member
+from circle.errors import (
+    ActionRefused,
+    AmbiguousId,
+    MalformedDocument,
+    NotAMember,
+    NotFound,
+    SchemaTooNew,
+    UsageError,
+)
+
+T = TypeVar("T", Need, Offer)
+
+_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+MAX_TEXT = 4000
+MAX_TITLE = 200
+
+
+def now_ms() -> Millis:
+    return int(time.time() * 1000)
+
+
+def new_record_id() -> RecordId:
+    raw = int.from_bytes(os.urandom(5), "big")  # 40 bits -> 8 characters
+    return RecordId("".join(_ID_ALPHABET[(raw >> (5 * i)) & 31] for i in range(8)))
+
+
+def _clean_text(value: str, what: str, limit: int, required: bool = False) -> str:
+    text = value.strip()
+    if required and not text:
+        raise UsageError(f"{what} must not be empty")
+    if len(text) > limit:
+        raise UsageError(f"{what} is longer than {limit} characters")
+    return text
+
+
+def _clean_tags(tags: Iterable[str]) -> dict[str, Scalar]:
+    out: dict[str, Scalar] = {}
+    for tag in tags:
+        t = tag.strip().lower().lstrip("#")
+        if t:
+            out[t[:40]] = True
+    return out
+
+
+def _category(value: str) -> str:
+    return value.strip().lower()[:60]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a member record is made from (at init, and when someone joins)."""
+
+    handle: str
+    sign_key: bytes
+    box_key: bytes
+    zone: str = ""
+
+
+class Board:
+    def __init__(
+        self,
+        doc: AmDoc,
+        me: MemberId | None,
+        clock: Callable[[], Millis] = now_ms,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.doc = doc
+        self.me = me
+        self.clock = clock
+        self.on_commit = on_commit
+        self._view: BoardView | None = None
+        self._view_key: tuple[tuple[bytes, ...], Millis] | None = None
+        self.check_schema()
+
+    # --- creation and meta ------------------------------------------------
+
+    @staticmethod
+    def create_document(name: str, circle_id: str, founder_id: MemberId, founder: Profile, at: Millis) -> AmDoc:
+        """The founding change: every collection exists from the first change,
+        so no two replicas ever create the same collection concurrently (which
+        would hide one of them after merge)."""
+        doc = AmDoc.new()
+        with doc.edit() as ed:
+            ed.create_collections(COLLECTIONS)
+            ed.put_root_scalar("meta", "schema", SCHEMA_VERSION)
+            ed.put_root_scalar("meta", "circle_id", circle_id)
+            ed.put_root_scalar("meta", "name", _clean_text(name, "circle name", 80, True))
+            ed.put_root_scalar("meta", "created_at", at)
+            ed.put_record("members", founder_id, _member_fields(founder, at, None))
+        return doc
+
+    def meta(self) -> dict[str, object]:
+        return dict(self.doc.root_scalars("meta"))
+
+    def check_schema(self) -> None:
+        if self.doc.is_empty():
+            return
+        schema = self.doc.root_scalars("meta").get("schema")
+        if schema is MALFORMED or (schema is not None and not isinstance(schema, int)):
+            raise MalformedDocument("the document's schema version is unreadable")
+        if isinstance(schema, int) and schema > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"this circle was written by a newer version of circle (schema {schema}, "
+                f"this one knows {SCHEMA_VERSION}); upgrade circle to open it"
+            )
+
+    @property
+    def name(self) -> str:
+        value = self.doc.root_scalars("meta").get("name")
+        return value if isinstance(value, str) else "?"
+
+    # --- views -----------------------------------------------------------
+
+    def view(self) -> BoardView:
+        """Parsed, derived state; rebuilt when the document or the minute changes."""
+        now = self.clock()
+        key = (tuple(self.doc.heads()), now // 60_000)
+        if self._view is None or self._view_key != key:
+            self._view = build_view(self.doc, now)
+            self._view_key = key
+        return self._view
+
+    def invalidate(self) -> None:
+        self._view = None
+
+    def members(self) -> list[Member]:
+        return sorted(self.view().members.values(), key=lambda m: (m.removed_at is not None, m.handle))
+
+    def active_member(self, member_id: MemberId) -> Member | None:
+        """Fast path (one record read) used on every mutation and handshake."""
+        rec = self.doc.record("members", member_id)
+        if rec is None:
+            return None
+        try:
+            member = parse_member(member_id, rec)
+        except Exception:
+            return None
+        return member if member.active else None
+
+    def needs(self, status: str = "open", category: str | None = None, search: str | None = None) -> list[Need]:
+        items = list(self.view().needs.values())
+        if status == "active":
+            items = [n for n in items if n.status in (NeedStatus.OPEN, NeedStatus.CLAIMED)]
+        elif status != "all":
+            wanted = NeedStatus(status)
+            items = [n for n in items if n.status == wanted]
+        items = _filter(items, category, search)
+        return sorted(items, key=lambda n: (-n.urgency.rank, -n.created_at, n.id))
+
+    def offers(self, status: str = "open", category: str | None = None, search: str | None = None) -> list[Offer]:
+        items = list(self.view().offers.values())
+        if status != "all":
+            wanted = OfferStatus(status)
+            items = [o for o in items if o.status == wanted]
+        items = _filter(items, category, search)
+        return sorted(items, key=lambda o: (-o.created_at, o.id))
+
+    def tools(self, available_only: bool = False, search: str | None = None) -> list[Tool]:
+        items = list(self.view().tools.values())
+        if available_only:
+            items = [t for t in items if t.availability == Availability.AVAILABLE]
+        if search:
+            words = search.lower().split()
+            items = [t for t in items if all(w in f"{t.name} {t.description} {t.category}".lower() for w in words)]
+        return sorted(items, key=lambda t: (t.name.lower(), t.id))
+
+    def loan_conflicts(self) -> list[Tool]:
+        return [t for t in self.view().tools.values() if t.conflicting_loans]
+
+    def overdue(self) -> list[Tool]:
+        return [t for t in self.view().tools.values() if t.overdue]
+
+    def find(self, collection: str, prefix: str) -> RecordId:
+        """Resolve a unique id prefix, like git."""
+        p = prefix.strip().lower()
+        if not p:
+            raise UsageError("an id is required")
+        table: dict[str, object] = getattr(self.view(), collection)
+        if p in table:
+            return RecordId(p)
+        hits = [rid for rid in table if rid.startswith(p)]
+        singular = collection.rstrip("s")
+        if not hits:
+            raise NotFound(f"no {singular} with id '{prefix}'")
+        if len(hits) > 1:
+            raise AmbiguousId(f"'{prefix}' matches several {collection}: {', '.join(sorted(hits)[:5])}; type more of the id")
+        return RecordId(hits[0])
+
+    def need(self, prefix: str) -> Need:
+        return self.view().needs[self.find("needs", prefix)]
+
+    def offer(self, prefix: str) -> Offer:
+        return self.view().offers[self.find("offers", prefix)]
+
+    def tool(self, prefix: str) -> Tool:
+        return self.view().tools[self.find("tools", prefix)]
+
+    def member(self, prefix: str) -> Member:
+        view = self.view()
+        p = prefix.strip().lower()
+        by_handle = [m for m in view.members.values() if m.handle.lower() == p]
+        if len(by_handle) == 1:
+            return by_handle[0]
+        return view.members[MemberId(self.find("members", prefix))]
+
+    def loans_of(self, tool_id: RecordId) -> list[Loan]:
+        return sorted((x for x in self.view().loans.values() if x.tool == tool_id), key=lambda x: x.out_at)
+
+    def holds_of(self, tool_id: RecordId) -> list[Hold]:
+        return sorted((h for h in self.view().holds.values() if h.tool == tool_id), key=lambda h: h.order_key)
+
+    # --- mutations: plumbing ---------------------------------------------
+
+    def _require_member(self) -> MemberId:
+        if self.me is None or self.active_member(self.me) is None:
+            raise NotAMember("this device is not an active member of this circle")
+        return self.me
+
+    def _commit(self) -> None:
+        self._view = None
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def _put(self, collection: str, rid: str, fields: dict[str, Field]) -> None:
+        with self.doc.edit() as ed:
+            ed.put_record(collection, rid, fields)
+        self._commit()
+
+    def _update(self, collection: str, rid: str, fields: dict[str, Field]) -> None:
+        with self.doc.edit() as ed:
+            ed.update(collection, rid, fields)
+        self._commit()
+
+    # --- needs -------------------------------------------------------------
+
+    def add_need(
+        self, title: str, details: str = "", category: str = "", tags: Iterable[str] = (),
+        urgency: Urgency = Urgency.ANYTIME, zone: str = "", expires_days: int = DEFAULT_NEED_DAYS,
+    ) -> RecordId:
+        me = self._require_member()
+        if expires_days < 1 or expires_days > 365:
+            raise UsageError("expiry must be between 1 and 365 days")
+        now = self.clock()
+        rid = new_record_id()
+        self._put("needs", rid, {
+            "title": _clean_text(title, "title", MAX_TITLE, True),
+            "details": _clean_text(details, "details", MAX_TEXT), "category": _category(category),
+            "tags": _clean_tags(tags), "urgency": Urgency(urgency).value, "zone": zone.strip()[:60],
+            "author": me, "created_at": now, "updated_at": now,
+            "expires_at": now + expires_days * DAY_MS, "claims": {},
+            "met_at": None, "withdrawn_at": None,
+        })
+        return rid
+
+    def edit_need(
+        self, prefix: str, *, title: str | None = None, details: str | None = None,
+        category: str | None = None, tags: Iterable[str] | None = None,
+        urgency: Urgency | None = None, zone: str | None = None, expires_days: int | None = None,
+    ) -> RecordId:
+        self._require_member()
+        need = self.need(prefix)
+        fields = _common_edits(title, details, category, zone)
+        if urgency is not None:
+            fields["urgency"] = Urgency(urgency).value
+        if expires_days is not None:
+            fields["expires_at"] = self.clock() + expires_days * DAY_MS
+        self._edit_with_tags("needs", need.id, need.tags, fields, tags)
+        return need.id
+
+    def _edit_with_tags(
+        self, collection: str, rid: RecordId, old_tags: frozenset[str],
+        fields: dict[str, Field], tags: Iterable[str] | None,
+    ) -> None:
+        fields["updated_at"] = self.clock()
+        with self.doc.edit() as ed:
+            ed.update(collection, rid, fields)
+            if tags is not None:
+                new = set(_clean_tags(tags))
+                for tag in old_tags - new:
+                    ed.map_delete(collection, rid, "tags", tag)
+                for tag in new - old_tags:
+                    ed.map_put(collection, rid, "tags", tag, True)
+        self._commit()
+
+    def claim_need(self, prefix: str) -> RecordId:
+        me = self._require_member()
+        need = self.need(prefix)
+        if need.status not in (NeedStatus.OPEN, NeedStatus.CLAIMED):
+            raise ActionRefused(f"need {need.id} is {need.status}; only open needs can be claimed")
+        if me in need.claims:
+            raise ActionRefused(f"you have already claimed need {need.id}")
+        with self.doc.edit() as ed:
+            ed.map_put("needs", need.id, "claims", me, self.clock())
+        self._commit()
+        return need.id
+
+    def unclaim_need(self, prefix: str) -> RecordId:
+        me = self._require_member()
+        need = self.need(prefix)
+        if me not in need.claims:
+            raise ActionRefused(f"you have not claimed need {need.id}")
+        with self.doc.edit() as ed:
+            ed.map_delete("needs", need.id, "claims", me)
+        self._commit()
+        return need.id
+
+    def met_need(self, prefix: str) -> RecordId:
+        self._require_member()
+        need = self.need(prefix)
+        if need.status in (NeedStatus.MET, NeedStatus.WITHDRAWN):
+            raise ActionRefused(f"need {need.id} is already {need.status}")
+        now = self.clock()
+        self._update("needs", need.id, {"met_at": now, "updated_at": now})
+        return need.id
+
+    def withdraw_need(self, prefix: str) -> RecordId:
+        me = self._require_member()
+        need = self.need(prefix)
+        if need.author != me:
+            raise ActionRefused("only the member who posted a need can withdraw it")
+        if need.status in (NeedStatus.MET, NeedStatus.WITHDRAWN):
+            raise ActionRefused(f"need {need.id} is already {need.status}")
+        now = self.clock()
+        self._update("needs", need.id, {"withdrawn_at": now, "updated_at": now})
+        return need.id
+
+    def reopen_need(self, prefix: str) -> RecordId:
+        self._require_member()
+        need = self.need(prefix)
+        now = self.clock()
+        fields: dict[str, Field] = {"met_at": None, "withdrawn_at": None, "updated_at": now}
+        if need.status == NeedStatus.EXPIRED or now >= need.expires_at:
+            fields["expires_at"] = now + DEFAULT_NEED_DAYS * DAY_MS
+        self._update("needs", need.id, fields)
+        return need.id
+
+    # --- offers ------------------------------------------------------------
+
+    def add_offer(
+        self, title: str, details: str = "", category: str = "", tags: Iterable[str] = (),
+        zone: str = "", quantity: int | None = None, recurring: bool = False,
+        expires_days: int = DEFAULT_OFFER_DAYS,
+    ) -> RecordId:
+        me = self._require_member()
+        if quantity is not None and quantity < 0:
+            raise UsageError("quantity cannot be negative")
+        if expires_days < 1 or expires_days > 365:
+            raise UsageError("expiry must be between 1 and 365 days")
+        now = self.clock()
+        rid = new_record_id()
+        self._put("offers", rid, {
+            "title": _clean_text(title, "title", MAX_TITLE, True),
+            "details": _clean_text(details, "details", MAX_TEXT), "category": _category(category),
+            "tags": _clean_tags(tags), "zone": zone.strip()[:60], "author": me,
+            "quantity": quantity, "recurring": recurring, "created_at": now, "updated_at": now,
+            "expires_at": now + expires_days * DAY_MS, "paused": False, "closed_at": None,
+        })
+        return rid
+
+    def edit_offer(
+        self, prefix: str, *, title: str | None = None, details: str | None = None,
+        category: str | None = None, tags: Iterable[str] | None = None, zone: str | None = None,
+        quantity: int | None = None, recurring: bool | None = None, expires_days: int | None = None,
+    ) -> RecordId:
+        self._require_member()
+        offer = self.offer(prefix)
+        fields = _common_edits(title, details, category, zone)
+        if quantity is not None:
+            fields["quantity"] = quantity
+        if recurring is not None:
+            fields["recurring"] = recurring
+        if expires_days is not None:
+            fields["expires_at"] = self.clock() + expires_days * DAY_MS
+        self._edit_with_tags("offers", offer.id, offer.tags, fields, tags)
+        return offer.id
+
+    def _own_offer(self, prefix: str) -> Offer:
+        me = self._require_member()
+        offer = self.offer(prefix)
+        if offer.author != me:
+            raise ActionRefused("only the member who posted an offer can change its status")
+        return offer
+
+    def pause_offer(self, prefix: str) -> RecordId:
+        offer = self._own_offer(prefix)
+        if offer.status != OfferStatus.OPEN:
+            raise ActionRefused(f"offer {offer.id} is {offer.status}; only open offers can be paused")
+        self._update("offers", offer.id, {"paused": True, "updated_at": self.clock()})
+        return offer.id
+
+    def resume_offer(self, prefix: str) -> RecordId:
+        offer = self._own_offer(prefix)
+        if offer.status != OfferStatus.PAUSED:
+            raise ActionRefused(f"offer {offer.id} is {offer.status}; only paused offers can be resumed")
+        self._update("offers", offer.id, {"paused": False, "updated_at": self.clock()})
+        return offer.id
+
+    def close_offer(self, prefix: str) -> RecordId:
+        offer = self._own_offer(prefix)
+        if offer.status == OfferStatus.CLOSED:
+            raise ActionRefused(f"offer {offer.id} is already closed")
+        now = self.clock()
+        self._update("offers", offer.id, {"closed_at": now, "updated_at": now})
+        return offer.id
+
+    # --- tools -------------------------------------------------------------
+
+    def add_tool(
+        self, name: str, description: str = "", category: str = "",
+        condition: Condition = Condition.GOOD, loan_days: int = 7, note: str = "",
+    ) -> RecordId:
+        me = self._require_member()
+        if not 1 <= loan_days <= 365:
+            raise UsageError("loan days must be between 1 and 365")
+        rid = new_record_id()
+        self._put("tools", rid, {
+            "name": _clean_text(name, "name", MAX_TITLE, True),
+            "description": _clean_text(description, "description", MAX_TEXT),
+            "category": _category(category), "steward": me, "condition": Condition(condition).value,
+            "condition_note": _clean_text(note, "note", MAX_TEXT), "loan_days": loan_days,
+            "state": ToolState.ACTIVE.value, "created_at": self.clock(),
+        })
+        return rid
+
+    def edit_tool(
+        self, prefix: str, *, name: str | None = None, description: str | None = None,
+        category: str | None = None, loan_days: int | None = None, state: ToolState | None = None,
+    ) -> RecordId:
+        self._require_member()
+        tool = self.tool(prefix)
+        fields: dict[str, Field] = {}
+        if name is not None:
+            fields["name"] = _clean_text(name, "name", MAX_TITLE, True)
+        if description is not None:
+            fields["description"] = _clean_text(description, "description", MAX_TEXT)
+        if category is not None:
+            fields["category"] = _category(category)
+        if loan_days is not None:
+            if not 1 <= loan_days <= 365:
+                raise UsageError("loan days must be between 1 and 365")
+            fields["loan_days"] = loan_days
+        if state is not None:
+            fields["state"] = ToolState(state).value
+        if fields:
+            self._update("tools", tool.id, fields)
+        return tool.id
+
+    def set_condition(self, prefix: str, condition: Condition, note: str | None = None) -> RecordId:
+        self._require_member()
+        tool = self.tool(prefix)
+        fields: dict[str, Field] = {"condition": Condition(condition).value}
+        if note is not None:
+            fields["condition_note"] = _clean_text(note, "note", MAX_TEXT)
+        self._update("tools", tool.id, fields)
+        return tool.id
+
+    def borrow(self, prefix: str, days: int | None = None) -> RecordId:
+        me = self._require_member()
+        tool = self.tool(prefix)
+        if tool.availability == Availability.ON_LOAN:
+            assert tool.current_loan is not None
+            who = "you" if tool.current_loan.borrower == me else "someone else"
+            raise ActionRefused(f"{tool.name} is on loan to {who}; place a hold to join the queue")
+        if tool.availability not in (Availability.AVAILABLE, Availability.HELD):
+            raise ActionRefused(f"{tool.name} is {tool.availability} and cannot be borrowed")
+        if tool.condition == Condition.UNSAFE:
+            raise ActionRefused(f"{tool.name} is marked unsafe; fix it and set its condition first")
+        if tool.availability == Availability.HELD and tool.ready_for != me:
+            raise ActionRefused(f"{tool.name} is held for another member who asked first")
+        loan_days = days if days is not None else tool.loan_days
+        if not 1 <= loan_days <= 365:
+            raise UsageError("loan days must be between 1 and 365")
+        now = self.clock()
+        rid = new_record_id()
+        with self.doc.edit() as ed:
+            ed.put_record("loans", rid, {
+                "tool": tool.id, "borrower": me, "out_at": now, "due_at": now + loan_days * DAY_MS,
+                "returned_at": None, "lost_at": None, "condition_out": tool.condition.value,
+                "condition_in": None, "renewals": 0,
+            })
+            for hold in tool.queue:
+                if hold.member == me:
+                    ed.update("holds", hold.id, {"fulfilled_at": now})
+        self._commit()
+        return rid
+
+    def _my_open_loan(self, tool: Tool, me: MemberId) -> Loan:
+        mine = [x for x in (tool.current_loan, *tool.conflicting_loans) if x is not None and x.borrower == me]
+        if not mine:
+            raise ActionRefused(f"you do not have {tool.name} on loan")
+        return mine[0]
+
+    def return_tool(self, prefix: str, condition: Condition | None = None, note: str | None = None,
+                    loan_id: str | None = None) -> RecordId:
+        """Return this member's loan (or, with `loan_id`, any open loan: the
+        steward closing a loan someone forgot, or resolving a conflict)."""
+        me = self._require_member()
+        tool = self.tool(prefix)
+        if loan_id is not None:
+            loan = self.view().loans[self.find("loans", loan_id)]
+            if loan.tool != tool.id or loan.returned_at is not None:
+                raise ActionRefused(f"loan {loan.id} is not an open loan of {tool.name}")
+        else:
+            loan = self._my_open_loan(tool, me)
+        now = self.clock()
+        cond = Condition(condition) if condition is not None else loan.condition_out
+        with self.doc.edit() as ed:
+            ed.update("loans", loan.id, {"returned_at": now, "condition_in": cond.value})
+            tool_fields: dict[str, Field] = {"condition": cond.value}
+            if note is not None:
+                tool_fields["condition_note"] = _clean_text(note, "note", MAX_TEXT)
+            ed.update("tools", tool.id, tool_fields)
+        self._commit()
+        return loan.id
+
+    def renew(self, prefix: str) -> RecordId:
+        me = self._require_member()
+        tool = self.tool(prefix)
+        loan = self._my_open_loan(tool, me)
+        if any(h.member != me for h in tool.queue):
+            raise ActionRefused(f"someone is waiting for {tool.name}; return it instead of renewing")
+        self._update("loans", loan.id, {
+            "due_at": max(loan.due_at, self.clock()) + tool.loan_days * DAY_MS, "renewals": loan.renewals + 1,
+        })
+        return loan.id
+
+    def mark_lost(self, prefix: str) -> RecordId:
+        self._require_member()
+        tool = self.tool(prefix)
+        now = self.clock()
+        with self.doc.edit() as ed:
+            for loan in (tool.current_loan, *tool.conflicting_loans):
+                if loan is not None:
+                    ed.update("loans", loan.id, {"lost_at": now})
+            ed.update("tools", tool.id, {"state": ToolState.MISSING.value})
+        self._commit()
+        return tool.id
+
+    def hold(self, prefix: str) -> RecordId:
+        me = self._require_member()
+        tool = self.tool(prefix)
+        if tool.availability in (Availability.RETIRED, Availability.MISSING):
+            raise ActionRefused(f"{tool.name} is {tool.availability}; it cannot be held")
+        if any(h.member == me for h in tool.queue):
+            raise ActionRefused(f"you already hold a place in the queue for {tool.name}")
+        if tool.current_loan is not None and tool.current_loan.borrower == me:
+            raise ActionRefused(f"you have {tool.name} on loan already")
+        if tool.availability == Availability.AVAILABLE:
+            raise ActionRefused(f"{tool.name} is available now; borrow it instead")
+        rid = new_record_id()
+        self._put("holds", rid, {
+            "tool": tool.id, "member": me, "created_at": self.clock(),
+            "cancelled_at": None, "fulfilled_at": None,
+        })
+        return rid
+
+    def unhold(self, prefix: str) -> RecordId:
+        me = self._require_member()
+        tool = self.tool(prefix)
+        mine = [h for h in tool.queue if h.member == me]
+        if not mine:
+            raise ActionRefused(f"you have no hold on {tool.name}")
+        self._update("holds", mine[0].id, {"cancelled_at": self.clock()})
+        return mine[0].id
+
+    def my_holds(self) -> list[Hold]:
+        return [h for h in self.view().holds.values()
+                if h.member == self.me and h.status in (HoldStatus.WAITING, HoldStatus.READY)]
+
+    # --- members -----------------------------------------------------------
+
+    def add_member(self, member_id: MemberId, profile: Profile, invited_by: MemberId | None) -> None:
+        """Record a new member (invites call this on the inviter's side)."""
+        if self.doc.record("members", member_id) is not None:
+            raise ActionRefused(f"{member_id} is already a member")
+        self._put("members", member_id, _member_fields(profile, self.clock(), invited_by))
+
+    def remove_member(self, prefix: str) -> Member:
+        me = self._require_member()
+        member = self.member(prefix)
+        if not member.active:
+            raise ActionRefused(f"{member.handle} was already removed")
+        self._update("members", member.id, {"removed_at": self.clock(), "removed_by": me})
+        return member
+
+
+def _member_fields(profile: Profile, at: Millis, invited_by: MemberId | None) -> dict[str, Field]:
+    return {
+        "handle": _clean_text(profile.handle, "handle", 40, True), "sign_key": profile.sign_key,
+        "box_key": profile.box_key, "zone": profile.zone.strip()[:60], "joined_at": at,
+        "invited_by": invited_by, "removed_at": None, "removed_by": None,
+    }
+
+
+def _common_edits(title: str | None, details: str | None, category: str | None, zone: str | None) -> dict[str, Field]:
+    fields: dict[str, Field] = {}
+    if title is not None:
+        fields["title"] = _clean_text(title, "title", MAX_TITLE, True)
+    if details is not None:
+        fields["details"] = _clean_text(details, "details", MAX_TEXT)
+    if category is not None:
+        fields["category"] = _category(category)
+    if zone is not None:
+        fields["zone"] = zone.strip()[:60]
+    return fields
+
+
+def _filter(items: list[T], category: str | None, search: str | None) -> list[T]:
+    if category:
+        cat = category.strip().lower()
+        items = [i for i in items if i.category == cat]
+    if search:
+        words = search.lower().split()
+        items = [
+            i for i in items
+            if all(w in f"{i.title} {i.details} {i.category} {' '.join(i.tags)} {i.zone}".lower() for w in words)
+        ]
+    return items
