@@ -90,8 +90,15 @@ def _scalar_out(value: tuple[am.ScalarType, object]) -> Scalar | _Malformed:
         return int(raw)
     if kind == am.ScalarType.Boolean and isinstance(raw, bool):
         return raw
-    if kind == am.ScalarType.Bytes and isinstance(raw, bytes):
-        return raw
+    if kind == am.ScalarType.Bytes:
+        # The binding returns bytes as a list of ints.
+        if isinstance(raw, bytes):
+            return raw
+        if isinstance(raw, list):
+            try:
+                return bytes(raw)
+            except (TypeError, ValueError):
+                return MALFORMED
     if kind == am.ScalarType.F64 and isinstance(raw, float):
         return raw
     if kind == am.ScalarType.Null:

@@ -1,0 +1,659 @@
+"""LAN discovery over mDNS (python-zeroconf), and manual peers.
+
+What goes on the wire (and nothing else):
+
+- service type ``_circle._tcp.local.``;
+- an instance name and a host label that are fresh random hex every time the
+  advertisement is (re)published: on start, at every tag window rotation and on
+  every epoch-key change, so names never link one window to the next;
+- the SRV port and the A/AAAA addresses of the interfaces we advertise on;
+- a TXT record with exactly two keys: ``v`` (protocol version) and ``t``
+  (``lan_tag(epoch_key, window)`` in hex, ``window = unix_time // 300``).
+
+No circle name, member name, handle, member id, key or machine host name is
+ever put into a record. Only holders of the epoch key can compute the tag, so
+only members recognise each other's advertisements; everyone else on the LAN
+learns that *some* device runs circle, how many do, and their IP/MAC.
+
+The browser accepts tags for the current window and its neighbours (one window
+either side by default) to tolerate clock skew between laptops, and reports
+endpoints as :class:`PeerFound` / :class:`PeerLost`. Manual ``host:port`` peers
+bypass mDNS entirely (networks that block multicast) and are reported once as
+``PeerFound(..., manual=True)``.
+
+Interfaces: :class:`Discovery` takes a required keyword ``interfaces``. Pass a
+list of local IP addresses to bind mDNS to exactly those interfaces (tests must
+always do this, inside their own network namespaces), or
+:data:`ALL_INTERFACES` for zeroconf's default (every non-loopback IPv4
+interface) in real use. Setting the environment variable
+``CIRCLE_DISCOVERY_FORBID_ALL=1`` turns :data:`ALL_INTERFACES` into an error,
+as a guard for test suites.
+
+The matching / bookkeeping logic is sans-I/O (:class:`PeerTable`,
+:func:`advert_properties`) and tested without sockets; :class:`Discovery` is the
+thin asyncio driver around python-zeroconf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from circle.net.keys import KEY_LEN, EpochKey, constant_time_equal, lan_tag
+
+log = logging.getLogger(__name__)
+
+SERVICE_TYPE: Final = "_circle._tcp.local."
+PROTOCOL_VERSION: Final = 1
+WINDOW_SECONDS: Final = 300
+TAG_BYTES: Final = 8
+RECORD_TTL: Final = 120
+"""TTL (seconds) for every record we publish: well below one tag window, so
+stale advertisements age out of caches soon after a device leaves."""
+MAX_TRACKED: Final = 256
+"""Cap on remembered foreign advertisements (a flood of fake adverts must not
+grow memory without bound)."""
+RESOLVE_TIMEOUT_MS: Final = 3000
+FORBID_ALL_ENV: Final = "CIRCLE_DISCOVERY_FORBID_ALL"
+
+
+class _AllInterfaces:
+    """Sentinel type for :data:`ALL_INTERFACES`."""
+
+    _instance: _AllInterfaces | None = None
+
+    def __repr__(self) -> str:
+        return "ALL_INTERFACES"
+
+
+ALL_INTERFACES: Final = _AllInterfaces()
+Interfaces = Sequence[str] | _AllInterfaces
+
+
+# ---------------------------------------------------------------------------
+# events
+
+
+@dataclass(frozen=True, slots=True)
+class PeerFound:
+    """A member's device is reachable at ``address:port`` (TCP)."""
+
+    address: str
+    port: int
+    manual: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLost:
+    """No matching advertisement for ``address:port`` remains."""
+
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertIgnored:
+    """A ``_circle._tcp`` advertisement whose tag did not match our key.
+
+    Only emitted when ``report_ignored=True`` (diagnostics and tests).
+    """
+
+    instance: str
+
+
+DiscoveryEvent = PeerFound | PeerLost | AdvertIgnored
+
+
+# ---------------------------------------------------------------------------
+# pure helpers
+
+
+def window_for(now: float) -> int:
+    """The tag window containing unix time ``now``."""
+    return int(now // WINDOW_SECONDS)
+
+
+def tag_hex(epoch_key: EpochKey, window: int) -> str:
+    return lan_tag(epoch_key, window, TAG_BYTES).hex()
+
+
+def advert_properties(epoch_key: EpochKey, window: int) -> dict[str, str]:
+    """The complete TXT record for one window: version and tag, nothing else."""
+    return {"v": str(PROTOCOL_VERSION), "t": tag_hex(epoch_key, window)}
+
+
+def tag_matches(epoch_key: EpochKey, tag: str, now: float, skew_windows: int = 1) -> bool:
+    """True if ``tag`` is our tag for the window of ``now`` or a neighbour."""
+    try:
+        raw = bytes.fromhex(tag)
+    except ValueError:
+        return False
+    if len(raw) != TAG_BYTES:
+        return False
+    w = window_for(now)
+    ok = False
+    for d in range(-skew_windows, skew_windows + 1):
+        # no early exit: same work whether or not an earlier window matched
+        ok |= constant_time_equal(raw, lan_tag(epoch_key, w + d, TAG_BYTES))
+    return ok
+
+
+def random_label() -> str:
+    """A fresh random DNS label (16 hex chars); never derived from anything."""
+    return secrets.token_hex(8)
+
+
+def parse_manual_peer(text: str) -> tuple[str, int]:
+    """Parse ``host:port`` or ``[v6addr]:port``; raises ValueError."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"bad peer {text!r}: expected [ipv6]:port")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(f"bad peer {text!r}: expected host:port")
+    if not host:
+        raise ValueError(f"bad peer {text!r}: empty host")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"bad peer {text!r}: port is not a number") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"bad peer {text!r}: port out of range")
+    return host, port
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    tag: str
+    version: str
+    endpoint: tuple[str, int] | None
+
+
+class PeerTable:
+    """Sans-I/O bookkeeping: which advertisements are ours, which match.
+
+    Feed it resolved and removed advertisements; it returns the events to
+    report. An endpoint (address, port) is found when the first matching
+    instance for it appears and lost when the last one goes, so a peer's
+    rotation (new instance registered, then the old one withdrawn) does not
+    flap.
+    """
+
+    def __init__(
+        self,
+        epoch_key: EpochKey,
+        clock: Callable[[], float],
+        *,
+        skew_windows: int = 1,
+        report_ignored: bool = False,
+        max_tracked: int = MAX_TRACKED,
+    ) -> None:
+        _check_key(epoch_key)
+        self._key = epoch_key
+        self._clock = clock
+        self._skew = skew_windows
+        self._report_ignored = report_ignored
+        self._max = max_tracked
+        self.own_instances: set[str] = set()
+        self._seen: OrderedDict[str, _Seen] = OrderedDict()
+        self._matched: dict[str, tuple[str, int]] = {}
+        self._refs: dict[tuple[str, int], int] = {}
+
+    @property
+    def peers(self) -> frozenset[tuple[str, int]]:
+        return frozenset(self._refs)
+
+    def _accepts(self, seen: _Seen) -> bool:
+        return (
+            seen.endpoint is not None
+            and seen.version == str(PROTOCOL_VERSION)
+            and tag_matches(self._key, seen.tag, self._clock(), self._skew)
+        )
+
+    def _unmatch(self, instance: str) -> list[DiscoveryEvent]:
+        ep = self._matched.pop(instance, None)
+        if ep is None:
+            return []
+        self._refs[ep] -= 1
+        if self._refs[ep] == 0:
+            del self._refs[ep]
+            return [PeerLost(*ep)]
+        return []
+
+    def _match(self, instance: str, ep: tuple[str, int]) -> list[DiscoveryEvent]:
+        if self._matched.get(instance) == ep:
+            return []
+        events = self._unmatch(instance)
+        self._matched[instance] = ep
+        self._refs[ep] = self._refs.get(ep, 0) + 1
+        if self._refs[ep] == 1:
+            events.append(PeerFound(*ep))
+        return events
+
+    def _evaluate(self, instance: str, report: bool) -> list[DiscoveryEvent]:
+        seen = self._seen.get(instance)
+        if seen is not None and self._accepts(seen):
+            assert seen.endpoint is not None
+            return self._match(instance, seen.endpoint)
+        events = self._unmatch(instance)
+        if seen is not None and report and self._report_ignored:
+            events.append(AdvertIgnored(instance))
+        return events
+
+    def resolved(
+        self, instance: str, properties: dict[str, str], address: str | None, port: int | None
+    ) -> list[DiscoveryEvent]:
+        """An advertisement was (re)resolved with these TXT properties."""
+        if instance in self.own_instances:
+            return []
+        ep = (address, port) if address is not None and port else None
+        prev = self._seen.pop(instance, None)
+        self._seen[instance] = _Seen(properties.get("t", ""), properties.get("v", ""), ep)
+        events: list[DiscoveryEvent] = []
+        while len(self._seen) > self._max:
+            old, _ = self._seen.popitem(last=False)
+            events += self._unmatch(old)
+        events += self._evaluate(instance, report=prev is None or prev.tag != self._seen[instance].tag)
+        return events
+
+    def removed(self, instance: str) -> list[DiscoveryEvent]:
+        """An advertisement was withdrawn (goodbye) or expired."""
+        self._seen.pop(instance, None)
+        return self._unmatch(instance)
+
+    def rekey(self, epoch_key: EpochKey) -> list[DiscoveryEvent]:
+        """Our epoch key changed: re-evaluate everything we have seen."""
+        _check_key(epoch_key)
+        self._key = epoch_key
+        return self.tick()
+
+    def tick(self) -> list[DiscoveryEvent]:
+        """Re-evaluate after the clock moved (tags from old windows lapse)."""
+        events: list[DiscoveryEvent] = []
+        for instance in list(self._seen):
+            events += self._evaluate(instance, report=False)
+        return events
+
+
+def _check_key(epoch_key: bytes) -> None:
+    if len(epoch_key) != KEY_LEN:
+        raise ValueError("epoch key must be 32 bytes")
+
+
+# ---------------------------------------------------------------------------
+# advertising
+
+
+@dataclass(frozen=True, slots=True)
+class Advert:
+    """One published advertisement (all fields are what goes on the wire)."""
+
+    instance: str  # full service name: "<random>._circle._tcp.local."
+    server: str  # "<random>.local."
+    port: int
+    addresses: tuple[str, ...]
+    properties: dict[str, str]
+    window: int
+
+
+class Registrar(Protocol):
+    """What the advertiser needs from an mDNS responder (zeroconf, or a fake)."""
+
+    async def register(self, advert: Advert) -> None: ...
+
+    async def unregister(self, advert: Advert) -> None: ...
+
+
+class Advertiser:
+    """Publishes our advertisement and replaces it when the window rotates.
+
+    Replacement registers a brand-new advertisement (new random instance and
+    host label, new tag) *before* withdrawing the old one, so browsers never
+    see a gap and nothing links the two windows but IP/MAC.
+    """
+
+    def __init__(
+        self,
+        registrar: Registrar,
+        epoch_key: EpochKey,
+        port: int,
+        addresses: Sequence[str],
+        clock: Callable[[], float] = time.time,
+        on_publish: Callable[[Advert], None] | None = None,
+    ) -> None:
+        _check_key(epoch_key)
+        self._registrar = registrar
+        self._key = epoch_key
+        self._port = port
+        self._addresses = tuple(addresses)
+        self._clock = clock
+        self._on_publish = on_publish
+        self.current: Advert | None = None
+        self._lock = asyncio.Lock()
+
+    def _make(self, window: int) -> Advert:
+        label = random_label()
+        return Advert(
+            instance=f"{label}.{SERVICE_TYPE}",
+            server=f"{random_label()}.local.",
+            port=self._port,
+            addresses=self._addresses,
+            properties=advert_properties(self._key, window),
+            window=window,
+        )
+
+    async def _replace(self, window: int) -> None:
+        old = self.current
+        new = self._make(window)
+        await self._registrar.register(new)
+        self.current = new
+        if self._on_publish is not None:
+            self._on_publish(new)
+        if old is not None:
+            await self._registrar.unregister(old)
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self.current is None:
+                await self._replace(window_for(self._clock()))
+
+    async def refresh(self) -> bool:
+        """Re-advertise if the window changed; returns True if it did."""
+        async with self._lock:
+            w = window_for(self._clock())
+            if self.current is None or self.current.window == w:
+                return False
+            await self._replace(w)
+            return True
+
+    async def rekey(self, epoch_key: EpochKey) -> None:
+        _check_key(epoch_key)
+        async with self._lock:
+            self._key = epoch_key
+            if self.current is not None:
+                await self._replace(window_for(self._clock()))
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self.current is not None:
+                old, self.current = self.current, None
+                await self._registrar.unregister(old)
+
+
+# ---------------------------------------------------------------------------
+# the zeroconf driver
+
+
+def _local_addresses(interfaces: Interfaces) -> list[str]:
+    if isinstance(interfaces, _AllInterfaces):
+        import ifaddr  # dependency of zeroconf
+
+        out: list[str] = []
+        for adapter in ifaddr.get_adapters():
+            for ip in adapter.ips:
+                if isinstance(ip.ip, str) and not ipaddress.ip_address(ip.ip).is_loopback:
+                    out.append(ip.ip)
+        return sorted(set(out))
+    return [str(ipaddress.ip_address(a)) for a in interfaces]
+
+
+class _ZeroconfRegistrar:
+    def __init__(self, azc: Any) -> None:
+        self._azc = azc
+
+    def _info(self, advert: Advert) -> Any:
+        from zeroconf.asyncio import AsyncServiceInfo
+
+        return AsyncServiceInfo(
+            SERVICE_TYPE,
+            advert.instance,
+            port=advert.port,
+            properties=dict(advert.properties),
+            server=advert.server,
+            host_ttl=RECORD_TTL,
+            other_ttl=RECORD_TTL,
+            parsed_addresses=list(advert.addresses),
+        )
+
+    async def register(self, advert: Advert) -> None:
+        await (await self._azc.async_register_service(self._info(advert)))
+
+    async def unregister(self, advert: Advert) -> None:
+        await (await self._azc.async_unregister_service(self._info(advert)))
+
+
+class Discovery:
+    """Advertise this device and browse for circle peers on the LAN.
+
+    Usage::
+
+        async with Discovery(epoch_key, listen_port, interfaces=["10.0.0.5"]) as d:
+            async for event in d.events():
+                ...  # PeerFound / PeerLost
+
+    or pass ``on_event=callback`` (called in the event loop). ``interfaces`` is
+    required: a list of local IPs, or :data:`ALL_INTERFACES` for zeroconf's
+    default (all non-loopback IPv4 interfaces).
+    """
+
+    def __init__(
+        self,
+        epoch_key: EpochKey,
+        port: int,
+        *,
+        interfaces: Interfaces,
+        manual_peers: Iterable[str] = (),
+        advertise: bool = True,
+        browse: bool = True,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 10.0,
+        skew_windows: int = 1,
+        on_event: Callable[[DiscoveryEvent], None] | None = None,
+        on_publish: Callable[[Advert], None] | None = None,
+        report_ignored: bool = False,
+    ) -> None:
+        if isinstance(interfaces, str):
+            raise TypeError("interfaces must be a list of IP addresses or ALL_INTERFACES")
+        if isinstance(interfaces, _AllInterfaces) and os.environ.get(FORBID_ALL_ENV) == "1":
+            raise RuntimeError(f"discovery on all interfaces is forbidden here ({FORBID_ALL_ENV}=1)")
+        if not isinstance(interfaces, _AllInterfaces) and not interfaces:
+            raise ValueError("interfaces is empty; pass ALL_INTERFACES to use zeroconf's default")
+        if not 0 < port < 65536:
+            raise ValueError("port out of range")
+        self._interfaces = interfaces
+        self._manual = [parse_manual_peer(p) for p in manual_peers]
+        self._advertise = advertise
+        self._browse = browse
+        self._clock = clock
+        self._poll = poll_interval
+        self._on_event = on_event
+        self._on_publish = on_publish
+        self._key = epoch_key
+        self._port = port
+        self.table = PeerTable(
+            epoch_key, clock, skew_windows=skew_windows, report_ignored=report_ignored
+        )
+        self._queue: asyncio.Queue[DiscoveryEvent] = asyncio.Queue()
+        self._azc: Any = None
+        self._browser: Any = None
+        self._advertiser: Advertiser | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def peers(self) -> frozenset[tuple[str, int]]:
+        """Endpoints currently matched via mDNS (manual peers not included)."""
+        return self.table.peers
+
+    @property
+    def advert(self) -> Advert | None:
+        """What we currently publish (None if not advertising)."""
+        return None if self._advertiser is None else self._advertiser.current
+
+    async def start(self) -> None:
+        from zeroconf import InterfaceChoice, IPVersion
+        from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
+
+        for host, port in self._manual:
+            self._emit([PeerFound(host, port, manual=True)])
+        if not (self._advertise or self._browse):
+            return
+        if isinstance(self._interfaces, _AllInterfaces):
+            self._azc = AsyncZeroconf(interfaces=InterfaceChoice.All)
+        else:
+            ips = [str(ipaddress.ip_address(a)) for a in self._interfaces]
+            v6 = [":" in a for a in ips]
+            version = IPVersion.V6Only if all(v6) else IPVersion.All if any(v6) else IPVersion.V4Only
+            self._azc = AsyncZeroconf(interfaces=ips, ip_version=version)
+        if self._advertise:
+            self._advertiser = Advertiser(
+                _ZeroconfRegistrar(self._azc),
+                self._key,
+                self._port,
+                _local_addresses(self._interfaces),
+                self._clock,
+                self._on_advert,
+            )
+            await self._advertiser.start()
+        if self._browse:
+            self._browser = AsyncServiceBrowser(
+                self._azc.zeroconf, [SERVICE_TYPE], handlers=[self._on_service_change]
+            )
+        self._spawn(self._poll_loop())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._browser is not None:
+            await self._browser.async_cancel()
+        if self._advertiser is not None:
+            with contextlib.suppress(Exception):
+                await self._advertiser.stop()
+        if self._azc is not None:
+            await self._azc.async_close()
+
+    async def __aenter__(self) -> Discovery:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def events(self) -> AsyncIterator[DiscoveryEvent]:
+        """Yield events as they happen (until the task is cancelled)."""
+        while True:
+            yield await self._queue.get()
+
+    async def refresh(self) -> None:
+        """Check the clock now: rotate the advert and lapse old tags if needed."""
+        if self._advertiser is not None:
+            await self._advertiser.refresh()
+        self._emit(self.table.tick())
+
+    async def set_epoch_key(self, epoch_key: EpochKey) -> None:
+        """A new epoch began: re-advertise under it and re-check known peers."""
+        self._key = epoch_key
+        self._emit(self.table.rekey(epoch_key))
+        if self._advertiser is not None:
+            await self._advertiser.rekey(epoch_key)
+
+    # -- internals ---------------------------------------------------------
+
+    def _emit(self, events: Iterable[DiscoveryEvent]) -> None:
+        for event in events:
+            self._queue.put_nowait(event)
+            if self._on_event is not None:
+                try:
+                    self._on_event(event)
+                except Exception:
+                    log.exception("discovery event callback failed")
+
+    def _on_advert(self, advert: Advert) -> None:
+        self.table.own_instances.add(advert.instance)
+        if self._on_publish is not None:
+            self._on_publish(advert)
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("discovery refresh failed")
+
+    def _on_service_change(self, **kwargs: Any) -> None:
+        from zeroconf import ServiceStateChange
+
+        name = str(kwargs["name"])
+        state = kwargs["state_change"]
+        if self._closed:
+            return
+        if state is ServiceStateChange.Removed:
+            self._emit(self.table.removed(name))
+        else:  # Added / Updated
+            self._spawn(self._resolve(name))
+
+    async def _resolve(self, name: str) -> None:
+        from zeroconf import IPVersion
+        from zeroconf.asyncio import AsyncServiceInfo
+
+        if name in self.table.own_instances:
+            return
+        info = AsyncServiceInfo(SERVICE_TYPE, name)
+        if not await info.async_request(self._azc.zeroconf, RESOLVE_TIMEOUT_MS):
+            return
+        props = {
+            k: v for k, v in info.decoded_properties.items() if isinstance(v, str)
+        }
+        addrs = info.parsed_addresses(IPVersion.V4Only) or info.parsed_addresses()
+        address = self._pick_address(addrs)
+        if not self._closed:
+            self._emit(self.table.resolved(name, props, address, info.port))
+
+    def _pick_address(self, addrs: list[str]) -> str | None:
+        """Prefer an address on the same subnet as one of our interfaces."""
+        if not addrs:
+            return None
+        if not isinstance(self._interfaces, _AllInterfaces):
+            ours = [ipaddress.ip_interface(f"{a}/24") for a in self._interfaces if ":" not in a]
+            for a in addrs:
+                if any(ipaddress.ip_address(a) in i.network for i in ours if ":" not in a):
+                    return a
+        return addrs[0]
+
+
+__all__ = [
+    "ALL_INTERFACES", "SERVICE_TYPE", "PROTOCOL_VERSION", "WINDOW_SECONDS", "Advert",
+    "AdvertIgnored", "Advertiser", "Discovery", "DiscoveryEvent", "PeerFound", "PeerLost",
+    "PeerTable", "Registrar", "advert_properties", "parse_manual_peer", "random_label",
+    "tag_hex", "tag_matches", "window_for",
+]
+
+_ = socket  # socket imported for type completeness of address handling
