@@ -42,7 +42,6 @@ import ipaddress
 import logging
 import os
 import secrets
-import socket
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -69,8 +68,6 @@ FORBID_ALL_ENV: Final = "CIRCLE_DISCOVERY_FORBID_ALL"
 
 class _AllInterfaces:
     """Sentinel type for :data:`ALL_INTERFACES`."""
-
-    _instance: _AllInterfaces | None = None
 
     def __repr__(self) -> str:
         return "ALL_INTERFACES"
@@ -398,16 +395,22 @@ class Advertiser:
 # the zeroconf driver
 
 
-def _local_addresses(interfaces: Interfaces) -> list[str]:
-    if isinstance(interfaces, _AllInterfaces):
-        import ifaddr  # dependency of zeroconf
+def _local_networks() -> list[ipaddress.IPv4Interface]:
+    """Every local IPv4 address with its prefix (via ifaddr, zeroconf's dependency)."""
+    import ifaddr
 
-        out: list[str] = []
-        for adapter in ifaddr.get_adapters():
-            for ip in adapter.ips:
-                if isinstance(ip.ip, str) and not ipaddress.ip_address(ip.ip).is_loopback:
-                    out.append(ip.ip)
-        return sorted(set(out))
+    out: list[ipaddress.IPv4Interface] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str):
+                out.append(ipaddress.IPv4Interface(f"{ip.ip}/{ip.network_prefix}"))
+    return out
+
+
+def _local_addresses(interfaces: Interfaces) -> list[str]:
+    """The addresses we advertise: exactly the interfaces we bind to."""
+    if isinstance(interfaces, _AllInterfaces):
+        return sorted({str(i.ip) for i in _local_networks() if not i.ip.is_loopback})
     return [str(ipaddress.ip_address(a)) for a in interfaces]
 
 
@@ -493,6 +496,7 @@ class Discovery:
         self._advertiser: Advertiser | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._networks: list[ipaddress.IPv4Network] | None = None
 
     # -- public API --------------------------------------------------------
 
@@ -641,11 +645,19 @@ class Discovery:
         """Prefer an address on the same subnet as one of our interfaces."""
         if not addrs:
             return None
-        if not isinstance(self._interfaces, _AllInterfaces):
-            ours = [ipaddress.ip_interface(f"{a}/24") for a in self._interfaces if ":" not in a]
-            for a in addrs:
-                if any(ipaddress.ip_address(a) in i.network for i in ours if ":" not in a):
-                    return a
+        if self._networks is None:
+            try:
+                nets = _local_networks()
+            except Exception:  # pragma: no cover - ifaddr failure is not fatal
+                nets = []
+            if not isinstance(self._interfaces, _AllInterfaces):
+                mine = set(self._interfaces)
+                nets = [n for n in nets if str(n.ip) in mine]
+            self._networks = [n.network for n in nets if not n.ip.is_loopback]
+        for a in addrs:
+            ip = ipaddress.ip_address(a)
+            if any(ip in net for net in self._networks):
+                return a
         return addrs[0]
 
 
@@ -655,5 +667,3 @@ __all__ = [
     "PeerTable", "Registrar", "advert_properties", "parse_manual_peer", "random_label",
     "tag_hex", "tag_matches", "window_for",
 ]
-
-_ = socket  # socket imported for type completeness of address handling
