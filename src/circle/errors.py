@@ -159,3 +159,23 @@ class RelayAuthFailed(RelayError):
 
 class RelayQuotaExceeded(RelayError):
     """The relay's per-mailbox quota (or its total capacity) is used up."""
+
+
+# --- live sessions (net/handshake.py) ---------------------------------------
+
+
+class EpochMismatch(HandshakeFailed):
+    """The two sides hold different circle-key epochs (one missed a key rotation)."""
+
+    def __init__(self, message: str, offered_epoch: int, peer_epoch: int | None) -> None:
+        super().__init__(message)
+        self.offered_epoch = offered_epoch
+        self.peer_epoch = peer_epoch
+
+
+class PeerNotMember(HandshakeFailed):
+    """The peer holds the circle key but its signing key is not an active member."""
+
+
+class SelfConnection(HandshakeFailed):
+    """The peer is this very device (e.g. found its own mDNS advertisement)."""
