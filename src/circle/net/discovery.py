@@ -468,6 +468,7 @@ class Discovery:
         on_event: Callable[[DiscoveryEvent], None] | None = None,
         on_publish: Callable[[Advert], None] | None = None,
         report_ignored: bool = False,
+        lost_grace: float = 3.0,
     ) -> None:
         if isinstance(interfaces, str):
             raise TypeError("interfaces must be a list of IP addresses or ALL_INTERFACES")
@@ -487,6 +488,8 @@ class Discovery:
         self._on_publish = on_publish
         self._key = epoch_key
         self._port = port
+        self._grace = lost_grace
+        self._reported: set[tuple[str, int]] = set()
         self.table = PeerTable(
             epoch_key, clock, skew_windows=skew_windows, report_ignored=report_ignored
         )
@@ -502,8 +505,8 @@ class Discovery:
 
     @property
     def peers(self) -> frozenset[tuple[str, int]]:
-        """Endpoints currently matched via mDNS (manual peers not included)."""
-        return self.table.peers
+        """Endpoints reported found via mDNS and not (yet) lost; manual ones excluded."""
+        return frozenset(self._reported)
 
     @property
     def advert(self) -> Advert | None:
@@ -586,13 +589,41 @@ class Discovery:
     # -- internals ---------------------------------------------------------
 
     def _emit(self, events: Iterable[DiscoveryEvent]) -> None:
+        """Report events; a loss is confirmed only after ``lost_grace`` seconds.
+
+        A peer rotating its advertisement withdraws the old one while the new
+        one may still be resolving; the grace period keeps that from showing
+        up as PeerLost + PeerFound.
+        """
         for event in events:
-            self._queue.put_nowait(event)
-            if self._on_event is not None:
-                try:
-                    self._on_event(event)
-                except Exception:
-                    log.exception("discovery event callback failed")
+            if isinstance(event, PeerFound) and not event.manual:
+                ep = (event.address, event.port)
+                if ep in self._reported:
+                    continue
+                self._reported.add(ep)
+            elif isinstance(event, PeerLost):
+                if self._grace > 0 and not self._closed:
+                    self._spawn(self._confirm_lost(event))
+                    continue
+                if (event.address, event.port) in self.table.peers:
+                    continue
+                self._reported.discard((event.address, event.port))
+            self._deliver(event)
+
+    async def _confirm_lost(self, event: PeerLost) -> None:
+        await asyncio.sleep(self._grace)
+        ep = (event.address, event.port)
+        if ep in self._reported and ep not in self.table.peers:
+            self._reported.discard(ep)
+            self._deliver(event)
+
+    def _deliver(self, event: DiscoveryEvent) -> None:
+        self._queue.put_nowait(event)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                log.exception("discovery event callback failed")
 
     def _on_advert(self, advert: Advert) -> None:
         self.table.own_instances.add(advert.instance)

@@ -1,0 +1,263 @@
+"""Discovery logic without sockets: tag matching, peer bookkeeping, rotation.
+
+Nothing here starts zeroconf; the multi-host tests are in
+test_discovery_netns.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from circle.net.discovery import (
+    ALL_INTERFACES,
+    SERVICE_TYPE,
+    WINDOW_SECONDS,
+    Advert,
+    AdvertIgnored,
+    Advertiser,
+    Discovery,
+    PeerFound,
+    PeerLost,
+    PeerTable,
+    advert_properties,
+    parse_manual_peer,
+    tag_hex,
+    tag_matches,
+    window_for,
+)
+from circle.net.keys import EpochKey, lan_tag, new_epoch_key
+
+T0 = 1_700_000_100.0  # 100 s into a window
+W0 = window_for(T0)
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def props(key: EpochKey, window: int = W0) -> dict[str, str]:
+    return advert_properties(key, window)
+
+
+# -- tags --------------------------------------------------------------------
+
+
+def test_window_is_five_minutes() -> None:
+    assert WINDOW_SECONDS == 300
+    assert window_for(T0) == int(T0) // 300
+    assert window_for(T0 + 300) == W0 + 1
+
+
+def test_txt_record_holds_only_version_and_tag() -> None:
+    key = new_epoch_key()
+    p = advert_properties(key, W0)
+    assert set(p) == {"v", "t"}
+    assert p["t"] == lan_tag(key, W0, 8).hex()
+    assert p["t"] != advert_properties(key, W0 + 1)["t"]
+
+
+def test_tag_accepts_neighbour_windows_only() -> None:
+    key = new_epoch_key()
+    for d in (-1, 0, 1):
+        assert tag_matches(key, tag_hex(key, W0 + d), T0)
+    for d in (-3, -2, 2, 3):
+        assert not tag_matches(key, tag_hex(key, W0 + d), T0)
+    assert not tag_matches(key, tag_hex(key, W0 - 1), T0, skew_windows=0)
+
+
+def test_tag_rejects_other_key_and_garbage() -> None:
+    key, other = new_epoch_key(), new_epoch_key()
+    assert not tag_matches(key, tag_hex(other, W0), T0)
+    for bad in ("", "zz", "00" * 7, "00" * 9, tag_hex(key, W0)[:-1]):
+        assert not tag_matches(key, bad, T0)
+
+
+# -- peer table ----------------------------------------------------------------
+
+
+def test_table_reports_members_and_ignores_others() -> None:
+    key = new_epoch_key()
+    t = PeerTable(key, Clock(), report_ignored=True)
+    assert t.resolved("a." + SERVICE_TYPE, props(key), "10.0.0.2", 7000) == [
+        PeerFound("10.0.0.2", 7000)
+    ]
+    assert t.resolved("b." + SERVICE_TYPE, props(new_epoch_key()), "10.0.0.3", 7000) == [
+        AdvertIgnored("b." + SERVICE_TYPE)
+    ]
+    assert t.peers == {("10.0.0.2", 7000)}
+
+
+def test_table_rejects_wrong_version_and_missing_fields() -> None:
+    key = new_epoch_key()
+    t = PeerTable(key, Clock())
+    p = props(key)
+    assert t.resolved("a", {**p, "v": "2"}, "10.0.0.2", 1) == []
+    assert t.resolved("b", {"v": "1"}, "10.0.0.2", 1) == []
+    assert t.resolved("c", p, None, 1) == []
+    assert t.resolved("d", p, "10.0.0.2", 0) == []
+    assert t.peers == frozenset()
+
+
+def test_table_ignores_own_adverts() -> None:
+    key = new_epoch_key()
+    t = PeerTable(key, Clock())
+    t.own_instances.add("me")
+    assert t.resolved("me", props(key), "10.0.0.1", 7000) == []
+
+
+def test_rotation_of_a_peer_does_not_flap() -> None:
+    key = new_epoch_key()
+    t = PeerTable(key, Clock())
+    assert t.resolved("old", props(key), "10.0.0.2", 7000) == [PeerFound("10.0.0.2", 7000)]
+    assert t.resolved("new", props(key, W0 + 1), "10.0.0.2", 7000) == []
+    assert t.removed("old") == []
+    assert t.removed("new") == [PeerLost("10.0.0.2", 7000)]
+    assert t.removed("new") == []
+
+
+def test_stale_tags_lapse_when_the_clock_moves() -> None:
+    key = new_epoch_key()
+    clock = Clock()
+    t = PeerTable(key, clock)
+    t.resolved("a", props(key), "10.0.0.2", 7000)
+    clock.now += WINDOW_SECONDS
+    assert t.tick() == []  # previous window still accepted
+    clock.now += WINDOW_SECONDS
+    assert t.tick() == [PeerLost("10.0.0.2", 7000)]
+
+
+def test_rekey_drops_peers_on_the_old_key_and_finds_new_ones() -> None:
+    old, new = new_epoch_key(), new_epoch_key()
+    t = PeerTable(old, Clock())
+    t.resolved("a", props(old), "10.0.0.2", 7000)
+    t.resolved("b", props(new), "10.0.0.3", 7000)
+    assert sorted(map(repr, t.rekey(new))) == sorted(
+        map(repr, [PeerLost("10.0.0.2", 7000), PeerFound("10.0.0.3", 7000)])
+    )
+
+
+def test_table_memory_is_bounded() -> None:
+    key = new_epoch_key()
+    t = PeerTable(key, Clock(), max_tracked=10)
+    t.resolved("member", props(key), "10.0.0.2", 7000)
+    for i in range(100):
+        t.resolved(f"junk{i}", props(new_epoch_key()), f"10.0.1.{i}", 7000)
+    assert len(t._seen) == 10
+    assert t.peers == frozenset()  # evicted along with the flood, not kept forever
+
+
+# -- advertiser rotation (clock injected, fake responder) ------------------------
+
+
+class FakeRegistrar:
+    def __init__(self) -> None:
+        self.live: dict[str, Advert] = {}
+        self.log: list[tuple[str, str]] = []
+
+    async def register(self, advert: Advert) -> None:
+        assert advert.instance not in self.live
+        self.live[advert.instance] = advert
+        self.log.append(("register", advert.instance))
+
+    async def unregister(self, advert: Advert) -> None:
+        del self.live[advert.instance]
+        self.log.append(("unregister", advert.instance))
+
+
+async def test_advertiser_rotates_tag_and_names_with_the_window() -> None:
+    key = new_epoch_key()
+    clock = Clock()
+    reg = FakeRegistrar()
+    adv = Advertiser(reg, key, 7420, ["10.77.0.1"], clock)
+    await adv.start()
+    first = adv.current
+    assert first is not None and first.properties == advert_properties(key, W0)
+    assert await adv.refresh() is False  # same window: nothing republished
+    clock.now += WINDOW_SECONDS
+    assert await adv.refresh() is True
+    second = adv.current
+    assert second is not None
+    assert second.properties["t"] == tag_hex(key, W0 + 1) != first.properties["t"]
+    # nothing links the windows: new instance and host labels too
+    assert second.instance != first.instance and second.server != first.server
+    # make-before-break: the new one is registered before the old is withdrawn
+    assert reg.log == [
+        ("register", first.instance), ("register", second.instance),
+        ("unregister", first.instance),
+    ]
+    assert list(reg.live) == [second.instance]
+    await adv.stop()
+    assert reg.live == {}
+
+
+async def test_advertiser_rekey_republishes_under_new_key() -> None:
+    key, new = new_epoch_key(), new_epoch_key()
+    reg = FakeRegistrar()
+    adv = Advertiser(reg, key, 7420, ["10.77.0.1"], Clock())
+    await adv.start()
+    first = adv.current
+    await adv.rekey(new)
+    assert adv.current is not None and first is not None
+    assert adv.current.properties["t"] == tag_hex(new, W0)
+    assert adv.current.instance != first.instance
+
+
+def test_advert_names_are_random_and_carry_nothing_else() -> None:
+    key = new_epoch_key()
+    reg = FakeRegistrar()
+    names = set()
+    for _ in range(5):
+        adv = Advertiser(reg, key, 7420, ["10.77.0.1"], Clock())
+        asyncio.run(adv.start())
+        a = adv.current
+        assert a is not None
+        label = a.instance.removesuffix("." + SERVICE_TYPE)
+        host = a.server.removesuffix(".local.")
+        assert len(label) == 16 and int(label, 16) >= 0
+        assert len(host) == 16 and int(host, 16) >= 0
+        names.add(label)
+    assert len(names) == 5
+
+
+# -- driver-level guards (no zeroconf is started in these) ----------------------
+
+
+def test_interfaces_argument_is_required_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = new_epoch_key()
+    with pytest.raises(TypeError):
+        Discovery(key, 7420)  # type: ignore[call-arg]
+    with pytest.raises(ValueError):
+        Discovery(key, 7420, interfaces=[])
+    with pytest.raises(TypeError):
+        Discovery(key, 7420, interfaces="10.0.0.1")
+    monkeypatch.setenv("CIRCLE_DISCOVERY_FORBID_ALL", "1")
+    with pytest.raises(RuntimeError, match="forbidden"):
+        Discovery(key, 7420, interfaces=ALL_INTERFACES)
+
+
+async def test_manual_peers_are_reported_without_mdns() -> None:
+    got: list[object] = []
+    d = Discovery(
+        new_epoch_key(), 7420, interfaces=["192.0.2.1"],
+        manual_peers=["192.0.2.7:7420", "[2001:db8::1]:9000", "peer.example:1"],
+        advertise=False, browse=False, on_event=got.append,
+    )
+    async with d:
+        assert got == [
+            PeerFound("192.0.2.7", 7420, manual=True),
+            PeerFound("2001:db8::1", 9000, manual=True),
+            PeerFound("peer.example", 1, manual=True),
+        ]
+        assert d._azc is None  # no mDNS at all when neither advertising nor browsing
+
+
+@pytest.mark.parametrize("bad", ["", "host", "host:", ":80", "h:0", "h:70000", "h:x", "::1:80", "[::1]80"])
+def test_manual_peer_parse_errors(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_manual_peer(bad)
