@@ -1,0 +1,68 @@
+"""Suggest offers for a need and needs for an offer.
+
+Score = 3 for the same category + 2 per shared tag + 1 per shared meaningful
+word in title/details (+1 more when the zones match and the pair already
+scores). Plain and explainable: the member sees *why* each suggestion fits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from circle.crdt.model import Need, Offer
+
+_STOP = frozenset(
+    "a an and are at be by can for from has have i in is it me my need needs of offer offers on or "
+    "our please some the to up us we with you your any".split()
+)
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOP}
+
+
+@dataclass(frozen=True)
+class Match:
+    score: int
+    reasons: tuple[str, ...]
+    need: Need
+    offer: Offer
+
+
+def score(need: Need, offer: Offer) -> tuple[int, tuple[str, ...]]:
+    points, reasons = 0, []
+    if need.category and need.category == offer.category:
+        points += 3
+        reasons.append(f"category {need.category}")
+    shared_tags = sorted(need.tags & offer.tags)
+    if shared_tags:
+        points += 2 * len(shared_tags)
+        reasons.append("tags " + ", ".join(shared_tags))
+    shared_words = sorted(words(f"{need.title} {need.details}") & words(f"{offer.title} {offer.details}"))
+    if shared_words:
+        points += len(shared_words)
+        reasons.append("words " + ", ".join(shared_words[:5]))
+    if points and need.zone and need.zone == offer.zone:
+        points += 1
+        reasons.append(f"zone {need.zone}")
+    return points, tuple(reasons)
+
+
+def offers_for(need: Need, offers: list[Offer], limit: int = 10) -> list[Match]:
+    found = []
+    for offer in offers:
+        points, reasons = score(need, offer)
+        if points > 0:
+            found.append(Match(points, reasons, need, offer))
+    return sorted(found, key=lambda m: (-m.score, m.offer.id))[:limit]
+
+
+def needs_for(offer: Offer, needs: list[Need], limit: int = 10) -> list[Match]:
+    found = []
+    for need in needs:
+        points, reasons = score(need, offer)
+        if points > 0:
+            found.append(Match(points, reasons, need, offer))
+    return sorted(found, key=lambda m: (-m.score, -m.need.urgency.rank, m.need.id))[:limit]

@@ -1,0 +1,216 @@
+"""Export (JSON, CSV) and import (JSON) of a circle's records.
+
+Export strips nothing: every stored field of every record, plus the derived
+state (`status`, `availability`, ...) under keys that import ignores. Import
+merges: records whose id already exists are left alone, new ones are added in
+one transaction, and the whole file is validated first, so a bad record
+rejects the import (naming the record) and changes nothing. Members are never
+imported: membership changes only through invites and removals.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from dataclasses import asdict, fields, is_dataclass
+from enum import Enum
+from typing import Any
+
+from circle.crdt.am import Field, Scalar
+from circle.crdt.board import Board
+from circle.crdt.model import Condition, ToolState, Urgency
+from circle.errors import ImportError_
+
+FORMAT = "circle-export"
+VERSION = 1
+COLLECTIONS = ("members", "needs", "offers", "tools", "loans", "holds")
+DERIVED = {"status", "availability", "overdue", "current_loan", "conflicting_loans", "queue"}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def record_dict(obj: Any) -> dict[str, Any]:
+    """A domain dataclass as JSON-ready data (used by every --json output)."""
+    assert is_dataclass(obj)
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in ("current_loan",):
+            out[f.name] = value.id if value is not None else None
+        elif f.name in ("conflicting_loans", "queue"):
+            out[f.name] = [x.id for x in value]
+        elif is_dataclass(value):
+            out[f.name] = _plain(asdict(value))  # type: ignore[arg-type]
+        else:
+            out[f.name] = _plain(value)
+    return out
+
+
+def export_json(board: Board) -> dict[str, Any]:
+    view = board.view()
+    meta = board.meta()
+    return {
+        "format": FORMAT, "version": VERSION,
+        "circle": {"id": meta.get("circle_id"), "name": meta.get("name")},
+        "exported_at": board.clock(),
+        **{name: [record_dict(r) for r in getattr(view, name).values()] for name in COLLECTIONS},
+        "malformed": [asdict(m) for m in view.malformed],
+    }
+
+
+def export_csv(board: Board) -> str:
+    """One section per collection: a `# name` line, a header row, the rows."""
+    data = export_json(board)
+    out = io.StringIO()
+    for name in COLLECTIONS:
+        rows = data[name]
+        out.write(f"# {name}\n")
+        if not rows:
+            out.write("\n")
+            continue
+        columns = list(rows[0].keys())
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()})
+        out.write("\n")
+    return out.getvalue()
+
+
+# --- import -----------------------------------------------------------------
+
+_STR, _INT, _OPT_INT, _OPT_STR, _BOOL = "str", "int", "opt_int", "opt_str", "bool"
+_SCHEMA: dict[str, dict[str, str]] = {
+    "needs": {"title": _STR, "details": _STR, "category": _STR, "tags": "tags", "urgency": "urgency",
+              "zone": _STR, "author": _STR, "created_at": _INT, "updated_at": _INT, "expires_at": _INT,
+              "claims": "claims", "met_at": _OPT_INT, "withdrawn_at": _OPT_INT},
+    "offers": {"title": _STR, "details": _STR, "category": _STR, "tags": "tags", "zone": _STR,
+               "author": _STR, "quantity": _OPT_INT, "recurring": _BOOL, "created_at": _INT,
+               "updated_at": _INT, "expires_at": _INT, "paused": _BOOL, "closed_at": _OPT_INT},
+    "tools": {"name": _STR, "description": _STR, "category": _STR, "steward": _STR,
+              "condition": "condition", "condition_note": _STR, "loan_days": _INT, "state": "state",
+              "created_at": _INT},
+    "loans": {"tool": _STR, "borrower": _STR, "out_at": _INT, "due_at": _INT, "returned_at": _OPT_INT,
+              "lost_at": _OPT_INT, "condition_out": "condition", "condition_in": "opt_condition",
+              "renewals": _INT},
+    "holds": {"tool": _STR, "member": _STR, "created_at": _INT, "cancelled_at": _OPT_INT,
+              "fulfilled_at": _OPT_INT},
+}
+_ENUMS: dict[str, type[Enum]] = {"urgency": Urgency, "condition": Condition, "state": ToolState}
+
+
+def _convert(kind: str, value: Any, where: str, key: str) -> Field:
+    def bad(expected: str) -> ImportError_:
+        return ImportError_(f"{where}: field '{key}' must be {expected}, got {json.dumps(value)[:40]}")
+
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == _STR:
+        if not isinstance(value, str):
+            raise bad("text")
+        return value
+    if kind == _INT:
+        if not is_int:
+            raise bad("a whole number")
+        return int(value)
+    if kind == _OPT_INT:
+        if value is not None and not is_int:
+            raise bad("a whole number or null")
+        return value  # type: ignore[no-any-return]
+    if kind == _BOOL:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind == "tags":
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise bad("a list of text tags")
+        tags: dict[str, Scalar] = {t: True for t in value}
+        return tags
+    if kind == "claims":
+        if not isinstance(value, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value.values()
+        ):
+            raise bad("a map of member id to time")
+        claims: dict[str, Scalar] = {str(k): int(v) for k, v in value.items()}
+        return claims
+    if kind == "opt_condition":
+        if value is None:
+            return None
+        kind = "condition"
+    enum = _ENUMS[kind]
+    try:
+        return enum(value).value  # type: ignore[no-any-return]
+    except ValueError:
+        raise bad("one of " + ", ".join(str(e.value) for e in enum)) from None
+
+
+def parse_import(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImportError_(f"not a circle export: invalid JSON at line {exc.lineno}, column {exc.colno}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ImportError_("not a circle export (missing \"format\": \"circle-export\")")
+    if data.get("version") != VERSION:
+        raise ImportError_(f"unsupported export version {data.get('version')!r}; this circle reads version {VERSION}")
+    return data
+
+
+def import_records(board: Board, data: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Validate everything, then add unknown records in one change."""
+    board._require_member()
+    view = board.view()
+    plan: list[tuple[str, str, dict[str, Field]]] = []
+    report: dict[str, dict[str, int]] = {}
+    known_tools = set(view.tools)
+    incoming_tools = {r.get("id") for r in data.get("tools", []) if isinstance(r, dict)}
+    for name, schema in _SCHEMA.items():
+        rows = data.get(name, [])
+        if not isinstance(rows, list):
+            raise ImportError_(f"'{name}' must be a list of records")
+        existing = getattr(view, name)
+        added = skipped = 0
+        for index, row in enumerate(rows):
+            where = f"{name}[{index}]"
+            if not isinstance(row, dict):
+                raise ImportError_(f"{where}: not a record")
+            rid = row.get("id")
+            if not isinstance(rid, str) or not rid or len(rid) > 64 or not rid.isalnum():
+                raise ImportError_(f"{where}: missing or invalid id")
+            where = f"{name}[{index}] (id {rid})"
+            missing = [k for k in schema if k not in row]
+            if missing:
+                raise ImportError_(f"{where}: missing field(s) {', '.join(missing)}")
+            unknown = set(row) - set(schema) - DERIVED - {"id"}
+            if unknown:
+                raise ImportError_(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+            converted = {k: _convert(kind, row[k], where, k) for k, kind in schema.items()}
+            if name in ("loans", "holds") and converted["tool"] not in known_tools | incoming_tools:
+                raise ImportError_(f"{where}: refers to tool {converted['tool']} which is in neither the circle nor the file")
+            if rid in existing:
+                skipped += 1
+                continue
+            plan.append((name, rid, converted))
+            added += 1
+        report[name] = {"added": added, "already_present": skipped}
+    members = data.get("members", [])
+    report["members"] = {"added": 0, "not_imported": len(members) if isinstance(members, list) else 0}
+    if plan:
+        with board.doc.edit() as ed:
+            for name, rid, converted in plan:
+                ed.put_record(name, rid, converted)
+        board._commit()
+    return report

@@ -1,0 +1,241 @@
+"""A device's data directory: identity, at-rest keys, and its circles.
+
+Layout (DESIGN §5):
+
+    HOME/device.json             identity and at-rest key settings (0600)
+    HOME/circles/<id>/circle.json   name, epoch keys (sealed at rest), settings
+    HOME/circles/<id>/doc/          the document store (snapshot + log)
+
+At rest: one random 32-byte *data key* per home seals the identity's secret
+keys, the epoch keys and the document. With a passphrase, the data key is
+wrapped under argon2id(passphrase) and never written in the clear; without
+one, it sits in device.json protected only by file permissions, and every
+status screen says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nacl.exceptions
+import nacl.pwhash
+import nacl.secret
+import nacl.utils
+import platformdirs
+
+from circle.crdt.store import SecretBoxCipher, atomic_write
+from circle.errors import (
+    NotFound,
+    PassphraseRequired,
+    StoreCorrupt,
+    StoreError,
+    UsageError,
+    WrongPassphrase,
+)
+from circle.net.keys import DeviceIdentity, EpochKey, Purpose, keyed_hash
+
+HOME_ENV = "CIRCLE_HOME"
+PASSPHRASE_ENV = "CIRCLE_PASSPHRASE"
+DEVICE_FILE = "device.json"
+FORMAT_VERSION = 1
+# INTERACTIVE limits (64 MiB, 2 passes): every CLI command pays this once, so
+# it must stay well under a second on an old laptop. Stored per home so it
+# can be raised later without breaking existing homes.
+KDF_OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
+KDF_MEM = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+
+
+def default_home() -> Path:
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("circle", appauthor=False))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise StoreCorrupt(f"{what} is missing or not text in {DEVICE_FILE}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise StoreCorrupt(f"{what} is not valid base64 in {DEVICE_FILE}") from None
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise NotFound(f"{what} not found at {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreCorrupt(f"{path} is damaged or not a circle file ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise StoreCorrupt(f"{path} is not a circle file")
+    return data
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+@dataclass
+class Home:
+    path: Path
+    identity: DeviceIdentity
+    data_key: bytes
+    encrypted: bool
+
+    # --- creation / opening ----------------------------------------------
+
+    @staticmethod
+    def exists(path: Path) -> bool:
+        return (path / DEVICE_FILE).exists()
+
+    @classmethod
+    def create(cls, path: Path, passphrase: str | None) -> Home:
+        if cls.exists(path):
+            raise StoreError(f"{path} already holds a circle device identity")
+        if passphrase is not None and len(passphrase) < 8:
+            raise UsageError("a passphrase must have at least 8 characters")
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+        identity = DeviceIdentity.generate()
+        data_key = nacl.utils.random(32)
+        record: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "verify_key": _b64(identity.verify_key),
+            "box_key": _b64(identity.box_public),
+        }
+        if passphrase is None:
+            record["data_key"] = _b64(data_key)
+        else:
+            salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+            kek = nacl.pwhash.argon2id.kdf(32, passphrase.encode(), salt, opslimit=KDF_OPS, memlimit=KDF_MEM)
+            record["kdf"] = {"name": "argon2id", "salt": _b64(salt), "ops": KDF_OPS, "mem": KDF_MEM}
+            record["wrapped_data_key"] = _b64(nacl.secret.SecretBox(kek).encrypt(data_key))
+        home = cls(path, identity, data_key, passphrase is not None)
+        record["identity"] = _b64(home.seal(identity.secret_bytes()))
+        write_json(path / DEVICE_FILE, record)
+        (path / "circles").mkdir(exist_ok=True, mode=0o700)
+        return home
+
+    @classmethod
+    def open(cls, path: Path, passphrase: str | None) -> Home:
+        record = read_json(path / DEVICE_FILE, "no circle device identity (run `circle init` or `circle join`)")
+        if record.get("format") != FORMAT_VERSION:
+            raise StoreCorrupt(f"{path / DEVICE_FILE} has an unknown format; upgrade circle")
+        if "wrapped_data_key" in record:
+            if passphrase is None:
+                raise PassphraseRequired(
+                    "this device's data is encrypted: give the passphrase (prompt, --passphrase-file "
+                    f"or {PASSPHRASE_ENV})"
+                )
+            kdf = record.get("kdf")
+            if not isinstance(kdf, dict) or kdf.get("name") != "argon2id":
+                raise StoreCorrupt(f"{path / DEVICE_FILE} names an unknown key derivation")
+            try:
+                kek = nacl.pwhash.argon2id.kdf(
+                    32, passphrase.encode(), _unb64(kdf.get("salt"), "kdf salt"),
+                    opslimit=int(kdf["ops"]), memlimit=int(kdf["mem"]),
+                )
+            except (KeyError, ValueError, TypeError, nacl.exceptions.CryptoError):
+                raise StoreCorrupt(f"{path / DEVICE_FILE} has damaged key derivation settings") from None
+            try:
+                data_key = nacl.secret.SecretBox(kek).decrypt(_unb64(record["wrapped_data_key"], "wrapped key"))
+            except nacl.exceptions.CryptoError:
+                raise WrongPassphrase("wrong passphrase for this device's data") from None
+            encrypted = True
+        else:
+            data_key = _unb64(record.get("data_key"), "data key")
+            encrypted = False
+        if len(data_key) != 32:
+            raise StoreCorrupt(f"{path / DEVICE_FILE} holds a damaged data key")
+        home = cls(path, DeviceIdentity.generate(), bytes(data_key), encrypted)
+        try:
+            secret = home.unseal(_unb64(record.get("identity"), "identity"))
+            home.identity = DeviceIdentity.from_secret_bytes(secret)
+        except (ValueError, StoreCorrupt):
+            raise StoreCorrupt(f"{path / DEVICE_FILE} holds a damaged identity") from None
+        if home.identity.verify_key != _unb64(record.get("verify_key"), "verify key"):
+            raise StoreCorrupt(f"{path / DEVICE_FILE} identity does not match its public key")
+        return home
+
+    # --- sealing secrets -----------------------------------------------------
+
+    def seal(self, data: bytes) -> bytes:
+        if not self.encrypted:
+            return data
+        return bytes(nacl.secret.SecretBox(self.data_key).encrypt(data))
+
+    def unseal(self, data: bytes) -> bytes:
+        if not self.encrypted:
+            return data
+        try:
+            return bytes(nacl.secret.SecretBox(self.data_key).decrypt(data))
+        except nacl.exceptions.CryptoError:
+            raise StoreCorrupt("a sealed secret failed to open: the file is damaged") from None
+
+    def doc_cipher(self, circle_id: str) -> SecretBoxCipher | None:
+        """Per-circle document key, derived so one circle's files say nothing of another's."""
+        if not self.encrypted:
+            return None
+        return SecretBoxCipher(keyed_hash(self.data_key, Purpose.AT_REST, circle_id.encode()))
+
+    # --- circles -------------------------------------------------------------
+
+    def circles_dir(self) -> Path:
+        return self.path / "circles"
+
+    def circle_ids(self) -> list[str]:
+        d = self.circles_dir()
+        if not d.exists():
+            return []
+        return sorted(p.name for p in d.iterdir() if (p / "circle.json").exists())
+
+    def circle_dir(self, circle_id: str) -> Path:
+        return self.circles_dir() / circle_id
+
+
+@dataclass
+class CircleConfig:
+    """circle.json: what this device knows about one circle besides the document."""
+
+    circle_id: str
+    name: str
+    epoch: int
+    epoch_keys: dict[int, EpochKey]
+    settings: dict[str, Any]
+
+    @property
+    def epoch_key(self) -> EpochKey:
+        return self.epoch_keys[self.epoch]
+
+    @classmethod
+    def load(cls, home: Home, circle_id: str) -> CircleConfig:
+        raw = read_json(home.circle_dir(circle_id) / "circle.json", f"circle {circle_id}")
+        try:
+            keys = {
+                int(n): EpochKey(home.unseal(_unb64(k, "epoch key")))
+                for n, k in dict(raw["epoch_keys"]).items()
+            }
+            cfg = cls(str(raw["circle_id"]), str(raw["name"]), int(raw["epoch"]), keys, dict(raw.get("settings", {})))
+        except (KeyError, ValueError, TypeError):
+            raise StoreCorrupt(f"circle {circle_id}'s circle.json is damaged") from None
+        if cfg.epoch not in cfg.epoch_keys or any(len(k) != 32 for k in keys.values()):
+            raise StoreCorrupt(f"circle {circle_id}'s circle.json holds damaged keys")
+        return cfg
+
+    def save(self, home: Home) -> None:
+        write_json(home.circle_dir(self.circle_id) / "circle.json", {
+            "circle_id": self.circle_id, "name": self.name, "epoch": self.epoch,
+            "epoch_keys": {str(n): _b64(home.seal(k)) for n, k in self.epoch_keys.items()},
+            "settings": self.settings, "encrypted_at_rest": home.encrypted,
+        })
