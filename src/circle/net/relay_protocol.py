@@ -1,0 +1,642 @@
+"""The relay protocol, sans-I/O: bytes in, events and bytes out.
+
+One WebSocket binary message carries exactly one protocol message. The same
+codec is used by the relay server (`ServerCore`) and the client
+(`ClientCore`); the asyncio drivers in relay_server.py and relay_client.py
+only move bytes.
+
+Messages (integers big-endian; `rest` = the remainder of the message)::
+
+    client -> relay
+      0x01 Auth       version u8, mailbox 16, token 32
+      0x02 Put        req u32, envelope rest
+      0x03 Fetch      req u32, since u64, limit u16
+      0x04 Subscribe  since u64          (relay then pushes every envelope
+                                          after `since`, now and as it arrives)
+    relay -> client
+      0x81 AuthOk     instance 16, head u64, registered u8
+      0x82 Ack        req u32, envelope id 32, cursor u64, duplicate u8
+      0x83 Batch      req u32, next u64, more u8, count u16,
+                      count x (cursor u64, length u32, envelope)
+      0x84 Pushed     cursor u64, envelope rest
+      0x85 Error      req u32, code u16, fatal u8, length u16, text (UTF-8)
+
+Decoding is strict: an unknown type, a wrong length, trailing bytes, an
+out-of-range field or a message above the frame cap is a RemoteProtocolError.
+The first client message must be Auth; anything else first is fatal.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from circle.errors import (
+    LocalProtocolError,
+    RelayAuthFailed,
+    RelayError,
+    RelayQuotaExceeded,
+    RemoteProtocolError,
+    StoreError,
+)
+from circle.net.envelope import MAX_ENVELOPE_SIZE, envelope_id, peek_header
+from circle.net.relay_store import (
+    INSTANCE_ID_LEN,
+    MAILBOX_LEN,
+    TOKEN_LEN,
+    AuthResult,
+    MailboxStore,
+    token_hash,
+)
+
+PROTOCOL_VERSION = 1
+#: Default cap on one protocol message: one largest envelope plus headers.
+DEFAULT_FRAME_CAP = MAX_ENVELOPE_SIZE + 1024
+MAX_ERROR_TEXT = 200
+MAX_FETCH_LIMIT = 1000
+ID_LEN = 32
+
+
+class ErrorCode(enum.IntEnum):
+    BAD_MESSAGE = 1
+    UNSUPPORTED_VERSION = 2
+    AUTH_REQUIRED = 3
+    AUTH_FAILED = 4
+    TOO_LARGE = 5
+    QUOTA_EXCEEDED = 6
+    BAD_ENVELOPE = 7
+    SERVER_FULL = 8
+    INTERNAL = 9
+
+
+# --- messages -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Auth:
+    mailbox: bytes
+    token: bytes
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Put:
+    req: int
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class Fetch:
+    req: int
+    since: int
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    since: int
+
+
+@dataclass(frozen=True)
+class AuthOk:
+    instance: bytes
+    head: int
+    registered: bool
+
+
+@dataclass(frozen=True)
+class Ack:
+    req: int
+    envelope_id: bytes
+    cursor: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Batch:
+    req: int
+    items: tuple[tuple[int, bytes], ...]
+    next_cursor: int
+    more: bool
+
+
+@dataclass(frozen=True)
+class Pushed:
+    cursor: int
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class Error:
+    code: int
+    text: str
+    req: int = 0
+    fatal: bool = False
+
+
+ClientMessage = Auth | Put | Fetch | Subscribe
+ServerMessage = AuthOk | Ack | Batch | Pushed | Error
+Message = ClientMessage | ServerMessage
+
+_U32 = struct.Struct(">I")
+_AUTH = struct.Struct(f">BB{MAILBOX_LEN}s{TOKEN_LEN}s")
+_FETCH = struct.Struct(">BIQH")
+_SUB = struct.Struct(">BQ")
+_PUT_HEAD = struct.Struct(">BI")
+_AUTHOK = struct.Struct(f">B{INSTANCE_ID_LEN}sQB")
+_ACK = struct.Struct(f">BI{ID_LEN}sQB")
+_BATCH_HEAD = struct.Struct(">BIQBH")
+_ITEM_HEAD = struct.Struct(">QI")
+_PUSHED_HEAD = struct.Struct(">BQ")
+_ERROR_HEAD = struct.Struct(">BIHBH")
+
+_U64_MAX = 2**64 - 1
+_U32_MAX = 2**32 - 1
+
+
+def _u(value: int, top: int, name: str) -> int:
+    if not 0 <= value <= top:
+        raise LocalProtocolError(f"{name} out of range")
+    return value
+
+
+def encode(msg: Message) -> bytes:
+    """Serialise one message (raises LocalProtocolError on out-of-range fields)."""
+    if isinstance(msg, Auth):
+        if len(msg.mailbox) != MAILBOX_LEN or len(msg.token) != TOKEN_LEN:
+            raise LocalProtocolError("mailbox must be 16 bytes and token 32 bytes")
+        return _AUTH.pack(0x01, _u(msg.version, 255, "version"), msg.mailbox, msg.token)
+    if isinstance(msg, Put):
+        return _PUT_HEAD.pack(0x02, _u(msg.req, _U32_MAX, "req")) + msg.envelope
+    if isinstance(msg, Fetch):
+        return _FETCH.pack(0x03, _u(msg.req, _U32_MAX, "req"), _u(msg.since, _U64_MAX, "since"),
+                           _u(msg.limit, MAX_FETCH_LIMIT, "limit"))
+    if isinstance(msg, Subscribe):
+        return _SUB.pack(0x04, _u(msg.since, _U64_MAX, "since"))
+    if isinstance(msg, AuthOk):
+        if len(msg.instance) != INSTANCE_ID_LEN:
+            raise LocalProtocolError("instance id must be 16 bytes")
+        return _AUTHOK.pack(0x81, msg.instance, _u(msg.head, _U64_MAX, "head"), int(msg.registered))
+    if isinstance(msg, Ack):
+        if len(msg.envelope_id) != ID_LEN:
+            raise LocalProtocolError("envelope id must be 32 bytes")
+        return _ACK.pack(0x82, _u(msg.req, _U32_MAX, "req"), msg.envelope_id,
+                         _u(msg.cursor, _U64_MAX, "cursor"), int(msg.duplicate))
+    if isinstance(msg, Batch):
+        parts = [_BATCH_HEAD.pack(0x83, _u(msg.req, _U32_MAX, "req"),
+                                  _u(msg.next_cursor, _U64_MAX, "next"), int(msg.more),
+                                  _u(len(msg.items), 65535, "count"))]
+        for cursor, env in msg.items:
+            parts.append(_ITEM_HEAD.pack(_u(cursor, _U64_MAX, "cursor"), len(env)))
+            parts.append(env)
+        return b"".join(parts)
+    if isinstance(msg, Pushed):
+        return _PUSHED_HEAD.pack(0x84, _u(msg.cursor, _U64_MAX, "cursor")) + msg.envelope
+    if isinstance(msg, Error):
+        text = msg.text.encode("utf-8")[:MAX_ERROR_TEXT]
+        text = text.decode("utf-8", "ignore").encode("utf-8")
+        return _ERROR_HEAD.pack(0x85, _u(msg.req, _U32_MAX, "req"), _u(msg.code, 65535, "code"),
+                                int(msg.fatal), len(text)) + text
+    raise LocalProtocolError(f"cannot encode {type(msg).__name__}")
+
+
+def _bool(v: int) -> bool:
+    if v not in (0, 1):
+        raise RemoteProtocolError("boolean field is not 0 or 1")
+    return v == 1
+
+
+def _exact(data: bytes, s: struct.Struct) -> tuple[int | bytes, ...]:
+    if len(data) != s.size:
+        raise RemoteProtocolError("message has the wrong length")
+    return s.unpack(data)
+
+
+def _check_cap(data: bytes, cap: int) -> None:
+    if len(data) > cap:
+        raise RemoteProtocolError(f"message of {len(data)} bytes is above the {cap} byte cap")
+    if not data:
+        raise RemoteProtocolError("empty message")
+
+
+def decode_client_message(data: bytes, cap: int = DEFAULT_FRAME_CAP) -> ClientMessage:
+    """Parse a message a client sent (used by the relay)."""
+    _check_cap(data, cap)
+    t = data[0]
+    if t == 0x01:
+        _, version, mailbox, token = _exact(data, _AUTH)
+        assert isinstance(version, int) and isinstance(mailbox, bytes) and isinstance(token, bytes)
+        return Auth(mailbox, token, version)
+    if t == 0x02:
+        if len(data) < _PUT_HEAD.size:
+            raise RemoteProtocolError("Put is too short")
+        _, req = _PUT_HEAD.unpack_from(data)
+        return Put(req, bytes(data[_PUT_HEAD.size :]))
+    if t == 0x03:
+        _, req, since, limit = _exact(data, _FETCH)
+        assert isinstance(req, int) and isinstance(since, int) and isinstance(limit, int)
+        if not 1 <= limit <= MAX_FETCH_LIMIT:
+            raise RemoteProtocolError("Fetch limit out of range")
+        return Fetch(req, since, limit)
+    if t == 0x04:
+        _, since = _exact(data, _SUB)
+        assert isinstance(since, int)
+        return Subscribe(since)
+    raise RemoteProtocolError(f"unknown client message type {t:#x}")
+
+
+def decode_server_message(data: bytes, cap: int = DEFAULT_FRAME_CAP) -> ServerMessage:
+    """Parse a message a relay sent (used by the client)."""
+    _check_cap(data, cap)
+    t = data[0]
+    if t == 0x81:
+        _, instance, head, registered = _exact(data, _AUTHOK)
+        assert isinstance(instance, bytes) and isinstance(head, int) and isinstance(registered, int)
+        return AuthOk(instance, head, _bool(registered))
+    if t == 0x82:
+        _, req, eid, cursor, dup = _exact(data, _ACK)
+        assert isinstance(req, int) and isinstance(eid, bytes) and isinstance(cursor, int)
+        assert isinstance(dup, int)
+        return Ack(req, eid, cursor, _bool(dup))
+    if t == 0x83:
+        if len(data) < _BATCH_HEAD.size:
+            raise RemoteProtocolError("Batch is too short")
+        _, req, nxt, more, count = _BATCH_HEAD.unpack_from(data)
+        pos = _BATCH_HEAD.size
+        items: list[tuple[int, bytes]] = []
+        for _i in range(count):
+            if pos + _ITEM_HEAD.size > len(data):
+                raise RemoteProtocolError("Batch is truncated")
+            cursor, n = _ITEM_HEAD.unpack_from(data, pos)
+            pos += _ITEM_HEAD.size
+            if pos + n > len(data):
+                raise RemoteProtocolError("Batch is truncated")
+            items.append((cursor, bytes(data[pos : pos + n])))
+            pos += n
+        if pos != len(data):
+            raise RemoteProtocolError("Batch has trailing bytes")
+        return Batch(req, tuple(items), nxt, _bool(more))
+    if t == 0x84:
+        if len(data) < _PUSHED_HEAD.size:
+            raise RemoteProtocolError("Pushed is too short")
+        _, cursor = _PUSHED_HEAD.unpack_from(data)
+        return Pushed(cursor, bytes(data[_PUSHED_HEAD.size :]))
+    if t == 0x85:
+        if len(data) < _ERROR_HEAD.size:
+            raise RemoteProtocolError("Error is too short")
+        _, req, code, fatal, n = _ERROR_HEAD.unpack_from(data)
+        if len(data) != _ERROR_HEAD.size + n or n > MAX_ERROR_TEXT:
+            raise RemoteProtocolError("Error has the wrong length")
+        try:
+            text = data[_ERROR_HEAD.size :].decode("utf-8")
+        except UnicodeDecodeError:
+            raise RemoteProtocolError("Error text is not UTF-8") from None
+        return Error(code, text, req, _bool(fatal))
+    raise RemoteProtocolError(f"unknown relay message type {t:#x}")
+
+
+# --- rate limiting ------------------------------------------------------------
+
+
+@dataclass
+class TokenBucket:
+    """Classic token bucket; time is passed in (sans-I/O)."""
+
+    rate: float  # tokens per second
+    burst: float
+    tokens: float = -1.0
+    stamp: float = 0.0
+
+    def delay_for(self, now: float, cost: float = 1.0) -> float:
+        """Take `cost` tokens; return how long the caller should wait first (0 if none)."""
+        if self.tokens < 0:
+            self.tokens, self.stamp = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= cost
+        if self.tokens >= 0:
+            return 0.0
+        return -self.tokens / self.rate
+
+
+# --- server core --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    frame_cap: int = DEFAULT_FRAME_CAP
+    fetch_page_items: int = 200
+    fetch_page_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass
+class ServerOutput:
+    """What the driver must do after feeding one message to `ServerCore`."""
+
+    send: list[bytes] = field(default_factory=list)
+    #: the mailbox received a new envelope: wake its subscribers
+    stored_in: bytes | None = None
+    #: close the connection after sending `send`
+    close: bool = False
+
+
+@dataclass
+class ServerStats:
+    puts: int = 0
+    duplicates: int = 0
+    fetches: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    errors: int = 0
+    auth_failures: int = 0
+    quota_refusals: int = 0
+
+
+class ServerCore:
+    """One relay connection's protocol state over a `MailboxStore`."""
+
+    def __init__(
+        self,
+        store: MailboxStore,
+        limits: ServerLimits | None = None,
+        clock: Callable[[], float] | None = None,
+        stats: ServerStats | None = None,
+    ) -> None:
+        import time
+
+        self.store = store
+        self.limits = limits or ServerLimits()
+        self.clock = clock or time.time
+        self.stats = stats or ServerStats()
+        self.mailbox: bytes | None = None
+        self.subscribed_since: int | None = None
+        self.closed = False
+
+    @property
+    def authenticated(self) -> bool:
+        return self.mailbox is not None
+
+    def _fatal(self, code: ErrorCode, text: str, req: int = 0) -> ServerOutput:
+        self.closed = True
+        self.stats.errors += 1
+        return ServerOutput([encode(Error(code, text, req, True))], None, True)
+
+    def receive(self, data: bytes) -> ServerOutput:
+        if self.closed:
+            raise LocalProtocolError("connection is closed")
+        self.stats.bytes_in += len(data)
+        if len(data) > self.limits.frame_cap:
+            return self._fatal(ErrorCode.TOO_LARGE, "message is above the frame cap")
+        try:
+            msg = decode_client_message(data, self.limits.frame_cap)
+        except RemoteProtocolError as e:
+            return self._fatal(ErrorCode.BAD_MESSAGE, e.message)
+        try:
+            out = self._handle(msg)
+        except StoreError:
+            return self._fatal(ErrorCode.INTERNAL, "relay storage failed")
+        self.stats.bytes_out += sum(len(b) for b in out.send)
+        return out
+
+    def _handle(self, msg: ClientMessage) -> ServerOutput:
+        if isinstance(msg, Auth):
+            if self.mailbox is not None:
+                return self._fatal(ErrorCode.BAD_MESSAGE, "already authenticated")
+            if msg.version != PROTOCOL_VERSION:
+                return self._fatal(ErrorCode.UNSUPPORTED_VERSION,
+                                   f"relay speaks protocol version {PROTOCOL_VERSION}")
+            result = self.store.authorize(msg.mailbox, token_hash(msg.token), self.clock())
+            if result is AuthResult.REFUSED:
+                self.stats.auth_failures += 1
+                return self._fatal(ErrorCode.AUTH_FAILED, "wrong token for this mailbox")
+            if result is AuthResult.FULL:
+                return self._fatal(ErrorCode.SERVER_FULL, "relay has no room for a new mailbox")
+            self.mailbox = msg.mailbox
+            ok = AuthOk(self.store.instance_id(), self.store.head(msg.mailbox),
+                        result is AuthResult.REGISTERED)
+            return ServerOutput([encode(ok)])
+        if self.mailbox is None:
+            return self._fatal(ErrorCode.AUTH_REQUIRED, "authenticate first")
+        if isinstance(msg, Put):
+            try:
+                peek_header(msg.envelope)
+            except RemoteProtocolError as e:
+                self.stats.errors += 1
+                return ServerOutput([encode(Error(ErrorCode.BAD_ENVELOPE, e.message, msg.req))])
+            try:
+                res = self.store.put(self.mailbox, msg.envelope, self.clock())
+            except RelayQuotaExceeded as e:
+                self.stats.quota_refusals += 1
+                return ServerOutput([encode(Error(ErrorCode.QUOTA_EXCEEDED, e.message, msg.req))])
+            if res.duplicate:
+                self.stats.duplicates += 1
+            else:
+                self.stats.puts += 1
+            ack = Ack(msg.req, res.envelope_id, res.cursor, res.duplicate)
+            return ServerOutput([encode(ack)], None if res.duplicate else self.mailbox)
+        if isinstance(msg, Fetch):
+            self.stats.fetches += 1
+            items = self.store.fetch(self.mailbox, msg.since, min(msg.limit, self.limits.fetch_page_items),
+                                     self.limits.fetch_page_bytes)
+            nxt = items[-1].cursor if items else msg.since
+            more = bool(items) and bool(self.store.fetch(self.mailbox, nxt, 1, 1))
+            batch = Batch(msg.req, tuple((i.cursor, i.data) for i in items), nxt, more)
+            return ServerOutput([encode(batch)])
+        if isinstance(msg, Subscribe):
+            if self.subscribed_since is not None:
+                return self._fatal(ErrorCode.BAD_MESSAGE, "already subscribed")
+            self.subscribed_since = msg.since
+            return ServerOutput()
+        raise AssertionError("unreachable")
+
+    def pending_pushes(self, max_items: int | None = None) -> list[bytes]:
+        """Pushed messages for everything after the subscription cursor (one page).
+
+        The driver calls this after subscribing and whenever the mailbox got
+        a new envelope, until it returns []. Delivery is driven by cursors, not
+        by notifications, so nothing is lost between a fetch and a wake-up.
+        """
+        if self.mailbox is None or self.subscribed_since is None or self.closed:
+            return []
+        items = self.store.fetch(self.mailbox, self.subscribed_since,
+                                 max_items or self.limits.fetch_page_items,
+                                 self.limits.fetch_page_bytes)
+        if items:
+            self.subscribed_since = items[-1].cursor
+        out = [encode(Pushed(i.cursor, i.data)) for i in items]
+        self.stats.bytes_out += sum(len(b) for b in out)
+        return out
+
+
+# --- client core --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    instance: bytes
+    head: int
+    registered: bool
+
+
+@dataclass(frozen=True)
+class PutAcked:
+    req: int
+    envelope_id: bytes
+    cursor: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class PutRefused:
+    req: int
+    error: RelayError
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    req: int
+    items: tuple[tuple[int, bytes], ...]
+    next_cursor: int
+    more: bool
+
+
+@dataclass(frozen=True)
+class EnvelopePushed:
+    cursor: int
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class RelayFailed:
+    """A fatal error from the relay: the connection is over."""
+
+    error: RelayError
+
+
+ClientEvent = Authenticated | PutAcked | PutRefused | FetchResult | EnvelopePushed | RelayFailed
+
+
+def error_for(code: int, text: str) -> RelayError:
+    safe = "".join(ch for ch in text if ch.isprintable())[:MAX_ERROR_TEXT]
+    if code == ErrorCode.AUTH_FAILED:
+        return RelayAuthFailed(f"relay refused the mailbox token: {safe}")
+    if code == ErrorCode.QUOTA_EXCEEDED:
+        return RelayQuotaExceeded(f"relay quota: {safe}")
+    return RelayError(f"relay error {code}: {safe}")
+
+
+class ClientCore:
+    """A client's view of one relay connection: tracks requests, checks replies."""
+
+    def __init__(self, frame_cap: int = DEFAULT_FRAME_CAP) -> None:
+        self.frame_cap = frame_cap
+        self.state = "new"  # new -> authenticating -> ready -> closed
+        self._next_req = 1
+        self._pending_puts: dict[int, bytes] = {}  # req -> expected envelope id
+        self._pending_fetches: dict[int, int] = {}  # req -> since
+        self.subscribed = False
+        self._last_pushed = -1
+
+    def auth(self, mailbox: bytes, token: bytes) -> bytes:
+        if self.state != "new":
+            raise LocalProtocolError("auth must be the first message")
+        self.state = "authenticating"
+        return encode(Auth(mailbox, token))
+
+    def _req(self) -> int:
+        req = self._next_req
+        self._next_req = self._next_req + 1 if self._next_req < _U32_MAX else 1
+        return req
+
+    def _check_open(self) -> None:
+        if self.state not in ("authenticating", "ready"):
+            raise LocalProtocolError("not connected")
+
+    def put(self, envelope: bytes) -> tuple[int, bytes]:
+        self._check_open()
+        req = self._req()
+        self._pending_puts[req] = envelope_id(envelope)
+        return req, encode(Put(req, envelope))
+
+    def fetch(self, since: int, limit: int = 100) -> tuple[int, bytes]:
+        self._check_open()
+        req = self._req()
+        self._pending_fetches[req] = since
+        return req, encode(Fetch(req, since, limit))
+
+    def subscribe(self, since: int) -> bytes:
+        self._check_open()
+        if self.subscribed:
+            raise LocalProtocolError("already subscribed")
+        self.subscribed = True
+        self._last_pushed = since
+        return encode(Subscribe(since))
+
+    def receive(self, data: bytes) -> ClientEvent:
+        """Parse one relay message; raises RemoteProtocolError if the relay misbehaves."""
+        if self.state == "closed":
+            raise LocalProtocolError("connection is closed")
+        try:
+            msg = decode_server_message(data, self.frame_cap)
+            return self._handle(msg)
+        except RemoteProtocolError:
+            self.state = "closed"
+            raise
+
+    def _handle(self, msg: ServerMessage) -> ClientEvent:
+        if isinstance(msg, Error):
+            err = error_for(msg.code, msg.text)
+            if msg.fatal or msg.req == 0:
+                self.state = "closed"
+                return RelayFailed(err)
+            if self._pending_puts.pop(msg.req, None) is not None:
+                return PutRefused(msg.req, err)
+            if self._pending_fetches.pop(msg.req, None) is not None:
+                self.state = "closed"
+                return RelayFailed(err)
+            raise RemoteProtocolError("relay answered a request that was not made")
+        if self.state == "authenticating":
+            if not isinstance(msg, AuthOk):
+                raise RemoteProtocolError("relay did not answer the auth first")
+            self.state = "ready"
+            return Authenticated(msg.instance, msg.head, msg.registered)
+        if self.state != "ready" or isinstance(msg, AuthOk):
+            raise RemoteProtocolError("unexpected message from relay")
+        if isinstance(msg, Ack):
+            expected = self._pending_puts.pop(msg.req, None)
+            if expected is None:
+                raise RemoteProtocolError("relay acknowledged a put that was not made")
+            if expected != msg.envelope_id:
+                raise RemoteProtocolError("relay acknowledged a different envelope")
+            return PutAcked(msg.req, msg.envelope_id, msg.cursor, msg.duplicate)
+        if isinstance(msg, Batch):
+            since = self._pending_fetches.pop(msg.req, None)
+            if since is None:
+                raise RemoteProtocolError("relay answered a fetch that was not made")
+            last = since
+            for cursor, _env in msg.items:
+                if cursor <= last:
+                    raise RemoteProtocolError("relay sent cursors out of order")
+                last = cursor
+            if msg.items and msg.next_cursor != last:
+                raise RemoteProtocolError("relay sent an inconsistent next cursor")
+            return FetchResult(msg.req, msg.items, msg.next_cursor if msg.items else since, msg.more)
+        if isinstance(msg, Pushed):
+            if not self.subscribed:
+                raise RemoteProtocolError("relay pushed without a subscription")
+            if msg.cursor <= self._last_pushed:
+                raise RemoteProtocolError("relay pushed cursors out of order")
+            self._last_pushed = msg.cursor
+            return EnvelopePushed(msg.cursor, msg.envelope)
+        raise AssertionError("unreachable")
+
+
+__all__ = [
+    "Ack", "Auth", "AuthOk", "Authenticated", "Batch", "ClientCore", "ClientEvent",
+    "DEFAULT_FRAME_CAP", "EnvelopePushed", "Error", "ErrorCode", "Fetch", "FetchResult", "Pushed",
+    "Put", "PutAcked", "PutRefused", "RelayFailed", "ServerCore", "ServerLimits", "ServerOutput",
+    "ServerStats", "Subscribe", "TokenBucket", "decode_client_message", "decode_server_message",
+    "encode",
+]
