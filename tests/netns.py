@@ -291,7 +291,9 @@ class Capture:
     def __init__(self, lan: Lan, path: Path) -> None:
         self.lan = lan
         self.path = path
-        self.tool = "tcpdump" if shutil.which("tcpdump") else "af_packet"
+        # CIRCLE_TEST_CAPTURE=af_packet forces the fallback (to test it)
+        forced = os.environ.get("CIRCLE_TEST_CAPTURE")
+        self.tool = forced or ("tcpdump" if shutil.which("tcpdump") else "af_packet")
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Capture:
@@ -333,6 +335,53 @@ class Capture:
 
     def data(self) -> bytes:
         return self.path.read_bytes() if self.path.exists() else b""
+
+    def frames(self) -> list[tuple[int, bytes]]:
+        """(link-layer header length, frame) for every captured frame."""
+        return _frames(self.data(), self.tool)
+
+    def udp_payloads(self, port: int = 5353) -> list[bytes]:
+        """Payloads of IPv4 UDP datagrams from or to ``port`` (default: mDNS)."""
+        out = []
+        for link, frame in self.frames():
+            ip = frame[link:]
+            if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
+                continue
+            udp = ip[(ip[0] & 0x0F) * 4 :]
+            if len(udp) < 8:
+                continue
+            sport, dport, length = (int.from_bytes(udp[i : i + 2], "big") for i in (0, 2, 4))
+            if port in (sport, dport):
+                out.append(udp[8:length])
+        return out
+
+
+_LINK_HEADER = {1: 14, 113: 16, 276: 20}  # Ethernet, Linux SLL, Linux SLL2
+
+
+def _frames(data: bytes, tool: str) -> list[tuple[int, bytes]]:
+    out: list[tuple[int, bytes]] = []
+    if tool == "af_packet":  # our own format: 4-byte length + Ethernet frame
+        i = 0
+        while i + 4 <= len(data):
+            n = int.from_bytes(data[i : i + 4], "big")
+            out.append((14, data[i + 4 : i + 4 + n]))
+            i += 4 + n
+        return out
+    if len(data) < 24:
+        return out
+    magic = data[:4]
+    order = "little" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else "big"
+    linktype = int.from_bytes(data[20:24], order) & 0xFFFF
+    link = _LINK_HEADER.get(linktype)
+    if link is None:
+        raise ValueError(f"unsupported pcap link type {linktype}")
+    i = 24
+    while i + 16 <= len(data):
+        n = int.from_bytes(data[i + 8 : i + 12], order)
+        out.append((link, data[i + 16 : i + 16 + n]))
+        i += 16 + n
+    return out
 
 
 def lan(n: int) -> Iterator[Lan]:

@@ -23,7 +23,8 @@ Output: one JSON object per line on stdout:
     {"event": "ready"}
     {"event": "found", "address": ..., "port": ..., "manual": ...}
     {"event": "lost", "address": ..., "port": ...}
-    {"event": "ignored", "instance": ...}
+    {"event": "ignored", "instance": ...}   (an advert not under our key)
+    {"event": "matched", "instance": ...}   (an advert newly accepted as a member's)
     {"event": "stopped"}
 SIGTERM/SIGINT stop it cleanly (goodbye packets are sent).
 
@@ -46,6 +47,7 @@ from typing import Any
 from circle.net.discovery import (
     Advert,
     AdvertIgnored,
+    AdvertMatched,
     Discovery,
     DiscoveryEvent,
     PeerFound,
@@ -105,6 +107,8 @@ def on_event(event: DiscoveryEvent) -> None:
         emit({"event": "lost", "address": event.address, "port": event.port})
     elif isinstance(event, AdvertIgnored):
         emit({"event": "ignored", "instance": event.instance})
+    elif isinstance(event, AdvertMatched):
+        emit({"event": "matched", "instance": event.instance})
 
 
 def on_publish(advert: Advert) -> None:
@@ -129,7 +133,7 @@ async def run(cfg: dict[str, Any]) -> None:
         poll_interval=float(cfg.get("poll_interval", 0.5)),
         on_event=on_event,
         on_publish=on_publish,
-        report_ignored=True,
+        report_adverts=True,
     )
     await disc.start()
     emit({"event": "ready"})

@@ -17,6 +17,7 @@ from circle.net.discovery import (
     Advert,
     AdvertIgnored,
     Advertiser,
+    AdvertMatched,
     Discovery,
     PeerFound,
     PeerLost,
@@ -83,9 +84,9 @@ def test_tag_rejects_other_key_and_garbage() -> None:
 
 def test_table_reports_members_and_ignores_others() -> None:
     key = new_epoch_key()
-    t = PeerTable(key, Clock(), report_ignored=True)
+    t = PeerTable(key, Clock(), report_adverts=True)
     assert t.resolved("a." + SERVICE_TYPE, props(key), "10.0.0.2", 7000) == [
-        PeerFound("10.0.0.2", 7000)
+        PeerFound("10.0.0.2", 7000), AdvertMatched("a." + SERVICE_TYPE)
     ]
     assert t.resolved("b." + SERVICE_TYPE, props(new_epoch_key()), "10.0.0.3", 7000) == [
         AdvertIgnored("b." + SERVICE_TYPE)

@@ -102,13 +102,23 @@ class PeerLost:
 class AdvertIgnored:
     """A ``_circle._tcp`` advertisement whose tag did not match our key.
 
-    Only emitted when ``report_ignored=True`` (diagnostics and tests).
+    Only emitted when ``report_adverts=True`` (diagnostics and tests).
     """
 
     instance: str
 
 
-DiscoveryEvent = PeerFound | PeerLost | AdvertIgnored
+@dataclass(frozen=True, slots=True)
+class AdvertMatched:
+    """An advertisement instance newly accepted as a member's.
+
+    Only emitted when ``report_adverts=True`` (diagnostics and tests).
+    """
+
+    instance: str
+
+
+DiscoveryEvent = PeerFound | PeerLost | AdvertIgnored | AdvertMatched
 
 
 # ---------------------------------------------------------------------------
@@ -196,14 +206,14 @@ class PeerTable:
         clock: Callable[[], float],
         *,
         skew_windows: int = 1,
-        report_ignored: bool = False,
+        report_adverts: bool = False,
         max_tracked: int = MAX_TRACKED,
     ) -> None:
         _check_key(epoch_key)
         self._key = epoch_key
         self._clock = clock
         self._skew = skew_windows
-        self._report_ignored = report_ignored
+        self._report_adverts = report_adverts
         self._max = max_tracked
         self.own_instances: set[str] = set()
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
@@ -239,6 +249,8 @@ class PeerTable:
         self._refs[ep] = self._refs.get(ep, 0) + 1
         if self._refs[ep] == 1:
             events.append(PeerFound(*ep))
+        if self._report_adverts:
+            events.append(AdvertMatched(instance))
         return events
 
     def _evaluate(self, instance: str, report: bool) -> list[DiscoveryEvent]:
@@ -247,7 +259,7 @@ class PeerTable:
             assert seen.endpoint is not None
             return self._match(instance, seen.endpoint)
         events = self._unmatch(instance)
-        if seen is not None and report and self._report_ignored:
+        if seen is not None and report and self._report_adverts:
             events.append(AdvertIgnored(instance))
         return events
 
@@ -467,7 +479,7 @@ class Discovery:
         skew_windows: int = 1,
         on_event: Callable[[DiscoveryEvent], None] | None = None,
         on_publish: Callable[[Advert], None] | None = None,
-        report_ignored: bool = False,
+        report_adverts: bool = False,
         lost_grace: float = 3.0,
     ) -> None:
         if isinstance(interfaces, str):
@@ -491,7 +503,7 @@ class Discovery:
         self._grace = lost_grace
         self._reported: set[tuple[str, int]] = set()
         self.table = PeerTable(
-            epoch_key, clock, skew_windows=skew_windows, report_ignored=report_ignored
+            epoch_key, clock, skew_windows=skew_windows, report_adverts=report_adverts
         )
         self._queue: asyncio.Queue[DiscoveryEvent] = asyncio.Queue()
         self._azc: Any = None
@@ -694,7 +706,7 @@ class Discovery:
 
 __all__ = [
     "ALL_INTERFACES", "SERVICE_TYPE", "PROTOCOL_VERSION", "WINDOW_SECONDS", "Advert",
-    "AdvertIgnored", "Advertiser", "Discovery", "DiscoveryEvent", "PeerFound", "PeerLost",
+    "AdvertIgnored", "AdvertMatched", "Advertiser", "Discovery", "DiscoveryEvent", "PeerFound", "PeerLost",
     "PeerTable", "Registrar", "advert_properties", "parse_manual_peer", "random_label",
     "tag_hex", "tag_matches", "window_for",
 ]
