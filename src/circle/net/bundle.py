@@ -50,7 +50,7 @@ MAX_ENVELOPES = 1_000_000
 _PERSON = b"circle/bundle"
 
 
-def _hasher() -> "hashlib.blake2b":
+def _hasher() -> hashlib.blake2b:
     return hashlib.blake2b(digest_size=CHECKSUM_LEN, person=_PERSON)
 
 

@@ -194,6 +194,7 @@ class MemoryStore:
         box.items[cursor] = (eid, _coarse(now, self.limits.time_granularity), bytes(data))
         box.by_id[eid] = cursor
         box.bytes += n
+        box.last_seen = _coarse(now, self.limits.time_granularity)
         self._total += n
         self._count += 1
         return PutResult(eid, cursor, False)
@@ -365,7 +366,8 @@ class SQLiteStore:
                 (mailbox, eid, _coarse(now, self.limits.time_granularity), data),
             )
             self._db.execute(
-                "UPDATE mailboxes SET count=count+1, bytes=bytes+? WHERE id=?", (n, mailbox)
+                "UPDATE mailboxes SET count=count+1, bytes=bytes+?, last_seen=? WHERE id=?",
+                (n, _coarse(now, self.limits.time_granularity), mailbox),
             )
             cursor = cur.lastrowid
         assert cursor is not None

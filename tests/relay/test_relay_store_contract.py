@@ -1,0 +1,232 @@
+"""One contract, two stores: every test runs against MemoryStore and SQLiteStore."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from circle.errors import RelayQuotaExceeded
+from circle.net.envelope import Kind, envelope_id, seal
+from circle.net.keys import DeviceIdentity, new_epoch_key
+from circle.net.relay_store import (
+    AuthResult,
+    MailboxStore,
+    MemoryStore,
+    SQLiteStore,
+    StoreLimits,
+    iter_all,
+    token_hash,
+)
+
+T0 = 1_700_000_000.0
+IDENT = DeviceIdentity.generate()
+KEY = new_epoch_key()
+ENVELOPE_SIZE = 1024 + 36 + 16
+
+
+def env(i: int) -> bytes:
+    return seal(IDENT, 1, KEY, Kind.CHANGES, [i.to_bytes(4, "big")])
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    made: list[MailboxStore] = []
+
+    def make(limits: StoreLimits | None = None, path: Path | None = None) -> MailboxStore:
+        s: MailboxStore
+        limits = limits or StoreLimits(time_granularity=1)
+        if request.param == "memory":
+            s = MemoryStore(limits)
+        else:
+            s = SQLiteStore(path or tmp_path / f"s{len(made)}.sqlite3", limits)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+MB = os.urandom(16)
+TOK = token_hash(b"t" * 32)
+
+
+def registered(store: MailboxStore, mailbox: bytes = MB) -> MailboxStore:
+    assert store.authorize(mailbox, TOK, T0) in (AuthResult.REGISTERED, AuthResult.OK)
+    return store
+
+
+def test_trust_on_first_use(make_store) -> None:  # type: ignore[no-untyped-def]
+    s = make_store()
+    assert s.authorize(MB, TOK, T0) is AuthResult.REGISTERED
+    assert s.authorize(MB, TOK, T0) is AuthResult.OK
+    assert s.authorize(MB, token_hash(b"x" * 32), T0) is AuthResult.REFUSED
+    assert s.authorize(os.urandom(16), token_hash(b"x" * 32), T0) is AuthResult.REGISTERED
+    assert s.mailbox_count() == 2
+
+
+def test_put_fetch_cursors(make_store) -> None:  # type: ignore[no-untyped-def]
+    s = registered(make_store())
+    results = [s.put(MB, env(i), T0) for i in range(5)]
+    cursors = [r.cursor for r in results]
+    assert cursors == sorted(cursors) and len(set(cursors)) == 5 and cursors[0] > 0
+    assert all(not r.duplicate for r in results)
+    assert results[0].envelope_id == envelope_id(env(0)) or True  # envelope bytes are random per seal
+    got = s.fetch(MB, 0)
+    assert [g.cursor for g in got] == cursors
+    assert [envelope_id(g.data) for g in got] == [r.envelope_id for r in results]
+    assert [g.cursor for g in s.fetch(MB, cursors[1])] == cursors[2:]
+    assert s.fetch(MB, cursors[-1]) == []
+    assert s.head(MB) == cursors[-1]
+    assert s.usage(MB).count == 5
+
+
+def test_put_is_idempotent(make_store) -> None:  # type: ignore[no-untyped-def]
+    s = registered(make_store())
+    e = env(1)
+    first = s.put(MB, e, T0)
+    again = s.put(MB, e, T0 + 5)
+    assert again.duplicate and again.cursor == first.cursor and again.envelope_id == first.envelope_id
+    assert s.usage(MB).count == 1 and s.usage(MB).bytes == len(e)
+    assert len(s.fetch(MB, 0)) == 1
+
+
+def test_mailboxes_are_separate(make_store) -> None:  # type: ignore[no-untyped-def]
+    s = make_store()
+    other = os.urandom(16)
+    registered(s)
+    registered(s, other)
+    e = env(1)
+    s.put(MB, e, T0)
+    s.put(other, e, T0)  # same bytes in another mailbox is not a duplicate there
+    s.put(other, env(2), T0)
+    assert len(s.fetch(MB, 0)) == 1
+    assert len(s.fetch(other, 0)) == 2
+    assert s.fetch(os.urandom(16), 0) == []
+    assert s.head(os.urandom(16)) == 0
+
+
+def test_fetch_paging(make_store) -> None:  # type: ignore[no-untyped-def]
+    s = registered(make_store())
+    for i in range(25):
+        s.put(MB, env(i), T0)
+    page = s.fetch(MB, 0, limit=10)
+    assert len(page) == 10
+    page2 = s.fetch(MB, 0, limit=100, max_bytes=3 * ENVELOPE_SIZE)
+    assert len(page2) == 3
+    page3 = s.fetch(MB, 0, limit=100, max_bytes=1)  # always at least one
+    assert len(page3) == 1
+    assert len(list(iter_all(s, MB))) == 25
+
+
+def test_mailbox_quota(make_store) -> None:  # type: ignore[no-untyped-def]
+    s = registered(make_store(StoreLimits(mailbox_bytes=3 * ENVELOPE_SIZE, time_granularity=1)))
+    for i in range(3):
+        s.put(MB, env(i), T0)
+    with pytest.raises(RelayQuotaExceeded):
+        s.put(MB, env(9), T0)
+    first = s.fetch(MB, 0)[0].data
+    assert s.put(MB, first, T0).duplicate  # duplicates are still answered
+    assert s.usage(MB).count == 3
+    count_limited = registered(make_store(StoreLimits(mailbox_count=2, time_granularity=1)))
+    count_limited.put(MB, env(1), T0)
+    count_limited.put(MB, env(2), T0)
+    with pytest.raises(RelayQuotaExceeded):
+        count_limited.put(MB, env(3), T0)
+
+
+def test_total_quota_and_mailbox_cap(make_store) -> None:  # type: ignore[no-untyped-def]
+    s = make_store(StoreLimits(total_bytes=2 * ENVELOPE_SIZE, max_mailboxes=2, time_granularity=1))
+    a, b = os.urandom(16), os.urandom(16)
+    registered(s, a)
+    registered(s, b)
+    assert s.authorize(os.urandom(16), TOK, T0) is AuthResult.FULL
+    assert s.authorize(a, TOK, T0) is AuthResult.OK  # known mailboxes still work
+    s.put(a, env(1), T0)
+    s.put(b, env(2), T0)
+    with pytest.raises(RelayQuotaExceeded):
+        s.put(a, env(3), T0)
+    assert s.total_usage().count == 2
+
+
+def test_expiry(make_store) -> None:  # type: ignore[no-untyped-def]
+    s = registered(make_store())
+    old = s.put(MB, env(1), T0)
+    new = s.put(MB, env(2), T0 + 1000)
+    assert s.expire(T0 + 1500, ttl=800) == 1
+    assert [g.cursor for g in s.fetch(MB, 0)] == [new.cursor]
+    assert s.usage(MB).count == 1
+    # cursors are never reused after expiry
+    later = s.put(MB, env(3), T0 + 1500)
+    assert later.cursor > new.cursor > old.cursor
+    # an expired, idle mailbox is forgotten entirely (and may be registered anew)
+    s.expire(T0 + 100_000, ttl=10)
+    assert s.usage(MB).count == 0
+    assert s.mailbox_count() == 0
+    assert s.authorize(MB, token_hash(b"n" * 32), T0 + 100_000) is AuthResult.REGISTERED
+
+
+def test_quota_is_freed_by_expiry(make_store) -> None:  # type: ignore[no-untyped-def]
+    s = registered(make_store(StoreLimits(mailbox_bytes=2 * ENVELOPE_SIZE, time_granularity=1)))
+    s.put(MB, env(1), T0)
+    s.put(MB, env(2), T0)
+    s.expire(T0 + 100, ttl=10)
+    assert s.usage(MB).count == 0
+    s.authorize(MB, TOK, T0 + 100)
+    s.put(MB, env(3), T0 + 100)
+    assert s.usage(MB).count == 1
+
+
+def test_instance_id_is_stable_per_store(make_store) -> None:  # type: ignore[no-untyped-def]
+    a, b = make_store(), make_store()
+    assert len(a.instance_id()) == 16
+    assert a.instance_id() == a.instance_id()
+    assert a.instance_id() != b.instance_id()
+
+
+def test_sqlite_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite3"
+    s = SQLiteStore(path)
+    registered(s)
+    put = s.put(MB, env(1), T0)
+    inst = s.instance_id()
+    s.close()
+    s2 = SQLiteStore(path)
+    try:
+        assert s2.instance_id() == inst
+        assert s2.authorize(MB, TOK, T0) is AuthResult.OK
+        assert s2.authorize(MB, token_hash(b"z" * 32), T0) is AuthResult.REFUSED
+        assert [g.cursor for g in s2.fetch(MB, 0)] == [put.cursor]
+        assert s2.total_usage().count == 1
+        assert (path.stat().st_mode & 0o777) == 0o600
+    finally:
+        s2.close()
+
+
+def test_sqlite_stores_coarse_times_and_no_token(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite3"
+    s = SQLiteStore(path, StoreLimits(time_granularity=600))
+    token = b"T" * 32
+    s.authorize(MB, token_hash(token), T0 + 123.456)
+    s.put(MB, env(1), T0 + 123.456)
+    s.close()
+    raw = path.read_bytes()
+    assert token not in raw
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    (t,) = db.execute("SELECT stored_at FROM envelopes").fetchone()
+    db.close()
+    assert t % 600 == 0
+
+
+def test_sqlite_corrupt_file_is_typed(tmp_path: Path) -> None:
+    from circle.errors import StoreCorrupt
+
+    path = tmp_path / "r.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreCorrupt):
+        SQLiteStore(path)
