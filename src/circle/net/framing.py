@@ -68,13 +68,21 @@ class FrameDecoder:
         return len(self._header) + (len(self._body) if self._body is not None else 0)
 
     def feed(self, data: bytes) -> list[bytes]:
+        return self.feed_some(data)[0]
+
+    def feed_some(self, data: bytes, max_frames: int | None = None) -> tuple[list[bytes], int]:
+        """Like `feed`, but stop after `max_frames` frames; also return bytes consumed.
+
+        Lets a caller change the cap between frames (the handshake uses a
+        tiny cap, the session a larger one) without over-reading.
+        """
         if self._error is not None:
             raise self._error
         frames: list[bytes] = []
         view = memoryview(data)
         pos = 0
         end = len(view)
-        while pos < end:
+        while pos < end and (max_frames is None or len(frames) < max_frames):
             if self._body is None:
                 take = min(HEADER_LEN - len(self._header), end - pos)
                 self._header += view[pos : pos + take]
@@ -100,7 +108,7 @@ class FrameDecoder:
                 frames.append(bytes(self._body))
                 self._body = None
                 self._need = 0
-        return frames
+        return frames, pos
 
 
 __all__ = ["DEFAULT_MAX_FRAME", "FrameDecoder", "HEADER_LEN", "encode_frame"]
