@@ -226,8 +226,9 @@ class CircleConfig:
                 int(n): EpochKey(home.unseal(_unb64(k, "epoch key")))
                 for n, k in dict(raw["epoch_keys"]).items()
             }
-            cfg = cls(str(raw["circle_id"]), str(raw["name"]), int(raw["epoch"]), keys, dict(raw.get("settings", {})))
-        except (KeyError, ValueError, TypeError):
+            name = home.unseal(_unb64(raw["name"], "circle name")).decode("utf-8")
+            cfg = cls(str(raw["circle_id"]), name, int(raw["epoch"]), keys, dict(raw.get("settings", {})))
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError):
             raise StoreCorrupt(f"circle {circle_id}'s circle.json is damaged") from None
         if cfg.epoch not in cfg.epoch_keys or any(len(k) != 32 for k in keys.values()):
             raise StoreCorrupt(f"circle {circle_id}'s circle.json holds damaged keys")
@@ -235,7 +236,8 @@ class CircleConfig:
 
     def save(self, home: Home) -> None:
         write_json(home.circle_dir(self.circle_id) / "circle.json", {
-            "circle_id": self.circle_id, "name": self.name, "epoch": self.epoch,
+            # The name is sealed too: with a passphrase, nothing on disk says what the circle is.
+            "circle_id": self.circle_id, "name": _b64(home.seal(self.name.encode("utf-8"))), "epoch": self.epoch,
             "epoch_keys": {str(n): _b64(home.seal(k)) for n, k in self.epoch_keys.items()},
             "settings": self.settings, "encrypted_at_rest": home.encrypted,
         })

@@ -198,8 +198,8 @@ def import_records(board: Board, data: dict[str, Any]) -> dict[str, dict[str, in
             if unknown:
                 raise ImportError_(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
             converted = {k: _convert(kind, row[k], where, k) for k, kind in schema.items()}
-            if name in ("loans", "holds") and converted["tool"] not in known_tools | incoming_tools:
-                raise ImportError_(f"{where}: refers to tool {converted['tool']} which is in neither the circle nor the file")
+            if name in ("loans", "holds") and str(converted["tool"]) not in known_tools | incoming_tools:
+                raise ImportError_(f"{where}: refers to tool {converted['tool']!s} which is in neither the circle nor the file")
             if rid in existing:
                 skipped += 1
                 continue

@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from circle.cli import main
+
+main()
