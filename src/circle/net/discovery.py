@@ -674,7 +674,13 @@ class Discovery:
         if name in self.table.own_instances:
             return
         info = AsyncServiceInfo(SERVICE_TYPE, name)
-        if not await info.async_request(self._azc.zeroconf, RESOLVE_TIMEOUT_MS):
+        try:
+            if not await info.async_request(self._azc.zeroconf, RESOLVE_TIMEOUT_MS):
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a malformed or vanished advert must not kill discovery
+            log.debug("could not resolve %s", name, exc_info=True)
             return
         props = {
             k: v for k, v in info.decoded_properties.items() if isinstance(v, str)
