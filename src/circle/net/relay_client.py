@@ -305,6 +305,8 @@ class RelayCursors:
     def from_json(cls, text: str) -> RelayCursors:
         try:
             raw = json.loads(text) if text.strip() else {}
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
             out = cls()
             for url, c in dict(raw).items():
                 cursor = int(c.get("cursor", 0))
@@ -490,11 +492,12 @@ class RelayPool:
             self._mark_seen(eid)
             r.enqueue(eid, env)
 
-    async def flush(self, timeout: float | None = None) -> dict[str, bool]:
-        """Wait until every relay acknowledged everything queued (or timeout).
+    async def flush(self, timeout: float | None = None, urls: Iterable[str] | None = None) -> dict[str, bool]:
+        """Wait until every relay (or those in `urls`) acknowledged everything queued.
 
-        Returns url -> True if that relay's outbox is empty."""
-        waits = [r.drained.wait() for r in self._relays.values()]
+        Returns url -> True if that relay's outbox is empty (False = timed out)."""
+        wanted = set(self._relays) if urls is None else set(urls)
+        waits = [r.drained.wait() for u, r in self._relays.items() if u in wanted]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*waits), timeout)
         return {u: not r.outbox for u, r in self._relays.items()}
