@@ -383,6 +383,10 @@ class Connection:
         self._send_bye(code, reason)
         self._end(None, by_peer=False)
 
+    def abort(self, error: CircleError) -> None:
+        """End the session with `error` (a driver's timeout, a lost socket...)."""
+        self._fail(error)
+
     # --- internals: plumbing ---------------------------------------------------
 
     def _guard(self, fn: Any) -> None:

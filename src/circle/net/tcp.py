@@ -1,0 +1,374 @@
+"""Thin asyncio TCP driver around the sans-I/O `Connection`.
+
+Rules:
+- Everything runs on one asyncio event loop, and every call into a
+  `Connection` (and so into the document) happens in plain synchronous code
+  between awaits. The loop is the document's one owner: no threads, no
+  executor, and `on_event` callbacks run on the loop. The caller must make
+  its own edits on the same loop and then call `SyncNode.local_change()`.
+- The driver only moves bytes: read -> `receive_data` -> events ->
+  `data_to_send` -> write. All protocol decisions live in the core.
+- Timeouts: the handshake must finish within `handshake_timeout`; a silent
+  peer gets one Ping after `idle_timeout` and is dropped (`PeerUnavailable`)
+  if still silent after another `idle_timeout`; a write that cannot drain
+  within `write_timeout` (peer stopped reading) ends the session too. A lost
+  socket ends that session with `PeerUnavailable`. The node, its other
+  sessions and the document are unaffected.
+- At most one session per peer: when a second session to the same member
+  completes its handshake, both sides keep the one whose initiator has the
+  smaller verify key and close the other.
+- `keep_connected()` redials a manual/discovered peer with exponential
+  backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from circle.errors import CircleError, HandshakeFailed, PeerUnavailable
+from circle.net.handshake import MemberCheck, Role
+from circle.net.keys import DeviceIdentity, EpochKey, MemberId
+from circle.net.messages import ByeCode
+from circle.net.session import (
+    Closed,
+    Connection,
+    Event,
+    HandshakeDone,
+    InSync,
+    Stats,
+    SyncDoc,
+)
+
+READ_SIZE = 256 << 10
+Keyring = Mapping[int, EpochKey] | Callable[[], Mapping[int, EpochKey]]
+EventHandler = Callable[["PeerSession", Event], None]
+
+
+@dataclass
+class Timeouts:
+    connect: float = 5.0
+    handshake: float = 10.0
+    idle: float = 15.0
+    write: float = 30.0
+
+
+class PeerSession:
+    """One live session with one peer, driven by its own task on the loop."""
+
+    def __init__(
+        self,
+        node: SyncNode,
+        conn: Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        address: tuple[str, int],
+    ) -> None:
+        self.node = node
+        self.conn = conn
+        self.address = address
+        self._reader = reader
+        self._writer = writer
+        self.started = time.time()
+        self.last_seen = time.time()
+        self._in_sync = asyncio.Event()
+        self._done = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    # --- what the service layer reads -------------------------------------------
+
+    @property
+    def role(self) -> Role:
+        return self.conn.role
+
+    @property
+    def peer_verify_key(self) -> bytes | None:
+        return self.conn.peer.peer_verify_key if self.conn.peer else None
+
+    @property
+    def peer_member_id(self) -> MemberId | None:
+        return self.conn.peer.peer_member_id if self.conn.peer else None
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.conn.peer.fingerprint if self.conn.peer else None
+
+    @property
+    def stats(self) -> Stats:
+        return self.conn.stats
+
+    @property
+    def error(self) -> CircleError | None:
+        return self.conn.error
+
+    @property
+    def closed(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def in_sync(self) -> bool:
+        return self.conn.in_sync
+
+    @property
+    def peer_has_all_ours(self) -> bool:
+        return self.conn.peer_has_all_ours
+
+    async def wait_in_sync(self, timeout: float | None = None) -> bool:
+        """Wait until the first InSync (True) or the session ends/times out (False)."""
+        in_sync = asyncio.ensure_future(self._in_sync.wait())
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            await asyncio.wait({in_sync, done}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            in_sync.cancel()
+            done.cancel()
+        return self._in_sync.is_set()
+
+    async def wait_closed(self) -> CircleError | None:
+        await self._done.wait()
+        return self.conn.error
+
+    def close(self, reason: str = "", code: ByeCode = ByeCode.NORMAL) -> None:
+        """Say goodbye; the session task flushes it and ends."""
+        self.conn.close(reason, code)
+        self._pump()
+
+    # --- internals ----------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Deliver events and queue outgoing bytes (synchronous: safe anywhere on the loop)."""
+        while (event := self.conn.next_event()) is not None:
+            if isinstance(event, InSync):
+                self._in_sync.set()
+            elif isinstance(event, HandshakeDone):
+                self.node._on_handshake(self)
+            self.node._emit(self, event)
+            if isinstance(event, Closed):
+                self._done.set()
+        data = self.conn.data_to_send()
+        if data and not self._writer.is_closing():
+            self._writer.write(data)
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.wait_for(self._writer.drain(), self.node.timeouts.write)
+        except TimeoutError:
+            self.conn.abort(PeerUnavailable("the peer stopped reading (write timed out)"))
+        except (ConnectionError, OSError):
+            self.conn.receive_data(b"")
+
+    async def run(self) -> None:
+        t = self.node.timeouts
+        pinged = False
+        try:
+            self._pump()
+            await self._drain()
+            self._pump()
+            handshake_deadline = time.monotonic() + t.handshake
+            while not self.conn.closed:
+                if self.conn.peer is None:
+                    timeout = max(0.0, handshake_deadline - time.monotonic())
+                else:
+                    timeout = t.idle
+                try:
+                    data = await asyncio.wait_for(self._reader.read(READ_SIZE), timeout)
+                except TimeoutError:
+                    if self.conn.peer is None:
+                        self.conn.abort(HandshakeFailed("the peer did not complete the handshake in time"))
+                    elif not pinged:
+                        pinged = True
+                        self.conn.ping()
+                    else:
+                        self.conn.abort(PeerUnavailable("the peer stalled (no data, no answer to ping)"))
+                    self._pump()
+                    await self._drain()
+                    self._pump()
+                    continue
+                except (ConnectionError, OSError):
+                    data = b""
+                if data:
+                    pinged = False
+                    self.last_seen = time.time()
+                self.conn.receive_data(data)
+                self._pump()
+                await self._drain()
+                self._pump()
+        except asyncio.CancelledError:
+            if not self.conn.closed:
+                self.conn.close("shutting down", ByeCode.SHUTTING_DOWN)
+                self._pump()
+            raise
+        finally:
+            self._pump()
+            self._done.set()
+            with contextlib.suppress(Exception):
+                if not self._writer.is_closing() and self._writer.can_write_eof():
+                    self._writer.write_eof()
+            self._writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+            self.node._forget(self)
+
+
+@dataclass
+class SyncReport:
+    address: tuple[str, int]
+    peer_member_id: MemberId | None
+    in_sync: bool
+    error: CircleError | None
+    stats: Stats
+    seconds: float
+
+
+@dataclass
+class SyncNode:
+    """Live sync for one circle on this device: a server, clients, their sessions.
+
+    `keyring` may be a mapping or a zero-argument callable returning the
+    current mapping (read at each new session, so key rotation applies to new
+    sessions). `is_active_member(verify_key)` is asked at each handshake.
+    """
+
+    doc: SyncDoc
+    identity: DeviceIdentity
+    keyring: Keyring
+    is_active_member: MemberCheck
+    on_event: EventHandler | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    session_options: dict[str, int | bool] = field(default_factory=dict)
+    sessions: set[PeerSession] = field(default_factory=set)
+    _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    # --- serving and dialing ------------------------------------------------------
+
+    async def start_server(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """Listen for peers; returns the bound (host, port)."""
+        self._server = await asyncio.start_server(self._accept, host, port)
+        sock = self._server.sockets[0].getsockname()
+        return str(sock[0]), int(sock[1])
+
+    async def connect(self, host: str, port: int) -> PeerSession:
+        """Dial a peer and start a session (runs in its own task)."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), self.timeouts.connect
+            )
+        except (TimeoutError, OSError) as exc:
+            raise PeerUnavailable(f"cannot reach {host}:{port} ({exc or 'timed out'})") from None
+        return self._start(Role.INITIATOR, reader, writer, (host, port))
+
+    async def sync_once(self, host: str, port: int, timeout: float = 30.0) -> SyncReport:
+        """Connect, sync until both sides are quiet (or timeout), say goodbye, report."""
+        started = time.monotonic()
+        session = await self.connect(host, port)
+        ok = await session.wait_in_sync(timeout)
+        if not session.closed:
+            session.close("sync complete" if ok else "timed out")
+        await asyncio.wait_for(session.wait_closed(), self.timeouts.write)
+        error = session.error if not ok else None
+        if not ok and error is None:
+            error = PeerUnavailable(f"{host}:{port} did not finish syncing within {timeout:g} s")
+        return SyncReport(
+            (host, port), session.peer_member_id, ok, error, session.stats,
+            time.monotonic() - started,
+        )
+
+    async def keep_connected(
+        self, host: str, port: int, *, min_backoff: float = 1.0, max_backoff: float = 60.0
+    ) -> None:
+        """Keep one session to host:port alive, redialling with backoff. Cancel to stop."""
+        backoff = min_backoff
+        while True:
+            started = time.monotonic()
+            try:
+                session = await self.connect(host, port)
+                await session.wait_closed()
+            except PeerUnavailable:
+                pass
+            if time.monotonic() - started > 2 * max_backoff:
+                backoff = min_backoff
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(max_backoff, backoff * 2)
+
+    def local_change(self) -> None:
+        """Call (on the loop) after editing the document: pushes to every live peer."""
+        for session in list(self.sessions):
+            if not session.closed:
+                session.conn.local_change()
+                session._pump()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for session in list(self.sessions):
+            if not session.closed:
+                session.close("shutting down", ByeCode.SHUTTING_DOWN)
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=2.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- internals ----------------------------------------------------------------
+
+    def _keys(self) -> Mapping[int, EpochKey]:
+        return self.keyring() if callable(self.keyring) else self.keyring
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        session = self._start(Role.RESPONDER, reader, writer, (str(peer[0]), int(peer[1])))
+        with contextlib.suppress(asyncio.CancelledError):
+            await session.wait_closed()
+
+    def _start(
+        self,
+        role: Role,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        address: tuple[str, int],
+    ) -> PeerSession:
+        conn = Connection(
+            role, self.doc, self.identity, self._keys(), self.is_active_member,
+            **self.session_options,  # type: ignore[arg-type]
+        )
+        session = PeerSession(self, conn, reader, writer, address)
+        self.sessions.add(session)
+        task = asyncio.get_running_loop().create_task(session.run())
+        session.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return session
+
+    def _forget(self, session: PeerSession) -> None:
+        self.sessions.discard(session)
+
+    def _emit(self, session: PeerSession, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(session, event)
+
+    def _on_handshake(self, session: PeerSession) -> None:
+        vk = session.peer_verify_key
+        mine = self.identity.verify_key
+
+        def initiator_key(s: PeerSession) -> bytes:
+            return mine if s.role is Role.INITIATOR else (s.peer_verify_key or b"")
+
+        for other in list(self.sessions):
+            if other is session or other.closed or other.peer_verify_key != vk:
+                continue
+            loser = max((session, other), key=initiator_key)
+            if initiator_key(session) == initiator_key(other):
+                loser = session  # same direction twice: keep the older one
+            loser.close("duplicate session")
+            return
+
+
+__all__ = ["PeerSession", "SyncNode", "SyncReport", "Timeouts"]
