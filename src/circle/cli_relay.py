@@ -1,0 +1,54 @@
+"""`circle relay`: run a relay server (registered by cli.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from circle.net.relay_server import DEFAULT_PORT, RelaySettings, run_relay
+
+
+@click.command("relay")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Keep 127.0.0.1 and put a TLS reverse proxy in front.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int,
+              help="Port to listen on (0 = any free port; the chosen one is printed).")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the relay database (relay.sqlite3).")
+@click.option("--path", "url_path", default="/", show_default=True,
+              help="Only accept WebSocket requests under this URL path.")
+@click.option("--quota-mib", default=64, show_default=True, type=int, help="Per-mailbox quota in MiB.")
+@click.option("--retention-days", default=30.0, show_default=True, type=float,
+              help="Envelopes older than this are deleted.")
+@click.option("--max-connections", default=1024, show_default=True, type=int)
+@click.option("--max-connections-per-ip", default=32, show_default=True, type=int)
+@click.option("--trust-forwarded-for", is_flag=True,
+              help="Take the client address from X-Forwarded-For (only behind a proxy you run).")
+@click.option("--log-level", default="INFO", show_default=True)
+def relay_command(
+    host: str, port: int, data_dir: Path, url_path: str, quota_mib: int, retention_days: float,
+    max_connections: int, max_connections_per_ip: int, trust_forwarded_for: bool, log_level: str,
+) -> None:
+    """Run a relay: an untrusted store-and-forward server that only sees ciphertext."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings = replace(
+        RelaySettings(),
+        path=url_path,
+        mailbox_quota_bytes=quota_mib * 1024 * 1024,
+        retention_seconds=retention_days * 86400.0,
+        max_connections=max_connections,
+        max_connections_per_ip=max_connections_per_ip,
+        trust_forwarded_for=trust_forwarded_for,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_relay(host, port, data_dir, settings))
