@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from circle.errors import BundleCorrupt, DecryptionFailed, EnvelopeRejected, StoreError, UnknownEpoch
+from circle.errors import (
+    BundleCorrupt,
+    DecryptionFailed,
+    EnvelopeRejected,
+    StoreError,
+    UnknownEpoch,
+)
 from circle.net.bundle import MAGIC, open_bundle, read_bundle, write_bundle
 from circle.net.envelope import Kind, seal, seal_changes, seal_snapshot
 from circle.net.keys import new_epoch_key
