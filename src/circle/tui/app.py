@@ -1,0 +1,983 @@
+"""The circle terminal app: a thin layer over `CircleService`.
+
+Attributes down, messages up: the app gets its service and providers in the
+constructor; screens get what they show as attributes and answer with
+messages or `dismiss` values; every board action goes through
+`service.board`, exactly as the CLI's does, and every `CircleError` becomes
+one sentence on screen.
+
+Threads. Automerge is not thread-safe and holds the GIL while it works, so the
+document has exactly one owner: the event-loop thread. Everything that
+touches it (board actions, `service.refresh()` following other processes'
+edits, `apply_remote`, view rebuilds) runs on the loop, in handlers, timers
+(`set_interval`) and `call_later` callbacks, never in thread workers. A thread
+would not make it faster (the GIL is held) and could corrupt the document if
+it overlapped with the UI's reads. The only work sent to threads is the
+argon2id key derivation in `Home.open`/`Home.create`, which touches no
+document and releases the GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+
+from circle.crdt.matching import needs_for, offers_for
+from circle.crdt.model import (
+    DAY_MS,
+    Condition,
+    MemberId,
+    Millis,
+    Need,
+    NeedStatus,
+    Offer,
+    OfferStatus,
+    RecordId,
+    Tool,
+    Urgency,
+)
+from circle.errors import CircleError, NotFound, PassphraseRequired, WrongPassphrase
+from circle.home import Home
+from circle.net.keys import fingerprint
+from circle.service import CircleService
+from circle.tui.commands import ACTIONS, TAB_TITLES, BoardCommands
+from circle.tui.providers import InviteProvider, JoinProvider
+from circle.tui.rows import (
+    MEMBER_COLUMNS,
+    NEED_COLUMNS,
+    OFFER_COLUMNS,
+    TOOL_COLUMNS,
+    URGENCY_LABEL,
+    age,
+    member_row,
+    need_row,
+    offer_row,
+    tool_row,
+)
+from circle.tui.screens import (
+    ConfirmScreen,
+    FieldSpec,
+    FormScreen,
+    FormValues,
+    HelpScreen,
+    InviteScreen,
+    PassphraseScreen,
+    WelcomeScreen,
+    removal_text,
+)
+from circle.tui.sync_view import SYNC_COLUMNS, NoSync, SyncStatusSource, peer_row, summary
+from circle.tui.table import RecordTable
+
+Ticker = tuple[float, Callable[[], object]]
+
+ACTION_TABS = {spec.action: spec.tab for spec in ACTIONS}
+URGENCY_OPTIONS = [(URGENCY_LABEL[u], u.value) for u in (Urgency.ANYTIME, Urgency.THIS_WEEK, Urgency.H48, Urgency.NOW)]
+CONDITION_OPTIONS = [(c.value, c.value) for c in Condition]
+
+
+def _tags(text: str) -> list[str]:
+    return [t.strip() for t in text.replace(",", " ").split() if t.strip()]
+
+
+class StatusBar(Static):
+    DEFAULT_CSS = """
+    StatusBar { height: 1; background: $primary; color: $text; padding: 0 1; }
+    """
+
+
+class BoardScreen(Screen[None]):
+    """The board: tabs over one service."""
+
+    DEFAULT_CSS = """
+    BoardScreen #tabs { height: 1fr; }
+    BoardScreen TabPane { height: 1fr; padding: 0; }
+    BoardScreen ContentSwitcher { height: 1fr; }
+    BoardScreen .filter { margin: 0 0; height: 3; }
+    BoardScreen .body { height: 1fr; }
+    BoardScreen .side { width: 38; border-left: solid $primary; padding: 0 1; }
+    BoardScreen .side-title { text-style: bold; }
+    BoardScreen #sync-help { height: auto; padding: 0 1 1 1; color: $text-muted; }
+    """
+
+    BINDINGS = [
+        Binding(spec.key, spec.action, spec.label, show=spec.tab is not None or spec.key == "slash",
+                key_display="/" if spec.key == "slash" else None)
+        for spec in ACTIONS if spec.key
+    ]
+
+    def __init__(self, service: CircleService, sync: SyncStatusSource, invites: InviteProvider | None) -> None:
+        super().__init__()
+        self.service = service
+        self.sync = sync
+        self.invites = invites
+        self.show_all_needs = False
+        self.show_all_offers = False
+        self._known_needs: set[RecordId] = set()
+        self._reload_pending = False
+        self._detail_pending = False
+        self._loop_thread = threading.get_ident()
+        self._unsubscribe: Callable[[], None] | None = None
+        self.handles: dict[MemberId, str] = {}
+
+    # --- layout ------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status-bar")
+        with TabbedContent(initial="needs", id="tabs"):
+            with TabPane("Needs", id="needs"):
+                yield Input(placeholder="Type to filter needs: words in title, details, tags, zone, people",
+                            id="needs-filter", classes="filter")
+                with Horizontal(classes="body"):
+                    yield RecordTable(NEED_COLUMNS, id="needs-table",
+                                      empty_text="No active needs. Press n to post one.")
+                    with VerticalScroll(classes="side", id="needs-side"):
+                        yield Static(id="needs-detail")
+                        yield Static(id="needs-match")
+            with TabPane("Offers", id="offers"):
+                yield Input(placeholder="Type to filter offers", id="offers-filter", classes="filter")
+                with Horizontal(classes="body"):
+                    yield RecordTable(OFFER_COLUMNS, id="offers-table",
+                                      empty_text="No open offers. Press n to post one.")
+                    with VerticalScroll(classes="side", id="offers-side"):
+                        yield Static(id="offers-detail")
+                        yield Static(id="offers-match")
+            with TabPane("Tools", id="tools"):
+                yield Input(placeholder="Type to filter tools", id="tools-filter", classes="filter")
+                with Horizontal(classes="body"):
+                    yield RecordTable(TOOL_COLUMNS, id="tools-table",
+                                      empty_text="The tool library is empty. Press n to add a tool.")
+                    with VerticalScroll(classes="side", id="tools-side"):
+                        yield Static(id="tools-detail")
+            with TabPane("Members", id="members"):
+                yield Input(placeholder="Type to filter members", id="members-filter", classes="filter")
+                with Horizontal(classes="body"):
+                    yield RecordTable(MEMBER_COLUMNS, id="members-table")
+                    with VerticalScroll(classes="side", id="members-side"):
+                        yield Static(id="members-detail")
+            with TabPane("Sync", id="sync"):
+                yield Static(Text(
+                    "Devices and relays this circle syncs with. 'has all our changes' means that copy "
+                    "is up to date with everything on this device."), id="sync-help")
+                with Vertical(classes="body"):
+                    yield RecordTable(SYNC_COLUMNS, id="sync-table",
+                                      empty_text="No peers or relays yet: live sync is not connected on this device.")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._unsubscribe = self.service.subscribe(self._on_change)
+        self.reload()
+        self._known_needs = set(self.service.board.view().needs)
+        self.update_sync()
+        self.set_interval(1.0, self.update_sync)
+        self.set_interval(60.0, self.reload)  # ages and expiry move with the clock
+        self.query_one("#needs-table", RecordTable).focus()
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    # --- helpers ---------------------------------------------------------------
+
+    @property
+    def board(self) -> Any:
+        return self.service.board
+
+    def now(self) -> Millis:
+        return self.service.clock()
+
+    @property
+    def active_tab(self) -> str:
+        return self.query_one("#tabs", TabbedContent).active or "needs"
+
+    def table(self, name: str) -> RecordTable:
+        return self.query_one(f"#{name}-table", RecordTable)
+
+    def selected(self, name: str) -> str | None:
+        return self.table(name).cursor_key
+
+    def who(self, member: MemberId | None) -> str:
+        if member is None:
+            return "-"
+        if member == self.service.me:
+            return "you"
+        return self.handles.get(member, member[:6])
+
+    def fail(self, exc: CircleError) -> None:
+        self.app.notify(str(exc), title="Not done", severity="error")
+
+    def act(self, fn: Callable[[], object], done: str | None = None) -> bool:
+        try:
+            fn()
+        except CircleError as exc:
+            self.fail(exc)
+            return False
+        if done:
+            self.app.notify(done)
+        return True
+
+    # --- data flow -------------------------------------------------------------
+
+    def _on_change(self, origin: str) -> None:
+        if threading.get_ident() != self._loop_thread:
+            self.app.call_from_thread(self._on_change, origin)
+            return
+        if origin in ("remote", "disk"):
+            self._announce_new_needs()
+        self.schedule_reload()
+
+    def _announce_new_needs(self) -> None:
+        needs = self.board.view().needs
+        fresh = [n for rid, n in needs.items() if rid not in self._known_needs]
+        self._known_needs = set(needs)
+        theirs = [n for n in fresh if n.author != self.service.me
+                  and n.status in (NeedStatus.OPEN, NeedStatus.CLAIMED)]
+        theirs.sort(key=lambda n: (-n.urgency.rank, n.created_at))
+        for n in theirs[:3]:
+            title = "New need" + (f" ({URGENCY_LABEL[n.urgency]})" if n.urgency.rank >= 2 else "")
+            self.app.notify(f"{self.who(n.author)}: {n.title}", title=title,
+                            severity="warning" if n.urgency == Urgency.NOW else "information")
+        if len(theirs) > 3:
+            self.app.notify(f"and {len(theirs) - 3} more new needs", title="New needs")
+
+    def schedule_reload(self) -> None:
+        if not self._reload_pending:
+            self._reload_pending = True
+            self.call_later(self.reload)
+
+    def reload(self) -> None:
+        """Rebuild every table's rows from the board (cursor stays on its record)."""
+        self._reload_pending = False
+        board, me, now = self.board, self.service.me, self.now()
+        view = board.view()
+        self.handles = {m.id: m.handle for m in view.members.values()}
+        if self.show_all_needs:
+            needs = board.needs("all")
+        else:
+            needs = board.needs("active")
+        self.table("needs").set_rows([need_row(n, self.handles, me, now) for n in needs])
+        offers = board.offers("all")
+        if not self.show_all_offers:
+            offers = [o for o in offers if o.status in (OfferStatus.OPEN, OfferStatus.PAUSED)]
+        self.table("offers").set_rows([offer_row(o, self.handles, me, now) for o in offers])
+        self.table("tools").set_rows([tool_row(t, self.handles, me, now) for t in board.tools()])
+        self.table("members").set_rows([
+            member_row(m, self.handles, me, fingerprint(m.sign_key)) for m in board.members()
+        ])
+        self._known_needs |= set(view.needs)
+        self.update_status()
+        self.schedule_details()
+
+    def update_status(self) -> None:
+        st = self.service
+        board = st.board
+        peers = self.sync.peers()
+        online, last = summary(peers, self.now())
+        view = board.view()
+        me = view.members.get(st.me)
+        text = Text()
+        text.append(f"◉ {board.name}", style="bold")
+        text.append(f"  │  you: {me.handle if me else '?'}")
+        if me is not None and not me.active:
+            text.append(" (removed)", style="bold red")
+        text.append(f"  │  {online} peer{'s' if online != 1 else ''} online  │  last sync: {last}  │  ")
+        if st.home.encrypted:
+            text.append("encrypted at rest", style="bold green")
+        else:
+            text.append("NOT encrypted at rest", style="bold yellow")
+        overdue = len(board.overdue())
+        if overdue:
+            text.append(f"  │  {overdue} overdue", style="bold red")
+        self.query_one("#status-bar", StatusBar).update(text)
+
+    def update_sync(self) -> None:
+        peers = self.sync.peers()
+        now = self.now()
+        self.table("sync").set_rows([peer_row(p, now) for p in peers])
+        self.update_status()
+
+    # --- details and match panels ------------------------------------------
+
+    @on(RecordTable.Highlighted)
+    def _highlighted(self, event: RecordTable.Highlighted) -> None:
+        self.schedule_details()
+
+    def schedule_details(self) -> None:
+        if not self._detail_pending:
+            self._detail_pending = True
+            self.call_later(self.update_details)
+
+    def update_details(self) -> None:
+        self._detail_pending = False
+        view = self.board.view()
+        nid = self.selected("needs")
+        need = view.needs.get(nid) if nid else None
+        self.query_one("#needs-detail", Static).update(self._need_detail(need) if need else Text(""))
+        self.query_one("#needs-match", Static).update(self._need_matches(need) if need else Text(""))
+        oid = self.selected("offers")
+        offer = view.offers.get(oid) if oid else None
+        self.query_one("#offers-detail", Static).update(self._offer_detail(offer) if offer else Text(""))
+        self.query_one("#offers-match", Static).update(self._offer_matches(offer) if offer else Text(""))
+        tid = self.selected("tools")
+        tool = view.tools.get(tid) if tid else None
+        self.query_one("#tools-detail", Static).update(self._tool_detail(tool) if tool else Text(""))
+        mid = self.selected("members")
+        member = view.members.get(mid) if mid else None
+        self.query_one("#members-detail", Static).update(self._member_detail(member) if member else Text(""))
+
+    def _need_detail(self, n: Need) -> Text:
+        now = self.now()
+        t = Text()
+        t.append(n.title + "\n", style="bold")
+        t.append(f"{n.status.value} · {URGENCY_LABEL[n.urgency]} · by {self.who(n.author)} "
+                 f"· {age(n.created_at, now)} ago\n")
+        if n.zone or n.category:
+            t.append(f"zone {n.zone or '-'} · category {n.category or '-'}\n")
+        if n.tags:
+            t.append("tags " + ", ".join(sorted(n.tags)) + "\n")
+        if n.status in (NeedStatus.OPEN, NeedStatus.CLAIMED):
+            t.append(f"expires {age(n.expires_at, now)}\n")
+        if n.claims:
+            t.append("claimed by " + ", ".join(self.who(c) for c in n.claims) + "\n")
+        if n.details:
+            t.append("\n" + n.details + "\n")
+        return t
+
+    def _need_matches(self, n: Need) -> Text:
+        t = Text()
+        t.append("\nOffers that may fit\n", style="bold underline")
+        matches = offers_for(n, self.board.offers("open"), limit=5)
+        if not matches:
+            t.append("none yet\n", style="dim")
+        for m in matches:
+            t.append(f"• {m.offer.title}", style="bold")
+            t.append(f" ({self.who(m.offer.author)}, {m.offer.id})\n")
+            t.append(f"  {'; '.join(m.reasons)}\n", style="dim")
+        return t
+
+    def _offer_detail(self, o: Offer) -> Text:
+        now = self.now()
+        t = Text()
+        t.append(o.title + "\n", style="bold")
+        t.append(f"{o.status.value} · by {self.who(o.author)} · {age(o.created_at, now)} ago\n")
+        if o.zone or o.category:
+            t.append(f"zone {o.zone or '-'} · category {o.category or '-'}\n")
+        if o.tags:
+            t.append("tags " + ", ".join(sorted(o.tags)) + "\n")
+        if o.recurring:
+            t.append("recurring\n")
+        elif o.quantity is not None:
+            t.append(f"quantity {o.quantity}\n")
+        if o.details:
+            t.append("\n" + o.details + "\n")
+        return t
+
+    def _offer_matches(self, o: Offer) -> Text:
+        t = Text()
+        t.append("\nNeeds that may fit\n", style="bold underline")
+        matches = needs_for(o, self.board.needs("active"), limit=5)
+        if not matches:
+            t.append("none yet\n", style="dim")
+        for m in matches:
+            t.append(f"• {m.need.title}", style="bold")
+            t.append(f" ({URGENCY_LABEL[m.need.urgency]}, {self.who(m.need.author)}, {m.need.id})\n")
+            t.append(f"  {'; '.join(m.reasons)}\n", style="dim")
+        return t
+
+    def _tool_detail(self, tool: Tool) -> Text:
+        now = self.now()
+        t = Text()
+        t.append(tool.name + "\n", style="bold")
+        t.append(f"{tool.availability.value} · condition {tool.condition.value} · steward "
+                 f"{self.who(tool.steward)} · loans of {tool.loan_days} days\n")
+        if tool.condition_note:
+            t.append(f"note: {tool.condition_note}\n")
+        if tool.description:
+            t.append(tool.description + "\n")
+        loan = tool.current_loan
+        if loan is not None:
+            style = "bold red" if loan.overdue else ""
+            t.append(f"\nOn loan to {self.who(loan.borrower)} since {age(loan.out_at, now)} ago; due "
+                     f"{age(loan.due_at, now)}{' ago, OVERDUE' if loan.overdue else ''}\n", style=style)
+        if tool.conflicting_loans:
+            t.append(f"\nCONFLICT: {len(tool.conflicting_loans) + 1} loans were made at once while offline.\n",
+                     style="bold red")
+            t.append(f"Current: {self.who(loan.borrower) if loan else '-'} ({loan.id if loan else '-'})\n")
+            for c in tool.conflicting_loans:
+                t.append(f"Also out: {self.who(c.borrower)} ({c.id}), since {age(c.out_at, now)} ago\n")
+            t.append("Press r to return one of them and resolve it.\n")
+        if tool.queue:
+            t.append("\nQueue\n", style="bold")
+            for pos, h in enumerate(tool.queue, 1):
+                ready = " (ready)" if pos == 1 and tool.ready_for == h.member else ""
+                t.append(f"{pos}. {self.who(h.member)}{ready}, since {age(h.created_at, now)} ago\n")
+        return t
+
+    def _member_detail(self, m: Any) -> Text:
+        now = self.now()
+        t = Text()
+        t.append(m.handle + (" (you)" if m.id == self.service.me else "") + "\n", style="bold")
+        t.append(f"id {m.id}\n")
+        t.append("fingerprint\n", style="bold")
+        t.append(f"  {fingerprint(m.sign_key)}\n")
+        t.append("Compare it in person before trusting a new member.\n", style="dim")
+        t.append(f"zone {m.zone or '-'} · joined {age(m.joined_at, now)} ago\n")
+        t.append("invited by " + (self.who(m.invited_by) if m.invited_by else "nobody (founder)") + "\n")
+        if not m.active:
+            t.append(f"removed by {self.who(m.removed_by)}\n", style="bold red")
+        t.append("\ni: invite someone · d: remove this member\n", style="dim")
+        return t
+
+    # --- filter and tabs --------------------------------------------------------
+
+    @on(Input.Changed, ".filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        name = (event.input.id or "").removesuffix("-filter")
+        self.table(name).set_filter(event.value)
+
+    @on(Input.Submitted, ".filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        name = (event.input.id or "").removesuffix("-filter")
+        self.table(name).focus()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self) -> None:
+        self.refresh_bindings()
+        tab = self.active_tab
+        if tab in ("needs", "offers", "tools", "members", "sync"):
+            self.table(tab).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        tab = ACTION_TABS.get(action)
+        if tab is None:
+            return True
+        try:
+            return self.active_tab == tab
+        except Exception:
+            return False
+
+    def key_escape(self) -> None:
+        focused = self.focused
+        if isinstance(focused, Input) and focused.has_class("filter"):
+            name = (focused.id or "").removesuffix("-filter")
+            self.table(name).focus()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+        self.refresh_bindings()
+        if tab in ("needs", "offers", "tools", "members", "sync"):
+            self.table(tab).focus()
+
+    def action_focus_filter(self) -> None:
+        tab = self.active_tab
+        if tab != "sync":
+            self.query_one(f"#{tab}-filter", Input).focus()
+
+    def action_sync_refresh(self) -> None:
+        try:
+            self.service.refresh()
+        except CircleError as exc:
+            self.fail(exc)
+        self.reload()
+
+    def run_command(self, action: str) -> None:
+        """From the command palette: go to the action's tab, then run it."""
+        tab = ACTION_TABS.get(action)
+        if tab is not None and tab != self.active_tab:
+            self.action_show_tab(tab)
+        self.call_after_refresh(self.run_action, action)
+
+    # --- needs -----------------------------------------------------------
+
+    def _need_fields(self, n: Need | None) -> list[FieldSpec]:
+        days = 14 if n is None else max(1, -(-(n.expires_at - self.now()) // DAY_MS))
+        return [
+            FieldSpec("title", "Title", value=n.title if n else "", placeholder="what is needed"),
+            FieldSpec("details", "Details", value=n.details if n else ""),
+            FieldSpec("urgency", "Urgency", "select", n.urgency.value if n else Urgency.ANYTIME.value,
+                      URGENCY_OPTIONS),
+            FieldSpec("category", "Category", value=n.category if n else "", placeholder="e.g. food, transport"),
+            FieldSpec("tags", "Tags", value=", ".join(sorted(n.tags)) if n else "", placeholder="comma separated"),
+            FieldSpec("zone", "Zone", value=n.zone if n else "", placeholder="coarse area, never an address"),
+            FieldSpec("expires", "Expires in days", "int", days),
+        ]
+
+    def action_new_need(self) -> None:
+        def submit(v: FormValues) -> None:
+            rid = self.board.add_need(v["title"], v["details"], v["category"], _tags(v["tags"]),
+                                      Urgency(v["urgency"]), v["zone"], v["expires"] or 14)
+            self._known_needs.add(rid)
+            self.call_after_refresh(self.table("needs").move_to_key, rid)
+
+        self.app.push_screen(FormScreen("Post a need", self._need_fields(None), submit, "Post"))
+
+    def _need(self) -> Need | None:
+        rid = self.selected("needs")
+        if rid is None:
+            self.app.notify("Select a need first", severity="warning")
+            return None
+        return self.board.view().needs.get(rid)
+
+    def action_edit_need(self) -> None:
+        n = self._need()
+        if n is None:
+            return
+
+        def submit(v: FormValues) -> None:
+            self.board.edit_need(n.id, title=v["title"], details=v["details"], category=v["category"],
+                                 tags=_tags(v["tags"]), urgency=Urgency(v["urgency"]), zone=v["zone"],
+                                 expires_days=v["expires"])
+
+        self.app.push_screen(FormScreen(f"Edit need {n.id}", self._need_fields(n), submit))
+
+    def action_claim(self) -> None:
+        n = self._need()
+        if n is not None:
+            self.act(lambda: self.board.claim_need(n.id), f"You claimed “{n.title}”")
+
+    def action_unclaim(self) -> None:
+        n = self._need()
+        if n is not None:
+            self.act(lambda: self.board.unclaim_need(n.id), f"Claim on “{n.title}” taken back")
+
+    def action_met(self) -> None:
+        n = self._need()
+        if n is not None:
+            self.act(lambda: self.board.met_need(n.id), f"“{n.title}” marked met")
+
+    def action_withdraw(self) -> None:
+        n = self._need()
+        if n is not None:
+            self.act(lambda: self.board.withdraw_need(n.id), f"“{n.title}” withdrawn")
+
+    def action_reopen(self) -> None:
+        n = self._need()
+        if n is not None:
+            self.act(lambda: self.board.reopen_need(n.id), f"“{n.title}” reopened")
+
+    def action_toggle_all(self) -> None:
+        self.show_all_needs = not self.show_all_needs
+        self.app.notify("Showing all needs" if self.show_all_needs else "Showing active needs")
+        self.reload()
+
+    # --- offers -------------------------------------------------------------
+
+    def _offer_fields(self, o: Offer | None) -> list[FieldSpec]:
+        days = 30 if o is None else max(1, -(-(o.expires_at - self.now()) // DAY_MS))
+        return [
+            FieldSpec("title", "Title", value=o.title if o else "", placeholder="what you can give or lend"),
+            FieldSpec("details", "Details", value=o.details if o else ""),
+            FieldSpec("category", "Category", value=o.category if o else ""),
+            FieldSpec("tags", "Tags", value=", ".join(sorted(o.tags)) if o else "", placeholder="comma separated"),
+            FieldSpec("zone", "Zone", value=o.zone if o else ""),
+            FieldSpec("quantity", "Quantity", "int", "" if o is None or o.quantity is None else o.quantity),
+            FieldSpec("recurring", "Recurring (offered again and again)", "check", bool(o and o.recurring)),
+            FieldSpec("expires", "Expires in days", "int", days),
+        ]
+
+    def _offer(self) -> Offer | None:
+        rid = self.selected("offers")
+        if rid is None:
+            self.app.notify("Select an offer first", severity="warning")
+            return None
+        return self.board.view().offers.get(rid)
+
+    def action_new_offer(self) -> None:
+        def submit(v: FormValues) -> None:
+            rid = self.board.add_offer(v["title"], v["details"], v["category"], _tags(v["tags"]), v["zone"],
+                                       v["quantity"], bool(v["recurring"]), v["expires"] or 30)
+            self.call_after_refresh(self.table("offers").move_to_key, rid)
+
+        self.app.push_screen(FormScreen("Post an offer", self._offer_fields(None), submit, "Post"))
+
+    def action_edit_offer(self) -> None:
+        o = self._offer()
+        if o is None:
+            return
+
+        def submit(v: FormValues) -> None:
+            self.board.edit_offer(o.id, title=v["title"], details=v["details"], category=v["category"],
+                                  tags=_tags(v["tags"]), zone=v["zone"], quantity=v["quantity"],
+                                  recurring=bool(v["recurring"]), expires_days=v["expires"])
+
+        self.app.push_screen(FormScreen(f"Edit offer {o.id}", self._offer_fields(o), submit))
+
+    def action_pause(self) -> None:
+        o = self._offer()
+        if o is None:
+            return
+        if o.status == OfferStatus.PAUSED:
+            self.act(lambda: self.board.resume_offer(o.id), f"“{o.title}” is open again")
+        else:
+            self.act(lambda: self.board.pause_offer(o.id), f"“{o.title}” paused")
+
+    def action_close_offer(self) -> None:
+        o = self._offer()
+        if o is not None:
+            self.act(lambda: self.board.close_offer(o.id), f"“{o.title}” closed")
+
+    def action_toggle_all_offers(self) -> None:
+        self.show_all_offers = not self.show_all_offers
+        self.reload()
+
+    # --- tools ----------------------------------------------------------------
+
+    def _tool(self) -> Tool | None:
+        rid = self.selected("tools")
+        if rid is None:
+            self.app.notify("Select a tool first", severity="warning")
+            return None
+        return self.board.view().tools.get(rid)
+
+    def action_new_tool(self) -> None:
+        fields = [
+            FieldSpec("name", "Name", placeholder="e.g. cordless drill"),
+            FieldSpec("description", "Description"),
+            FieldSpec("category", "Category"),
+            FieldSpec("condition", "Condition", "select", Condition.GOOD.value, CONDITION_OPTIONS),
+            FieldSpec("note", "Condition note"),
+            FieldSpec("loan_days", "Loan days", "int", 7),
+        ]
+
+        def submit(v: FormValues) -> None:
+            rid = self.board.add_tool(v["name"], v["description"], v["category"], Condition(v["condition"]),
+                                      v["loan_days"] or 7, v["note"])
+            self.call_after_refresh(self.table("tools").move_to_key, rid)
+
+        self.app.push_screen(FormScreen("Add a tool (you will be its steward)", fields, submit, "Add"))
+
+    def action_edit_tool(self) -> None:
+        t = self._tool()
+        if t is None:
+            return
+        fields = [
+            FieldSpec("name", "Name", value=t.name), FieldSpec("description", "Description", value=t.description),
+            FieldSpec("category", "Category", value=t.category),
+            FieldSpec("condition", "Condition", "select", t.condition.value, CONDITION_OPTIONS),
+            FieldSpec("note", "Condition note", value=t.condition_note),
+            FieldSpec("loan_days", "Loan days", "int", t.loan_days),
+        ]
+
+        def submit(v: FormValues) -> None:
+            self.board.edit_tool(t.id, name=v["name"], description=v["description"], category=v["category"],
+                                 loan_days=v["loan_days"])
+            if v["condition"] != t.condition.value or v["note"] != t.condition_note:
+                self.board.set_condition(t.id, Condition(v["condition"]), v["note"])
+
+        self.app.push_screen(FormScreen(f"Edit tool {t.id}", fields, submit))
+
+    def action_borrow(self) -> None:
+        t = self._tool()
+        if t is not None:
+            self.act(lambda: self.board.borrow(t.id), f"You borrowed {t.name} for {t.loan_days} days")
+
+    def action_return_tool(self) -> None:
+        t = self._tool()
+        if t is None:
+            return
+        loans = [x for x in (t.current_loan, *t.conflicting_loans) if x is not None]
+        if not loans:
+            self.fail(NotFound(f"{t.name} is not on loan"))
+            return
+        mine = [x for x in loans if x.borrower == self.service.me]
+        default = (mine or loans)[0]
+        options = [(f"{self.who(x.borrower)}'s loan {x.id}" + (" (current)" if x is t.current_loan else " (conflict)"),
+                    x.id) for x in loans]
+        fields = [
+            FieldSpec("loan", "Loan", "select", default.id, options),
+            FieldSpec("condition", "Condition now", "select", default.condition_out.value, CONDITION_OPTIONS),
+            FieldSpec("note", "Note", value=t.condition_note),
+        ]
+
+        def submit(v: FormValues) -> None:
+            self.board.return_tool(t.id, Condition(v["condition"]), v["note"], loan_id=v["loan"])
+            self.app.notify(f"{t.name} returned")
+
+        self.app.push_screen(FormScreen(f"Return {t.name}", fields, submit, "Return"))
+
+    def action_renew(self) -> None:
+        t = self._tool()
+        if t is not None:
+            self.act(lambda: self.board.renew(t.id), f"Loan of {t.name} renewed")
+
+    def action_hold(self) -> None:
+        t = self._tool()
+        if t is not None:
+            self.act(lambda: self.board.hold(t.id), f"You are in the queue for {t.name}")
+
+    def action_unhold(self) -> None:
+        t = self._tool()
+        if t is not None:
+            self.act(lambda: self.board.unhold(t.id), f"You left the queue for {t.name}")
+
+    # --- members --------------------------------------------------------------
+
+    def action_invite(self) -> None:
+        if self.invites is None:
+            self.app.push_screen(InviteScreen(None, (
+                "Inviting needs the invite feature, which this build does not have yet. "
+                "When it exists, this screen shows a one-time code, its QR code and your fingerprint."
+            )))
+            return
+        try:
+            info = self.invites.create_invite()
+        except CircleError as exc:
+            self.app.push_screen(InviteScreen(None, str(exc)))
+            return
+        expires = f"expires {age(info.expires_at, self.now())}" if info.expires_at else ""
+        self.app.push_screen(InviteScreen(info, None, expires))
+
+    def action_remove_member(self) -> None:
+        mid = self.selected("members")
+        if mid is None:
+            self.app.notify("Select a member first", severity="warning")
+            return
+        m = self.board.view().members.get(mid)
+        if m is None:
+            return
+        if m.id == self.service.me:
+            self.app.notify("You cannot remove yourself from here.", severity="warning")
+            return
+        if not m.active:
+            self.app.notify(f"{m.handle} was already removed.", severity="warning")
+            return
+
+        def done(confirmed: bool | None) -> None:
+            if confirmed:
+                self.act(lambda: self.board.remove_member(m.id), f"{m.handle} removed from the circle")
+
+        self.app.push_screen(ConfirmScreen(f"Remove {m.handle} from the circle?", removal_text(m.handle),
+                                           f"Remove {m.handle}"), done)
+
+
+class MessageScreen(Screen[None]):
+    """A plain message with a way out (errors opening the circle)."""
+
+    DEFAULT_CSS = """
+    MessageScreen { align: center middle; }
+    MessageScreen > Static { width: 80; height: auto; border: thick $error; padding: 1 2; }
+    """
+    BINDINGS = [Binding("q,escape", "app.quit", "Quit")]
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(self.message + "\n\nPress q to quit."), id="message")
+
+
+HELP_LINES = [("", "Everywhere")] + [
+    (spec.key if spec.key != "slash" else "/", spec.help) for spec in ACTIONS if spec.tab is None
+] + [("?", "This help"), ("ctrl+p", "Command palette: find any action by name"), ("ctrl+q", "Quit")]
+for _tab, _title in TAB_TITLES.items():
+    _specs = [s for s in ACTIONS if s.tab == _tab]
+    if _specs:
+        HELP_LINES.append(("", _title))
+        HELP_LINES.extend((s.key, s.help) for s in _specs)
+
+
+class CircleApp(App[None]):
+    """The app. Give it an open `service`, or a `home_path` to run the first-run
+    / passphrase flow itself."""
+
+    TITLE = "circle"
+    COMMANDS = App.COMMANDS | {BoardCommands}
+    BINDINGS = [Binding("question_mark", "help", "Help", key_display="?")]
+    CSS = """
+    Screen { background: $background; }
+    """
+
+    def __init__(
+        self,
+        service: CircleService | None = None,
+        *,
+        home_path: Path | None = None,
+        circle: str | None = None,
+        passphrase: str | None = None,
+        sync: SyncStatusSource | None = None,
+        invites: InviteProvider | None = None,
+        join: JoinProvider | None = None,
+        tickers: Sequence[Ticker] = (),
+        refresh_interval: float = 0.5,
+        on_service: Callable[[CircleService], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.service = service
+        self.home_path = home_path
+        self.circle = circle
+        self.passphrase = passphrase
+        self.sync_source: SyncStatusSource = sync or NoSync()
+        self.invites = invites
+        self.joiner = join
+        self.tickers = list(tickers)
+        self.refresh_interval = refresh_interval
+        self.on_service = on_service
+        self.board_screen: BoardScreen | None = None
+        self._home: Home | None = None
+        self._refresh_error: str | None = None
+
+    # --- startup flow -------------------------------------------------------
+
+    def on_mount(self) -> None:
+        if self.service is not None:
+            self.show_board(self.service)
+            return
+        if self.home_path is None:
+            self.push_screen(MessageScreen("No service and no home directory were given."))
+            return
+        if not Home.exists(self.home_path):
+            self.push_screen(WelcomeScreen(home_exists=False, join_available=self.joiner is not None))
+            return
+        self.unlock(self.passphrase, None)
+
+    @work(exclusive=True, group="open")
+    async def unlock(self, passphrase: str | None, screen: PassphraseScreen | None) -> None:
+        assert self.home_path is not None
+        try:
+            # argon2id: no document involved, releases the GIL: fine in a thread.
+            home = await asyncio.to_thread(Home.open, self.home_path, passphrase)
+        except PassphraseRequired:
+            self.push_screen(PassphraseScreen(str(self.home_path)))
+            return
+        except WrongPassphrase as exc:
+            if screen is None:
+                screen = PassphraseScreen(str(self.home_path))
+                await self.push_screen(screen)
+            screen.show_error(f"{exc}. Try again.")
+            return
+        except CircleError as exc:
+            await self._replace(MessageScreen(str(exc)))
+            return
+        self._home = home
+        if not home.circle_ids():
+            await self._replace(WelcomeScreen(home_exists=True, join_available=self.joiner is not None))
+            return
+        try:
+            service = CircleService.open(home, self.circle)
+            service.refresh()
+        except CircleError as exc:
+            await self._replace(MessageScreen(str(exc)))
+            return
+        await self._replace_with_board(service)
+
+    async def _replace(self, screen: Screen[Any]) -> None:
+        if len(self.screen_stack) > 1:
+            await self.switch_screen(screen)
+        else:
+            await self.push_screen(screen)
+
+    async def _replace_with_board(self, service: CircleService) -> None:
+        self.service = service
+        board = self._make_board(service)
+        await self._replace(board)
+        self._start_timers()
+
+    def _make_board(self, service: CircleService) -> BoardScreen:
+        if self.on_service is not None:
+            self.on_service(service)
+        self.board_screen = BoardScreen(service, self.sync_source, self.invites)
+        return self.board_screen
+
+    def show_board(self, service: CircleService) -> None:
+        self.service = service
+        self.push_screen(self._make_board(service))
+        self._start_timers()
+
+    def _start_timers(self) -> None:
+        self.set_interval(self.refresh_interval, self.poll_disk)
+        for interval, fn in self.tickers:
+            self.set_interval(interval, self._ticker(fn))
+
+    def _ticker(self, fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except CircleError as exc:
+                self.notify(str(exc), severity="error")
+        return run
+
+    def poll_disk(self) -> None:
+        """Follow edits made by other processes on this home (the CLI, another window)."""
+        if self.service is None:
+            return
+        try:
+            self.service.refresh()
+        except CircleError as exc:
+            if str(exc) != self._refresh_error:
+                self._refresh_error = str(exc)
+                self.notify(f"Could not read changes from disk: {exc}", severity="error")
+            return
+        self._refresh_error = None
+
+    @on(PassphraseScreen.Submitted)
+    def _passphrase(self, event: PassphraseScreen.Submitted) -> None:
+        screen = self.screen if isinstance(self.screen, PassphraseScreen) else None
+        self.unlock(event.passphrase, screen)
+
+    @on(WelcomeScreen.Create)
+    def _create(self, event: WelcomeScreen.Create) -> None:
+        self.create_circle(event.request, self.screen if isinstance(self.screen, WelcomeScreen) else None)
+
+    @work(exclusive=True, group="open")
+    async def create_circle(self, req: Any, screen: WelcomeScreen | None) -> None:
+        assert self.home_path is not None
+        if not req.name.strip() or not req.handle.strip():
+            if screen is not None:
+                screen.show_error("A circle name and your handle are both needed.")
+            return
+        try:
+            home = self._home
+            if home is None:
+                home = await asyncio.to_thread(Home.create, self.home_path, req.passphrase)
+                self._home = home
+            service = CircleService.create(home, req.name, req.handle, req.zone)
+        except CircleError as exc:
+            if screen is not None:
+                screen.show_error(str(exc))
+            return
+        await self._replace_with_board(service)
+        self.notify(f"Circle “{req.name}” created. Invite members from the Members tab (4, then i).")
+
+    @on(WelcomeScreen.Join)
+    def _join(self, event: WelcomeScreen.Join) -> None:
+        self.join_circle(event.request, self.screen if isinstance(self.screen, WelcomeScreen) else None)
+
+    @work(exclusive=True, group="open")
+    async def join_circle(self, req: Any, screen: WelcomeScreen | None) -> None:
+        assert self.home_path is not None
+        if self.joiner is None:
+            if screen is not None:
+                screen.show_error("Joining needs the invite feature, which this build does not have yet.")
+            return
+        if not req.code.strip() or not req.handle.strip():
+            if screen is not None:
+                screen.show_error("Paste the invite code and choose your handle.")
+            return
+        try:
+            home = self._home
+            if home is None:
+                home = await asyncio.to_thread(Home.create, self.home_path, req.passphrase)
+                self._home = home
+            service = await self.joiner.join(home, req.code.strip(), req.handle, req.zone)
+        except CircleError as exc:
+            if screen is not None:
+                screen.show_error(str(exc))
+            return
+        await self._replace_with_board(service)
+
+    # --- global actions -----------------------------------------------------
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(HELP_LINES))

@@ -1,0 +1,469 @@
+"""Modal screens: forms, confirmations, invite, help, passphrase, welcome.
+
+Screens hold no service: data comes in as attributes, results go out as a
+`dismiss` value or a message; the app (or board screen) does the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import segno
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+
+from circle.errors import CircleError
+from circle.tui.providers import InviteInfo
+
+FieldKind = Literal["text", "select", "check", "password", "int"]
+
+
+@dataclass
+class FieldSpec:
+    name: str
+    label: str
+    kind: FieldKind = "text"
+    value: Any = ""
+    options: Sequence[tuple[str, str]] = field(default_factory=list)
+    placeholder: str = ""
+
+
+FormValues = dict[str, Any]
+
+
+class FormScreen(ModalScreen[bool]):
+    """A form whose Save calls `submit(values)`; a CircleError stays on the form."""
+
+    DEFAULT_CSS = """
+    FormScreen { align: center middle; }
+    FormScreen > Vertical { width: 76; height: auto; max-height: 90%; border: thick $accent;
+                            background: $surface; padding: 0 1; }
+    FormScreen .form-title { text-style: bold; padding: 0 0 1 0; }
+    FormScreen .form-row { height: auto; }
+    FormScreen .form-label { width: 16; padding: 1 1 0 0; text-align: right; }
+    FormScreen Input, FormScreen Select { width: 1fr; }
+    FormScreen Checkbox { margin: 0 0 0 16; }
+    FormScreen #form-error { color: $error; height: auto; }
+    FormScreen .buttons { height: auto; align: right middle; padding: 1 0 0 0; }
+    FormScreen Button { margin: 0 0 0 2; }
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "save", "Save")]
+
+    def __init__(self, title: str, fields: Sequence[FieldSpec], submit: Callable[[FormValues], None],
+                 save_label: str = "Save") -> None:
+        super().__init__()
+        self.form_title = title
+        self.fields = list(fields)
+        self.submit = submit
+        self.save_label = save_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.form_title, classes="form-title")
+            with VerticalScroll():
+                for spec in self.fields:
+                    wid = f"f-{spec.name}"
+                    if spec.kind == "check":
+                        yield Checkbox(spec.label, bool(spec.value), id=wid)
+                        continue
+                    with Horizontal(classes="form-row"):
+                        yield Label(spec.label, classes="form-label")
+                        if spec.kind == "select":
+                            yield Select([(lbl, val) for lbl, val in spec.options], value=spec.value,
+                                         allow_blank=False, id=wid)
+                        else:
+                            yield Input(str(spec.value), placeholder=spec.placeholder, id=wid,
+                                        password=spec.kind == "password",
+                                        type="integer" if spec.kind == "int" else "text")
+            yield Static("", id="form-error")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(self.save_label, id="save", variant="primary")
+
+    def values(self) -> FormValues:
+        out: FormValues = {}
+        for spec in self.fields:
+            widget = self.query_one(f"#f-{spec.name}")
+            if isinstance(widget, Checkbox):
+                out[spec.name] = widget.value
+            elif isinstance(widget, Select):
+                out[spec.name] = widget.value
+            elif isinstance(widget, Input):
+                if spec.kind == "int":
+                    text = widget.value.strip()
+                    if not text:
+                        out[spec.name] = None
+                        continue
+                    try:
+                        out[spec.name] = int(text)
+                    except ValueError:
+                        raise FormError(f"{spec.label} must be a whole number") from None
+                else:
+                    out[spec.name] = widget.value
+        return out
+
+    def show_error(self, message: str) -> None:
+        self.query_one("#form-error", Static).update(Text(message))
+
+    def action_save(self) -> None:
+        try:
+            self.submit(self.values())
+        except (CircleError, FormError) as exc:
+            self.show_error(str(exc))
+            return
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+    @on(Button.Pressed, "#save")
+    def _save(self) -> None:
+        self.action_save()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.action_cancel()
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self.action_save()
+
+
+class FormError(Exception):
+    pass
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical { width: 80; height: auto; border: thick $error; background: $surface;
+                               padding: 1 2; }
+    ConfirmScreen .confirm-title { text-style: bold; padding: 0 0 1 0; }
+    ConfirmScreen .buttons { height: auto; align: right middle; padding: 1 0 0 0; }
+    ConfirmScreen Button { margin: 0 0 0 2; }
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, body: str, confirm_label: str = "Confirm") -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+        self.confirm_label = confirm_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(self.title_text), classes="confirm-title")
+            yield Static(Text(self.body), id="confirm-body")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(self.confirm_label, id="confirm", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    @on(Button.Pressed, "#confirm")
+    def _confirm(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+def removal_text(handle: str) -> str:
+    return (
+        f"What removing {handle} does:\n"
+        f"  • Every member's device refuses {handle}'s device once it has this change, so "
+        f"{handle} can no longer sync with the circle.\n"
+        f"  • After the circle key is rotated, {handle} cannot decrypt anything new: not new "
+        "needs, offers, loans or messages sent through relays.\n\n"
+        f"What it does NOT do:\n"
+        f"  • It does not delete or take back anything {handle} already has. Every need, offer, "
+        "loan, member handle and zone their device has seen stays on it.\n"
+        "  • It does not reach into their device or erase copies they made.\n\n"
+        "The removal is recorded in the circle with your name as the remover."
+    )
+
+
+def qr_text(data: str) -> Text:
+    """A QR code drawn with half blocks, dark modules on a light background."""
+    qr = segno.make(data, error="m")
+    rows = [list(r) for r in qr.matrix_iter(scale=1, border=2)]
+    if len(rows) % 2:
+        rows.append([0] * len(rows[0]))
+    out = Text()
+    style = "black on white"
+    for top, bottom in zip(rows[0::2], rows[1::2], strict=True):
+        line = "".join(
+            "█" if (t and b) else "▀" if t else "▄" if b else " " for t, b in zip(top, bottom, strict=True)
+        )
+        out.append(line, style=style)
+        out.append("\n")
+    return out
+
+
+class InviteScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    InviteScreen { align: center middle; }
+    InviteScreen > VerticalScroll { width: 90; height: auto; max-height: 95%; border: thick $accent;
+                                    background: $surface; padding: 0 2; }
+    InviteScreen .invite-title { text-style: bold; padding: 1 0; }
+    InviteScreen #invite-qr { width: auto; padding: 1 0; }
+    InviteScreen #invite-error { color: $error; }
+    """
+
+    BINDINGS = [Binding("escape", "close", "Close")]
+
+    def __init__(self, info: InviteInfo | None, error: str | None, expires_text: str = "") -> None:
+        super().__init__()
+        self.info = info
+        self.error = error
+        self.expires_text = expires_text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Label("Invite someone to this circle", classes="invite-title")
+            if self.info is None:
+                yield Static(Text(self.error or "Invites are not available."), id="invite-error")
+            else:
+                yield Static(Text("Let them scan this, or type the code with `circle join CODE`:"))
+                yield Static(qr_text(self.info.code), id="invite-qr")
+                yield Static(Text(f"Code: {self.info.code}"), id="invite-code")
+                yield Static(Text(f"Your fingerprint: {self.info.fingerprint}"), id="invite-fpr")
+                yield Static(Text(
+                    "Compare the fingerprint in person: their screen must show the same words. "
+                    "The code works once" + (f" and {self.expires_text}." if self.expires_text else ".")
+                ))
+            yield Button("Close", id="close")
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 80; height: 90%; border: thick $accent; background: $surface;
+                                  padding: 0 2; }
+    """
+
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def __init__(self, lines: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        text.append("circle: keys\n\n", style="bold")
+        for key, what in self.lines:
+            if not key:
+                text.append(f"\n{what}\n", style="bold")
+                continue
+            text.append(f"  {key:<12}", style="bold cyan")
+            text.append(f"{what}\n")
+        text.append(
+            "\nEvery action is also in the command palette (ctrl+p) and in the `circle` command "
+            "line (with --json). Data lives only on members' devices.\n"
+        )
+        with VerticalScroll():
+            yield Static(text, id="help-text")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class PassphraseScreen(Screen[None]):
+    """Asks for the passphrase; the app checks it and calls `show_error` on failure."""
+
+    DEFAULT_CSS = """
+    PassphraseScreen { align: center middle; }
+    PassphraseScreen > Vertical { width: 70; height: auto; border: thick $accent; padding: 1 2; }
+    PassphraseScreen #pass-error { color: $error; height: auto; }
+    """
+
+    class Submitted(Message):
+        def __init__(self, passphrase: str) -> None:
+            super().__init__()
+            self.passphrase = passphrase
+
+    def __init__(self, home_path: str) -> None:
+        super().__init__()
+        self.home_path = home_path
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text("This device's circle data is encrypted."), classes="form-title")
+            yield Static(Text(f"Passphrase for {self.home_path}:"))
+            yield Input(password=True, id="passphrase")
+            yield Static("", id="pass-error")
+            yield Button("Unlock", id="unlock", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#passphrase", Input).focus()
+
+    def show_error(self, message: str) -> None:
+        self.query_one("#pass-error", Static).update(Text(message))
+        box = self.query_one("#passphrase", Input)
+        box.value = ""
+        box.disabled = False
+        box.focus()
+
+    def _submit(self) -> None:
+        box = self.query_one("#passphrase", Input)
+        self.query_one("#pass-error", Static).update(Text("Checking…"))
+        box.disabled = True
+        self.post_message(self.Submitted(box.value))
+
+    @on(Input.Submitted)
+    def _entered(self) -> None:
+        self._submit()
+
+    @on(Button.Pressed, "#unlock")
+    def _pressed(self) -> None:
+        self._submit()
+
+
+@dataclass(frozen=True)
+class NewCircle:
+    name: str
+    handle: str
+    zone: str
+    passphrase: str | None
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    code: str
+    handle: str
+    zone: str
+    passphrase: str | None
+
+
+class WelcomeScreen(Screen[None]):
+    """First run: create a circle or join one with an invite code."""
+
+    DEFAULT_CSS = """
+    WelcomeScreen { align: center middle; }
+    WelcomeScreen > VerticalScroll { width: 96; height: auto; max-height: 100%; padding: 0 2; }
+    WelcomeScreen .welcome-title { text-style: bold; padding: 1 0; }
+    WelcomeScreen .box { border: round $accent; height: auto; padding: 0 1; margin: 0 0 1 0; }
+    WelcomeScreen .form-row { height: auto; }
+    WelcomeScreen .form-label { width: 18; padding: 1 1 0 0; text-align: right; }
+    WelcomeScreen Input { width: 1fr; }
+    WelcomeScreen #welcome-error { color: $error; height: auto; }
+    WelcomeScreen .hint { color: $text-muted; }
+    """
+
+    class Create(Message):
+        def __init__(self, request: NewCircle) -> None:
+            super().__init__()
+            self.request = request
+
+    class Join(Message):
+        def __init__(self, request: JoinRequest) -> None:
+            super().__init__()
+            self.request = request
+
+    def __init__(self, home_exists: bool, join_available: bool) -> None:
+        super().__init__()
+        self.home_exists = home_exists
+        self.join_available = join_available
+
+    def _row(self, label: str, wid: str, placeholder: str = "", password: bool = False) -> ComposeResult:
+        with Horizontal(classes="form-row"):
+            yield Label(label, classes="form-label")
+            yield Input(placeholder=placeholder, id=wid, password=password)
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Label("Welcome to circle", classes="welcome-title")
+            yield Static(Text(
+                "A mutual-aid board that lives on members' own devices. Start a new circle, "
+                "or join one with an invite code from a member."
+            ))
+            with Vertical(classes="box", id="create-box"):
+                yield Label("Start a new circle", classes="welcome-title")
+                yield from self._row("Circle name", "w-name", "e.g. Riverside Mutual Aid")
+                yield from self._row("Your handle", "w-handle", "a pseudonym the circle will see")
+                yield from self._row("Your zone", "w-zone", "optional, coarse: a neighbourhood, never an address")
+                if not self.home_exists:
+                    yield from self._row("Passphrase", "w-pass", "optional (8+ characters)", password=True)
+                    yield from self._row("Repeat it", "w-pass2", "", password=True)
+                    yield Static(Text(
+                        "Without a passphrase, this device's data is protected only by file permissions.",
+                    ), classes="hint")
+                yield Button("Create circle", id="create", variant="primary")
+            with Vertical(classes="box", id="join-box"):
+                yield Label("Join with an invite", classes="welcome-title")
+                yield from self._row("Invite code", "j-code", "from `circle invite` on a member's device")
+                yield from self._row("Your handle", "j-handle", "")
+                if not self.join_available:
+                    yield Static(Text(
+                        "Joining needs the invite feature, which this build does not have yet. "
+                        "Ask a member to use `circle invite` once it exists, or start a new circle."
+                    ), classes="hint", id="join-unavailable")
+                yield Button("Join circle", id="join", disabled=not self.join_available)
+            yield Static("", id="welcome-error")
+
+    def on_mount(self) -> None:
+        self.query_one("#w-name", Input).focus()
+
+    def _value(self, wid: str) -> str:
+        found = self.query(f"#{wid}")
+        if not found:
+            return ""
+        widget = found.first()
+        return widget.value if isinstance(widget, Input) else ""
+
+    def show_error(self, message: str) -> None:
+        self.query_one("#welcome-error", Static).update(Text(message))
+
+    def _passphrase(self) -> str | None:
+        first, second = self._value("w-pass"), self._value("w-pass2")
+        if not first and not second:
+            return None
+        if first != second:
+            raise FormError("the two passphrases do not match")
+        return first
+
+    @on(Button.Pressed, "#create")
+    def _create(self) -> None:
+        try:
+            passphrase = self._passphrase()
+        except FormError as exc:
+            self.show_error(str(exc))
+            return
+        self.show_error("")
+        self.post_message(self.Create(NewCircle(
+            self._value("w-name"), self._value("w-handle"), self._value("w-zone"), passphrase)))
+
+    @on(Button.Pressed, "#join")
+    def _join(self) -> None:
+        try:
+            passphrase = self._passphrase()
+        except FormError as exc:
+            self.show_error(str(exc))
+            return
+        self.show_error("")
+        self.post_message(self.Join(JoinRequest(
+            self._value("j-code"), self._value("j-handle"), self._value("w-zone"), passphrase)))
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        if event.input.id and event.input.id.startswith("j-"):
+            if self.join_available:
+                self._join()
+        else:
+            self._create()
