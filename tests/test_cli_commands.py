@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from clihelp import CLI
 
 
@@ -95,7 +96,8 @@ def test_garbage_import_is_rejected_and_changes_nothing(cli: CLI, tmp_path: Path
     proc = cli.run("import", str(bad), check=False)
     assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
     after = cli.run("export").stdout
-    strip = (lambda s: {k: v for k, v in json.loads(s).items() if k != "exported_at"})
+    def strip(s):
+        return ({k: v for k, v in json.loads(s).items() if k != "exported_at"})
     assert strip(before) == strip(after)
 
 

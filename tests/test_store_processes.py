@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from clihelp import CLI
 
 from circle.home import Home
 from circle.service import CircleService
+from clihelp import CLI
 
 CHILD = str(Path(__file__).parent / "store_child.py")
 

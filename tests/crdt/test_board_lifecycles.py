@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from factories import Clock, add_member, exchange, replica
 
 from circle.crdt.board import Board
 from circle.crdt.model import (
@@ -17,6 +16,7 @@ from circle.crdt.model import (
     Urgency,
 )
 from circle.errors import ActionRefused, AmbiguousId, NotAMember, NotFound, UsageError
+from factories import Clock, add_member, exchange, replica
 
 
 def test_need_open_claim_met(board: Board) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import random
 
-from factories import Clock, add_member, make_board, replica
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from circle.crdt.board import Board
 from circle.crdt.transfer import export_json
 from circle.errors import CircleError
+from factories import Clock, add_member, make_board, replica
 
 OPS = ["add_need", "claim", "unclaim", "met", "withdraw", "edit", "add_offer", "pause",
        "add_tool", "borrow", "return", "hold", "unhold", "sync"]
@@ -21,7 +21,8 @@ def _apply(board: Board, op: str, rng: random.Random) -> None:
     needs = sorted(board.view().needs)
     tools = sorted(board.view().tools)
     offers = sorted(board.view().offers)
-    pick = (lambda xs: rng.choice(xs) if xs else "none")
+    def pick(xs):
+        return (rng.choice(xs) if xs else "none")
     try:
         if op == "add_need":
             board.add_need(f"need {rng.randrange(1000)}", tags=[rng.choice(["a", "b", "c"])])

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import automerge.core as am
 import pytest
-from factories import Clock, make_board
 
 from circle.crdt.am import AmDoc
 from circle.crdt.board import Board
 from circle.errors import MalformedDocument, SchemaTooNew
+from factories import Clock, make_board
 
 
 def _raw(board: Board) -> am.Document:

@@ -82,28 +82,39 @@ def _changes_message(changes: list[bytes]) -> bytes:
     return bytes(out)
 
 
+_STR, _INT, _BOOL, _BYTES, _F64, _NULL = range(6)
+# Dict dispatch on the scalar kind's int value (the pyo3 enum is unhashable):
+# comparing enums one by one was the hot spot of reading a 10k-record board.
+def _kind_id(kind: object) -> int:
+    return int(kind)  # type: ignore[call-overload, no-any-return]
+
+
+_KINDS = {
+    _kind_id(am.ScalarType.Str): _STR, _kind_id(am.ScalarType.Int): _INT, _kind_id(am.ScalarType.Uint): _INT,
+    _kind_id(am.ScalarType.Boolean): _BOOL, _kind_id(am.ScalarType.Bytes): _BYTES,
+    _kind_id(am.ScalarType.F64): _F64, _kind_id(am.ScalarType.Null): _NULL,
+}
+_PY_TYPES: dict[int, type | tuple[type, ...]] = {
+    _STR: str, _INT: int, _BOOL: bool, _BYTES: (bytes, list), _F64: float, _NULL: type(None),
+}
+_MAP = am.ObjType.Map
+
+
 def _scalar_out(value: tuple[am.ScalarType, object]) -> Scalar | _Malformed:
-    kind, raw = value
-    if kind == am.ScalarType.Str and isinstance(raw, str):
-        return raw
-    if kind in (am.ScalarType.Int, am.ScalarType.Uint) and isinstance(raw, int):
-        return int(raw)
-    if kind == am.ScalarType.Boolean and isinstance(raw, bool):
-        return raw
-    if kind == am.ScalarType.Bytes:
+    """A scalar we write (Counter, Timestamp, Unknown read as MALFORMED)."""
+    kind = _KINDS.get(int(value[0]))  # type: ignore[call-overload]
+    raw = value[1]
+    if kind is None or not isinstance(raw, _PY_TYPES[kind]):
+        return MALFORMED
+    if kind == _BYTES and isinstance(raw, list):
         # The binding returns bytes as a list of ints.
-        if isinstance(raw, bytes):
-            return raw
-        if isinstance(raw, list):
-            try:
-                return bytes(raw)
-            except (TypeError, ValueError):
-                return MALFORMED
-    if kind == am.ScalarType.F64 and isinstance(raw, float):
-        return raw
-    if kind == am.ScalarType.Null:
-        return None
-    return MALFORMED
+        try:
+            return bytes(raw)
+        except (TypeError, ValueError):
+            return MALFORMED
+    if kind == _INT and isinstance(raw, bool):
+        return MALFORMED
+    return raw  # type: ignore[return-value]
 
 
 def _scalar_in(value: Scalar) -> tuple[am.ScalarType, Scalar]:
@@ -314,10 +325,12 @@ class AmDoc:
             out[key] = MALFORMED if isinstance(value[0], am.ObjType) else _scalar_out(value[0])  # type: ignore[arg-type]
         return out
 
-    def _pairs(self, obj: bytes) -> list[tuple[str, tuple[object, bytes]]]:
+    def _pairs(self, obj: bytes, maybe_empty: bool = False) -> list[tuple[str, tuple[object, bytes]]]:
         try:
-            keys = self._doc.keys(obj)
             values = self._doc.values(obj)
+            if maybe_empty and not values:
+                return []  # skip the keys() call: each call into automerge costs ~5 us
+            keys = self._doc.keys(obj)
         except BaseException as exc:
             if _fatal(exc):
                 raise
@@ -329,17 +342,17 @@ class AmDoc:
     def _record_at(self, obj: bytes) -> Record:
         record: Record = {}
         for key, (value, obj_id) in self._pairs(obj):
-            if value == am.ObjType.Map:
+            if type(value) is tuple:
+                record[key] = _scalar_out(value)
+            elif value == _MAP:
                 inner: dict[str, Scalar] = {}
-                for k, (v, _) in self._pairs(obj_id):
-                    out = MALFORMED if isinstance(v, am.ObjType) else _scalar_out(v)  # type: ignore[arg-type]
+                for k, (v, _) in self._pairs(obj_id, maybe_empty=True):
+                    out = _scalar_out(v) if type(v) is tuple else MALFORMED
                     if not isinstance(out, _Malformed):
                         inner[k] = out
                 record[key] = inner
-            elif isinstance(value, am.ObjType):
-                record[key] = MALFORMED
             else:
-                record[key] = _scalar_out(value)  # type: ignore[arg-type]
+                record[key] = MALFORMED
         return record
 
     def record_ids(self, collection: str) -> list[str]:

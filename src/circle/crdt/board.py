@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from circle.crdt.am import MALFORMED, AmDoc, Field, Scalar
+from circle.crdt.am import MALFORMED, AmDoc, Field
 from circle.crdt.model import (
     COLLECTIONS,
     DAY_MS,
@@ -73,13 +73,17 @@ def _clean_text(value: str, what: str, limit: int, required: bool = False) -> st
     return text
 
 
-def _clean_tags(tags: Iterable[str]) -> dict[str, Scalar]:
-    out: dict[str, Scalar] = {}
+def clean_tags(tags: Iterable[str]) -> str:
+    """Tags are stored as one space-separated string, not a nested map: a
+    record then reads in fewer Automerge calls (the cost that dominates a
+    10k-record list). Concurrent tag edits resolve last-writer-wins, which
+    is acceptable for a field only the author edits."""
+    out: list[str] = []
     for tag in tags:
-        t = tag.strip().lower().lstrip("#")
-        if t:
-            out[t[:40]] = True
-    return out
+        t = "-".join(tag.strip().lower().lstrip("#").split())[:40]
+        if t and t not in out:
+            out.append(t)
+    return " ".join(sorted(out[:20]))
 
 
 def _category(value: str) -> str:
@@ -285,7 +289,7 @@ class Board:
         self._put("needs", rid, {
             "title": _clean_text(title, "title", MAX_TITLE, True),
             "details": _clean_text(details, "details", MAX_TEXT), "category": _category(category),
-            "tags": _clean_tags(tags), "urgency": Urgency(urgency).value, "zone": zone.strip()[:60],
+            "tags": clean_tags(tags), "urgency": Urgency(urgency).value, "zone": zone.strip()[:60],
             "author": me, "created_at": now, "updated_at": now,
             "expires_at": now + expires_days * DAY_MS, "claims": {},
             "met_at": None, "withdrawn_at": None,
@@ -304,23 +308,16 @@ class Board:
             fields["urgency"] = Urgency(urgency).value
         if expires_days is not None:
             fields["expires_at"] = self.clock() + expires_days * DAY_MS
-        self._edit_with_tags("needs", need.id, need.tags, fields, tags)
+        self._edit_with_tags("needs", need.id, fields, tags)
         return need.id
 
     def _edit_with_tags(
-        self, collection: str, rid: RecordId, old_tags: frozenset[str],
-        fields: dict[str, Field], tags: Iterable[str] | None,
+        self, collection: str, rid: RecordId, fields: dict[str, Field], tags: Iterable[str] | None,
     ) -> None:
         fields["updated_at"] = self.clock()
-        with self.doc.edit() as ed:
-            ed.update(collection, rid, fields)
-            if tags is not None:
-                new = set(_clean_tags(tags))
-                for tag in old_tags - new:
-                    ed.map_delete(collection, rid, "tags", tag)
-                for tag in new - old_tags:
-                    ed.map_put(collection, rid, "tags", tag, True)
-        self._commit()
+        if tags is not None:
+            fields["tags"] = clean_tags(tags)
+        self._update(collection, rid, fields)
 
     def claim_need(self, prefix: str) -> RecordId:
         me = self._require_member()
@@ -391,7 +388,7 @@ class Board:
         self._put("offers", rid, {
             "title": _clean_text(title, "title", MAX_TITLE, True),
             "details": _clean_text(details, "details", MAX_TEXT), "category": _category(category),
-            "tags": _clean_tags(tags), "zone": zone.strip()[:60], "author": me,
+            "tags": clean_tags(tags), "zone": zone.strip()[:60], "author": me,
             "quantity": quantity, "recurring": recurring, "created_at": now, "updated_at": now,
             "expires_at": now + expires_days * DAY_MS, "paused": False, "closed_at": None,
         })
@@ -411,7 +408,7 @@ class Board:
             fields["recurring"] = recurring
         if expires_days is not None:
             fields["expires_at"] = self.clock() + expires_days * DAY_MS
-        self._edit_with_tags("offers", offer.id, offer.tags, fields, tags)
+        self._edit_with_tags("offers", offer.id, fields, tags)
         return offer.id
 
     def _own_offer(self, prefix: str) -> Offer:

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any
 
 from circle.crdt.am import Field, Scalar
-from circle.crdt.board import Board
+from circle.crdt.board import Board, clean_tags
 from circle.crdt.model import Condition, ToolState, Urgency
 from circle.errors import ImportError_
 
@@ -137,8 +137,7 @@ def _convert(kind: str, value: Any, where: str, key: str) -> Field:
     if kind == "tags":
         if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
             raise bad("a list of text tags")
-        tags: dict[str, Scalar] = {t: True for t in value}
-        return tags
+        return clean_tags(value)
     if kind == "claims":
         if not isinstance(value, dict) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value.values()

@@ -8,10 +8,12 @@ left out of every view.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import Callable
+from dataclasses import replace
+from functools import cached_property
+from typing import Any, TypeVar
 
-from circle.crdt.am import MALFORMED, AmDoc, Field, Record
+from circle.crdt.am import MALFORMED, AmDoc, Record
 from circle.crdt.model import (
     Condition,
     Hold,
@@ -35,6 +37,7 @@ from circle.crdt.model import (
 )
 
 E = TypeVar("E")
+T = TypeVar("T")
 
 
 class _Bad(Exception):
@@ -87,11 +90,11 @@ def _bool(rec: Record, key: str) -> bool:
     return value
 
 
-def _set(rec: Record, key: str) -> frozenset[str]:
-    value: Field = rec.get(key, {})
-    if not isinstance(value, dict):
-        raise _Bad(f"field '{key}' is not a set")
-    return frozenset(k for k, v in value.items() if v is True)
+def _tags(rec: Record, key: str) -> frozenset[str]:
+    value = rec.get(key, "")
+    if not isinstance(value, str):
+        raise _Bad(f"field '{key}' is not text")
+    return frozenset(value.split())
 
 
 def _enum(enum: type[E], rec: Record, key: str) -> E:
@@ -123,7 +126,7 @@ def parse_need(rid: str, rec: Record, now: Millis) -> Need:
     met_at, withdrawn_at, expires_at = _opt_int(rec, "met_at"), _opt_int(rec, "withdrawn_at"), _int(rec, "expires_at")
     return Need(
         id=RecordId(rid), title=_str(rec, "title"), details=_str(rec, "details", ""),
-        category=_str(rec, "category", ""), tags=_set(rec, "tags"),
+        category=_str(rec, "category", ""), tags=_tags(rec, "tags"),
         urgency=_enum(Urgency, rec, "urgency"), zone=_str(rec, "zone", ""),
         author=MemberId(_str(rec, "author")), created_at=_int(rec, "created_at"),
         updated_at=_int(rec, "updated_at"), expires_at=expires_at, claims=claims,
@@ -136,7 +139,7 @@ def parse_offer(rid: str, rec: Record, now: Millis) -> Offer:
     paused, closed_at, expires_at = _bool(rec, "paused"), _opt_int(rec, "closed_at"), _int(rec, "expires_at")
     return Offer(
         id=RecordId(rid), title=_str(rec, "title"), details=_str(rec, "details", ""),
-        category=_str(rec, "category", ""), tags=_set(rec, "tags"), zone=_str(rec, "zone", ""),
+        category=_str(rec, "category", ""), tags=_tags(rec, "tags"), zone=_str(rec, "zone", ""),
         author=MemberId(_str(rec, "author")), quantity=_opt_int(rec, "quantity"),
         recurring=_bool(rec, "recurring"), created_at=_int(rec, "created_at"),
         updated_at=_int(rec, "updated_at"), expires_at=expires_at, paused=paused, closed_at=closed_at,
@@ -179,69 +182,89 @@ def parse_tool_base(rid: str, rec: Record) -> dict[str, object]:
     )
 
 
-@dataclass
 class BoardView:
-    """Everything in the document at one set of heads, parsed and derived."""
+    """Everything in the document at one set of heads, parsed and derived.
 
-    members: dict[MemberId, Member] = field(default_factory=dict)
-    needs: dict[RecordId, Need] = field(default_factory=dict)
-    offers: dict[RecordId, Offer] = field(default_factory=dict)
-    tools: dict[RecordId, Tool] = field(default_factory=dict)
-    loans: dict[RecordId, Loan] = field(default_factory=dict)
-    holds: dict[RecordId, Hold] = field(default_factory=dict)
-    malformed: list[Malformed] = field(default_factory=list)
+    Each collection is parsed on first use only: `circle need list` on a
+    10k-record board never pays for tools, loans and holds."""
 
+    def __init__(self, doc: AmDoc, now: Millis) -> None:
+        self._doc = doc
+        self.now = now
+        self._malformed: dict[str, list[Malformed]] = {}
 
-def _each(doc: AmDoc, collection: str, view: BoardView) -> list[tuple[str, Record]]:
-    out = []
-    for rid, rec in doc.records(collection).items():
-        if rec is MALFORMED or not isinstance(rec, dict):
-            view.malformed.append(Malformed(collection, rid, "not a record"))
-        else:
-            out.append((rid, rec))
-    return out
+    def _parse(self, collection: str, parse: Callable[[str, Record], T]) -> dict[Any, T]:
+        out: dict[Any, T] = {}
+        bad: list[Malformed] = []
+        for rid, rec in self._doc.records(collection).items():
+            if rec is MALFORMED or not isinstance(rec, dict):
+                bad.append(Malformed(collection, rid, "not a record"))
+                continue
+            try:
+                out[rid] = parse(rid, rec)
+            except (_Bad, ValueError, TypeError) as exc:
+                bad.append(Malformed(collection, rid, str(exc)))
+        self._malformed[collection] = bad
+        return out
+
+    @cached_property
+    def members(self) -> dict[MemberId, Member]:
+        return self._parse("members", parse_member)
+
+    @cached_property
+    def needs(self) -> dict[RecordId, Need]:
+        return self._parse("needs", lambda r, x: parse_need(r, x, self.now))
+
+    @cached_property
+    def offers(self) -> dict[RecordId, Offer]:
+        return self._parse("offers", lambda r, x: parse_offer(r, x, self.now))
+
+    @cached_property
+    def loans(self) -> dict[RecordId, Loan]:
+        return self._parse("loans", lambda r, x: parse_loan(r, x, self.now))
+
+    @cached_property
+    def _raw_holds(self) -> dict[RecordId, Hold]:
+        return self._parse("holds", parse_hold)
+
+    @cached_property
+    def tools(self) -> dict[RecordId, Tool]:
+        active_loans: dict[RecordId, list[Loan]] = defaultdict(list)
+        for loan in self.loans.values():
+            if loan.status == LoanStatus.OUT:
+                active_loans[loan.tool].append(loan)
+        waiting: dict[RecordId, list[Hold]] = defaultdict(list)
+        for hold in self._raw_holds.values():
+            if hold.status == HoldStatus.WAITING:
+                waiting[hold.tool].append(hold)
+
+        def parse_tool(rid: str, rec: Record) -> Tool:
+            base = parse_tool_base(rid, rec)
+            queue = sorted(waiting.get(RecordId(rid), []), key=lambda h: h.order_key)
+            availability, current, conflicts = tool_availability(
+                base["state"], active_loans.get(RecordId(rid), []), queue  # type: ignore[arg-type]
+            )
+            return Tool(**base, availability=availability, current_loan=current,  # type: ignore[arg-type]
+                        conflicting_loans=conflicts, queue=tuple(queue))
+
+        return self._parse("tools", parse_tool)
+
+    @cached_property
+    def holds(self) -> dict[RecordId, Hold]:
+        """Holds, with the first waiting hold of a free tool marked READY."""
+        holds = dict(self._raw_holds)
+        for tool in self.tools.values():
+            if tool.ready_for is not None and tool.queue:
+                first = tool.queue[0]
+                holds[first.id] = replace(first, status=HoldStatus.READY)
+        return holds
+
+    @property
+    def malformed(self) -> list[Malformed]:
+        for name in ("members", "needs", "offers", "tools", "holds"):
+            getattr(self, name)  # parse everything not parsed yet
+        return [m for bad in self._malformed.values() for m in bad]
 
 
 def build_view(doc: AmDoc, now: Millis) -> BoardView:
-    view = BoardView()
-
-    def parse_all(collection: str, parse: object, target: dict[object, object]) -> None:
-        for rid, rec in _each(doc, collection, view):
-            try:
-                target[rid] = parse(rid, rec)  # type: ignore[operator]
-            except (_Bad, ValueError, TypeError) as exc:
-                view.malformed.append(Malformed(collection, rid, str(exc)))
-
-    parse_all("members", parse_member, view.members)  # type: ignore[arg-type]
-    parse_all("needs", lambda r, x: parse_need(r, x, now), view.needs)  # type: ignore[arg-type]
-    parse_all("offers", lambda r, x: parse_offer(r, x, now), view.offers)  # type: ignore[arg-type]
-    parse_all("loans", lambda r, x: parse_loan(r, x, now), view.loans)  # type: ignore[arg-type]
-    parse_all("holds", parse_hold, view.holds)  # type: ignore[arg-type]
-
-    active_loans: dict[RecordId, list[Loan]] = defaultdict(list)
-    for loan in view.loans.values():
-        if loan.status == LoanStatus.OUT:
-            active_loans[loan.tool].append(loan)
-    waiting: dict[RecordId, list[Hold]] = defaultdict(list)
-    for hold in view.holds.values():
-        if hold.status == HoldStatus.WAITING:
-            waiting[hold.tool].append(hold)
-
-    for rid, rec in _each(doc, "tools", view):
-        try:
-            base = parse_tool_base(rid, rec)
-        except (_Bad, ValueError) as exc:
-            view.malformed.append(Malformed("tools", rid, str(exc)))
-            continue
-        queue = sorted(waiting.get(RecordId(rid), []), key=lambda h: h.order_key)
-        availability, current, conflicts = tool_availability(
-            base["state"], active_loans.get(RecordId(rid), []), queue  # type: ignore[arg-type]
-        )
-        tool = Tool(**base, availability=availability, current_loan=current,  # type: ignore[arg-type]
-                    conflicting_loans=conflicts, queue=tuple(queue))
-        view.tools[tool.id] = tool
-        ready = tool.ready_for
-        if ready is not None and queue:
-            first = queue[0]
-            view.holds[first.id] = Hold(**{**first.__dict__, "status": HoldStatus.READY})
-    return view
+    return BoardView(doc, now)
