@@ -144,9 +144,9 @@ class PeerSession:
         while (event := self.conn.next_event()) is not None:
             if isinstance(event, InSync):
                 self._in_sync.set()
-            elif isinstance(event, HandshakeDone):
-                self.node._on_handshake(self)
             self.node._emit(self, event)
+            if isinstance(event, HandshakeDone):
+                self.node._on_handshake(self)  # may close this session (duplicate)
             if isinstance(event, Closed):
                 self._done.set()
         data = self.conn.data_to_send()
