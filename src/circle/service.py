@@ -18,9 +18,16 @@ from circle.crdt.am import AmDoc
 from circle.crdt.board import Board, Profile, now_ms
 from circle.crdt.model import MemberId, Millis
 from circle.crdt.store import DocStore
-from circle.errors import AmbiguousId, MalformedDocument, NotFound, StoreCorrupt, StoreError
+from circle.errors import (
+    AmbiguousId,
+    CircleError,
+    MalformedDocument,
+    NotFound,
+    StoreCorrupt,
+    StoreError,
+)
 from circle.home import CircleConfig, Home
-from circle.net.keys import _b32, new_epoch_key
+from circle.net.keys import EpochKey, _b32, member_id_for, new_epoch_key
 
 COMPACT_MIN_LOG = 256 * 1024
 
@@ -54,7 +61,11 @@ class CircleService:
         doc = Board.create_document(
             name, circle_id, me.member_id, Profile(handle, me.verify_key, me.box_public, zone), clock()
         )
-        return cls.create_from_doc(home, circle_id, name, doc, {0: new_epoch_key()}, 0, clock)
+        svc = cls.create_from_doc(home, circle_id, name, doc, {0: new_epoch_key()}, 0, clock)
+        from circle import membership
+
+        membership.found(svc)
+        return svc
 
     @classmethod
     def create_from_doc(cls, home: Home, circle_id: str, name: str, doc: AmDoc,
@@ -137,11 +148,19 @@ class CircleService:
     def _after_remote(self, before: list[bytes]) -> bool:
         if self.doc.heads() == before:
             return False
+        self.remote_changed()
+        return True
+
+    def remote_changed(self) -> None:
+        """The document changed from outside (sync session, relay, bundle)."""
+        from circle import membership
+
         self.board.check_schema()
         self.board.invalidate()
         self.persist()
+        if self.board.active_member(self.me) is not None:
+            membership.reconcile(self)
         self._notify("remote")
-        return True
 
     def refresh(self) -> bool:
         """Pick up edits another process appended to the log. True if any."""
@@ -158,8 +177,18 @@ class CircleService:
         if self.doc.heads() == before:
             return False
         self.board.invalidate()
+        self._reload_config()
         self._notify("disk")
         return True
+
+    def _reload_config(self) -> None:
+        """Another process may have adopted keys or rotated: re-read circle.json."""
+        try:
+            fresh = CircleConfig.load(self.home, self.config.circle_id)
+        except CircleError:
+            return
+        fresh.epoch_keys.update(self.config.epoch_keys)
+        self.config = fresh
 
     def compact(self) -> None:
         with self.store.compacting() as ticket:
@@ -171,6 +200,29 @@ class CircleService:
             ticket.commit(self.doc.save())
         self._persisted = self.doc.heads()
         self.board.invalidate()
+
+    # --- circle keys -------------------------------------------------------
+
+    def keyring(self) -> dict[int, EpochKey]:
+        """Every epoch key this device holds, by epoch number (for handshakes)."""
+        return dict(self.config.epoch_keys)
+
+    def adopt_epoch_key(self, number: int, key: EpochKey) -> None:
+        """Keep a key (ours or granted to us); durable before anything uses it."""
+        if self.config.epoch_keys.get(number) == key:
+            return
+        self.config.epoch_keys[number] = key
+        self.config.save(self.home)
+
+    def set_current_epoch(self, number: int) -> None:
+        if self.config.epoch != number:
+            self.config.epoch = number
+            self.config.save(self.home)
+            self._notify("epoch")
+
+    def is_active_member(self, verify_key: bytes) -> bool:
+        member = self.board.active_member(member_id_for(verify_key))
+        return member is not None and member.sign_key == verify_key
 
     # --- status ------------------------------------------------------------
 

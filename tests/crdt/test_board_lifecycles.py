@@ -204,7 +204,8 @@ def test_tool_states_and_lost(board: Board) -> None:
 def test_removed_member_cannot_act(board: Board) -> None:
     alex = add_member(board, "alex")
     a = replica(board, alex)
-    board.remove_member("alex")
+    member = board.remove_member("alex")  # validates; the rotation carries the removal
+    board.record_epoch(7, b"c" * 16, {}, removed=[member.id])
     exchange(board, a)
     with pytest.raises(NotAMember):
         a.add_need("anything")

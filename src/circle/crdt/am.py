@@ -261,8 +261,17 @@ class AmDoc:
             raise MalformedDocument(f"cannot merge document ({exc})") from None
 
     def merge_saved(self, data: bytes) -> None:
-        """Merge a whole saved document (a snapshot from a peer or file)."""
-        self.merge(AmDoc.load(data))
+        """Merge a whole saved document (a snapshot from a peer or file).
+
+        An empty document adopts the loaded one instead of merging into it:
+        load-then-merge costs twice the time of the load alone."""
+        other = AmDoc.load(data)
+        if self.is_empty():
+            actor = self._doc.get_actor()
+            self._doc = other._doc
+            self._doc.set_actor(actor)
+        else:
+            self.merge(other)
 
     # --- sync protocol --------------------------------------------------
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from circle.crdt.am import MALFORMED, AmDoc, Field
+from circle.crdt.am import MALFORMED, AmDoc, Field, Scalar
 from circle.crdt.model import (
     COLLECTIONS,
     DAY_MS,
@@ -22,6 +22,7 @@ from circle.crdt.model import (
     SCHEMA_VERSION,
     Availability,
     Condition,
+    EpochRecord,
     Hold,
     HoldStatus,
     Loan,
@@ -606,19 +607,61 @@ class Board:
 
     # --- members -----------------------------------------------------------
 
-    def add_member(self, member_id: MemberId, profile: Profile, invited_by: MemberId | None) -> None:
-        """Record a new member (invites call this on the inviter's side)."""
+    def add_member(self, member_id: MemberId, profile: Profile, invited_by: MemberId | None,
+                   grant: tuple[str, bytes] | None = None) -> None:
+        """Record a new member and, in the same change, their grant of the
+        current epoch key (`grant` = (epoch record id, sealed key))."""
         if self.doc.record("members", member_id) is not None:
             raise ActionRefused(f"{member_id} is already a member")
-        self._put("members", member_id, _member_fields(profile, self.clock(), invited_by))
+        with self.doc.edit() as ed:
+            ed.put_record("members", member_id, _member_fields(profile, self.clock(), invited_by))
+            if grant is not None:
+                ed.map_put("epochs", grant[0], "grants", member_id, grant[1])
+        self._commit()
 
     def remove_member(self, prefix: str) -> Member:
-        me = self._require_member()
+        """Validate a removal; the service then calls `record_removal` with
+        the new epoch's grants (sealing needs keys this layer never sees)."""
+        self._require_member()
         member = self.member(prefix)
         if not member.active:
             raise ActionRefused(f"{member.handle} was already removed")
-        self._update("members", member.id, {"removed_at": self.clock(), "removed_by": me})
         return member
+
+    # --- epochs (key rotation) ---------------------------------------------
+
+    def epochs(self) -> list[EpochRecord]:
+        return sorted(self.view().epochs.values(), key=lambda e: e.order_key)
+
+    def current_epoch(self) -> EpochRecord | None:
+        epochs = self.epochs()
+        return epochs[0] if epochs else None
+
+    def record_epoch(self, number: int, check: bytes, grants: dict[MemberId, bytes],
+                     removed: Iterable[MemberId] = ()) -> str:
+        """Write a new epoch (and any removals it carries) as ONE change, so
+        no replica ever sees the removal without the rotation or vice versa."""
+        me = self._require_member()
+        removed = sorted(set(removed))
+        now = self.clock()
+        rid = f"{number:08d}-{new_record_id()}"
+        with self.doc.edit() as ed:
+            for member_id in removed:
+                ed.update("members", member_id, {"removed_at": now, "removed_by": me})
+            grant_map: dict[str, Scalar] = {str(k): v for k, v in grants.items()}
+            ed.put_record("epochs", rid, {
+                "number": number, "check": check, "created_by": me, "created_at": now,
+                "removed": " ".join(removed), "grants": grant_map,
+            })
+        self._commit()
+        return rid
+
+    def add_grant(self, epoch_id: str, member_id: MemberId, sealed: bytes) -> None:
+        """Give one more member the key of an existing epoch (a new joiner)."""
+        self._require_member()
+        with self.doc.edit() as ed:
+            ed.map_put("epochs", epoch_id, "grants", member_id, sealed)
+        self._commit()
 
 
 def _member_fields(profile: Profile, at: Millis, invited_by: MemberId | None) -> dict[str, Field]:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from circle.crdt.am import MALFORMED, AmDoc, Record
 from circle.crdt.model import (
     Condition,
+    EpochRecord,
     Hold,
     HoldStatus,
     Loan,
@@ -172,6 +173,18 @@ def parse_hold(rid: str, rec: Record) -> Hold:
     )
 
 
+def parse_epoch(rid: str, rec: Record) -> EpochRecord:
+    grants_raw = rec.get("grants", {})
+    if not isinstance(grants_raw, dict):
+        raise _Bad("field 'grants' is not a map")
+    grants = {MemberId(k): v for k, v in grants_raw.items() if isinstance(v, bytes)}
+    return EpochRecord(
+        id=rid, number=_int(rec, "number"), created_by=MemberId(_str(rec, "created_by")),
+        created_at=_int(rec, "created_at"), removed=frozenset(MemberId(m) for m in _tags(rec, "removed")),
+        grants=grants, check=_bytes(rec, "check"),
+    )
+
+
 def parse_tool_base(rid: str, rec: Record) -> dict[str, object]:
     return dict(
         id=RecordId(rid), name=_str(rec, "name"), description=_str(rec, "description", ""),
@@ -259,9 +272,13 @@ class BoardView:
                 holds[first.id] = replace(first, status=HoldStatus.READY)
         return holds
 
+    @cached_property
+    def epochs(self) -> dict[str, EpochRecord]:
+        return self._parse("epochs", parse_epoch)
+
     @property
     def malformed(self) -> list[Malformed]:
-        for name in ("members", "needs", "offers", "tools", "holds"):
+        for name in ("members", "needs", "offers", "tools", "holds", "epochs"):
             getattr(self, name)  # parse everything not parsed yet
         return [m for bad in self._malformed.values() for m in bad]
 

@@ -25,7 +25,8 @@ import nacl.hash
 import nacl.public
 import nacl.signing
 
-MemberId = NewType("MemberId", str)
+from circle.crdt.model import MemberId  # one MemberId type across layers
+
 EpochKey = NewType("EpochKey", bytes)
 
 KEY_LEN = 32
@@ -45,6 +46,7 @@ class Purpose(Enum):
     MEMBER_ID = b"circle/member"
     FINGERPRINT = b"circle/fpr"
     AT_REST = b"circle/at-rest"
+    KEY_CHECK = b"circle/keycheck"
 
 
 def _b32(data: bytes, chars: int) -> str:
@@ -73,6 +75,11 @@ def derive(epoch_key: EpochKey, purpose: Purpose, context: bytes = b"", size: in
     if len(epoch_key) != KEY_LEN:
         raise ValueError("epoch key must be 32 bytes")
     return keyed_hash(epoch_key, purpose, context, size)
+
+
+def key_check(epoch_key: EpochKey) -> bytes:
+    """A public commitment to an epoch key (lets a holder confirm it has the right one)."""
+    return derive(epoch_key, Purpose.KEY_CHECK, size=16)
 
 
 def new_epoch_key() -> EpochKey:
