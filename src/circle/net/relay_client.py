@@ -43,7 +43,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from circle.errors import (
-    LocalProtocolError,
+    CircleError,
     NetworkError,
     PeerUnavailable,
     RelayAuthFailed,
@@ -547,7 +547,7 @@ class RelayPool:
                 else:
                     try:
                         await _maybe_await(self.on_envelope(env, r.url))
-                    except (RemoteProtocolError, LocalProtocolError) as e:
+                    except CircleError as e:  # e.g. a tampered envelope, or bytes automerge refused
                         self.rejected += 1
                         log.warning("rejected an envelope from a relay: %s", e.message)
             c = self.cursors.get(r.url)
