@@ -754,10 +754,20 @@ class BoardScreen(Screen[None]):
 
         def done(confirmed: bool | None) -> None:
             if confirmed:
-                self.act(lambda: self.board.remove_member(m.id), f"{m.handle} removed from the circle")
+                self.act(lambda: remove_member(self.service, m.id), f"{m.handle} removed from the circle")
 
         self.app.push_screen(ConfirmScreen(f"Remove {m.handle} from the circle?", removal_text(m.handle),
                                            f"Remove {m.handle}"), done)
+
+
+def remove_member(service: CircleService, member_id: str) -> object:
+    """Removal with key rotation when the membership module provides it
+    (`circle.membership.remove`), else the board's own removal."""
+    try:
+        from circle.membership import remove
+    except ImportError:
+        return service.board.remove_member(member_id)
+    return remove(service, member_id)
 
 
 class MessageScreen(Screen[None]):

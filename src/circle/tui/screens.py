@@ -183,15 +183,14 @@ class ConfirmScreen(ModalScreen[bool]):
 def removal_text(handle: str) -> str:
     return (
         f"What removing {handle} does:\n"
-        f"  • Every member's device refuses {handle}'s device once it has this change, so "
-        f"{handle} can no longer sync with the circle.\n"
-        f"  • After the circle key is rotated, {handle} cannot decrypt anything new: not new "
-        "needs, offers, loans or messages sent through relays.\n\n"
-        f"What it does NOT do:\n"
+        f"  • Records that you removed {handle}. Every member's device refuses {handle}'s device "
+        "once it has this change, so they can no longer sync with the circle.\n"
+        f"  • Rotates the circle key: the remaining members get a new key, and {handle} cannot "
+        "decrypt anything new (needs, offers, loans, relay messages written after this).\n\n"
+        "What it does NOT do:\n"
         f"  • It does not delete or take back anything {handle} already has. Every need, offer, "
-        "loan, member handle and zone their device has seen stays on it.\n"
-        "  • It does not reach into their device or erase copies they made.\n\n"
-        "The removal is recorded in the circle with your name as the remover."
+        "loan, member handle and zone their device has already seen stays on it.\n"
+        "  • It cannot reach into their device or erase copies they made.\n"
     )
 
 
@@ -356,11 +355,12 @@ class WelcomeScreen(Screen[None]):
 
     DEFAULT_CSS = """
     WelcomeScreen { align: center middle; }
-    WelcomeScreen > VerticalScroll { width: 96; height: auto; max-height: 100%; padding: 0 2; }
-    WelcomeScreen .welcome-title { text-style: bold; padding: 1 0; }
-    WelcomeScreen .box { border: round $accent; height: auto; padding: 0 1; margin: 0 0 1 0; }
+    WelcomeScreen > VerticalScroll { width: 118; height: auto; max-height: 100%; padding: 0 1; }
+    WelcomeScreen .welcome-title { text-style: bold; padding: 0 0 1 0; }
+    WelcomeScreen .boxes { height: auto; }
+    WelcomeScreen .box { border: round $accent; height: auto; padding: 0 1; width: 1fr; }
     WelcomeScreen .form-row { height: auto; }
-    WelcomeScreen .form-label { width: 18; padding: 1 1 0 0; text-align: right; }
+    WelcomeScreen .form-label { width: 13; padding: 1 1 0 0; text-align: right; }
     WelcomeScreen Input { width: 1fr; }
     WelcomeScreen #welcome-error { color: $error; height: auto; }
     WelcomeScreen .hint { color: $text-muted; }
@@ -393,28 +393,32 @@ class WelcomeScreen(Screen[None]):
                 "A mutual-aid board that lives on members' own devices. Start a new circle, "
                 "or join one with an invite code from a member."
             ))
-            with Vertical(classes="box", id="create-box"):
-                yield Label("Start a new circle", classes="welcome-title")
-                yield from self._row("Circle name", "w-name", "e.g. Riverside Mutual Aid")
-                yield from self._row("Your handle", "w-handle", "a pseudonym the circle will see")
-                yield from self._row("Your zone", "w-zone", "optional, coarse: a neighbourhood, never an address")
-                if not self.home_exists:
-                    yield from self._row("Passphrase", "w-pass", "optional (8+ characters)", password=True)
+            with Horizontal(classes="boxes"):
+                with Vertical(classes="box", id="create-box"):
+                    yield Label("Start a new circle", classes="welcome-title")
+                    yield from self._row("Circle name", "w-name", "e.g. Riverside Mutual Aid")
+                    yield from self._row("Your handle", "w-handle", "a pseudonym members see")
+                    yield from self._row("Your zone", "w-zone", "optional, coarse; never an address")
+                    yield Button("Create circle", id="create", variant="primary")
+                with Vertical(classes="box", id="join-box"):
+                    yield Label("Join with an invite", classes="welcome-title")
+                    yield from self._row("Invite code", "j-code", "from a member's `circle invite`")
+                    yield from self._row("Your handle", "j-handle", "a pseudonym members see")
+                    if not self.join_available:
+                        yield Static(Text(
+                            "Joining needs the invite feature, which this build does not have yet. "
+                            "Ask a member to use `circle invite` once it exists, or start a new circle."
+                        ), classes="hint", id="join-unavailable")
+                    yield Button("Join circle", id="join", disabled=not self.join_available)
+            if not self.home_exists:
+                with Vertical(classes="box", id="device-box"):
+                    yield Label("Protect this device's data (optional)", classes="welcome-title")
+                    yield from self._row("Passphrase", "w-pass", "8+ characters, or leave empty", password=True)
                     yield from self._row("Repeat it", "w-pass2", "", password=True)
                     yield Static(Text(
-                        "Without a passphrase, this device's data is protected only by file permissions.",
+                        "With a passphrase, keys and the board are encrypted on disk and circle asks for "
+                        "it at start. Without one, the data is protected only by file permissions.",
                     ), classes="hint")
-                yield Button("Create circle", id="create", variant="primary")
-            with Vertical(classes="box", id="join-box"):
-                yield Label("Join with an invite", classes="welcome-title")
-                yield from self._row("Invite code", "j-code", "from `circle invite` on a member's device")
-                yield from self._row("Your handle", "j-handle", "")
-                if not self.join_available:
-                    yield Static(Text(
-                        "Joining needs the invite feature, which this build does not have yet. "
-                        "Ask a member to use `circle invite` once it exists, or start a new circle."
-                    ), classes="hint", id="join-unavailable")
-                yield Button("Join circle", id="join", disabled=not self.join_available)
             yield Static("", id="welcome-error")
 
     def on_mount(self) -> None:
@@ -458,7 +462,7 @@ class WelcomeScreen(Screen[None]):
             return
         self.show_error("")
         self.post_message(self.Join(JoinRequest(
-            self._value("j-code"), self._value("j-handle"), self._value("w-zone"), passphrase)))
+            self._value("j-code"), self._value("j-handle"), "", passphrase)))
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
