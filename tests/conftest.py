@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # make tests/ helpers (factories, netns) importable
+# Never run mDNS on this machine's real interfaces from a test (net/discovery.py honours this).
+os.environ["CIRCLE_DISCOVERY_FORBID_ALL"] = "1"
 
 from factories import Clock, make_board  # noqa: E402
 

@@ -52,3 +52,40 @@ def exchange(a: Board, b: Board) -> None:
     a.doc.apply_changes(to_a)
     a.invalidate()
     b.invalidate()
+
+
+def member_homes(tmp, handles: list[str], passphrase: str | None = None):  # type: ignore[no-untyped-def]
+    """Real homes on disk for several members of one circle, as if each had
+    joined by invite: the founder admits each member (with a grant of the
+    epoch key) and the new device starts from the founder's saved document.
+
+    Returns the list of home paths (founder first). Test-only shortcut for
+    the invite flow, so sync tests need not depend on invites."""
+    from pathlib import Path
+
+    from circle import membership
+    from circle.crdt.am import AmDoc
+    from circle.crdt.board import Profile
+    from circle.home import Home
+    from circle.service import CircleService
+
+    tmp = Path(tmp)
+    founder_home = Home.create(tmp / handles[0], passphrase)
+    founder = CircleService.create(founder_home, "Eastside", handles[0])
+    paths = [founder_home.path]
+    joiners = []
+    for handle in handles[1:]:
+        home = Home.create(tmp / handle, passphrase)
+        ident = home.identity
+        epoch = founder.board.current_epoch()
+        assert epoch is not None
+        sealed = membership.seal_grant(ident.box_public, founder.config.circle_id, epoch.number,
+                                       founder.config.epoch_key)
+        founder.board.add_member(ident.member_id, Profile(handle, ident.verify_key, ident.box_public, ""),
+                                 founder.me, grant=(epoch.id, sealed))
+        joiners.append(home)
+        paths.append(home.path)
+    for home in joiners:
+        CircleService.create_from_doc(home, founder.config.circle_id, "Eastside",
+                                      AmDoc.load(founder.doc.save()), founder.keyring(), founder.config.epoch)
+    return paths

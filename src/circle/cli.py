@@ -699,7 +699,8 @@ def _register_optional() -> None:
     import importlib
 
     for module, attr in (("circle.cli_sync", "commands"), ("circle.cli_relay", "commands"),
-                         ("circle.cli_invite", "commands"), ("circle.cli_tui", "commands")):
+                         ("circle.cli_relays", "commands"), ("circle.cli_invite", "commands"),
+                         ("circle.cli_tui", "commands")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -52,3 +52,4 @@ def relay_command(
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_relay(host, port, data_dir, settings))
+commands = [relay_command]

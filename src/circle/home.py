@@ -16,6 +16,7 @@ status screen says so.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 from dataclasses import dataclass
@@ -235,7 +236,29 @@ class CircleConfig:
         return cfg
 
     def save(self, home: Home) -> None:
-        write_json(home.circle_dir(self.circle_id) / "circle.json", {
+        """Write circle.json, keeping any epoch key another process added.
+
+        Several processes share a home (the app, `circle serve`, CLI
+        commands); a key must never be lost because one of them wrote an
+        older view of this file."""
+        path = home.circle_dir(self.circle_id) / "circle.json"
+        lock = os.open(path.with_name("circle.json.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists():
+                try:
+                    on_disk = CircleConfig.load(home, self.circle_id)
+                except (StoreCorrupt, NotFound):
+                    on_disk = None
+                if on_disk is not None:
+                    for number, key in on_disk.epoch_keys.items():
+                        self.epoch_keys.setdefault(number, key)
+            self._write(home, path)
+        finally:
+            os.close(lock)
+
+    def _write(self, home: Home, path: Path) -> None:
+        write_json(path, {
             # The name is sealed too: with a passphrase, nothing on disk says what the circle is.
             "circle_id": self.circle_id, "name": _b64(home.seal(self.name.encode("utf-8"))), "epoch": self.epoch,
             "epoch_keys": {str(n): _b64(home.seal(k)) for n, k in self.epoch_keys.items()},

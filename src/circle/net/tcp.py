@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from circle.errors import CircleError, HandshakeFailed, PeerUnavailable
+from circle.errors import CircleError, EpochMismatch, HandshakeFailed, PeerUnavailable
 from circle.net.handshake import MemberCheck, Role
 from circle.net.keys import DeviceIdentity, EpochKey, MemberId
 from circle.net.messages import ByeCode
@@ -45,6 +45,7 @@ from circle.net.session import (
 )
 
 READ_SIZE = 256 << 10
+MAX_EPOCH_TRIES = 4
 Keyring = Mapping[int, EpochKey] | Callable[[], Mapping[int, EpochKey]]
 EventHandler = Callable[["PeerSession", Event], None]
 
@@ -252,24 +253,47 @@ class SyncNode:
         sock = self._server.sockets[0].getsockname()
         return str(sock[0]), int(sock[1])
 
-    async def connect(self, host: str, port: int) -> PeerSession:
-        """Dial a peer and start a session (runs in its own task)."""
+    async def connect(self, host: str, port: int, epoch: int | None = None) -> PeerSession:
+        """Dial a peer and start a session (runs in its own task).
+
+        `epoch` picks which circle key to offer (default: the newest held)."""
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port), self.timeouts.connect
             )
         except (TimeoutError, OSError) as exc:
             raise PeerUnavailable(f"cannot reach {host}:{port} ({exc or 'timed out'})") from None
-        return self._start(Role.INITIATOR, reader, writer, (host, port))
+        return self._start(Role.INITIATOR, reader, writer, (host, port), epoch)
+
+    def fallback_epoch(self, error: CircleError | None, tried: set[int]) -> int | None:
+        """After an epoch mismatch, which of our keys to offer next.
+
+        The peer's current epoch if we hold it (we are ahead, or it is), else
+        our newest key older than what we offered (it is behind, or both
+        sides rotated concurrently and only an older key is shared)."""
+        if not isinstance(error, EpochMismatch):
+            return None
+        keys = self._keys()
+        tried.add(error.offered_epoch)
+        if error.peer_epoch in keys and error.peer_epoch not in tried:
+            return error.peer_epoch
+        older = [k for k in keys if k < error.offered_epoch and k not in tried]
+        return max(older) if older else None
 
     async def sync_once(self, host: str, port: int, timeout: float = 30.0) -> SyncReport:
         """Connect, sync until both sides are quiet (or timeout), say goodbye, report."""
         started = time.monotonic()
-        session = await self.connect(host, port)
-        ok = await session.wait_in_sync(timeout)
-        if not session.closed:
-            session.close("sync complete" if ok else "timed out")
-        await asyncio.wait_for(session.wait_closed(), self.timeouts.write)
+        epoch: int | None = None
+        tried: set[int] = set()
+        for _attempt in range(MAX_EPOCH_TRIES):
+            session = await self.connect(host, port, epoch)
+            ok = await session.wait_in_sync(max(0.1, timeout - (time.monotonic() - started)))
+            if not session.closed:
+                session.close("sync complete" if ok else "timed out")
+            await asyncio.wait_for(session.wait_closed(), self.timeouts.write)
+            epoch = None if ok else self.fallback_epoch(session.error, tried)
+            if epoch is None:
+                break
         error = session.error if not ok else None
         if not ok and error is None:
             error = PeerUnavailable(f"{host}:{port} did not finish syncing within {timeout:g} s")
@@ -283,13 +307,20 @@ class SyncNode:
     ) -> None:
         """Keep one session to host:port alive, redialling with backoff. Cancel to stop."""
         backoff = min_backoff
+        epoch: int | None = None
+        tried: set[int] = set()
         while True:
             started = time.monotonic()
             try:
-                session = await self.connect(host, port)
-                await session.wait_closed()
+                session = await self.connect(host, port, epoch)
+                error = await session.wait_closed()
+                epoch = self.fallback_epoch(error, tried)
+                if epoch is not None:
+                    continue  # an immediate retry with another key, no backoff
+                tried.clear()
             except PeerUnavailable:
-                pass
+                epoch = None
+                tried.clear()
             if time.monotonic() - started > 2 * max_backoff:
                 backoff = min_backoff
             await asyncio.sleep(backoff * (0.5 + random.random()))
@@ -334,9 +365,12 @@ class SyncNode:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         address: tuple[str, int],
+        epoch: int | None = None,
     ) -> PeerSession:
+        keys = self._keys()
         conn = Connection(
-            role, self.doc, self.identity, self._keys(), self.is_active_member,
+            role, self.doc, self.identity, keys, self.is_active_member,
+            epoch=epoch if epoch in keys else None,
             **self.session_options,  # type: ignore[arg-type]
         )
         session = PeerSession(self, conn, reader, writer, address)

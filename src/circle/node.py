@@ -1,0 +1,258 @@
+"""Live sync for one circle on this device: TCP sessions + LAN discovery.
+
+`LiveSync` wires the sans-I/O sessions (via `net.tcp.SyncNode`) and mDNS
+discovery (`net.discovery`) to a `CircleService`. Everything runs on one
+asyncio loop, which is the document's only owner (automerge is not
+thread-safe): the refresh timer that follows other processes' edits, the
+sessions applying peers' changes, and local edits made by the CLI or TUI on
+the same loop.
+
+What a peer sees is recorded in `PeerStatus` and persisted (throttled) in the
+circle's settings, so `circle status` can show peers even when nothing runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from circle.errors import CircleError, UsageError
+from circle.net.discovery import ALL_INTERFACES, Discovery, PeerFound, PeerLost, parse_manual_peer
+from circle.net.session import Closed, DocChanged, Event, HandshakeDone, InSync, Progress
+from circle.net.tcp import PeerSession, SyncNode, SyncReport
+from circle.service import CircleService
+
+REFRESH_S = 0.25
+PERSIST_PEERS_S = 5.0
+
+
+@dataclass
+class PeerStatus:
+    address: str
+    port: int
+    path: str  # "lan", "manual" or "incoming"
+    member_id: str | None = None
+    handle: str | None = None
+    connected: bool = False
+    last_seen: float | None = None
+    in_sync: bool = False
+    has_all_ours: bool = False
+    progress: tuple[int, int] | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT (port 0 = any free port); ":PORT" listens on every address."""
+    host, sep, port_text = text.strip().rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not sep or not 0 <= port < 65536:
+        raise UsageError(f"cannot parse listen address '{text}' (use HOST:PORT)")
+    return host, port
+
+
+class LiveSync:
+    def __init__(
+        self,
+        svc: CircleService,
+        *,
+        listen: tuple[str, int] | None = ("0.0.0.0", 0),
+        manual_peers: Iterable[str] = (),
+        discovery: bool = True,
+        interfaces: list[str] | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.svc = svc
+        self.listen = listen
+        self.manual = [parse_manual_peer(p) for p in manual_peers]
+        self.use_discovery = discovery
+        self.interfaces = interfaces
+        self.on_change = on_change  # the TUI repaints its Sync tab on this
+        self.node = SyncNode(svc.doc, svc.home.identity, svc.keyring, svc.is_active_member, self._on_event)
+        self.discovery: Discovery | None = None
+        self.bound: tuple[str, int] | None = None
+        self.peers: dict[str, PeerStatus] = {}
+        self._dialers: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._remote_pending = False
+        self._unsubscribe: Callable[[], None] | None = None
+        self._epoch = svc.config.epoch
+        self._last_persist = 0.0
+        self.last_sync: float | None = None
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def start(self, keep_connected: bool = True) -> None:
+        if self.listen is not None:
+            self.bound = await self.node.start_server(*self.listen)
+        self._unsubscribe = self.svc.subscribe(self._on_service_change)
+        self._spawn(self._refresh_loop())
+        if keep_connected:
+            for host, port in self.manual:
+                self._dial(host, port, "manual")
+        if self.use_discovery and self.bound is not None:
+            interfaces: Any = self.interfaces if self.interfaces else ALL_INTERFACES
+            self.discovery = Discovery(self.svc.config.epoch_key, self.bound[1], interfaces=interfaces,
+                                       on_event=self._on_discovery if keep_connected else None)
+            await self.discovery.start()
+
+    async def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for task in [*self._dialers.values(), *self._tasks]:
+            task.cancel()
+        for task in [*self._dialers.values(), *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.discovery is not None:
+            await self.discovery.close()
+        await self.node.close()
+        self._persist_peers(force=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- one-shot sync (`circle sync`) -------------------------------------------
+
+    async def sync_round(self, timeout: float, discover_for: float = 3.0) -> list[SyncReport]:
+        """Sync once with every manual peer and every peer discovery finds."""
+        targets = {f"{h}:{p}": (h, p, "manual") for h, p in self.manual}
+        if self.discovery is not None:
+            deadline = time.monotonic() + min(discover_for, timeout)
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            for h, p in self.discovery.peers:
+                targets.setdefault(f"{h}:{p}", (h, p, "lan"))
+        for key, (h, p, path) in targets.items():
+            self.peers.setdefault(key, PeerStatus(h, p, path))
+        reports = await asyncio.gather(*(self.node.sync_once(h, p, timeout) for h, p, _ in targets.values()))
+        for report in reports:
+            status = self.peers[f"{report.address[0]}:{report.address[1]}"]
+            status.member_id = report.peer_member_id
+            status.handle = self._handle(report.peer_member_id)
+            status.in_sync = status.has_all_ours = report.in_sync
+            status.error = str(report.error) if report.error else None
+            if report.in_sync:
+                status.last_seen = time.time()
+                self.last_sync = time.time()
+        self._persist_peers(force=True)
+        return list(reports)
+
+    # --- dialing -----------------------------------------------------------------
+
+    def _dial(self, host: str, port: int, path: str) -> None:
+        key = f"{host}:{port}"
+        if self.bound is not None and port == self.bound[1] and host in ("127.0.0.1", self.bound[0]):
+            return  # ourselves
+        self.peers.setdefault(key, PeerStatus(host, port, path))
+        if key not in self._dialers or self._dialers[key].done():
+            self._dialers[key] = asyncio.get_running_loop().create_task(self.node.keep_connected(host, port))
+
+    def _on_discovery(self, event: Any) -> None:
+        if isinstance(event, PeerFound):
+            self._dial(event.address, event.port, "manual" if event.manual else "lan")
+        elif isinstance(event, PeerLost):
+            task = self._dialers.pop(f"{event.address}:{event.port}", None)
+            if task is not None:
+                task.cancel()
+            status = self.peers.get(f"{event.address}:{event.port}")
+            if status is not None:
+                status.connected = False
+            self._changed()
+
+    # --- events --------------------------------------------------------------------
+
+    def _status_for(self, session: PeerSession) -> PeerStatus:
+        host, port = session.address
+        key = f"{host}:{port}"
+        if key not in self.peers:
+            self.peers[key] = PeerStatus(host, port, "incoming")
+        return self.peers[key]
+
+    def _handle(self, member_id: str | None) -> str | None:
+        if member_id is None:
+            return None
+        member = self.svc.board.view().members.get(member_id)  # type: ignore[call-overload]
+        return member.handle if member else None
+
+    def _on_event(self, session: PeerSession, event: Event) -> None:
+        status = self._status_for(session)
+        status.last_seen = session.last_seen
+        if isinstance(event, HandshakeDone):
+            status.connected, status.error = True, None
+            status.member_id = session.peer_member_id
+            status.handle = self._handle(session.peer_member_id)
+        elif isinstance(event, DocChanged):
+            status.in_sync = False
+            if not self._remote_pending:
+                # Coalesce: persist and reconcile once per burst, after the
+                # session has finished handling the current message.
+                self._remote_pending = True
+                asyncio.get_running_loop().call_soon(self._apply_remote)
+        elif isinstance(event, Progress):
+            status.progress = (event.bytes_done, event.bytes_total)
+        elif isinstance(event, InSync):
+            status.in_sync, status.progress = True, None
+            status.has_all_ours = session.peer_has_all_ours
+            self.last_sync = time.time()
+        elif isinstance(event, Closed):
+            status.connected, status.progress = False, None
+            status.error = str(event.error) if event.error else None
+        self._persist_peers()
+        self._changed()
+
+    def _apply_remote(self) -> None:
+        self._remote_pending = False
+        try:
+            self.svc.remote_changed()
+        except CircleError as exc:  # e.g. a newer schema arrived: report, keep running
+            for status in self.peers.values():
+                status.error = str(exc)
+
+    def _on_service_change(self, origin: str) -> None:
+        if origin in ("local", "disk"):
+            self.node.local_change()
+        if self.svc.config.epoch != self._epoch:
+            self._epoch = self.svc.config.epoch
+            if self.discovery is not None:
+                self._spawn(self.discovery.set_epoch_key(self.svc.config.epoch_key))
+        self._changed()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                self.svc.refresh()  # other processes' edits; notifies "disk" -> push
+            except CircleError as exc:
+                for status in self.peers.values():
+                    status.error = f"local store: {exc}"
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def _persist_peers(self, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last_persist < PERSIST_PEERS_S:
+            return
+        self._last_persist = now
+        known = dict(self.svc.config.settings.get("peers", {}))
+        for key, status in self.peers.items():
+            if status.last_seen is not None:
+                known[key] = {k: v for k, v in asdict(status).items() if k not in ("progress",)}
+        self.svc.config.settings["peers"] = dict(sorted(known.items(), key=lambda kv: -(kv[1].get("last_seen") or 0))[:50])
+        with contextlib.suppress(CircleError):
+            self.svc.config.save(self.svc.home)
