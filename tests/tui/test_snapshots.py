@@ -1,0 +1,80 @@
+"""Snapshots of the main screens at 120x40, with a fixed clock, fixed ids and
+keys and fixed sample data (see conftest). Update with `--snapshot-update`
+after checking the new SVGs by eye."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.pilot import Pilot
+
+from circle.tui.app import CircleApp
+from circle.tui.demo import Demo
+from circle.tui.providers import InviteInfo
+from circle.tui.sync_view import CallbackSync, PeerInfo
+
+from .conftest import FIXED_NOW
+
+SIZE = (120, 40)
+
+PEERS = [
+    PeerInfo("ana", "lan", "10.0.0.5:7000", FIXED_NOW - 5000, True, online=True, last_synced=FIXED_NOW - 5000),
+    PeerInfo("ben", "manual", "192.168.1.9:7000", FIXED_NOW - 1000, False, progress=0.4, online=True),
+    PeerInfo("relay.example.org", "relay", "wss://relay.example.org", FIXED_NOW - 3_600_000, None,
+             error="relay refused the upload: quota full"),
+]
+
+
+class FixedInvites:
+    def create_invite(self) -> InviteInfo:
+        return InviteInfo("circle1-7fq2-mx3k-9tdw-hb4e", "k3fa 9tqe 2mzx 7hbw", FIXED_NOW + 24 * 3_600_000)
+
+
+def app_for(demo: Demo) -> CircleApp:
+    return CircleApp(demo.founder, sync=CallbackSync(lambda: PEERS), invites=FixedInvites(),
+                     refresh_interval=3600)
+
+
+def test_needs_tab(snap_compare: Any, demo: Demo) -> None:
+    assert snap_compare(app_for(demo), terminal_size=SIZE)
+
+
+def test_offers_tab(snap_compare: Any, demo: Demo) -> None:
+    assert snap_compare(app_for(demo), press=["2", "down"], terminal_size=SIZE)
+
+
+def test_tools_tab(snap_compare: Any, demo: Demo) -> None:
+    assert snap_compare(app_for(demo), press=["3"], terminal_size=SIZE)
+
+
+def test_members_tab(snap_compare: Any, demo: Demo) -> None:
+    assert snap_compare(app_for(demo), press=["4"], terminal_size=SIZE)
+
+
+def test_sync_tab(snap_compare: Any, demo: Demo) -> None:
+    assert snap_compare(app_for(demo), press=["5"], terminal_size=SIZE)
+
+
+def test_need_form(snap_compare: Any, demo: Demo) -> None:
+    assert snap_compare(app_for(demo), press=["down", "e"], terminal_size=SIZE)
+
+
+def test_invite_screen(snap_compare: Any, demo: Demo) -> None:
+    assert snap_compare(app_for(demo), press=["4", "i"], terminal_size=SIZE)
+
+
+def test_remove_confirmation(snap_compare: Any, demo: Demo) -> None:
+    assert snap_compare(app_for(demo), press=["4", "d"], terminal_size=SIZE)
+
+
+def test_filtered_needs(snap_compare: Any, demo: Demo) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await pilot.press("slash", *"south")
+        await pilot.pause()
+
+    assert snap_compare(app_for(demo), run_before=run_before, terminal_size=SIZE)
+
+
+def test_welcome_screen(snap_compare: Any, tmp_path: Path) -> None:
+    assert snap_compare(CircleApp(home_path=tmp_path / "new-home"), terminal_size=SIZE)
