@@ -7,11 +7,13 @@ durable log there). Reads go through a `BoardView` cached per document heads.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from circle.crdt.am import MALFORMED, AmDoc, Field, Scalar
 from circle.crdt.model import (
@@ -34,6 +36,7 @@ from circle.crdt.model import (
     Offer,
     OfferStatus,
     RecordId,
+    RelayRecord,
     Tool,
     ToolState,
     Urgency,
@@ -662,6 +665,75 @@ class Board:
         with self.doc.edit() as ed:
             ed.map_put("epochs", epoch_id, "grants", member_id, sealed)
         self._commit()
+
+    # --- relays (the circle's relay list, synced like everything else) ------
+
+    def relays(self, include_removed: bool = False) -> list[RelayRecord]:
+        items = [r for r in self.view().relays.values() if include_removed or r.active]
+        return sorted(items, key=lambda r: (r.url, r.id))
+
+    def add_relay(self, url: str) -> RelayRecord:
+        """List a relay (ws:// or wss://). Any active member may; re-adding a
+        removed relay brings it back."""
+        me = self._require_member()
+        norm = normalise_relay_url(url)
+        rid = relay_record_id(norm)
+        existing = self.view().relays.get(rid)
+        if existing is not None and existing.active:
+            raise ActionRefused(f"relay {norm} is already listed")
+        now = self.clock()
+        fields: dict[str, Field] = {"url": norm, "added_by": me, "added_at": now,
+                                    "removed_at": None, "removed_by": None}
+        if existing is None and self.doc.record("relays", rid) is None:
+            self._put("relays", rid, fields)
+        else:
+            self._update("relays", rid, fields)
+        return self.view().relays[rid]
+
+    def remove_relay(self, url: str) -> RelayRecord:
+        """Stop using a relay (the record stays, marked removed)."""
+        me = self._require_member()
+        norm = normalise_relay_url(url)
+        rid = relay_record_id(norm)
+        existing = self.view().relays.get(rid)
+        if existing is None or not existing.active:
+            raise NotFound(f"relay {norm} is not listed")
+        self._update("relays", rid, {"removed_at": self.clock(), "removed_by": me})
+        return self.view().relays[rid]
+
+
+def normalise_relay_url(url: str) -> str:
+    """ws:// or wss:// URL with lower-case scheme and host and a path ("/" if none).
+
+    Raises UsageError for anything else (other schemes, credentials in the
+    URL, a query or fragment, no host, spaces)."""
+    text = url.strip()
+    if not text or len(text) > 300 or any(c.isspace() for c in text):
+        raise UsageError(f"not a relay URL: {url!r}")
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss"):
+        raise UsageError(f"relay URL must start with ws:// or wss://: {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise UsageError("a relay URL must not hold a user name or password")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise UsageError("a relay URL must not have a query or fragment")
+    try:
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"relay URL has a bad port: {url!r}") from None
+    if not host:
+        raise UsageError(f"relay URL has no host: {url!r}")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}{parts.path or '/'}"
+
+
+def relay_record_id(normalised_url: str) -> str:
+    """Record key of a relay: two members adding one URL share one record."""
+    return hashlib.blake2b(normalised_url.encode(), digest_size=8, person=b"circle/relay-id").hexdigest()
 
 
 def _member_fields(profile: Profile, at: Millis, invited_by: MemberId | None) -> dict[str, Field]:

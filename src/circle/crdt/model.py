@@ -305,3 +305,22 @@ def tool_availability(
     if waiting:
         return Availability.HELD, None, ()
     return Availability.AVAILABLE, None, ()
+
+
+@dataclass(frozen=True)
+class RelayRecord:
+    """A relay the circle uses (DESIGN §1: a circle may list several).
+
+    Keyed in the document by a hash of the normalised URL, so two members
+    adding the same relay offline end up with one record."""
+
+    id: str
+    url: str
+    added_by: MemberId
+    added_at: Millis
+    removed_at: Millis | None = None
+    removed_by: MemberId | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.removed_at is None

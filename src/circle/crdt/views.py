@@ -28,6 +28,7 @@ from circle.crdt.model import (
     Need,
     Offer,
     RecordId,
+    RelayRecord,
     Tool,
     ToolState,
     Urgency,
@@ -185,6 +186,15 @@ def parse_epoch(rid: str, rec: Record) -> EpochRecord:
     )
 
 
+def parse_relay(rid: str, rec: Record) -> RelayRecord:
+    removed_by = _opt_str(rec, "removed_by")
+    return RelayRecord(
+        id=rid, url=_str(rec, "url"), added_by=MemberId(_str(rec, "added_by")),
+        added_at=_int(rec, "added_at"), removed_at=_opt_int(rec, "removed_at"),
+        removed_by=MemberId(removed_by) if removed_by else None,
+    )
+
+
 def parse_tool_base(rid: str, rec: Record) -> dict[str, object]:
     return dict(
         id=RecordId(rid), name=_str(rec, "name"), description=_str(rec, "description", ""),
@@ -275,6 +285,10 @@ class BoardView:
     @cached_property
     def epochs(self) -> dict[str, EpochRecord]:
         return self._parse("epochs", parse_epoch)
+
+    @cached_property
+    def relays(self) -> dict[str, RelayRecord]:
+        return self._parse("relays", parse_relay)
 
     @property
     def malformed(self) -> list[Malformed]:
