@@ -47,6 +47,7 @@ class Purpose(Enum):
     FINGERPRINT = b"circle/fpr"
     AT_REST = b"circle/at-rest"
     KEY_CHECK = b"circle/keycheck"
+    INVITE = b"circle/invite"
 
 
 def _b32(data: bytes, chars: int) -> str:

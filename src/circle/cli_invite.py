@@ -1,0 +1,168 @@
+"""`circle invite`, `circle join` and `circle remove`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import click
+import segno
+
+from circle import membership
+from circle.cli import Ctx, emit, json_option, pass_ctx
+from circle.errors import InviteError, UsageError
+from circle.home import Home
+from circle.invites import InviteHost, JoinedEvent, join
+from circle.net.invite import InviteCode
+from circle.node import parse_listen
+
+
+def local_addresses(port: int) -> list[str]:
+    """Non-loopback IPv4 addresses of this machine (read locally, nothing is sent)."""
+    from circle.net.discovery import _local_networks
+
+    return [f"{i.ip}:{port}" for i in _local_networks() if not i.ip.is_loopback][:6]
+
+
+def qr_text(code: str) -> str:
+    """The code as a QR code drawn with Unicode half blocks."""
+    import io
+
+    out = io.StringIO()
+    segno.make(code, error="l").terminal(out=out, compact=True)
+    return out.getvalue()
+
+
+@click.command()
+@click.option("--expires", "expires_min", type=float, default=30, show_default=True, help="Minutes until the code expires.")
+@click.option("--listen", default="0.0.0.0:0", show_default=True, help="Where to wait for the joiner.")
+@click.option("--address", "addresses", multiple=True, metavar="HOST:PORT",
+              help="Address(es) to put in the code (default: this machine's LAN addresses).")
+@click.option("--relay", "relays", multiple=True, metavar="URL", help="Relay(s) to list in the code.")
+@click.option("--no-qr", is_flag=True, help="Do not draw the QR code.")
+@json_option
+@pass_ctx
+def invite(ctx: Ctx, expires_min: float, listen: str, addresses: tuple[str, ...], relays: tuple[str, ...],
+           no_qr: bool) -> None:
+    """Show a one-time invite code (and QR code) and wait for the new member."""
+    svc = ctx.service()
+
+    async def run() -> JoinedEvent | None:
+        joined: asyncio.Future[JoinedEvent] = asyncio.get_running_loop().create_future()
+        host = InviteHost(svc, on_joined=lambda e: joined.done() or joined.set_result(e))
+        bound = await host.start(*parse_listen(listen))
+        addrs = tuple(addresses) or tuple(local_addresses(bound[1]) if bound[0] == "0.0.0.0" else [f"{bound[0]}:{bound[1]}"])
+        code = host.create(expires_min, addrs, tuple(relays) or tuple(r.url for r in _relays(svc)))
+        text = code.encode()
+        if ctx.json:
+            click.echo(json.dumps({"event": "invite", "code": text, "fingerprint": code.fingerprint,
+                                   "expires_at": code.expires_at, "addresses": list(addrs)}))
+        else:
+            click.echo(f"Invite code for {svc.config.name} (one use, expires in {expires_min:g} min):\n\n  {text}\n")
+            if not no_qr:
+                click.echo(qr_text(text))
+            click.echo(f"Fingerprint to compare aloud with the new member: {code.fingerprint}")
+            click.echo(f"They run:  circle join {text} --handle THEIR-NAME")
+        sys.stdout.flush()
+        try:
+            while not joined.done():
+                left = code.expires_at - time.time()
+                if left <= 0:
+                    return None
+                if not ctx.json and sys.stderr.isatty():
+                    click.echo(f"\rWaiting for the new member... {int(left) // 60:02d}:{int(left) % 60:02d} left ",
+                               err=True, nl=False)
+                await asyncio.wait({joined}, timeout=min(1.0, left))
+            return joined.result()
+        finally:
+            await host.close()
+
+    result = asyncio.run(run())
+    if result is None:
+        if ctx.json:
+            click.echo(json.dumps({"event": "expired"}))
+        else:
+            click.echo("\nThe invite expired unused.")
+        sys.exit(7)
+    if ctx.json:  # one JSON object per line, so scripts can follow along
+        click.echo(json.dumps({"event": "joined", "member": result.member_id, "handle": result.handle,
+                               "session_fingerprint": result.session_fingerprint}))
+    else:
+        click.echo(f"\n{result.handle} ({result.member_id}) joined. "
+                   f"Session fingerprint: {result.session_fingerprint}")
+
+
+def _relays(svc):  # type: ignore[no-untyped-def]
+    getter = getattr(svc.board, "relays", None)
+    return list(getter()) if getter is not None else []
+
+
+@click.command("join")
+@click.argument("code")
+@click.option("--handle", required=True, help="Your pseudonym in this circle.")
+@click.option("--zone", default="", help="Your coarse area (never an address).")
+@click.option("--no-passphrase", is_flag=True, help="Do not encrypt this device's data at rest (new device only).")
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+@json_option
+@pass_ctx
+def join_command(ctx: Ctx, code: str, handle: str, zone: str, no_passphrase: bool, timeout: float) -> None:
+    """Join a circle with an invite code from a member."""
+    parsed = InviteCode.parse(code)  # a mistyped code fails here, before any network traffic
+    if parsed.expires_at <= time.time():
+        raise InviteError("this invite has expired; ask for a new one")
+    if not handle.strip():
+        raise UsageError("a handle is required")
+    if not ctx.json:
+        click.echo(f"Code fingerprint (compare aloud with the inviter): {parsed.fingerprint}")
+    if Home.exists(ctx.home_path):
+        home = ctx.home()
+    else:
+        passphrase = None if no_passphrase else ctx.passphrase(confirm_new=True)
+        home = Home.create(ctx.home_path, passphrase)
+    result = asyncio.run(join(home, parsed, handle, zone, timeout))
+    svc = result.service
+    inviter = svc.board.view().members.get(parsed.inviter)  # type: ignore[call-overload]
+    data = {"circle_id": svc.config.circle_id, "name": svc.config.name, "member_id": svc.me,
+            "inviter": parsed.inviter, "inviter_handle": inviter.handle if inviter else None,
+            "fingerprint": parsed.fingerprint, "session_fingerprint": result.session_fingerprint,
+            "members": sum(1 for m in svc.board.members() if m.active)}
+
+    def human() -> None:
+        click.echo(f"Joined {svc.config.name}, invited by {data['inviter_handle']}; you are {handle} ({svc.me}).")
+        click.echo(f"Session fingerprint: {result.session_fingerprint}")
+        if not home.encrypted:
+            click.echo("Note: no passphrase set - this device's data is protected only by file permissions.")
+
+    emit(ctx, data, human)
+
+
+@click.command()
+@click.argument("member")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_ctx
+def remove(ctx: Ctx, member: str, yes: bool) -> None:
+    """Remove a member and rotate the circle key."""
+    svc = ctx.service()
+    target = svc.board.member(member)
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Remove {target.handle} ({target.id})? They keep everything they already have; "
+                      "they will not be able to read anything written from now on.", abort=True)
+    removed, epoch = membership.remove(svc, member)
+    remaining = sum(1 for m in svc.board.members() if m.active)
+    data = {"removed": removed.id, "handle": removed.handle, "epoch": epoch, "remaining_members": remaining}
+
+    def human() -> None:
+        click.echo(f"Removed {removed.handle}. A new circle key (epoch {epoch}) is sealed to the {remaining} "
+                   "remaining members.")
+        click.echo(f"{removed.handle} keeps everything they already had on their device: removal cannot "
+                   "take that back. From the next sync on, their device fails every handshake and cannot "
+                   "decrypt anything new.")
+        click.echo("Sync now (`circle sync`, or keep the app open) so everyone learns of the removal.")
+
+    emit(ctx, data, human)
+
+
+commands = [invite, join_command, remove]

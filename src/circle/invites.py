@@ -1,0 +1,238 @@
+"""Invites on the service level: host pending invites, and join a circle.
+
+The inviter's process keeps its pending invites in memory and serves them on
+a TCP listener (the address goes into the code). An invite dies with the
+process that made it, when it expires, or when it is used once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from circle import membership
+from circle.crdt.am import AmDoc
+from circle.crdt.board import Profile
+from circle.errors import (
+    CircleError,
+    InviteError,
+    PeerUnavailable,
+    StoreError,
+    UsageError,
+)
+from circle.home import Home
+from circle.net.discovery import parse_manual_peer
+from circle.net.invite import (
+    Connected,
+    InviteCode,
+    InviterConnection,
+    JoinAccepted,
+    JoinerConnection,
+    JoinEvent,
+    JoinFailed,
+    JoinRefused,
+    JoinRequest,
+)
+from circle.service import CircleService
+
+JOIN_TIMEOUT_S = 30.0
+KEYS_FOR_JOINER = 8  # the newest epoch keys a joiner gets (so it can talk to members not yet rotated)
+
+
+@dataclass
+class JoinedEvent:
+    member_id: str
+    handle: str
+    session_fingerprint: str
+    code: InviteCode
+
+
+@dataclass
+class InviteHost:
+    svc: CircleService
+    on_joined: Callable[[JoinedEvent], None] | None = None
+    pending: dict[str, InviteCode] = field(default_factory=dict)
+    used: dict[str, str] = field(default_factory=dict)  # invite id -> member id
+    failures: list[str] = field(default_factory=list)
+    bound: tuple[str, int] | None = None
+    _server: asyncio.Server | None = None
+
+    async def start(self, host: str = "0.0.0.0", port: int = 0) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._serve, host, port)
+        sock = self._server.sockets[0].getsockname()
+        self.bound = (str(sock[0]), int(sock[1]))
+        return self.bound
+
+    async def close(self) -> None:
+        """Stop accepting; let a join in progress finish sending (bounded)."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._server.wait_closed(), 5.0)
+
+    def create(self, expires_minutes: float = 30, addresses: tuple[str, ...] = (),
+               relays: tuple[str, ...] = ()) -> InviteCode:
+        if self.svc.board.active_member(self.svc.me) is None:
+            raise UsageError("only an active member can invite")
+        if not 1 <= expires_minutes <= 7 * 24 * 60:
+            raise UsageError("an invite must expire in between 1 minute and 7 days")
+        if not addresses and not relays:
+            raise UsageError("an invite needs an address where the joiner can reach this device")
+        code = InviteCode.new(self.svc.config.circle_id, self.svc.me, int(time.time() + expires_minutes * 60),
+                              addresses, relays)
+        self.pending[code.invite_id] = code
+        return code
+
+    def _live_codes(self) -> list[InviteCode]:
+        now = time.time()
+        for invite_id, code in list(self.pending.items()):
+            if code.expires_at <= now:
+                del self.pending[invite_id]
+        return list(self.pending.values())
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        codes = self._live_codes()
+        if not codes:
+            writer.close()
+            return
+        conn = InviterConnection(self.svc.home.identity, codes)
+        try:
+            await asyncio.wait_for(self._drive(conn, reader, writer), JOIN_TIMEOUT_S)
+        except (TimeoutError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _drive(self, conn: InviterConnection, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        session_fpr = ""
+        joined: JoinedEvent | None = None
+        while not conn.closed:
+            data = await reader.read(65536)
+            conn.receive_data(data)
+            while (event := conn.next_event()) is not None:
+                if isinstance(event, Connected):
+                    session_fpr = event.result.fingerprint
+                elif isinstance(event, JoinRequest):
+                    joined = self._answer(conn, event, session_fpr)
+                elif isinstance(event, JoinFailed):
+                    self.failures.append(str(event.error))
+            out = conn.data_to_send()
+            if out:
+                writer.write(out)
+                await writer.drain()
+            if not data:
+                break
+        if joined is not None and self.on_joined is not None:
+            self.on_joined(joined)  # only once the welcome has been handed to the socket
+
+    def _answer(self, conn: InviterConnection, request: JoinRequest, session_fpr: str) -> JoinedEvent | None:
+        code = conn.code
+        if code.invite_id not in self.pending or code.expires_at <= time.time():
+            conn.refuse("this invite was already used or has expired")
+            return None
+        svc = self.svc
+        board = svc.board
+        epoch = board.current_epoch()
+        if epoch is None or not membership.holds_key(svc, epoch):
+            conn.refuse("the inviter's device is not up to date with the circle's keys; try again after it syncs")
+            return None
+        member_id = request.member_id
+        if board.view().members.get(member_id) is not None:  # type: ignore[call-overload]
+            conn.refuse("this device is (or was) already a member of the circle")
+            return None
+        try:
+            sealed = membership.seal_grant(request.box_key, svc.config.circle_id, epoch.number,
+                                           svc.config.epoch_keys[epoch.number])
+            board.add_member(member_id, Profile(request.handle, request.verify_key, request.box_key, request.zone),
+                             svc.me, grant=(epoch.id, sealed))
+        except CircleError as exc:
+            conn.refuse(f"could not add you: {exc}")
+            return None
+        del self.pending[code.invite_id]  # one use only, decided before anything is sent
+        self.used[code.invite_id] = member_id
+        newest = sorted(svc.config.epoch_keys)[-KEYS_FOR_JOINER:]
+        conn.accept(JoinAccepted(svc.config.circle_id, svc.config.name, epoch.number,
+                                 {n: svc.config.epoch_keys[n] for n in newest}, svc.doc.save()))
+        return JoinedEvent(member_id, request.handle, session_fpr, code)
+
+
+@dataclass
+class JoinResult:
+    service: CircleService
+    inviter_handle: str
+    session_fingerprint: str
+
+
+async def join(home: Home, code: InviteCode, handle: str, zone: str = "",
+               timeout: float = JOIN_TIMEOUT_S) -> JoinResult:
+    """Reach the inviter at one of the code's addresses and join the circle."""
+    if code.expires_at <= time.time():
+        raise InviteError("this invite has expired; ask for a new one")
+    if code.circle_id in home.circle_ids():
+        raise StoreError("this device is already in that circle")
+    if not code.addresses:
+        raise InviteError("this invite lists no address to reach the inviter")
+    errors: list[str] = []
+    for address in code.addresses:
+        try:
+            host, port = parse_manual_peer(address)
+        except (ValueError, CircleError):
+            errors.append(f"{address}: not an address")
+            continue
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5.0)
+        except (TimeoutError, OSError) as exc:
+            errors.append(f"{address}: {exc or 'timed out'}")
+            continue
+        try:
+            return await asyncio.wait_for(_join_over(home, code, handle, zone, reader, writer), timeout)
+        except TimeoutError:
+            errors.append(f"{address}: the inviter did not answer in time")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+    raise PeerUnavailable("could not reach the inviter (" + "; ".join(errors) + "); is `circle invite` still running?")
+
+
+async def _join_over(home: Home, code: InviteCode, handle: str, zone: str,
+                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> JoinResult:
+    conn = JoinerConnection(home.identity, code, handle, zone)
+    fpr = ""
+    while True:
+        out = conn.data_to_send()
+        if out:
+            writer.write(out)
+            await writer.drain()
+        event: JoinEvent | None
+        while (event := conn.next_event()) is not None:
+            if isinstance(event, Connected):
+                fpr = event.result.fingerprint
+            elif isinstance(event, JoinAccepted):
+                return JoinResult(_install(home, event), "", fpr)
+            elif isinstance(event, JoinRefused):
+                raise InviteError(f"the inviter refused: {event.reason}")
+            elif isinstance(event, JoinFailed):
+                raise event.error
+        data = await reader.read(1 << 20)
+        conn.receive_data(data)
+
+
+def _install(home: Home, accepted: JoinAccepted) -> CircleService:
+    doc = AmDoc.load(accepted.document)
+    got = doc.root_scalars("meta").get("circle_id")
+    if got != accepted.circle_id:
+        raise InviteError("the inviter sent a document for another circle")
+    svc = CircleService.create_from_doc(home, accepted.circle_id, accepted.name, doc,
+                                        dict(accepted.keys), accepted.epoch)
+    if svc.board.active_member(svc.me) is None:
+        raise InviteError("the inviter's document does not list this device as a member")
+    membership.reconcile(svc)
+    return svc
+
