@@ -48,6 +48,15 @@ def text_of(widget: Static) -> str:
     return str(widget.render())
 
 
+async def settle(pilot: Pilot[Any], app: CircleApp) -> None:
+    """Wait (bounded) for the debounced side panel to catch up."""
+    for _ in range(200):
+        if board_of(app).details_settled:
+            break
+        await pilot.pause(0.02)
+    await pilot.pause()
+
+
 async def select_row(pilot: Pilot[Any], app: CircleApp, name: str, key_text: str, col: int = 2) -> str:
     """Move the cursor with the arrow keys to the row whose column holds key_text."""
     t = table(app, name)
@@ -55,7 +64,7 @@ async def select_row(pilot: Pilot[Any], app: CircleApp, name: str, key_text: str
     await pilot.press("home")
     for _ in range(len(t.shown)):
         if key_text in t.shown_row(t.cursor).cells[col]:
-            await pilot.pause()
+            await settle(pilot, app)
             key = t.cursor_key
             assert key is not None
             return key

@@ -31,6 +31,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from circle.crdt.matching import needs_for, offers_for
@@ -80,6 +81,7 @@ from circle.tui.sync_view import SYNC_COLUMNS, NoSync, SyncStatusSource, peer_ro
 from circle.tui.table import RecordTable
 
 Ticker = tuple[float, Callable[[], object]]
+DETAIL_DELAY = 0.12  # seconds of quiet before the side panel's matches are recomputed
 
 ACTION_TABS = {spec.action: spec.tab for spec in ACTIONS}
 URGENCY_OPTIONS = [(URGENCY_LABEL[u], u.value) for u in (Urgency.ANYTIME, Urgency.THIS_WEEK, Urgency.H48, Urgency.NOW)]
@@ -125,7 +127,8 @@ class BoardScreen(Screen[None]):
         self.show_all_offers = False
         self._known_needs: set[RecordId] = set()
         self._reload_pending = False
-        self._detail_pending = False
+        self._detail_timer: Timer | None = None
+        self._dirty: set[str] = set()
         self._loop_thread = threading.get_ident()
         self._unsubscribe: Callable[[], None] | None = None
         self.handles: dict[MemberId, str] = {}
@@ -256,27 +259,36 @@ class BoardScreen(Screen[None]):
             self.call_later(self.reload)
 
     def reload(self) -> None:
-        """Rebuild every table's rows from the board (cursor stays on its record)."""
+        """Rebuild the visible tab's rows from the board; other tabs are rebuilt
+        when shown (at 10k records each tab costs tens of ms, and parsing a
+        collection the first time far more)."""
         self._reload_pending = False
-        board, me, now = self.board, self.service.me, self.now()
-        view = board.view()
-        self.handles = {m.id: m.handle for m in view.members.values()}
-        if self.show_all_needs:
-            needs = board.needs("all")
-        else:
-            needs = board.needs("active")
-        self.table("needs").set_rows([need_row(n, self.handles, me, now) for n in needs])
-        offers = board.offers("all")
-        if not self.show_all_offers:
-            offers = [o for o in offers if o.status in (OfferStatus.OPEN, OfferStatus.PAUSED)]
-        self.table("offers").set_rows([offer_row(o, self.handles, me, now) for o in offers])
-        self.table("tools").set_rows([tool_row(t, self.handles, me, now) for t in board.tools()])
-        self.table("members").set_rows([
-            member_row(m, self.handles, me, fingerprint(m.sign_key)) for m in board.members()
-        ])
-        self._known_needs |= set(view.needs)
+        self._dirty = {"needs", "offers", "tools", "members"}
+        self.handles = {m.id: m.handle for m in self.board.view().members.values()}
+        self._rebuild(self.active_tab)
         self.update_status()
-        self.schedule_details()
+
+    def _rebuild(self, tab: str) -> None:
+        if tab not in self._dirty:
+            return
+        self._dirty.discard(tab)
+        board, me, now = self.board, self.service.me, self.now()
+        if tab == "needs":
+            needs = board.needs("all" if self.show_all_needs else "active")
+            self.table("needs").set_rows([need_row(n, self.handles, me, now) for n in needs])
+            self._known_needs |= set(board.view().needs)
+        elif tab == "offers":
+            offers = board.offers("all")
+            if not self.show_all_offers:
+                offers = [o for o in offers if o.status in (OfferStatus.OPEN, OfferStatus.PAUSED)]
+            self.table("offers").set_rows([offer_row(o, self.handles, me, now) for o in offers])
+        elif tab == "tools":
+            self.table("tools").set_rows([tool_row(t, self.handles, me, now) for t in board.tools()])
+        elif tab == "members":
+            self.table("members").set_rows([
+                member_row(m, self.handles, me, fingerprint(m.sign_key)) for m in board.members()
+            ])
+        self.schedule_details(immediate=True)
 
     def update_status(self) -> None:
         st = self.service
@@ -312,28 +324,44 @@ class BoardScreen(Screen[None]):
     def _highlighted(self, event: RecordTable.Highlighted) -> None:
         self.schedule_details()
 
-    def schedule_details(self) -> None:
-        if not self._detail_pending:
-            self._detail_pending = True
+    def schedule_details(self, immediate: bool = False) -> None:
+        """Refresh the side panel of the visible tab. Matching scans every open
+        offer (or need), so while the cursor or the filter is moving the update
+        waits for a short pause instead of running on every keystroke."""
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+            self._detail_timer = None
+        if immediate:
             self.call_later(self.update_details)
+        else:
+            self._detail_timer = self.set_timer(DETAIL_DELAY, self.update_details)
+
+    @property
+    def details_settled(self) -> bool:
+        return self._detail_timer is None
 
     def update_details(self) -> None:
-        self._detail_pending = False
+        self._detail_timer = None
+        tab = self.active_tab
         view = self.board.view()
-        nid = self.selected("needs")
-        need = view.needs.get(nid) if nid else None
-        self.query_one("#needs-detail", Static).update(self._need_detail(need) if need else Text(""))
-        self.query_one("#needs-match", Static).update(self._need_matches(need) if need else Text(""))
-        oid = self.selected("offers")
-        offer = view.offers.get(oid) if oid else None
-        self.query_one("#offers-detail", Static).update(self._offer_detail(offer) if offer else Text(""))
-        self.query_one("#offers-match", Static).update(self._offer_matches(offer) if offer else Text(""))
-        tid = self.selected("tools")
-        tool = view.tools.get(tid) if tid else None
-        self.query_one("#tools-detail", Static).update(self._tool_detail(tool) if tool else Text(""))
-        mid = self.selected("members")
-        member = view.members.get(mid) if mid else None
-        self.query_one("#members-detail", Static).update(self._member_detail(member) if member else Text(""))
+        if tab == "needs":
+            nid = self.selected("needs")
+            need = view.needs.get(nid) if nid else None
+            self.query_one("#needs-detail", Static).update(self._need_detail(need) if need else Text(""))
+            self.query_one("#needs-match", Static).update(self._need_matches(need) if need else Text(""))
+        elif tab == "offers":
+            oid = self.selected("offers")
+            offer = view.offers.get(oid) if oid else None
+            self.query_one("#offers-detail", Static).update(self._offer_detail(offer) if offer else Text(""))
+            self.query_one("#offers-match", Static).update(self._offer_matches(offer) if offer else Text(""))
+        elif tab == "tools":
+            tid = self.selected("tools")
+            tool = view.tools.get(tid) if tid else None
+            self.query_one("#tools-detail", Static).update(self._tool_detail(tool) if tool else Text(""))
+        elif tab == "members":
+            mid = self.selected("members")
+            member = view.members.get(mid) if mid else None
+            self.query_one("#members-detail", Static).update(self._member_detail(member) if member else Text(""))
 
     def _need_detail(self, n: Need) -> Text:
         now = self.now()
@@ -454,6 +482,8 @@ class BoardScreen(Screen[None]):
     def _tab_changed(self) -> None:
         self.refresh_bindings()
         tab = self.active_tab
+        self._rebuild(tab)
+        self.schedule_details(immediate=True)
         if tab in ("needs", "offers", "tools", "members", "sync"):
             self.table(tab).focus()
 
@@ -475,6 +505,7 @@ class BoardScreen(Screen[None]):
     def action_show_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
         self.refresh_bindings()
+        self._rebuild(tab)
         if tab in ("needs", "offers", "tools", "members", "sync"):
             self.table(tab).focus()
 
