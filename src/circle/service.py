@@ -248,6 +248,9 @@ class CircleService:
                 for t in board.loan_conflicts()
             ],
             "malformed": [{"collection": m.collection, "id": m.id, "reason": m.reason} for m in view.malformed],
+            "peers": [
+                {"address": key, **info} for key, info in self.config.settings.get("peers", {}).items()
+            ],
             "storage": {
                 "path": str(self.store.path),
                 "encrypted_at_rest": self.home.encrypted,

@@ -309,7 +309,13 @@ class _JoinConnection:
         if self.closed:
             return
         if not data:
-            self._fail(RemoteProtocolError("the other side closed the connection before the join finished"))
+            if self.result is None:
+                # An inviter with no matching pending invite just hangs up.
+                self._fail(InviteError(
+                    "the inviter hung up before accepting this code: it was already used, has expired, "
+                    "or is for another circle"))
+            else:
+                self._fail(RemoteProtocolError("the other side closed the connection before the join finished"))
             return
         try:
             for frame in self._decoder.feed(data):
