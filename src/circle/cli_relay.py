@@ -1,4 +1,8 @@
-"""`circle relay`: run a relay server (registered by cli.py)."""
+"""`circle relay`: run a relay server (registered by cli.py).
+
+`circle relay [OPTIONS]` runs the server; `circle relay add URL` and
+`circle relay remove URL` manage the circle's relay list (cli_relays.py).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,13 @@ import click
 from circle.net.relay_server import DEFAULT_PORT, RelaySettings, run_relay
 
 
-@click.command("relay")
+@click.group("relay", invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind. Keep 127.0.0.1 and put a TLS reverse proxy in front.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int,
               help="Port to listen on (0 = any free port; the chosen one is printed).")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the relay database (relay.sqlite3).")
+@click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the relay database (relay.sqlite3). Required to run a relay.")
 @click.option("--path", "url_path", default="/", show_default=True,
               help="Only accept WebSocket requests under this URL path.")
 @click.option("--quota-mib", default=64, show_default=True, type=int, help="Per-mailbox quota in MiB.")
@@ -31,11 +35,19 @@ from circle.net.relay_server import DEFAULT_PORT, RelaySettings, run_relay
 @click.option("--trust-forwarded-for", is_flag=True,
               help="Take the client address from X-Forwarded-For (only behind a proxy you run).")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.pass_context
 def relay_command(
-    host: str, port: int, data_dir: Path, url_path: str, quota_mib: int, retention_days: float,
+    ctx: click.Context, host: str, port: int, data_dir: Path | None, url_path: str, quota_mib: int, retention_days: float,
     max_connections: int, max_connections_per_ip: int, trust_forwarded_for: bool, log_level: str,
 ) -> None:
-    """Run a relay: an untrusted store-and-forward server that only sees ciphertext."""
+    """Run a relay: an untrusted store-and-forward server that only sees ciphertext.
+
+    With a subcommand, manage the circle's relay list instead
+    (`circle relay add URL`, `circle relay remove URL`; see `circle relays`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if data_dir is None:
+        raise click.UsageError("Missing option '--data' (the directory for the relay database).")
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -52,4 +64,14 @@ def relay_command(
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_relay(host, port, data_dir, settings))
+
+
+def _attach_list_commands() -> None:
+    from circle.cli_relays import relay_add, relay_remove
+
+    relay_command.add_command(relay_add)
+    relay_command.add_command(relay_remove)
+
+
+_attach_list_commands()
 commands = [relay_command]

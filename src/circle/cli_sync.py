@@ -52,7 +52,18 @@ def sync(ctx: Ctx, timeout: float, peers: tuple[str, ...], no_discovery: bool,
             reports = await live.sync_round(timeout)
         finally:
             await live.close()
-        return [{
+        relay_rows: list[dict[str, object]] = []
+        if live.relays is not None:
+            st = live.relays.stats
+            for rr in live.relay_results:
+                relay_rows.append({
+                    "peer": rr.url, "path": "relay", "mailbox": rr.epoch, "member": None, "handle": None,
+                    "in_sync": rr.error is None, "error": rr.error,
+                    "changes_applied": st.change_envelopes_new, "snapshot_received": st.snapshots_new > 0,
+                    "snapshot_sent": st.snapshots_sent > 0, "envelopes_sent": st.envelopes_sent,
+                    "bytes_sent": None, "bytes_received": None, "seconds": None,
+                })
+        return relay_rows + [{
             "peer": f"{r.address[0]}:{r.address[1]}", "member": r.peer_member_id,
             "handle": live._handle(r.peer_member_id), "in_sync": r.in_sync,
             "error": str(r.error) if r.error else None, "seconds": round(r.seconds, 3),
@@ -67,7 +78,7 @@ def sync(ctx: Ctx, timeout: float, peers: tuple[str, ...], no_discovery: bool,
         if not results:
             click.echo("No peers found. Give one with --peer HOST:PORT if this network blocks multicast.")
             return
-        rows = [[str(r["peer"]), str(r["handle"] or r["member"] or "?"),
+        rows = [[str(r["peer"]), str(r["handle"] or r["member"] or ("relay" if r.get("path") == "relay" else "?")),
                  "in sync" if r["in_sync"] else f"FAILED: {r['error']}",
                  f"{r['bytes_sent']}/{r['bytes_received']}", str(r["changes_applied"])] for r in results]
         table(rows, ["peer", "member", "result", "bytes out/in", "changes applied"])

@@ -24,6 +24,7 @@ from circle.errors import CircleError, UsageError
 from circle.net.discovery import ALL_INTERFACES, Discovery, PeerFound, PeerLost, parse_manual_peer
 from circle.net.session import Closed, DocChanged, Event, HandshakeDone, InSync, Progress
 from circle.net.tcp import PeerSession, SyncNode, SyncReport
+from circle.relays import RelayRoundResult, RelaySync
 from circle.service import CircleService
 
 REFRESH_S = 0.25
@@ -72,6 +73,7 @@ class LiveSync:
         discovery: bool = True,
         interfaces: list[str] | None = None,
         on_change: Callable[[], None] | None = None,
+        relays: bool = True,
     ) -> None:
         self.svc = svc
         self.listen = listen
@@ -90,6 +92,10 @@ class LiveSync:
         self._epoch = svc.config.epoch
         self._last_persist = 0.0
         self.last_sync: float | None = None
+        self.use_relays = relays
+        self.relays: RelaySync | None = None  # when the document lists relays (relays.py)
+        self.relay_results: list[RelayRoundResult] = []
+        self._keep_connected = True
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -98,6 +104,8 @@ class LiveSync:
             self.bound = await self.node.start_server(*self.listen)
         self._unsubscribe = self.svc.subscribe(self._on_service_change)
         self._spawn(self._refresh_loop())
+        self._keep_connected = keep_connected
+        await self._start_relays()
         if keep_connected:
             for host, port in self.manual:
                 self._dial(host, port, "manual")
@@ -118,6 +126,8 @@ class LiveSync:
         if self.discovery is not None:
             await self.discovery.close()
         await self.node.close()
+        if self.relays is not None:
+            await self.relays.close()
         self._persist_peers(force=True)
 
     def _spawn(self, coro: Any) -> None:
@@ -138,7 +148,10 @@ class LiveSync:
                 targets.setdefault(f"{h}:{p}", (h, p, "lan"))
         for key, (h, p, path) in targets.items():
             self.peers.setdefault(key, PeerStatus(h, p, path))
+        relay_round = asyncio.ensure_future(self.relays.sync_round(timeout) if self.relays is not None
+                                            else asyncio.sleep(0, []))
         reports = await asyncio.gather(*(self.node.sync_once(h, p, timeout) for h, p, _ in targets.values()))
+        self.relay_results = list(await relay_round)
         for report in reports:
             status = self.peers[f"{report.address[0]}:{report.address[1]}"]
             status.member_id = report.peer_member_id
@@ -222,7 +235,15 @@ class LiveSync:
             for status in self.peers.values():
                 status.error = str(exc)
 
+    async def _start_relays(self) -> None:
+        if self.relays is None and self.use_relays and self.svc.board.relays():
+            self.relays = RelaySync(self.svc, on_change=self._changed)
+            if self._keep_connected:
+                await self.relays.start()
+
     def _on_service_change(self, origin: str) -> None:
+        if self.relays is None and self.use_relays and self._unsubscribe is not None and self.svc.board.relays():
+            self._spawn(self._start_relays())  # the first relay was just added
         if origin in ("local", "disk"):
             self.node.local_change()
         if self.svc.config.epoch != self._epoch:

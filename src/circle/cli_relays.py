@@ -1,0 +1,132 @@
+"""`circle relays`, `circle relay add|remove` and `circle bundle write|read`.
+
+The relay list lives in the circle's document (any member may add or remove
+one; it syncs like everything else). `circle relay` with no subcommand runs a
+relay server (cli_relay.py), which attaches `relay_add` / `relay_remove`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from circle.cli import Ctx, emit, handle_of, json_option, pass_ctx, table
+from circle.crdt.am import AmDoc
+from circle.errors import MalformedDocument
+from circle.net.bundle import open_bundle, write_bundle
+from circle.net.envelope import Kind
+from circle.relays import STATE_KEY, seal_bundle_envelopes
+
+
+def _relay_dict(ctx: Ctx, rec: Any) -> dict[str, Any]:
+    svc = ctx.service()
+    return {"id": rec.id, "url": rec.url, "added_by": rec.added_by, "added_by_handle": handle_of(svc, rec.added_by),
+            "added_at": rec.added_at, "active": rec.active, "removed_at": rec.removed_at}
+
+
+@click.command("relays")
+@click.option("--all", "show_all", is_flag=True, help="Also list relays that were removed.")
+@json_option
+@pass_ctx
+def relays_command(ctx: Ctx, show_all: bool) -> None:
+    """List the circle's relays (synced in the document; any member may change it)."""
+    svc = ctx.service()
+    items = [_relay_dict(ctx, r) for r in svc.board.relays(include_removed=show_all)]
+    data = {"relays": items, "state_saved": STATE_KEY in svc.config.settings, "epoch": svc.config.epoch}
+
+    def human() -> None:
+        if not items:
+            click.echo("No relays. Add one with `circle relay add wss://HOST/PATH`.")
+            return
+        table([[r["url"], r["added_by_handle"], time.strftime("%Y-%m-%d", time.localtime(r["added_at"] / 1000)),
+                "listed" if r["active"] else "removed"] for r in items],
+              ["url", "added by", "added", "state"])
+
+    emit(ctx, data, human)
+
+
+@click.command("add")
+@click.argument("url")
+@json_option
+@pass_ctx
+def relay_add(ctx: Ctx, url: str) -> None:
+    """Add a relay (ws:// or wss://) to the circle's list."""
+    svc = ctx.service()
+    rec = svc.board.add_relay(url)
+    emit(ctx, _relay_dict(ctx, rec), lambda: click.echo(
+        f"Added relay {rec.url}. Members use it from their next `circle sync` (or at once if running)."))
+
+
+@click.command("remove")
+@click.argument("url")
+@json_option
+@pass_ctx
+def relay_remove(ctx: Ctx, url: str) -> None:
+    """Remove a relay from the circle's list (its stored ciphertext stays there until it expires)."""
+    svc = ctx.service()
+    rec = svc.board.remove_relay(url)
+    emit(ctx, _relay_dict(ctx, rec), lambda: click.echo(f"Removed relay {rec.url}."))
+
+
+@click.group("bundle")
+def bundle() -> None:
+    """Encrypted bundle files for a USB stick (sneakernet)."""
+
+
+@bundle.command("write")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@pass_ctx
+def bundle_write(ctx: Ctx, file: Path) -> None:
+    """Write the whole circle, sealed under the current circle key, to FILE."""
+    svc = ctx.service()
+    envs = seal_bundle_envelopes(svc)
+    count = write_bundle(file, envs)
+    data = {"file": str(file), "envelopes": count, "snapshots": 1, "bytes": file.stat().st_size,
+            "epoch": svc.config.epoch}
+    emit(ctx, data, lambda: click.echo(
+        f"Wrote {file} ({data['bytes']} bytes, encrypted). Only members of this circle can read it."))
+
+
+@bundle.command("read")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@json_option
+@pass_ctx
+def bundle_read(ctx: Ctx, file: Path) -> None:
+    """Merge a bundle into this circle. Any envelope that fails to open
+    (tampered, another circle, a removed member) refuses the whole file."""
+    svc = ctx.service()
+    contents = open_bundle(file, lambda n: svc.config.epoch_keys.get(n), svc.is_active_member, strict=True)
+    before = svc.doc.heads()
+    snapshots = changes = 0
+    # Check every snapshot belongs to this circle before merging anything.
+    docs: list[AmDoc] = []
+    for opened in contents.accepted:
+        if opened.kind is Kind.SNAPSHOT:
+            other = AmDoc.load(opened.payloads[0])
+            if other.root_scalars("meta").get("circle_id") != svc.config.circle_id:
+                raise MalformedDocument("that bundle holds another circle's document")
+            docs.append(other)
+    for other in docs:
+        svc.doc.merge(other)
+        snapshots += 1
+    for opened in contents.accepted:
+        if opened.kind is Kind.CHANGES:
+            svc.doc.apply_changes(list(opened.payloads))
+            changes += len(opened.payloads)
+    changed = svc.doc.heads() != before
+    if changed:
+        svc.remote_changed()
+    authors = sorted({handle_of(svc, o.author_id) for o in contents.accepted})
+    data = {"file": str(file), "envelopes": len(contents.accepted) + contents.duplicates,
+            "snapshots": snapshots, "changes": changes, "changed": changed, "authors": authors,
+            "new_changes": len(svc.doc.changes_since(before)) if changed else 0}
+    emit(ctx, data, lambda: click.echo(
+        f"Read {file}: {'merged new data' if changed else 'nothing new'} "
+        f"({snapshots} snapshot(s), {changes} change(s), from {', '.join(authors) or 'nobody'})."))
+
+
+commands = [relays_command, bundle]
