@@ -347,7 +347,7 @@ async def test_borrow_return_hold(demo: Demo) -> None:
         await pilot.pause()
         assert board.tool(drill).queue == ()
         await pilot.press("h")
-        await pilot.pause()
+        await settle(pilot, app)
         assert [h.member for h in board.tool(drill).queue] == [demo.founder.me]
         detail = text_of(board_of(app).query_one("#tools-detail", Static))
         assert "Queue" in detail and "1. you" in detail
@@ -383,7 +383,7 @@ async def test_loan_conflict_shown_and_resolved(demo: Demo) -> None:
         await pilot.pause()
         await pilot.press("3")
         await select_row(pilot, app, "tools", "Ladder", col=1)
-        await pilot.pause()
+        await settle(pilot, app)
         assert "CONFLICT x2" in table(app, "tools").shown_row(table(app, "tools").cursor).cells[3]
         assert "CONFLICT: 2 loans" in text_of(board_of(app).query_one("#tools-detail", Static))
         await pilot.press("r")

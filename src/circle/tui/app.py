@@ -129,6 +129,7 @@ class BoardScreen(Screen[None]):
         self._reload_pending = False
         self._detail_timer: Timer | None = None
         self._dirty: set[str] = set()
+        self.loaded = False
         self._loop_thread = threading.get_ident()
         self._unsubscribe: Callable[[], None] | None = None
         self.handles: dict[MemberId, str] = {}
@@ -179,12 +180,18 @@ class BoardScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self._unsubscribe = self.service.subscribe(self._on_change)
-        self.reload()
-        self._known_needs = set(self.service.board.view().needs)
-        self.update_sync()
+        self.query_one("#needs-table", RecordTable).focus()
+        # Paint the frame first, then fill it: on a big board, parsing the
+        # document takes longer than drawing the empty screen.
+        self.call_after_refresh(self._first_load)
+
+    def _first_load(self) -> None:
+        self.reload(status=False)  # the table first; the status bar's counts after that frame
+        self._known_needs |= set(self.service.board.view().needs)
+        self.loaded = True
+        self.call_after_refresh(self.update_sync)
         self.set_interval(1.0, self.update_sync)
         self.set_interval(60.0, self.reload)  # ages and expiry move with the clock
-        self.query_one("#needs-table", RecordTable).focus()
 
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
@@ -258,7 +265,7 @@ class BoardScreen(Screen[None]):
             self._reload_pending = True
             self.call_later(self.reload)
 
-    def reload(self) -> None:
+    def reload(self, status: bool = True) -> None:
         """Rebuild the visible tab's rows from the board; other tabs are rebuilt
         when shown (at 10k records each tab costs tens of ms, and parsing a
         collection the first time far more)."""
@@ -266,7 +273,8 @@ class BoardScreen(Screen[None]):
         self._dirty = {"needs", "offers", "tools", "members"}
         self.handles = {m.id: m.handle for m in self.board.view().members.values()}
         self._rebuild(self.active_tab)
-        self.update_status()
+        if status:
+            self.update_status()
 
     def _rebuild(self, tab: str) -> None:
         if tab not in self._dirty:
@@ -288,7 +296,7 @@ class BoardScreen(Screen[None]):
             self.table("members").set_rows([
                 member_row(m, self.handles, me, fingerprint(m.sign_key)) for m in board.members()
             ])
-        self.schedule_details(immediate=True)
+        self.schedule_details()
 
     def update_status(self) -> None:
         st = self.service
@@ -483,7 +491,7 @@ class BoardScreen(Screen[None]):
         self.refresh_bindings()
         tab = self.active_tab
         self._rebuild(tab)
-        self.schedule_details(immediate=True)
+        self.schedule_details()
         if tab in ("needs", "offers", "tools", "members", "sync"):
             self.table(tab).focus()
 

@@ -109,11 +109,13 @@ class RecordTable(ScrollView, can_focus=True):
                  id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.columns = list(columns)
-        self.empty_text = empty_text
+        self.empty_text = "loading…"
+        self._final_empty_text = empty_text
         self.rows: list[Row] = []
         self.shown: list[int] = []
         self.query_text = ""
         self._last_key: str | None = None
+        self._styles: dict[str, Style] = {}
 
     # --- data ------------------------------------------------------------
 
@@ -121,6 +123,7 @@ class RecordTable(ScrollView, can_focus=True):
         """Replace the data, keeping the cursor on the same record if it is still there."""
         key = self.cursor_key
         self.rows = rows
+        self.empty_text = self._final_empty_text
         self._apply(key)
 
     def set_filter(self, query: str) -> None:
@@ -231,18 +234,37 @@ class RecordTable(ScrollView, can_focus=True):
             parts.append(t)
         return " " + " ".join(parts)
 
+    def _style(self, name: str) -> Style:
+        """Component styles, cached: looking them up per line costs more than the line."""
+        key = f"{name}:{self.has_focus}"
+        style = self._styles.get(key)
+        if style is None:
+            style = self.rich_style if name == "base" else self.get_component_rich_style(f"record-table--{name}")
+            self._styles[key] = style
+        return style
+
+    def notify_style_update(self) -> None:
+        self._styles.clear()
+        super().notify_style_update()
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width or self.size.width
         widths = self._widths(width)
         if y == 0:
             text = self._line([c.label for c in self.columns], widths)
-            style = self.get_component_rich_style("record-table--header")
+            style = self._style("header")
             return Strip([Segment(set_cell_size(text, width), style)], width)
         pos = int(self.scroll_y) + y - 1
-        base = self.rich_style
+        base = self._style("base")
         if not self.shown:
             if y == 1:
-                style = self.get_component_rich_style("record-table--empty")
+                style = self._style("empty")
                 msg = self.empty_text if not self.query_text else f"nothing matches '{self.query_text}'"
                 return Strip([Segment(set_cell_size(" " + msg, width), style)], width)
             return Strip.blank(width, base)
@@ -251,8 +273,8 @@ class RecordTable(ScrollView, can_focus=True):
         row = self.rows[self.shown[pos]]
         style: Style = base
         if row.tone:
-            style = style + self.get_component_rich_style(f"record-table--{row.tone}")
+            style = style + self._style(row.tone)
         if pos == self.cursor:
-            style = style + self.get_component_rich_style("record-table--cursor")
+            style = style + self._style("cursor")
         text = self._line(row.cells, widths)
         return Strip([Segment(set_cell_size(text, width), style)], width)
