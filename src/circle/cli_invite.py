@@ -8,15 +8,12 @@ import sys
 import time
 
 import click
-import segno
 
 from circle import membership
 from circle.cli import Ctx, emit, json_option, pass_ctx
 from circle.errors import InviteError, UsageError
 from circle.home import Home
-from circle.invites import InviteHost, JoinedEvent, join
 from circle.net.invite import InviteCode
-from circle.node import parse_listen
 
 
 def local_addresses(port: int) -> list[str]:
@@ -29,6 +26,8 @@ def local_addresses(port: int) -> list[str]:
 def qr_text(code: str) -> str:
     """The code as a QR code drawn with Unicode half blocks."""
     import io
+
+    import segno
 
     out = io.StringIO()
     segno.make(code, error="l").terminal(out=out, compact=True)
@@ -47,9 +46,12 @@ def qr_text(code: str) -> str:
 def invite(ctx: Ctx, expires_min: float, listen: str, addresses: tuple[str, ...], relays: tuple[str, ...],
            no_qr: bool) -> None:
     """Show a one-time invite code (and QR code) and wait for the new member."""
+    from circle.invites import InviteHost, JoinedEvent
+    from circle.node import parse_listen
+
     svc = ctx.service()
 
-    async def run() -> JoinedEvent | None:
+    async def run() -> JoinedEvent | None:  # noqa: F821
         joined: asyncio.Future[JoinedEvent] = asyncio.get_running_loop().create_future()
         host = InviteHost(svc, on_joined=lambda e: joined.done() or joined.set_result(e))
         bound = await host.start(*parse_listen(listen))
@@ -109,6 +111,7 @@ def _relays(svc):  # type: ignore[no-untyped-def]
 @pass_ctx
 def join_command(ctx: Ctx, code: str, handle: str, zone: str, no_passphrase: bool, timeout: float) -> None:
     """Join a circle with an invite code from a member."""
+    from circle.invites import join
     parsed = InviteCode.parse(code)  # a mistyped code fails here, before any network traffic
     if parsed.expires_at <= time.time():
         raise InviteError("this invite has expired; ask for a new one")
