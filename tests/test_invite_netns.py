@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from clihelp import CLI
 from netns import Lan, lan
 
