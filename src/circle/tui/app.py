@@ -34,6 +34,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
+from circle.crdt.board import Board
 from circle.crdt.matching import needs_for, offers_for
 from circle.crdt.model import (
     DAY_MS,
@@ -200,7 +201,7 @@ class BoardScreen(Screen[None]):
     # --- helpers ---------------------------------------------------------------
 
     @property
-    def board(self) -> Any:
+    def board(self) -> Board:
         return self.service.board
 
     def now(self) -> Millis:
@@ -213,8 +214,9 @@ class BoardScreen(Screen[None]):
     def table(self, name: str) -> RecordTable:
         return self.query_one(f"#{name}-table", RecordTable)
 
-    def selected(self, name: str) -> str | None:
-        return self.table(name).cursor_key
+    def selected(self, name: str) -> RecordId | None:
+        key = self.table(name).cursor_key
+        return None if key is None else RecordId(key)
 
     def who(self, member: MemberId | None) -> str:
         if member is None:
@@ -368,7 +370,7 @@ class BoardScreen(Screen[None]):
             self.query_one("#tools-detail", Static).update(self._tool_detail(tool) if tool else Text(""))
         elif tab == "members":
             mid = self.selected("members")
-            member = view.members.get(mid) if mid else None
+            member = view.members.get(MemberId(mid)) if mid else None
             self.query_one("#members-detail", Static).update(self._member_detail(member) if member else Text(""))
 
     def _need_detail(self, n: Need) -> Text:
@@ -781,7 +783,7 @@ class BoardScreen(Screen[None]):
         if mid is None:
             self.app.notify("Select a member first", severity="warning")
             return
-        m = self.board.view().members.get(mid)
+        m = self.board.view().members.get(MemberId(mid))
         if m is None:
             return
         if m.id == self.service.me:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from circle.crdt.am import AmDoc
 from circle.crdt.board import Profile, now_ms
-from circle.crdt.model import Condition, Millis, NeedStatus, Urgency
+from circle.crdt.model import Condition, MemberId, Millis, NeedStatus, Urgency
 from circle.errors import CircleError
 from circle.home import Home
 from circle.service import CircleService
@@ -103,7 +103,7 @@ class Demo:
     members: list[CircleService]
     links: list[Link]
     rng: random.Random
-    names: dict[str, str] = field(default_factory=dict)
+    names: dict[MemberId, str] = field(default_factory=dict)
 
     def step_sync(self) -> int:
         return sum(sync_pair(link) for link in self.links)

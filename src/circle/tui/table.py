@@ -271,10 +271,10 @@ class RecordTable(ScrollView, can_focus=True):
         if pos >= len(self.shown):
             return Strip.blank(width, base)
         row = self.rows[self.shown[pos]]
-        style: Style = base
+        line_style: Style = base
         if row.tone:
-            style = style + self._style(row.tone)
+            line_style = line_style + self._style(row.tone)
         if pos == self.cursor:
-            style = style + self._style("cursor")
+            line_style = line_style + self._style("cursor")
         text = self._line(row.cells, widths)
-        return Strip([Segment(set_cell_size(text, width), style)], width)
+        return Strip([Segment(set_cell_size(text, width), line_style)], width)
