@@ -15,9 +15,9 @@ import click
 
 from circle.cli import Ctx, emit, handle_of, json_option, pass_ctx, table
 from circle.crdt.am import AmDoc
-from circle.errors import MalformedDocument
-from circle.net.bundle import open_bundle, write_bundle
-from circle.net.envelope import Kind
+from circle.errors import MalformedDocument, UnknownEpoch
+from circle.net.bundle import read_bundle, write_bundle
+from circle.net.envelope import Kind, OpenedEnvelope, open_envelope
 from circle.relays import STATE_KEY, seal_bundle_envelopes
 
 
@@ -96,37 +96,54 @@ def bundle_write(ctx: Ctx, file: Path) -> None:
 @json_option
 @pass_ctx
 def bundle_read(ctx: Ctx, file: Path) -> None:
-    """Merge a bundle into this circle. Any envelope that fails to open
-    (tampered, another circle, a removed member) refuses the whole file."""
+    """Merge a bundle into this circle. An envelope that fails to open
+    (tampered, another circle, a removed member) refuses the whole file.
+    Envelopes under an epoch this device does not hold yet are retried once
+    the others were merged (they may carry the grant of that epoch)."""
     svc = ctx.service()
-    contents = open_bundle(file, lambda n: svc.config.epoch_keys.get(n), svc.is_active_member, strict=True)
+    envs = read_bundle(file)
     before = svc.doc.heads()
     snapshots = changes = 0
-    # Check every snapshot belongs to this circle before merging anything.
-    docs: list[AmDoc] = []
-    for opened in contents.accepted:
-        if opened.kind is Kind.SNAPSHOT:
-            other = AmDoc.load(opened.payloads[0])
-            if other.root_scalars("meta").get("circle_id") != svc.config.circle_id:
-                raise MalformedDocument("that bundle holds another circle's document")
-            docs.append(other)
-    for other in docs:
-        svc.doc.merge(other)
-        snapshots += 1
-    for opened in contents.accepted:
-        if opened.kind is Kind.CHANGES:
-            svc.doc.apply_changes(list(opened.payloads))
-            changes += len(opened.payloads)
+    authors: set[str] = set()
+    todo = list(envs)
+    while todo:
+        accepted: list[OpenedEnvelope] = []
+        unknown: list[bytes] = []
+        for env in todo:
+            try:
+                accepted.append(open_envelope(env, lambda n: svc.config.epoch_keys.get(n), svc.is_active_member))
+            except UnknownEpoch:
+                unknown.append(env)
+        if not accepted:
+            if unknown and svc.doc.heads() == before:
+                open_envelope(unknown[0], lambda n: svc.config.epoch_keys.get(n), svc.is_active_member)  # raises
+            break
+        docs: list[AmDoc] = []
+        for opened in accepted:  # check every snapshot belongs to this circle before merging anything
+            if opened.kind is Kind.SNAPSHOT:
+                other = AmDoc.load(opened.payloads[0])
+                if other.root_scalars("meta").get("circle_id") != svc.config.circle_id:
+                    raise MalformedDocument("that bundle holds another circle's document")
+                docs.append(other)
+        h0 = svc.doc.heads()
+        for other in docs:
+            svc.doc.merge(other)
+            snapshots += 1
+        for opened in accepted:
+            authors.add(handle_of(svc, opened.author_id))
+            if opened.kind is Kind.CHANGES:
+                svc.doc.apply_changes(list(opened.payloads))
+                changes += len(opened.payloads)
+        if svc.doc.heads() != h0:
+            svc.remote_changed()  # reconcile: may adopt the key the `unknown` ones need
+        todo = unknown
     changed = svc.doc.heads() != before
-    if changed:
-        svc.remote_changed()
-    authors = sorted({handle_of(svc, o.author_id) for o in contents.accepted})
-    data = {"file": str(file), "envelopes": len(contents.accepted) + contents.duplicates,
-            "snapshots": snapshots, "changes": changes, "changed": changed, "authors": authors,
+    data = {"file": str(file), "envelopes": len(envs), "snapshots": snapshots, "changes": changes,
+            "changed": changed, "authors": sorted(authors), "skipped_unknown_epoch": len(todo),
             "new_changes": len(svc.doc.changes_since(before)) if changed else 0}
     emit(ctx, data, lambda: click.echo(
         f"Read {file}: {'merged new data' if changed else 'nothing new'} "
-        f"({snapshots} snapshot(s), {changes} change(s), from {', '.join(authors) or 'nobody'})."))
+        f"({snapshots} snapshot(s), {changes} change(s), from {', '.join(sorted(authors)) or 'nobody'})."))
 
 
 commands = [relays_command, bundle]

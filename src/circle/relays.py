@@ -135,6 +135,7 @@ class _State:
     snapshot_bytes: int = 0
     previous_epoch: int | None = None
     previous_since: float = 0.0
+    sealed_epoch: int | None = None  # the epoch this device last sealed under
 
 
 class RelaySync:
@@ -162,6 +163,9 @@ class RelaySync:
         self.previous: RelayPool | None = None
         self._previous_epoch: int | None = None
         prev = self._state.previous_epoch
+        if self._state.sealed_epoch is not None and self._state.sealed_epoch != self._epoch:
+            prev = self._state.sealed_epoch  # rotated while relays were not running
+            self._state.previous_since = time.time()
         if (prev is not None and prev != self._epoch and prev in svc.config.epoch_keys
                 and time.time() - self._state.previous_since < PREVIOUS_EPOCH_READ_S):
             self._previous_epoch = prev
@@ -199,6 +203,7 @@ class RelaySync:
                 snapshot_bytes=int(data.get("snapshot_bytes", 0)),
                 previous_epoch=None if data.get("previous_epoch") is None else int(data["previous_epoch"]),
                 previous_since=float(data.get("previous_since", 0.0)),
+                sealed_epoch=None if data.get("sealed_epoch") is None else int(data["sealed_epoch"]),
             )
         except (CircleError, ValueError, TypeError, AttributeError, KeyError):
             log.warning("relay state in circle.json is unreadable; starting afresh")
@@ -241,6 +246,7 @@ class RelaySync:
             "snapshot_bytes": st.snapshot_bytes,
             "previous_epoch": self._previous_epoch,
             "previous_since": st.previous_since,
+            "sealed_epoch": st.sealed_epoch,
         }
         sealed = self.svc.home.seal(json.dumps(data, sort_keys=True).encode())
         self.svc.config.settings[STATE_KEY] = base64.b64encode(sealed).decode()
@@ -396,10 +402,15 @@ class RelaySync:
         for url in sorted(self._reset_urls):
             self._on_reset(url)
         self._reset_urls.clear()
+        final: list[tuple[str, RelayPool]] = []
         if self.pending():
-            out = await self.pool.sync_once(timeout)
+            final.append(("current", self.pool))
+        if self.previous is not None and any(r.pending for r in self.previous.status()):
+            final.append(("previous", self.previous))  # the rotation itself, for stragglers
+        outs = await asyncio.gather(*(pool.sync_once(timeout) for _, pool in final))
+        for (which, _pool), out in zip(final, outs, strict=True):
             for url, err in out.items():
-                results[(url, "current")] = err
+                results[(url, which)] = err
         self._dirty = True
         self.save_state(force=True)
         return [RelayRoundResult(url, which, err) for (url, which), err in sorted(results.items())]
@@ -521,6 +532,7 @@ class RelaySync:
         todo = [c for c in diff if _h(c) not in self._skip]
         self._heads = heads
         self._dirty = True
+        todo = self._straggler_part(todo)
         if not todo:
             return
         if sum(len(c) for c in todo) > MAX_CHANGE_PUSH:
@@ -532,6 +544,28 @@ class RelaySync:
         self._state.log_bytes += sum(len(e) for e in envs)
         if self._snapshot_due():
             self.publish_snapshot()
+
+    def _straggler_part(self, todo: list[bytes]) -> list[bytes]:
+        """Pending changes from before a rotation this device has not sealed
+        under yet (it rotated, or learned of a rotation, while relays were not
+        running) go to the previous epoch's mailbox: members who have not
+        rotated yet read only that one and learn the new epoch from these.
+        Only changes up to the rotation go there — none causally after it.
+        Returns what is left to seal under the current epoch."""
+        old, cur = self._state.sealed_epoch, self.svc.config.epoch
+        self._state.sealed_epoch = cur
+        if (old is None or old == cur or old != self._previous_epoch or self.previous is None
+                or old not in self.svc.config.epoch_keys or not todo):
+            return todo
+        prefix = {_h(c) for c in history_until_epoch(self.svc.doc, cur)}
+        early = [c for c in todo if _h(c) in prefix]
+        if early:
+            envs = seal_changes(self.svc.home.identity, old, self.svc.config.epoch_keys[old], early)
+            for env in envs:
+                self.inbox.seen.add(envelope_id(env))
+            self.previous.push(envs)
+            self.stats.envelopes_sent += len(envs)
+        return [c for c in todo if _h(c) not in prefix]
 
     def _push(self, envs: list[bytes], url: str | None = None) -> None:
         for env in envs:
@@ -560,6 +594,8 @@ class RelaySync:
             self.stats.last_error = str(exc)
             return False
         self._push([env], url)
+        if self._state.sealed_epoch is None:
+            self._state.sealed_epoch = epoch
         self.stats.snapshots_sent += 1
         self._state.snapshot_bytes = len(saved)
         if url is None:
@@ -604,11 +640,41 @@ class RelaySync:
         return max((s.pending for s in self.pool.status()), default=0)
 
 
+def history_until_epoch(doc: AmDoc, epoch: int) -> list[bytes]:
+    """The change that recorded epoch `epoch` and all its ancestors, in
+    causal order (every change if none did). Nothing in it is after or
+    concurrent with that rotation, so it may be sealed under the epoch before
+    it: a member who has not rotated learns the new epoch from it, and the
+    member it removed learns only that it was removed."""
+    changes = doc.changes_since([])
+    probe = AmDoc.new()
+    for change in changes:
+        before = set(probe.heads())
+        probe.apply_changes([change])
+        for rec in probe.records("epochs").values():
+            if isinstance(rec, dict) and rec.get("number") == epoch:
+                rotation = [h for h in probe.heads() if h not in before]
+                later = {_h(c) for c in doc.changes_since(rotation)}
+                return [c for c in changes if _h(c) not in later]
+    return changes
+
+
 def seal_bundle_envelopes(svc: CircleService) -> list[bytes]:
-    """What `circle bundle write` carries: one snapshot envelope of the whole
-    document under the current epoch (it supersedes any change log)."""
+    """What `circle bundle write` carries: a snapshot envelope of the whole
+    document under the current epoch (it supersedes any change log), and, if
+    this device holds the epoch before it, the document *as of the rotation*
+    under that older key, so a member who has not rotated yet learns the new
+    epoch from the stick (nothing written after the rotation is in it)."""
     epoch = svc.config.epoch
-    return [seal_snapshot(svc.home.identity, epoch, svc.config.epoch_keys[epoch], svc.doc.save())]
+    ident = svc.home.identity
+    out = [seal_snapshot(ident, epoch, svc.config.epoch_keys[epoch], svc.doc.save())]
+    older = [n for n in svc.config.epoch_keys if n < epoch]
+    if older:
+        previous = max(older)
+        base = AmDoc.new()
+        base.apply_changes(history_until_epoch(svc.doc, epoch))
+        out.append(seal_snapshot(ident, previous, svc.config.epoch_keys[previous], base.save()))
+    return out
 
 
 def is_envelope(data: bytes) -> bool:

@@ -267,3 +267,26 @@ def _force_edit(svc: CircleService, title: str) -> bool:
     board._require_member = lambda: svc.me  # type: ignore[method-assign]
     board.add_need(title)
     return True
+
+
+async def test_straggler_learns_of_a_removal_made_while_relays_were_off(
+        tmp_path: Path, relay_factory: Callable[..., RelayProcess]) -> None:
+    relay = relay_factory()
+    homes = member_homes(tmp_path, ["sam", "alex", "cruz"])
+    for path in homes:
+        open_svc(path).board.add_relay(relay.url)
+    for path in homes:
+        await one_shot(path)
+    old_key = open_svc(homes[2]).config.epoch_key
+    sam = open_svc(homes[0])  # like `circle remove cruz` then `circle need add` with nothing running
+    membership.remove(sam, "cruz")
+    sam.board.add_need("after removal, made offline")
+    sam, rs_s = await one_shot(homes[0])
+    alex, _ = await one_shot(homes[1])  # reads only the old mailbox at first
+    assert alex.config.epoch == sam.config.epoch
+    assert "after removal, made offline" in titles(alex)
+    cruz, _ = await one_shot(homes[2])
+    assert "after removal, made offline" not in titles(cruz)
+    for env in await relay_envelopes(relay.url, RelayCredentials.for_epoch(old_key)):
+        for payload in open_envelope(env, dict(cruz.config.epoch_keys), lambda _k: True).payloads:
+            assert b"made offline" not in payload
