@@ -25,12 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from factories import member_homes  # noqa: E402
-
 from circle.home import Home  # noqa: E402
 from circle.net.relay_client import Backoff  # noqa: E402
 from circle.relays import RelaySync  # noqa: E402
 from circle.service import CircleService  # noqa: E402
+from factories import member_homes  # noqa: E402
 
 
 def start_relay(data: Path) -> tuple[subprocess.Popen[bytes], str]:
