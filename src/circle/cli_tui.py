@@ -17,17 +17,34 @@ def demo(seed: int, post_every: float) -> None:
     """
     from circle.tui.app import CircleApp
     from circle.tui.demo import build_demo
-    from circle.tui.sync_view import CallbackSync
+    from circle.tui.live import LoopbackDemo
 
     d = build_demo(seed=seed)
+    live = LoopbackDemo(d)  # the simulated members sync with you over real loopback TCP sessions
     try:
-        app = CircleApp(
-            d.founder, sync=CallbackSync(d.peers),
-            tickers=[(1.0, d.step_sync), (post_every, d.post_something)],
-        )
+        app = CircleApp(d.founder, sync=live.link, invites=live.link, on_service=live.attach,
+                        tickers=[(post_every, d.post_something)])
         app.run()
     finally:
         d.close()
 
 
-commands = [demo]
+@click.command("app")
+@click.option("--listen", default="0.0.0.0:0", show_default=True, help="Where to accept peers.")
+@click.option("--peer", "peers", multiple=True, metavar="HOST:PORT", help="A peer to keep syncing with.")
+@click.option("--no-discovery", is_flag=True, help="Do not use mDNS; only --peer addresses.")
+@click.option("--interface", "interfaces", multiple=True, metavar="IP", help="Run mDNS only on these addresses.")
+@click.option("--invite-address", "invite_addresses", multiple=True, metavar="HOST:PORT",
+              help="Address(es) to put in invite codes (default: this machine's LAN addresses).")
+@click.pass_context
+def app_command(ctx: click.Context, listen: str, peers: tuple[str, ...], no_discovery: bool,
+                interfaces: tuple[str, ...], invite_addresses: tuple[str, ...]) -> None:
+    """Open the terminal app (what `circle` alone does), with sync options."""
+    from circle.node import parse_listen
+    from circle.tui.launch import launch
+    from circle.tui.live import LiveOptions
+
+    launch(ctx.obj, LiveOptions(parse_listen(listen), peers, not no_discovery, interfaces, invite_addresses))
+
+
+commands = [demo, app_command]

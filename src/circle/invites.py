@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from circle import membership
@@ -59,6 +59,7 @@ class InviteHost:
     failures: list[str] = field(default_factory=list)
     bound: tuple[str, int] | None = None
     _server: asyncio.Server | None = None
+    _relay_tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
 
     async def start(self, host: str = "0.0.0.0", port: int = 0) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._serve, host, port)
@@ -68,6 +69,10 @@ class InviteHost:
 
     async def close(self) -> None:
         """Stop accepting; let a join in progress finish sending (bounded)."""
+        for tasks in self._relay_tasks.values():
+            for task in tasks:
+                task.cancel()
+        self._relay_tasks.clear()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -80,10 +85,18 @@ class InviteHost:
         if not 1 <= expires_minutes <= 7 * 24 * 60:
             raise UsageError("an invite must expire in between 1 minute and 7 days")
         if not addresses and not relays:
-            raise UsageError("an invite needs an address where the joiner can reach this device")
+            raise UsageError("an invite needs an address or a relay where the joiner can reach this device")
         code = InviteCode.new(self.svc.config.circle_id, self.svc.me, int(time.time() + expires_minutes * 60),
                               addresses, relays)
         self.pending[code.invite_id] = code
+        if relays:
+            from circle.invite_relay import serve_invite_on_relay
+
+            loop = asyncio.get_running_loop()
+            self._relay_tasks[code.invite_id] = [
+                loop.create_task(serve_invite_on_relay(url, self.svc.home.identity, code, self.process))
+                for url in relays
+            ]
         return code
 
     def _live_codes(self) -> list[InviteCode]:
@@ -110,28 +123,40 @@ class InviteHost:
 
     async def _drive(self, conn: InviterConnection, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
-        session_fpr = ""
-        joined: JoinedEvent | None = None
         while not conn.closed:
             data = await reader.read(65536)
             conn.receive_data(data)
-            while (event := conn.next_event()) is not None:
-                if isinstance(event, Connected):
-                    session_fpr = event.result.fingerprint
-                elif isinstance(event, JoinRequest):
-                    joined = self._answer(conn, event, session_fpr)
-                elif isinstance(event, JoinFailed):
-                    self.failures.append(str(event.error))
+            after = self.process(conn)
             out = conn.data_to_send()
             if out:
                 writer.write(out)
                 await writer.drain()
+            if after is not None:
+                after()  # only once the welcome has been handed to the transport
             if not data:
                 break
-        if joined is not None and self.on_joined is not None:
-            self.on_joined(joined)  # only once the welcome has been handed to the socket
 
-    def _answer(self, conn: InviterConnection, request: JoinRequest, session_fpr: str) -> JoinedEvent | None:
+    def process(self, conn: InviterConnection) -> Callable[[], None] | None:
+        """Handle a join connection's events (any transport). Returns what to
+        run after the answer has been sent, if someone joined."""
+        joined: JoinedEvent | None = None
+        while (event := conn.next_event()) is not None:
+            if isinstance(event, JoinRequest):
+                joined = self._answer(conn, event)
+            elif isinstance(event, JoinFailed):
+                self.failures.append(str(event.error))
+        if joined is None:
+            return None
+        done = joined
+        return lambda: self._joined(done)
+
+    def _joined(self, event: JoinedEvent) -> None:
+        for task in self._relay_tasks.pop(event.code.invite_id, []):
+            task.cancel()
+        if self.on_joined is not None:
+            self.on_joined(event)
+
+    def _answer(self, conn: InviterConnection, request: JoinRequest) -> JoinedEvent | None:
         code = conn.code
         if code.invite_id not in self.pending or code.expires_at <= time.time():
             conn.refuse("this invite was already used or has expired")
@@ -159,7 +184,8 @@ class InviteHost:
         newest = sorted(svc.config.epoch_keys)[-KEYS_FOR_JOINER:]
         conn.accept(JoinAccepted(svc.config.circle_id, svc.config.name, epoch.number,
                                  {n: svc.config.epoch_keys[n] for n in newest}, svc.doc.save()))
-        return JoinedEvent(member_id, request.handle, session_fpr, code)
+        fpr = conn.result.fingerprint if conn.result is not None else ""
+        return JoinedEvent(member_id, request.handle, fpr, code)
 
 
 @dataclass
@@ -171,13 +197,13 @@ class JoinResult:
 
 async def join(home: Home, code: InviteCode, handle: str, zone: str = "",
                timeout: float = JOIN_TIMEOUT_S) -> JoinResult:
-    """Reach the inviter at one of the code's addresses and join the circle."""
+    """Reach the inviter (LAN addresses first, then relays) and join the circle."""
     if code.expires_at <= time.time():
         raise InviteError("this invite has expired; ask for a new one")
     if code.circle_id in home.circle_ids():
         raise StoreError("this device is already in that circle")
-    if not code.addresses:
-        raise InviteError("this invite lists no address to reach the inviter")
+    if not code.addresses and not code.relays:
+        raise InviteError("this invite lists no way to reach the inviter")
     errors: list[str] = []
     for address in code.addresses:
         try:
@@ -190,26 +216,47 @@ async def join(home: Home, code: InviteCode, handle: str, zone: str = "",
         except (TimeoutError, OSError) as exc:
             errors.append(f"{address}: {exc or 'timed out'}")
             continue
+
+        async def send_tcp(data: bytes, writer: asyncio.StreamWriter = writer) -> None:
+            writer.write(data)
+            await writer.drain()
+
+        async def receive_tcp(reader: asyncio.StreamReader = reader) -> bytes:
+            return await reader.read(1 << 20)
+
         try:
-            return await asyncio.wait_for(_join_over(home, code, handle, zone, reader, writer), timeout)
+            return await asyncio.wait_for(_join_over(home, code, handle, zone, send_tcp, receive_tcp), timeout)
         except TimeoutError:
             errors.append(f"{address}: the inviter did not answer in time")
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+    for url in code.relays:
+        from circle.invite_relay import RelayJoinerPipe
+
+        try:
+            pipe = await RelayJoinerPipe.open(url, home.identity, code)
+        except CircleError as exc:
+            errors.append(f"{url}: {exc}")
+            continue
+        try:
+            return await asyncio.wait_for(_join_over(home, code, handle, zone, pipe.send, pipe.receive), timeout)
+        except TimeoutError:
+            errors.append(f"{url}: the inviter did not answer through the relay in time")
+        finally:
+            await pipe.close()
     raise PeerUnavailable("could not reach the inviter (" + "; ".join(errors) + "); is `circle invite` still running?")
 
 
 async def _join_over(home: Home, code: InviteCode, handle: str, zone: str,
-                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> JoinResult:
+                     send: Callable[[bytes], Awaitable[None]], receive: Callable[[], Awaitable[bytes]]) -> JoinResult:
     conn = JoinerConnection(home.identity, code, handle, zone)
     fpr = ""
     while True:
         out = conn.data_to_send()
         if out:
-            writer.write(out)
-            await writer.drain()
+            await send(out)
         event: JoinEvent | None
         while (event := conn.next_event()) is not None:
             if isinstance(event, Connected):
@@ -220,8 +267,7 @@ async def _join_over(home: Home, code: InviteCode, handle: str, zone: str,
                 raise InviteError(f"the inviter refused: {event.reason}")
             elif isinstance(event, JoinFailed):
                 raise event.error
-        data = await reader.read(1 << 20)
-        conn.receive_data(data)
+        conn.receive_data(await receive())
 
 
 def _install(home: Home, accepted: JoinAccepted) -> CircleService:

@@ -1,0 +1,144 @@
+"""Real sync, invites and joining for the app (the TUI's Protocols, implemented).
+
+Everything here runs on the app's asyncio loop, which owns the document:
+`LiveSync` (TCP sessions, mDNS, relays) and the `InviteHost` are started as
+tasks on that loop once the board is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from circle.errors import CircleError
+from circle.home import Home
+from circle.invites import InviteHost, join
+from circle.net.invite import InviteCode
+from circle.node import LiveSync, PeerStatus
+from circle.service import CircleService
+from circle.tui.providers import InviteInfo
+from circle.tui.sync_view import PathKind, PeerInfo
+
+INVITE_MINUTES = 30
+
+
+def _ms(seconds: float | None) -> int | None:
+    return int(seconds * 1000) if seconds is not None else None
+
+
+def peer_info(p: PeerStatus, loopback: bool = False) -> PeerInfo:
+    path: PathKind = "loopback" if loopback else ("lan" if p.path == "lan" else "manual")
+    progress = None
+    if p.progress is not None and p.progress[1] > 0:
+        progress = min(1.0, p.progress[0] / p.progress[1])
+    return PeerInfo(
+        name=p.handle or p.member_id or p.key, path=path, address=p.key, last_seen=_ms(p.last_seen),
+        in_sync=p.in_sync and p.has_all_ours if p.connected else None, progress=progress,
+        error=p.error, online=p.connected, last_synced=_ms(p.last_seen) if p.in_sync else None,
+    )
+
+
+@dataclass
+class LiveOptions:
+    listen: tuple[str, int] = ("0.0.0.0", 0)
+    peers: tuple[str, ...] = ()
+    discovery: bool = True
+    interfaces: tuple[str, ...] = ()
+    invite_addresses: tuple[str, ...] = ()
+
+
+@dataclass
+class LiveLink:
+    """The app's live sync: a source for the Sync tab and an invite provider."""
+
+    options: LiveOptions = field(default_factory=LiveOptions)
+    live: LiveSync | None = None
+    host: InviteHost | None = None
+    error: str | None = None
+    loopback: bool = False
+    _task: asyncio.Task[None] | None = None
+
+    def attach(self, svc: CircleService) -> None:
+        """Called by the app when the board opens (on the loop)."""
+        self.live = LiveSync(svc, listen=self.options.listen, manual_peers=self.options.peers,
+                             discovery=self.options.discovery, interfaces=list(self.options.interfaces) or None)
+        self.host = InviteHost(svc)
+        self._task = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        assert self.live is not None and self.host is not None
+        try:
+            await self.live.start()
+            await self.host.start(self.options.listen[0], 0)
+        except (CircleError, OSError, RuntimeError) as exc:
+            self.error = f"live sync could not start: {exc}"
+
+    async def close(self) -> None:
+        if self.host is not None:
+            await self.host.close()
+        if self.live is not None:
+            with contextlib.suppress(Exception):
+                await self.live.close()
+
+    # --- SyncStatusSource ------------------------------------------------------
+
+    def peers(self) -> list[PeerInfo]:
+        if self.live is None:
+            return []
+        rows = [peer_info(p, self.loopback) for p in self.live.peers.values()]
+        relays = getattr(self.live, "relay_peers", None)
+        if callable(relays):
+            rows.extend(relays())
+        if self.error:
+            rows.append(PeerInfo(name="live sync", path="manual", address="-", error=self.error))
+        return rows
+
+    # --- InviteProvider ----------------------------------------------------------
+
+    def create_invite(self) -> InviteInfo:
+        if self.host is None or self.host.bound is None:
+            raise CircleError(self.error or "live sync is still starting; try again in a moment")
+        from circle.cli_invite import local_addresses
+
+        host, port = self.host.bound
+        addresses = self.options.invite_addresses or (
+            tuple(local_addresses(port)) if host == "0.0.0.0" else (f"{host}:{port}",))
+        svc = self.host.svc
+        relays = tuple(r.url for r in svc.board.relays()) if hasattr(svc.board, "relays") else ()
+        code = self.host.create(INVITE_MINUTES, addresses, relays)
+        return InviteInfo(code.encode(), code.fingerprint, code.expires_at * 1000)
+
+
+class LiveJoin:
+    """JoinProvider: join with a code typed on the welcome screen."""
+
+    async def join(self, home: Home, code: str, handle: str, zone: str) -> CircleService:
+        result = await join(home, InviteCode.parse(code), handle, zone)
+        return result.service
+
+
+class LoopbackDemo:
+    """`circle demo`: the two simulated members dial you over loopback TCP and
+    stay connected; their posts reach you through real encrypted sessions."""
+
+    def __init__(self, demo: object) -> None:
+        self.demo = demo
+        self.link = LiveLink(LiveOptions(listen=("127.0.0.1", 0), discovery=False,
+                                         invite_addresses=()), loopback=True)
+        self.members: list[LiveSync] = []
+
+    def attach(self, svc: CircleService) -> None:
+        self.link.attach(svc)
+        asyncio.get_running_loop().create_task(self._dial())
+
+    async def _dial(self) -> None:
+        assert self.link._task is not None
+        await self.link._task
+        live = self.link.live
+        if live is None or live.bound is None:
+            return
+        for member in getattr(self.demo, "members", []):
+            peer = LiveSync(member, listen=None, discovery=False, manual_peers=[f"127.0.0.1:{live.bound[1]}"])
+            await peer.start()
+            self.members.append(peer)
