@@ -1,0 +1,51 @@
+"""Issue 4 through a relay: the joiner cannot reach the inviter directly, so
+the join protocol travels as envelopes through a real relay process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from circle.errors import InviteError, PeerUnavailable
+from circle.home import Home
+from circle.invites import InviteHost, JoinedEvent, join
+from circle.service import CircleService
+
+
+async def test_join_through_a_relay_and_relay_sees_only_ciphertext(relay_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    relay = relay_factory()
+    founder = CircleService.create(Home.create(tmp_path / "ana", None), "Secret Tenants Union", "anahandle")
+    founder.board.add_need("Lawyer for the eviction hearing")
+    joined: list[JoinedEvent] = []
+    host = InviteHost(founder, on_joined=joined.append)  # no TCP listener at all: relay only
+    code = host.create(10, addresses=(), relays=(relay.url,))
+    await asyncio.sleep(0.3)  # the host subscribes to the invite mailbox
+    try:
+        result = await asyncio.wait_for(join(Home.create(tmp_path / "bo", None), code, "bo-handle"), 30)
+        for _ in range(50):
+            if joined:
+                break
+            await asyncio.sleep(0.05)
+        bo = result.service
+        assert [e.handle for e in joined] == ["bo-handle"]
+        assert joined[0].session_fingerprint == result.session_fingerprint
+        assert {m.handle for m in bo.board.members()} == {"anahandle", "bo-handle"}
+        assert [n.title for n in bo.board.needs()] == ["Lawyer for the eviction hearing"]
+
+        # The code is spent: a second joiner through the same relay is refused.
+        with_same = join(Home.create(tmp_path / "eve", None), code, "eve")
+        try:
+            await asyncio.wait_for(with_same, 8)
+            raise AssertionError("a used code was accepted")
+        except (InviteError, PeerUnavailable, TimeoutError):
+            pass
+    finally:
+        await host.close()
+    relay.stop()
+    stored = b"".join(p.read_bytes() for p in Path(relay.data).rglob("*") if p.is_file())
+    stored += relay.log.read_bytes()
+    for secret in (b"Secret Tenants Union", b"Lawyer for the eviction", b"bo-handle", b"anahandle",
+                   founder.me.encode(), code.secret, code.key):
+        assert secret not in stored
+    assert stored  # the relay did store something (the join went through it)
+
