@@ -355,6 +355,23 @@ class Capture:
                 out.append(udp[8:length])
         return out
 
+    def tcp_payloads(self, port: int) -> list[bytes]:
+        """Non-empty payloads of IPv4 TCP segments from or to ``port``."""
+        out = []
+        for link, frame in self.frames():
+            ip = frame[link:]
+            if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 6:
+                continue
+            total = int.from_bytes(ip[2:4], "big")
+            tcp = ip[(ip[0] & 0x0F) * 4 : total]
+            if len(tcp) < 20:
+                continue
+            sport, dport = (int.from_bytes(tcp[i : i + 2], "big") for i in (0, 2))
+            payload = tcp[(tcp[12] >> 4) * 4 :]
+            if port in (sport, dport) and payload:
+                out.append(payload)
+        return out
+
 
 _LINK_HEADER = {1: 14, 113: 16, 276: 20}  # Ethernet, Linux SLL, Linux SLL2
 
