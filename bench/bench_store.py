@@ -4,7 +4,8 @@ For each size, in a fresh subprocess (so peak RSS is per size):
 - build a circle with N needs in memory, write it as a store, compact;
 - load time (CircleService.open: snapshot + log, decrypt-free);
 - one `need add` including its durable (fsync'd) append: median of 30;
-- `need list` time: first (cold view) and warm;
+- `need list` time: first (cold view), warm (same heads), and right after
+  one more edit (the view re-reads only the changed record);
 - store size on disk after compaction vs automerge's own save() size;
 - peak RSS of the process.
 
@@ -62,11 +63,16 @@ def one_size(n: int) -> dict[str, float]:
     t0 = time.perf_counter()
     svc2.board.needs("active")
     list_warm_s = time.perf_counter() - t0
+    svc2.board.add_need("One more", category="food")
+    t0 = time.perf_counter()
+    svc2.board.needs("active")
+    list_after_edit_s = time.perf_counter() - t0
     assert len(listed) == n + 30
     return {
         "records": n, "build_s": build_s, "load_ms": load_s * 1000,
         "add_median_ms": statistics.median(adds) * 1000, "add_p90_ms": sorted(adds)[26] * 1000,
         "list_cold_ms": list_cold_s * 1000, "list_warm_ms": list_warm_s * 1000,
+        "list_after_edit_ms": list_after_edit_s * 1000,
         "store_bytes": store_size, "save_bytes": save_size, "store_over_save": store_size / save_size,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -84,7 +90,7 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",")):
         out = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout))
-    cols = ["records", "load_ms", "add_median_ms", "add_p90_ms", "list_cold_ms", "list_warm_ms",
+    cols = ["records", "load_ms", "add_median_ms", "add_p90_ms", "list_cold_ms", "list_warm_ms", "list_after_edit_ms",
             "store_bytes", "save_bytes", "store_over_save", "peak_rss_mb", "build_s"]
     print(" | ".join(cols))
     for r in rows:

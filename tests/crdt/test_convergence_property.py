@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from circle.crdt.board import Board
 from circle.crdt.transfer import export_json
+from circle.crdt.views import build_view
 from circle.errors import CircleError
 from factories import Clock, add_member, make_board, replica
 
@@ -54,6 +55,15 @@ def _apply(board: Board, op: str, rng: random.Random) -> None:
         pass  # refused in this replica's state: fine, that is part of the game
 
 
+def _assert_incremental_view_is_exact(board: Board) -> None:
+    """The view updated record by record equals one built from scratch."""
+    incremental = board.view()
+    fresh = build_view(board.doc, incremental.now)
+    for name in ("members", "needs", "offers", "tools", "loans", "holds", "epochs"):
+        assert getattr(incremental, name) == getattr(fresh, name), name
+    assert sorted(map(str, incremental.malformed)) == sorted(map(str, fresh.malformed))
+
+
 def _state(board: Board) -> dict[str, object]:
     board.invalidate()
     data = export_json(board)
@@ -90,6 +100,7 @@ def test_random_ops_and_random_exchange_converge(seed: int, steps: int) -> None:
         shuffled = everything * 2
         rng.shuffle(shuffled)
         r.doc.apply_changes(shuffled)
+        _assert_incremental_view_is_exact(replicas[i])
     heads = {tuple(sorted(r.doc.heads())) for r in replicas}
     assert len(heads) == 1
     states = [_state(r) for r in replicas]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+import re
 from typing import Final, TypeAlias
 
 import automerge.core as am
@@ -52,6 +53,16 @@ Record = dict[str, Field]
 SyncState = am.SyncState
 
 _SYNC_MESSAGE_TYPE = 0x42
+# The binding exposes patches only through their Debug text. We read one fact
+# from it: which record of which collection a patch touches. Anything that
+# does not match exactly (root changes, odd ids) means "unknown": the caller
+# then re-reads everything, so a parsing miss costs time, never correctness.
+_ID = r"Id\(\d+, ActorID\(\"[0-9a-f]+\"\), \d+\)"
+_PATCH = re.compile(
+    r'^Patch \{ obj: ' + _ID + r', path: \[\(Root, Map\("([a-z]+)"\)\)'
+    r'(?:, \(' + _ID + r', Map\("([A-Za-z0-9_-]+)"\)\)|\], action: \w+ \{ key: "([A-Za-z0-9_-]+)")'
+)
+MAX_PATCHES = 5000
 
 
 def _fatal(exc: BaseException) -> bool:
@@ -272,6 +283,25 @@ class AmDoc:
             self._doc.set_actor(actor)
         else:
             self.merge(other)
+
+    def changed_records(self, before: list[bytes], after: list[bytes]) -> dict[str, set[str]] | None:
+        """Which records each collection changed between two sets of heads;
+        None when that cannot be told cheaply (then re-read everything)."""
+        try:
+            patches = self._doc.diff(before, after)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return None
+        if len(patches) > MAX_PATCHES:
+            return None
+        changed: dict[str, set[str]] = {}
+        for patch in patches:
+            m = _PATCH.match(repr(patch))
+            if m is None:
+                return None
+            changed.setdefault(m.group(1), set()).add(m.group(2) or m.group(3))
+        return changed
 
     # --- sync protocol --------------------------------------------------
 

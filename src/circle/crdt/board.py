@@ -164,12 +164,18 @@ class Board:
         now = self.clock()
         key = (tuple(self.doc.heads()), now // 60_000)
         if self._view is None or self._view_key != key:
-            self._view = build_view(self.doc, now)
+            previous, changed = None, None
+            if self._view is not None and self._view_key is not None and self._view_key[1] == key[1]:
+                # Same minute, new heads: re-read only the records that changed.
+                changed = self.doc.changed_records(list(self._view_key[0]), list(key[0]))
+                previous = self._view if changed is not None else None
+            self._view = build_view(self.doc, now, previous, changed)
             self._view_key = key
         return self._view
 
     def invalidate(self) -> None:
-        self._view = None
+        """Nothing to drop: views are keyed by the document's heads, and a new
+        view re-reads only what changed since the last one."""
 
     def members(self) -> list[Member]:
         return sorted(self.view().members.values(), key=lambda m: (m.removed_at is not None, m.handle))
@@ -265,7 +271,6 @@ class Board:
         return self.me
 
     def _commit(self) -> None:
-        self._view = None
         if self.on_commit is not None:
             self.on_commit()
 

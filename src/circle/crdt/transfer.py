@@ -67,7 +67,8 @@ def export_json(board: Board) -> dict[str, Any]:
         "format": FORMAT, "version": VERSION,
         "circle": {"id": meta.get("circle_id"), "name": meta.get("name")},
         "exported_at": board.clock(),
-        **{name: [record_dict(r) for r in getattr(view, name).values()] for name in COLLECTIONS},
+        # Sorted by id: a stable file whatever order the view holds records in.
+        **{name: [record_dict(r) for _, r in sorted(getattr(view, name).items())] for name in COLLECTIONS},
         "malformed": [asdict(m) for m in view.malformed],
     }
 

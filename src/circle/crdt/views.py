@@ -211,24 +211,56 @@ class BoardView:
     Each collection is parsed on first use only: `circle need list` on a
     10k-record board never pays for tools, loans and holds."""
 
-    def __init__(self, doc: AmDoc, now: Millis) -> None:
+    def __init__(self, doc: AmDoc, now: Millis, previous: BoardView | None = None,
+                 changed: dict[str, set[str]] | None = None) -> None:
+        """With `previous` and `changed`, collections the previous view had
+        parsed are carried over and only the changed records are re-read:
+        one edit on a 10k-record board costs a few records, not 10k."""
         self._doc = doc
         self.now = now
         self._malformed: dict[str, list[Malformed]] = {}
+        self._previous = previous
+        self._changed = changed
 
     def _parse(self, collection: str, parse: Callable[[str, Record], T]) -> dict[Any, T]:
+        previous, changed = self._previous, self._changed
+        if previous is not None and changed is not None and collection in previous._malformed:
+            parsed = previous.__dict__.get(_ATTRS.get(collection, collection))
+            if isinstance(parsed, dict):
+                return self._update(collection, parse, parsed, previous._malformed[collection],
+                                    changed.get(collection, set()))
         out: dict[Any, T] = {}
         bad: list[Malformed] = []
         for rid, rec in self._doc.records(collection).items():
-            if rec is MALFORMED or not isinstance(rec, dict):
-                bad.append(Malformed(collection, rid, "not a record"))
-                continue
-            try:
-                out[rid] = parse(rid, rec)
-            except (_Bad, ValueError, TypeError) as exc:
-                bad.append(Malformed(collection, rid, str(exc)))
+            self._parse_one(collection, parse, rid, rec, out, bad)
         self._malformed[collection] = bad
         return out
+
+    def _update(self, collection: str, parse: Callable[[str, Record], T], parsed: dict[Any, T],
+                bad_before: list[Malformed], ids: set[str]) -> dict[Any, T]:
+        out = dict(parsed)
+        bad = [m for m in bad_before if m.id not in ids]
+        for rid in ids:
+            out.pop(rid, None)
+            rec = self._doc.record(collection, rid)
+            if rec is None:
+                if rid in self._doc.record_ids(collection):
+                    bad.append(Malformed(collection, rid, "not a record"))
+                continue
+            self._parse_one(collection, parse, rid, rec, out, bad)
+        self._malformed[collection] = bad
+        return out
+
+    @staticmethod
+    def _parse_one(collection: str, parse: Callable[[str, Record], T], rid: str, rec: Record | object,
+                   out: dict[Any, T], bad: list[Malformed]) -> None:
+        if rec is MALFORMED or not isinstance(rec, dict):
+            bad.append(Malformed(collection, rid, "not a record"))
+            return
+        try:
+            out[rid] = parse(rid, rec)
+        except (_Bad, ValueError, TypeError) as exc:
+            bad.append(Malformed(collection, rid, str(exc)))
 
     @cached_property
     def members(self) -> dict[MemberId, Member]:
@@ -252,6 +284,8 @@ class BoardView:
 
     @cached_property
     def tools(self) -> dict[RecordId, Tool]:
+        if self._changed is not None and ({"loans", "holds"} & set(self._changed)):
+            self._previous = None  # a tool's availability depends on every loan and hold of it
         active_loans: dict[RecordId, list[Loan]] = defaultdict(list)
         for loan in self.loans.values():
             if loan.status == LoanStatus.OUT:
@@ -297,5 +331,10 @@ class BoardView:
         return [m for bad in self._malformed.values() for m in bad]
 
 
-def build_view(doc: AmDoc, now: Millis) -> BoardView:
-    return BoardView(doc, now)
+# Collections whose cached attribute has another name than the collection.
+_ATTRS = {"holds": "_raw_holds"}
+
+
+def build_view(doc: AmDoc, now: Millis, previous: BoardView | None = None,
+               changed: dict[str, set[str]] | None = None) -> BoardView:
+    return BoardView(doc, now, previous, changed)
