@@ -29,6 +29,7 @@ from circle.service import CircleService
 
 REFRESH_S = 0.25
 PERSIST_PEERS_S = 5.0
+LAN_MAX_BACKOFF_S = 10.0
 
 
 @dataclass
@@ -172,7 +173,10 @@ class LiveSync:
             return  # ourselves
         self.peers.setdefault(key, PeerStatus(host, port, path))
         if key not in self._dialers or self._dialers[key].done():
-            self._dialers[key] = asyncio.get_running_loop().create_task(self.node.keep_connected(host, port))
+            # A peer on the LAN is cheap to retry: redial at least every 10 s,
+            # so a laptop that comes back after a cut is reached quickly.
+            self._dialers[key] = asyncio.get_running_loop().create_task(
+                self.node.keep_connected(host, port, max_backoff=LAN_MAX_BACKOFF_S))
 
     def _on_discovery(self, event: Any) -> None:
         if isinstance(event, PeerFound):

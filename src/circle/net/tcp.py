@@ -305,7 +305,12 @@ class SyncNode:
     async def keep_connected(
         self, host: str, port: int, *, min_backoff: float = 1.0, max_backoff: float = 60.0
     ) -> None:
-        """Keep one session to host:port alive, redialling with backoff. Cancel to stop."""
+        """Keep one session to host:port alive, redialling with backoff. Cancel to stop.
+
+        Each wait is at most `max_backoff` (jitter included), so a peer that
+        comes back is redialled within that time. If our session lost to a
+        duplicate (the peer dialled us too), wait for the winning session to
+        end instead of redialling into another duplicate."""
         backoff = min_backoff
         epoch: int | None = None
         tried: set[int] = set()
@@ -318,13 +323,26 @@ class SyncNode:
                 if epoch is not None:
                     continue  # an immediate retry with another key, no backoff
                 tried.clear()
+                winner = self._live_session_with(session.peer_verify_key)
+                if winner is not None:
+                    await winner.wait_closed()
+                    backoff = min_backoff
+                    continue
             except PeerUnavailable:
                 epoch = None
                 tried.clear()
             if time.monotonic() - started > 2 * max_backoff:
                 backoff = min_backoff
-            await asyncio.sleep(backoff * (0.5 + random.random()))
+            await asyncio.sleep(min(max_backoff, backoff * (0.5 + random.random())))
             backoff = min(max_backoff, backoff * 2)
+
+    def _live_session_with(self, verify_key: bytes | None) -> PeerSession | None:
+        if verify_key is None:
+            return None
+        for s in self.sessions:
+            if s.peer_verify_key == verify_key and not s.closed:
+                return s
+        return None
 
     def local_change(self) -> None:
         """Call (on the loop) after editing the document: pushes to every live peer."""
