@@ -639,8 +639,12 @@ def status(ctx: Ctx) -> None:
             click.echo(f"Unreadable record {bad['collection']}/{bad['id']}: {bad['reason']}")
         click.echo(f"Storage: {st['protection']} ({st['path']})")
         for peer in data.get("peers", []):
-            click.echo(f"Peer {peer.get('address')}: last seen {peer.get('last_seen')}, "
-                       f"{'has all our changes' if peer.get('in_sync') else 'behind'}")
+            seen = peer.get("last_seen")
+            when = ago(int(seen * 1000)) if isinstance(seen, int | float) else "never"
+            who = peer.get("handle") or peer.get("member_id") or "?"
+            state = "has all our changes" if peer.get("has_all_ours") else "may be missing some of our changes"
+            click.echo(f"Peer {who} at {peer.get('address')} ({peer.get('path')}): last seen {when}, {state}"
+                       + (f"; last error: {peer['error']}" if peer.get("error") else ""))
     emit(ctx, data, human)
 
 
