@@ -275,9 +275,10 @@ class LiveSync:
             return
         self._last_persist = now
         known = dict(self.svc.config.settings.get("peers", {}))
-        for key, status in self.peers.items():
-            if status.last_seen is not None:
-                known[key] = {k: v for k, v in asdict(status).items() if k not in ("progress",)}
+        for status in self.peers.values():
+            if status.last_seen is not None and status.member_id is not None:
+                # One entry per member (incoming sessions come from a new port each time).
+                known[status.member_id] = {k: v for k, v in asdict(status).items() if k != "progress"}
         self.svc.config.settings["peers"] = dict(sorted(known.items(), key=lambda kv: -(kv[1].get("last_seen") or 0))[:50])
         with contextlib.suppress(CircleError):
             self.svc.config.save(self.svc.home)

@@ -249,7 +249,8 @@ class CircleService:
             ],
             "malformed": [{"collection": m.collection, "id": m.id, "reason": m.reason} for m in view.malformed],
             "peers": [
-                {"address": key, **info} for key, info in self.config.settings.get("peers", {}).items()
+                {**info, "address": f"{info.get('address')}:{info.get('port')}"}
+                for info in self.config.settings.get("peers", {}).values() if isinstance(info, dict)
             ],
             "storage": {
                 "path": str(self.store.path),
