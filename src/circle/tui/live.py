@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from circle.errors import CircleError
 from circle.home import Home
 from circle.invites import InviteHost, join
 from circle.net.invite import InviteCode
 from circle.node import LiveSync, PeerStatus
+from circle.relays import RelayRow
 from circle.service import CircleService
 from circle.tui.providers import InviteInfo
 from circle.tui.sync_view import PathKind, PeerInfo
@@ -36,6 +38,17 @@ def peer_info(p: PeerStatus, loopback: bool = False) -> PeerInfo:
         name=p.handle or p.member_id or p.key, path=path, address=p.key, last_seen=_ms(p.last_seen),
         in_sync=p.in_sync and p.has_all_ours if p.connected else None, progress=progress,
         error=p.error, online=p.connected, last_synced=_ms(p.last_seen) if p.in_sync else None,
+    )
+
+
+def relay_info(row: RelayRow) -> PeerInfo:
+    host = urlsplit(row.url).hostname or row.url
+    name = host if row.epoch == "current" else f"{host} (previous key)"
+    return PeerInfo(
+        name=name, path="relay", address=row.url, last_seen=_ms(row.last_seen),
+        in_sync=(row.caught_up and row.pending == 0) if row.connected else None,
+        error=row.error, online=row.connected,
+        last_synced=_ms(row.last_seen) if row.caught_up else None,
     )
 
 
@@ -87,9 +100,8 @@ class LiveLink:
         if self.live is None:
             return []
         rows = [peer_info(p, self.loopback) for p in self.live.peers.values()]
-        relays = getattr(self.live, "relay_peers", None)
-        if callable(relays):
-            rows.extend(relays())
+        if self.live.relays is not None:
+            rows.extend(relay_info(r) for r in self.live.relays.status())
         if self.error:
             rows.append(PeerInfo(name="live sync", path="manual", address="-", error=self.error))
         return rows
