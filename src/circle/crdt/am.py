@@ -21,9 +21,9 @@ Traps in automerge 1.0.0rc1 this module exists to contain:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-import re
 from typing import Final, TypeAlias
 
 import automerge.core as am
