@@ -274,25 +274,24 @@ def need_edit(ctx: Ctx, need_id: str, title: str | None, details: str | None, ca
     emit(ctx, record_dict(n), lambda: click.echo(f"Updated need {n.id}"))
 
 
-def _need_action(name: str, method: str, verb: str) -> None:
-    @need.command(name)
-    @click.argument("need_id")
+def _status_action(group: click.Group, kind: str, name: str, method: str, verb: str) -> None:
+    """`circle need claim ID`, `circle offer pause ID`, ...: one board method each."""
+
+    @group.command(name, help=f"Mark a {kind} as {verb}.")
+    @click.argument("record_id")
     @json_option
     @pass_ctx
-    def command(ctx: Ctx, need_id: str) -> None:
+    def command(ctx: Ctx, record_id: str) -> None:
         svc = ctx.service()
-        rid = getattr(svc.board, method)(need_id)
-        n = svc.board.need(rid)
-        emit(ctx, record_dict(n), lambda: click.echo(f"Need {n.id} {verb}; now {n.status.value}."))
+        rid = getattr(svc.board, method)(record_id)
+        rec = getattr(svc.board, kind)(rid)
+        emit(ctx, record_dict(rec),
+             lambda: click.echo(f"{kind.capitalize()} {rec.id} {verb}; now {rec.status.value}."))
 
-    command.__doc__ = f"Mark a need as {verb}."
 
-
-_need_action("claim", "claim_need", "claimed by you")
-_need_action("unclaim", "unclaim_need", "no longer claimed by you")
-_need_action("met", "met_need", "met")
-_need_action("withdraw", "withdraw_need", "withdrawn")
-_need_action("reopen", "reopen_need", "reopened")
+for _name, _verb in (("claim", "claimed by you"), ("unclaim", "no longer claimed by you"), ("met", "met"),
+                     ("withdraw", "withdrawn"), ("reopen", "reopened")):
+    _status_action(need, "need", _name, f"{_name}_need", _verb)
 
 
 # --- offers -------------------------------------------------------------------------
@@ -372,23 +371,8 @@ def offer_edit(ctx: Ctx, offer_id: str, title: str | None, details: str | None, 
     emit(ctx, record_dict(o), lambda: click.echo(f"Updated offer {o.id}"))
 
 
-def _offer_action(name: str, method: str, verb: str) -> None:
-    @offer.command(name)
-    @click.argument("offer_id")
-    @json_option
-    @pass_ctx
-    def command(ctx: Ctx, offer_id: str) -> None:
-        svc = ctx.service()
-        rid = getattr(svc.board, method)(offer_id)
-        o = svc.board.offer(rid)
-        emit(ctx, record_dict(o), lambda: click.echo(f"Offer {o.id} {verb}."))
-
-    command.__doc__ = f"Mark your offer as {verb}."
-
-
-_offer_action("pause", "pause_offer", "paused")
-_offer_action("resume", "resume_offer", "resumed")
-_offer_action("close", "close_offer", "closed")
+for _name, _verb in (("pause", "paused"), ("resume", "resumed"), ("close", "closed")):
+    _status_action(offer, "offer", _name, f"{_name}_offer", _verb)
 
 
 # --- tools ------------------------------------------------------------------------------

@@ -111,6 +111,38 @@ _PY_TYPES: dict[int, type | tuple[type, ...]] = {
 _MAP = am.ObjType.Map
 
 
+def warm_sync_message(heads: tuple[bytes, ...]) -> bytes:
+    """An Automerge (v1) sync message saying "I have exactly `heads`, need nothing".
+
+    Fed into a *fresh* SyncState it records the peer's heads as shared, so the
+    next generate_sync_message sends only changes after them (instead of a
+    Bloom filter over the whole history). Only for when we know the peer holds
+    those heads (its Hello said so and they equal ours).
+    """
+    hs = sorted(heads)
+    encoded = _uleb(len(hs)) + b"".join(hs)
+    return bytes([_SYNC_MESSAGE_TYPE]) + encoded + _uleb(0) + _uleb(1) + encoded + _uleb(0) + _uleb(0)
+
+
+def advertised_heads(data: bytes) -> frozenset[bytes] | None:
+    """The heads at the front of an Automerge sync message (None if unreadable)."""
+    if len(data) < 2 or data[0] not in (0x42, 0x43):  # v1 and v2 sync messages
+        return None
+    count, pos, shift = 0, 1, 0
+    while pos < len(data) and shift < 35:
+        byte = data[pos]
+        pos += 1
+        count |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    else:
+        return None
+    if count > 4096 or pos + 32 * count > len(data):
+        return None
+    return frozenset(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
+
+
 def _scalar_out(value: tuple[am.ScalarType, object]) -> Scalar | _Malformed:
     """A scalar we write (Counter, Timestamp, Unknown read as MALFORMED)."""
     kind = _KINDS.get(int(value[0]))  # type: ignore[call-overload]

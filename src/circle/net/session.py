@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol, TypeAlias
 
+from circle.crdt.am import advertised_heads, warm_sync_message
 from circle.errors import (
     CircleError,
     HandshakeFailed,
@@ -165,50 +166,6 @@ class Phase(Enum):
     HELLO = "hello"  # sent our Hello, waiting for the peer's
     ACTIVE = "active"
     CLOSED = "closed"
-
-
-def _uleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _warm_message(heads: tuple[bytes, ...]) -> bytes:
-    """An Automerge (v1) sync message saying "I have exactly `heads`, need nothing".
-
-    Fed into a *fresh* SyncState it records the peer's heads as shared, so the
-    next generate_sync_message sends only changes after them (instead of a
-    Bloom filter over the whole history). Only used when we know the peer
-    holds those heads (its Hello/Idle said so and they equal ours).
-    """
-    hs = sorted(heads)
-    encoded = _uleb(len(hs)) + b"".join(hs)
-    return b"\x42" + encoded + _uleb(0) + _uleb(1) + encoded + _uleb(0) + _uleb(0)
-
-
-def _advertised_heads(data: bytes) -> frozenset[bytes] | None:
-    """The heads at the front of an Automerge sync message (None if unreadable)."""
-    if len(data) < 2 or data[0] not in (0x42, 0x43):  # v1 and v2 sync messages
-        return None
-    count, pos, shift = 0, 1, 0
-    while pos < len(data) and shift < 35:
-        byte = data[pos]
-        pos += 1
-        count |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-    else:
-        return None
-    if count > 4096 or pos + 32 * count > len(data):
-        return None
-    return frozenset(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
 
 
 def _clean_reason(text: str) -> str:
@@ -509,7 +466,7 @@ class Connection:
         if not self._state_fresh or not heads:
             return
         try:
-            self.doc.receive_sync_message(self._sync_state, _warm_message(heads))
+            self.doc.receive_sync_message(self._sync_state, warm_sync_message(heads))
         except MalformedDocument:  # an Automerge without v1 messages: just stay cold
             self._reset_state()
 
@@ -555,7 +512,7 @@ class Connection:
         self._peer_idle = None
         self._idle_sent_for = None
         # Progress: our heads moved, or the heads the peer advertises moved.
-        advertised = _advertised_heads(data)
+        advertised = advertised_heads(data)
         progress = self._note_change(before) or advertised != self._peer_sync_heads
         self._peer_sync_heads = advertised
         if progress:
