@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from circle.crdt.am import AmDoc
@@ -286,8 +285,3 @@ def resolve_circle(home: Home, selector: str | None) -> str:
         raise AmbiguousId(f"'{selector}' matches several circles: {', '.join(hits)}")
     return hits[0]
 
-
-def home_path(path: Path | None) -> Path:
-    from circle.home import default_home
-
-    return path if path is not None else default_home()

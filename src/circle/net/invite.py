@@ -35,7 +35,7 @@ import os
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 import nacl.encoding
@@ -431,12 +431,3 @@ class InviterConnection(_JoinConnection):
     def refuse(self, reason: str) -> None:
         self._send(_json_body(_Kind.REFUSED, {"reason": reason[:500]}), final=True)
 
-
-@dataclass
-class PendingInvite:
-    """An invite this device is waiting on (kept in memory by the host process)."""
-
-    code: InviteCode
-    used_by: MemberId | None = None
-    attempts: int = 0
-    events: list[str] = field(default_factory=list)
