@@ -612,7 +612,7 @@ def status(ctx: Ctx) -> None:
     data = svc.status()
     def human() -> None:
         c, me, n, st = data["circle"], data["me"], data["counts"], data["storage"]
-        click.echo(f"Circle {c['name']} ({c['id']}), epoch {c['epoch']}")
+        click.echo(f"Circle {c['name']} ({c['id']}), key generation {c['key_generation']}")
         click.echo(f"You: {me['handle']} ({me['id']}){'' if me['active'] else ' - NOT an active member'}")
         click.echo(f"{n['members']} members, {n['open_needs']} open needs, {n['open_offers']} open offers, "
                    f"{n['tools']} tools ({n['on_loan']} on loan, {n['overdue']} overdue)")

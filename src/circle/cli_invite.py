@@ -155,11 +155,12 @@ def remove(ctx: Ctx, member: str, yes: bool) -> None:
                       "they will not be able to read anything written from now on.", abort=True)
     removed, epoch = membership.remove(svc, member)
     remaining = sum(1 for m in svc.board.members() if m.active)
-    data = {"removed": removed.id, "handle": removed.handle, "epoch": epoch, "remaining_members": remaining}
+    data = {"removed": removed.id, "handle": removed.handle, "epoch": epoch, "remaining_members": remaining,
+            "key_generation": membership.generation(svc)}
 
     def human() -> None:
-        click.echo(f"Removed {removed.handle}. A new circle key (epoch {epoch}) is sealed to the {remaining} "
-                   "remaining members.")
+        click.echo(f"Removed {removed.handle}. A new circle key (generation {data['key_generation']}) is sealed "
+                   f"to the {remaining} remaining members.")
         click.echo(f"{removed.handle} keeps everything they already had on their device: removal cannot "
                    "take that back. From the next sync on, their device fails every handshake and cannot "
                    "decrypt anything new.")

@@ -135,3 +135,11 @@ def _grants_removed(epoch: EpochRecord, active: dict[MemberId, Member]) -> bool:
 def holds_key(svc: CircleService, epoch: EpochRecord) -> bool:
     key = svc.config.epoch_keys.get(epoch.number)
     return key is not None and key_check(key) == epoch.check
+
+
+def generation(svc: CircleService) -> int:
+    """How many key generations the circle has had up to the current one (1 =
+    the founding key). Epoch numbers grow by random steps, so this is what to
+    show people."""
+    current = svc.config.epoch
+    return len({e.number for e in svc.board.epochs() if e.number <= current}) or 1

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from circle import membership
 from circle.crdt.am import AmDoc
 from circle.crdt.board import Board, Profile, now_ms
 from circle.crdt.model import MemberId, Millis
@@ -61,8 +62,6 @@ class CircleService:
             name, circle_id, me.member_id, Profile(handle, me.verify_key, me.box_public, zone), clock()
         )
         svc = cls.create_from_doc(home, circle_id, name, doc, {0: new_epoch_key()}, 0, clock)
-        from circle import membership
-
         membership.found(svc)
         return svc
 
@@ -152,8 +151,6 @@ class CircleService:
 
     def remote_changed(self) -> None:
         """The document changed from outside (sync session, relay, bundle)."""
-        from circle import membership
-
         self.board.check_schema()
         self.board.invalidate()
         self.persist()
@@ -230,7 +227,8 @@ class CircleService:
         view = board.view()
         me = view.members.get(self.me)
         return {
-            "circle": {"id": self.config.circle_id, "name": board.name, "epoch": self.config.epoch},
+            "circle": {"id": self.config.circle_id, "name": board.name, "epoch": self.config.epoch,
+                       "key_generation": membership.generation(self)},
             "me": {"id": self.me, "handle": me.handle if me else None, "active": bool(me and me.active)},
             "counts": {
                 "members": sum(1 for m in view.members.values() if m.active),
