@@ -151,8 +151,12 @@ class InviteHost:
         return lambda: self._joined(done)
 
     def _joined(self, event: JoinedEvent) -> None:
-        for task in self._relay_tasks.pop(event.code.invite_id, []):
-            task.cancel()
+        # Keep answering on the relay until the code expires, so a second use
+        # through a relay is refused at once instead of timing out.
+        tasks = self._relay_tasks.get(event.code.invite_id, [])
+        if tasks:
+            asyncio.get_running_loop().call_later(
+                max(0.0, event.code.expires_at - time.time()), lambda: [t.cancel() for t in tasks])
         if self.on_joined is not None:
             self.on_joined(event)
 
