@@ -15,7 +15,9 @@ from pathlib import Path
 
 import click
 
-from circle.net.relay_server import DEFAULT_PORT, RelaySettings, run_relay
+# The relay server (and websockets) load only when a relay is actually run:
+# every other `circle` command starts faster. tests check the two ports agree.
+DEFAULT_PORT = 7733
 
 
 @click.group("relay", invoke_without_command=True)
@@ -46,6 +48,8 @@ def relay_command(
     (`circle relay add URL`, `circle relay remove URL`; see `circle relays`)."""
     if ctx.invoked_subcommand is not None:
         return
+    from circle.net.relay_server import RelaySettings, run_relay
+
     if data_dir is None:
         raise click.UsageError("Missing option '--data' (the directory for the relay database).")
     logging.basicConfig(

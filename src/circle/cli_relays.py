@@ -14,11 +14,6 @@ from typing import Any
 import click
 
 from circle.cli import Ctx, emit, handle_of, json_option, pass_ctx, table
-from circle.crdt.am import AmDoc
-from circle.errors import MalformedDocument, UnknownEpoch
-from circle.net.bundle import read_bundle, write_bundle
-from circle.net.envelope import Kind, OpenedEnvelope, open_envelope
-from circle.relays import STATE_KEY, seal_bundle_envelopes
 
 
 def _relay_dict(ctx: Ctx, rec: Any) -> dict[str, Any]:
@@ -33,6 +28,8 @@ def _relay_dict(ctx: Ctx, rec: Any) -> dict[str, Any]:
 @pass_ctx
 def relays_command(ctx: Ctx, show_all: bool) -> None:
     """List the circle's relays (synced in the document; any member may change it)."""
+    from circle.relays import STATE_KEY
+
     svc = ctx.service()
     items = [_relay_dict(ctx, r) for r in svc.board.relays(include_removed=show_all)]
     data = {"relays": items, "state_saved": STATE_KEY in svc.config.settings, "epoch": svc.config.epoch}
@@ -82,6 +79,9 @@ def bundle() -> None:
 @pass_ctx
 def bundle_write(ctx: Ctx, file: Path) -> None:
     """Write the whole circle, sealed under the current circle key, to FILE."""
+    from circle.net.bundle import write_bundle
+    from circle.relays import seal_bundle_envelopes
+
     svc = ctx.service()
     envs = seal_bundle_envelopes(svc)
     count = write_bundle(file, envs)
@@ -100,6 +100,11 @@ def bundle_read(ctx: Ctx, file: Path) -> None:
     (tampered, another circle, a removed member) refuses the whole file.
     Envelopes under an epoch this device does not hold yet are retried once
     the others were merged (they may carry the grant of that epoch)."""
+    from circle.crdt.am import AmDoc
+    from circle.errors import MalformedDocument, UnknownEpoch
+    from circle.net.bundle import read_bundle
+    from circle.net.envelope import Kind, OpenedEnvelope, open_envelope
+
     svc = ctx.service()
     envs = read_bundle(file)
     before = svc.doc.heads()
