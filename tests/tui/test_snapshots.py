@@ -53,6 +53,8 @@ def test_members_tab(snap_compare: Any, demo: Demo) -> None:
 
 
 def test_sync_tab(snap_compare: Any, demo: Demo) -> None:
+    demo.founder.board.add_relay("wss://relay.example.org")  # listed, and the peer source reports on it
+    demo.founder.board.add_relay("wss://backup.example.net")  # listed, not connected yet
     assert snap_compare(app_for(demo), press=["5"], terminal_size=SIZE)
 
 

@@ -20,8 +20,10 @@ document and releases the GIL.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +49,16 @@ from circle.crdt.model import (
     OfferStatus,
     RecordId,
     Tool,
+    ToolState,
     Urgency,
 )
-from circle.errors import CircleError, NotFound, PassphraseRequired, WrongPassphrase
+from circle.crdt.store import atomic_write
+from circle.crdt.transfer import export_csv, export_json, import_records, parse_import
+from circle.errors import CircleError, NotFound, PassphraseRequired, UsageError, WrongPassphrase
 from circle.home import Home
 from circle.net.keys import fingerprint
 from circle.service import CircleService
-from circle.tui.commands import ACTIONS, TAB_TITLES, BoardCommands
+from circle.tui.commands import ACTIONS, NEED_STATUS_LABELS, TAB_TITLES, BoardCommands
 from circle.tui.providers import InviteProvider, JoinProvider
 from circle.tui.rows import (
     MEMBER_COLUMNS,
@@ -73,12 +78,22 @@ from circle.tui.screens import (
     FormScreen,
     FormValues,
     HelpScreen,
+    InfoScreen,
     InviteScreen,
     PassphraseScreen,
     WelcomeScreen,
     removal_text,
 )
-from circle.tui.sync_view import SYNC_COLUMNS, NoSync, SyncStatusSource, peer_row, summary
+from circle.tui.sync_view import (
+    RELAY_COLUMNS,
+    SYNC_COLUMNS,
+    NoSync,
+    PeerInfo,
+    SyncStatusSource,
+    peer_row,
+    relay_row,
+    summary,
+)
 from circle.tui.table import RecordTable
 
 Ticker = tuple[float, Callable[[], object]]
@@ -87,6 +102,10 @@ DETAIL_DELAY = 0.12  # seconds of quiet before the side panel's matches are reco
 ACTION_TABS = {spec.action: spec.tab for spec in ACTIONS}
 URGENCY_OPTIONS = [(URGENCY_LABEL[u], u.value) for u in (Urgency.ANYTIME, Urgency.THIS_WEEK, Urgency.H48, Urgency.NOW)]
 CONDITION_OPTIONS = [(c.value, c.value) for c in Condition]
+TOOL_STATE_OPTIONS = [(s.value, s.value) for s in (ToolState.ACTIVE, ToolState.MAINTENANCE, ToolState.RETIRED,
+                                                   ToolState.MISSING)]
+NEED_STATUSES = list(NEED_STATUS_LABELS)
+FORMAT_OPTIONS = [("JSON (can be imported again)", "json"), ("CSV (a section per collection)", "csv")]
 
 
 def _tags(text: str) -> list[str]:
@@ -111,6 +130,11 @@ class BoardScreen(Screen[None]):
     BoardScreen .side { width: 38; border-left: solid $primary; padding: 0 1; }
     BoardScreen .side-title { text-style: bold; }
     BoardScreen #sync-help { height: auto; padding: 0 1 1 1; color: $text-muted; }
+    BoardScreen .filter-row { height: 3; }
+    BoardScreen .filter-row > .filter { width: 1fr; }
+    BoardScreen #needs-status { width: auto; padding: 1 1 0 1; color: $text-muted; }
+    BoardScreen #relays-title { height: 1; padding: 0 1; text-style: bold; background: $panel; }
+    BoardScreen #relays-table { height: 8; }
     """
 
     BINDINGS = [
@@ -124,7 +148,7 @@ class BoardScreen(Screen[None]):
         self.service = service
         self.sync = sync
         self.invites = invites
-        self.show_all_needs = False
+        self.need_status = "active"  # a key of NEED_STATUS_LABELS
         self.show_all_offers = False
         self._known_needs: set[RecordId] = set()
         self._reload_pending = False
@@ -141,8 +165,10 @@ class BoardScreen(Screen[None]):
         yield StatusBar(id="status-bar")
         with TabbedContent(initial="needs", id="tabs"):
             with TabPane("Needs", id="needs"):
-                yield Input(placeholder="Type to filter needs: words in title, details, tags, zone, people",
-                            id="needs-filter", classes="filter")
+                with Horizontal(classes="filter-row"):
+                    yield Input(placeholder="Type to filter needs: words in title, details, tags, zone, people",
+                                id="needs-filter", classes="filter")
+                    yield Static(self._need_status_text(), id="needs-status")
                 with Horizontal(classes="body"):
                     yield RecordTable(NEED_COLUMNS, id="needs-table",
                                       empty_text="No active needs. Press n to post one.")
@@ -177,6 +203,9 @@ class BoardScreen(Screen[None]):
                 with Vertical(classes="body"):
                     yield RecordTable(SYNC_COLUMNS, id="sync-table",
                                       empty_text="No peers or relays yet: live sync is not connected on this device.")
+                    yield Static(Text("Relays listed in this circle (a: add · d: remove)"), id="relays-title")
+                    yield RecordTable(RELAY_COLUMNS, id="relays-table",
+                                      empty_text="No relays listed. Press a to add one, e.g. wss://relay.example.org")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -272,7 +301,7 @@ class BoardScreen(Screen[None]):
         when shown (at 10k records each tab costs tens of ms, and parsing a
         collection the first time far more)."""
         self._reload_pending = False
-        self._dirty = {"needs", "offers", "tools", "members"}
+        self._dirty = {"needs", "offers", "tools", "members", "sync"}
         self.handles = {m.id: m.handle for m in self.board.view().members.values()}
         self._rebuild(self.active_tab)
         if status:
@@ -284,7 +313,7 @@ class BoardScreen(Screen[None]):
         self._dirty.discard(tab)
         board, me, now = self.board, self.service.me, self.now()
         if tab == "needs":
-            needs = board.needs("all" if self.show_all_needs else "active")
+            needs = board.needs(self.need_status)
             self.table("needs").set_rows([need_row(n, self.handles, me, now) for n in needs])
             self._known_needs |= set(board.view().needs)
         elif tab == "offers":
@@ -298,6 +327,8 @@ class BoardScreen(Screen[None]):
             self.table("members").set_rows([
                 member_row(m, self.handles, me, fingerprint(m.sign_key)) for m in board.members()
             ])
+        elif tab == "sync":
+            self._update_relays(self.sync.peers())
         self.schedule_details()
 
     def update_status(self) -> None:
@@ -326,7 +357,20 @@ class BoardScreen(Screen[None]):
         peers = self.sync.peers()
         now = self.now()
         self.table("sync").set_rows([peer_row(p, now) for p in peers])
+        if self.active_tab == "sync":
+            self._update_relays(peers)
         self.update_status()
+
+    def _update_relays(self, peers: list[PeerInfo]) -> None:
+        """The document's relay list, with what live sync says about each."""
+        self._dirty.discard("sync")
+        live = {p.address.rstrip("/"): p for p in peers
+                if p.path == "relay" and not p.name.endswith("(previous key)")}
+        now = self.now()
+        self.table("relays").set_rows([
+            relay_row(r.url, self.who(r.added_by), r.added_at, live.get(r.url.rstrip("/")), now)
+            for r in self.board.relays()
+        ])
 
     # --- details and match panels ------------------------------------------
 
@@ -607,9 +651,32 @@ class BoardScreen(Screen[None]):
             self.act(lambda: self.board.reopen_need(n.id), f"“{n.title}” reopened")
 
     def action_toggle_all(self) -> None:
-        self.show_all_needs = not self.show_all_needs
-        self.app.notify("Showing all needs" if self.show_all_needs else "Showing active needs")
-        self.reload()
+        self.action_need_status("active" if self.need_status == "all" else "all")
+
+    def action_cycle_need_status(self) -> None:
+        self.action_need_status(NEED_STATUSES[(NEED_STATUSES.index(self.need_status) + 1) % len(NEED_STATUSES)])
+
+    def action_need_status(self, status: str) -> None:
+        """Show only needs of one status ("active" = open and claimed, "all")."""
+        if status not in NEED_STATUS_LABELS:
+            return
+        self.need_status = status
+        self.query_one("#needs-status", Static).update(self._need_status_text())
+        self.table("needs").set_empty_text(self._need_empty_text())
+        self.app.notify(f"Showing {NEED_STATUS_LABELS[status]}")
+        self._dirty.add("needs")
+        self._rebuild("needs")
+
+    def _need_status_text(self) -> Text:
+        t = Text("showing: ")
+        t.append(self.need_status, style="bold")
+        t.append(" · s: next")
+        return t
+
+    def _need_empty_text(self) -> str:
+        if self.need_status == "active":
+            return "No active needs. Press n to post one."
+        return f"No {NEED_STATUS_LABELS[self.need_status]}. Press s to show another status."
 
     # --- offers -------------------------------------------------------------
 
@@ -761,6 +828,130 @@ class BoardScreen(Screen[None]):
         if t is not None:
             self.act(lambda: self.board.unhold(t.id), f"You left the queue for {t.name}")
 
+    def action_tool_state(self) -> None:
+        t = self._tool()
+        if t is None:
+            return
+        fields = [FieldSpec("state", "State", "select", t.state.value, TOOL_STATE_OPTIONS)]
+
+        def submit(v: FormValues) -> None:
+            state = ToolState(v["state"])
+            if state != t.state:
+                self.board.edit_tool(t.id, state=state)
+                self.app.notify(f"{t.name} is now {state.value}")
+
+        self.app.push_screen(FormScreen(f"State of {t.name}", fields, submit, "Set state"))
+
+    def action_mark_lost(self) -> None:
+        t = self._tool()
+        if t is None:
+            return
+        if t.state == ToolState.MISSING:
+            self.app.notify(f"{t.name} is already marked missing.", severity="warning")
+            return
+        loans = [x for x in (t.current_loan, *t.conflicting_loans) if x is not None]
+        body = f"This marks {t.name} missing for every member"
+        if loans:
+            body += " and closes " + ", ".join(f"{self.who(x.borrower)}'s loan" for x in loans) + " as lost"
+        body += (".\nNobody can borrow or hold it while it is missing. If it turns up, press s and set "
+                 "its state back to active.")
+
+        def done(confirmed: bool | None) -> None:
+            if confirmed:
+                self.act(lambda: self.board.mark_lost(t.id), f"{t.name} marked lost")
+
+        self.app.push_screen(ConfirmScreen(f"Mark {t.name} lost?", body, "Mark lost"), done)
+
+    # --- relays (Sync tab) ------------------------------------------------------
+
+    def action_add_relay(self) -> None:
+        fields = [FieldSpec("url", "Relay URL", placeholder="wss://relay.example.org")]
+
+        def submit(v: FormValues) -> None:
+            rec = self.board.add_relay(v["url"])
+            self.app.notify(f"Relay {rec.url} added; every member's device will use it once synced")
+            self.call_after_refresh(self.table("relays").move_to_key, rec.url)
+
+        self.app.push_screen(FormScreen("Add a relay to this circle", fields, submit, "Add"))
+
+    def action_remove_relay(self) -> None:
+        relays = self.board.relays()
+        if not relays:
+            self.app.notify("This circle lists no relays.", severity="warning")
+            return
+        urls = [r.url for r in relays]
+        chosen = self.table("relays").cursor_key
+        fields = [FieldSpec("url", "Relay", "select", chosen if chosen in urls else urls[0],
+                            [(u, u) for u in urls])]
+
+        def submit(v: FormValues) -> None:
+            rec = self.board.remove_relay(v["url"])
+            self.app.notify(f"Relay {rec.url} removed; members can add it again")
+
+        self.app.push_screen(FormScreen("Stop using a relay", fields, submit, "Remove"))
+
+    # --- export and import ------------------------------------------------------
+
+    def default_export_path(self) -> str:
+        day = datetime.fromtimestamp(self.now() / 1000).strftime("%Y-%m-%d")
+        return f"~/circle-export-{day}.json"
+
+    def action_export(self) -> None:
+        default = self.default_export_path()
+        fields = [
+            FieldSpec("path", "File", value=default),
+            FieldSpec("format", "Format", "select", "json", FORMAT_OPTIONS),
+            FieldSpec("overwrite", "Replace the file if it exists", "check", False),
+        ]
+
+        def submit(v: FormValues) -> None:
+            raw = v["path"].strip()
+            if not raw:
+                raise UsageError("type the path of the file to write")
+            if v["format"] == "csv" and raw == default:
+                raw = raw.removesuffix(".json") + ".csv"
+            path = Path(raw).expanduser()
+            if path.is_dir():
+                raise UsageError(f"{path} is a folder; type a file name")
+            if not path.parent.is_dir():
+                raise UsageError(f"the folder {path.parent} does not exist")
+            if path.exists() and not v["overwrite"]:
+                raise UsageError(f"{path} already exists; choose another name or tick “Replace”")
+            board = self.board
+            if v["format"] == "csv":
+                text = export_csv(board)
+            else:
+                text = json.dumps(export_json(board), indent=2, sort_keys=True) + "\n"
+            atomic_write(path, text.encode("utf-8"), mode=0o600)
+            self.app.notify(f"Wrote {path}. It is not encrypted: keep it somewhere safe.", title="Exported")
+
+        self.app.push_screen(FormScreen("Export every record", fields, submit, "Export"))
+
+    def action_import_file(self) -> None:
+        fields = [FieldSpec("path", "File", placeholder=f"e.g. {self.default_export_path()}")]
+        report: dict[str, dict[str, int]] = {}
+
+        def submit(v: FormValues) -> None:
+            raw = v["path"].strip()
+            if not raw:
+                raise UsageError("type the path of a circle JSON export")
+            path = Path(raw).expanduser()
+            try:
+                text = path.read_text("utf-8")
+            except FileNotFoundError:
+                raise UsageError(f"there is no file at {path}") from None
+            except IsADirectoryError:
+                raise UsageError(f"{path} is a folder, not an export file") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+            report.update(import_records(self.board, parse_import(text)))
+
+        def done(saved: bool | None) -> None:
+            if saved and report:
+                self.app.push_screen(InfoScreen("Import finished", import_report_text(report)))
+
+        self.app.push_screen(FormScreen("Import records from a circle JSON export", fields, submit, "Import"), done)
+
     # --- members --------------------------------------------------------------
 
     def action_invite(self) -> None:
@@ -801,6 +992,22 @@ class BoardScreen(Screen[None]):
                                            f"Remove {m.handle}"), done)
 
 
+def import_report_text(report: dict[str, dict[str, int]]) -> str:
+    """The import report in words: added / already present per collection."""
+    lines = []
+    added = 0
+    for name, counts in report.items():
+        if name == "members":
+            n = counts.get("not_imported", 0)
+            lines.append(f"members: {n} not imported (membership changes only through invites)")
+            continue
+        added += counts.get("added", 0)
+        lines.append(f"{name}: {counts.get('added', 0)} added, {counts.get('already_present', 0)} already present")
+    head = f"{added} record{'s' if added != 1 else ''} added." if added else \
+        "Nothing new: every record in the file was already here."
+    return head + "\n\n" + "\n".join(lines)
+
+
 def remove_member(service: CircleService, member_id: str) -> object:
     """Removal with key rotation when the membership module provides it
     (`circle.membership.remove`), else the board's own removal."""
@@ -832,7 +1039,7 @@ HELP_LINES = [("", "Everywhere")] + [
     (spec.key if spec.key != "slash" else "/", spec.help) for spec in ACTIONS if spec.tab is None
 ] + [("?", "This help"), ("ctrl+p", "Command palette: find any action by name"), ("ctrl+q", "Quit")]
 for _tab, _title in TAB_TITLES.items():
-    _specs = [s for s in ACTIONS if s.tab == _tab]
+    _specs = [s for s in ACTIONS if s.tab == _tab and s.key]  # palette-only actions are not keys
     if _specs:
         HELP_LINES.append(("", _title))
         HELP_LINES.extend((s.key, s.help) for s in _specs)

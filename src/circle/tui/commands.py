@@ -21,6 +21,17 @@ class ActionSpec:
     help: str  # one sentence for the palette and the help screen
 
 
+# The Needs tab's status filter, in the order `s` cycles through it.
+NEED_STATUS_LABELS = {
+    "active": "active needs (open and claimed)",
+    "open": "open needs",
+    "claimed": "claimed needs",
+    "met": "met needs",
+    "withdrawn": "withdrawn needs",
+    "expired": "expired needs",
+    "all": "all needs",
+}
+
 TAB_TITLES = {"needs": "Needs", "offers": "Offers", "tools": "Tools", "members": "Members", "sync": "Sync"}
 
 ACTIONS: list[ActionSpec] = [
@@ -32,6 +43,10 @@ ACTIONS: list[ActionSpec] = [
     ActionSpec("withdraw", "w", "Withdraw", "needs", "Withdraw your own need"),
     ActionSpec("reopen", "o", "Reopen", "needs", "Reopen a met, withdrawn or expired need"),
     ActionSpec("toggle_all", "a", "All/active", "needs", "Show all needs or only active ones"),
+    ActionSpec("cycle_need_status", "s", "Status", "needs",
+               "Show needs of the next status: active, open, claimed, met, withdrawn, expired, all"),
+    *(ActionSpec(f"need_status('{status}')", "", "", "needs", f"Show {label}")
+      for status, label in NEED_STATUS_LABELS.items()),
     ActionSpec("new_offer", "n", "New", "offers", "Post a new offer"),
     ActionSpec("edit_offer", "e", "Edit", "offers", "Edit the selected offer"),
     ActionSpec("pause", "p", "Pause/resume", "offers", "Pause or resume your selected offer"),
@@ -44,8 +59,15 @@ ACTIONS: list[ActionSpec] = [
     ActionSpec("renew", "R", "Renew", "tools", "Renew your loan of the selected tool"),
     ActionSpec("hold", "h", "Hold", "tools", "Join the queue for the selected tool"),
     ActionSpec("unhold", "u", "Unhold", "tools", "Leave the queue for the selected tool"),
+    ActionSpec("tool_state", "s", "State", "tools",
+               "Set the selected tool's state: active, maintenance, retired or missing"),
+    ActionSpec("mark_lost", "l", "Lost", "tools", "Mark the selected tool lost and its open loans lost (asks first)"),
     ActionSpec("invite", "i", "Invite", "members", "Invite someone: code, QR code and fingerprint"),
     ActionSpec("remove_member", "d", "Remove", "members", "Remove the selected member (asks first)"),
+    ActionSpec("add_relay", "a", "Add relay", "sync", "Add a relay (ws:// or wss:// URL) to this circle"),
+    ActionSpec("remove_relay", "d", "Remove relay", "sync", "Stop using one of this circle's relays"),
+    ActionSpec("export", "E", "Export", None, "Export every record to a JSON or CSV file"),
+    ActionSpec("import_file", "I", "Import", None, "Import records from a circle JSON export"),
     ActionSpec("focus_filter", "slash", "Filter", None, "Type to filter the current table"),
     ActionSpec("show_tab('needs')", "1", "Needs", None, "Go to the Needs tab"),
     ActionSpec("show_tab('offers')", "2", "Offers", None, "Go to the Offers tab"),

@@ -1,4 +1,4 @@
-"""Modal screens: forms, confirmations, invite, help, passphrase, welcome.
+"""Modal screens: forms, confirmations, information, invite, help, passphrase, welcome.
 
 Screens hold no service: data comes in as attributes, results go out as a
 `dismiss` value or a message; the app (or board screen) does the work.
@@ -244,6 +244,36 @@ class InviteScreen(ModalScreen[None]):
                     "The code works once" + (f" and {self.expires_text}." if self.expires_text else ".")
                 ))
             yield Button("Close", id="close")
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class InfoScreen(ModalScreen[None]):
+    """A title, some plain text and a Close button (e.g. an import report)."""
+
+    DEFAULT_CSS = """
+    InfoScreen { align: center middle; }
+    InfoScreen > Vertical { width: 76; height: auto; max-height: 90%; border: thick $accent;
+                            background: $surface; padding: 0 2; }
+    InfoScreen .info-title { text-style: bold; padding: 1 0; }
+    InfoScreen .buttons { height: auto; align: right middle; padding: 1 0 0 0; }
+    """
+
+    BINDINGS = [Binding("escape", "close", "Close")]
+
+    def __init__(self, title: str, body: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(self.title_text), classes="info-title")
+            yield Static(Text(self.body), id="info-body")
+            with Horizontal(classes="buttons"):
+                yield Button("Close", id="close", variant="primary")
 
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:

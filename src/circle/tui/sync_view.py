@@ -105,3 +105,15 @@ class CallbackSync:
 
     def peers(self) -> list[PeerInfo]:
         return self.fn()
+
+
+RELAY_COLUMNS = [Column("RELAY URL", 40), Column("ADDED BY", 12), Column("ADDED", 6), Column("CONNECTION", 0)]
+
+
+def relay_row(url: str, added_by: str, added_at: Millis, live: PeerInfo | None, now: Millis) -> Row:
+    """One relay listed in the document; `live` is what live sync reports for it
+    (None when live sync has not opened it: not running, or just added)."""
+    if live is None:
+        return make_row(url, (url, added_by, age(added_at, now), "not connected yet"), "dim")
+    tone = "bad" if live.error else "good" if live.online else "dim"
+    return make_row(url, (url, added_by, age(added_at, now), peer_state(live)), tone)

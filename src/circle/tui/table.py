@@ -126,6 +126,13 @@ class RecordTable(ScrollView, can_focus=True):
         self.empty_text = self._final_empty_text
         self._apply(key)
 
+    def set_empty_text(self, text: str) -> None:
+        """What the table says when it has no rows (set before or after loading)."""
+        self._final_empty_text = text
+        if self.empty_text != "loading…":
+            self.empty_text = text
+        self.refresh()
+
     def set_filter(self, query: str) -> None:
         if query == self.query_text:
             return
