@@ -436,16 +436,9 @@ class BoardScreen(Screen[None]):
         return t
 
     def _need_matches(self, n: Need) -> Text:
-        t = Text()
-        t.append("\nOffers that may fit\n", style="bold underline")
         matches = offers_for(n, self.board.offers("open"), limit=5)
-        if not matches:
-            t.append("none yet\n", style="dim")
-        for m in matches:
-            t.append(f"• {m.offer.title}", style="bold")
-            t.append(f" ({self.who(m.offer.author)}, {m.offer.id})\n")
-            t.append(f"  {'; '.join(m.reasons)}\n", style="dim")
-        return t
+        return _matches_text("Offers that may fit", [
+            (m.offer.title, f"{self.who(m.offer.author)}, {m.offer.id}", m.reasons) for m in matches])
 
     def _offer_detail(self, o: Offer) -> Text:
         now = self.now()
@@ -465,16 +458,10 @@ class BoardScreen(Screen[None]):
         return t
 
     def _offer_matches(self, o: Offer) -> Text:
-        t = Text()
-        t.append("\nNeeds that may fit\n", style="bold underline")
         matches = needs_for(o, self.board.needs("active"), limit=5)
-        if not matches:
-            t.append("none yet\n", style="dim")
-        for m in matches:
-            t.append(f"• {m.need.title}", style="bold")
-            t.append(f" ({URGENCY_LABEL[m.need.urgency]}, {self.who(m.need.author)}, {m.need.id})\n")
-            t.append(f"  {'; '.join(m.reasons)}\n", style="dim")
-        return t
+        return _matches_text("Needs that may fit", [
+            (m.need.title, f"{URGENCY_LABEL[m.need.urgency]}, {self.who(m.need.author)}, {m.need.id}", m.reasons)
+            for m in matches])
 
     def _tool_detail(self, tool: Tool) -> Text:
         now = self.now()
@@ -1043,6 +1030,19 @@ for _tab, _title in TAB_TITLES.items():
     if _specs:
         HELP_LINES.append(("", _title))
         HELP_LINES.extend((s.key, s.help) for s in _specs)
+
+
+def _matches_text(heading: str, rows: list[tuple[str, str, tuple[str, ...]]]) -> Text:
+    """The match panel: one bold title per suggestion, who/which, and why it fits."""
+    t = Text()
+    t.append(f"\n{heading}\n", style="bold underline")
+    if not rows:
+        t.append("none yet\n", style="dim")
+    for title, about, reasons in rows:
+        t.append(f"• {title}", style="bold")
+        t.append(f" ({about})\n")
+        t.append(f"  {'; '.join(reasons)}\n", style="dim")
+    return t
 
 
 class CircleApp(App[None]):
