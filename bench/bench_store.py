@@ -38,7 +38,7 @@ def one_size(n: int) -> dict[str, float]:
     t0 = time.perf_counter()
     for i in range(n):
         board.add_need(f"Need number {i}", details="Something useful for the circle",
-                       category=("food", "transport", "housing")[i % 3], tags=["t%d" % (i % 7)])
+                       category=("food", "transport", "housing")[i % 3], tags=[f"t{i % 7}"])
     build_s = time.perf_counter() - t0
     board.on_commit = svc._local_commit
     svc.persist()

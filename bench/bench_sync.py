@@ -57,25 +57,9 @@ def build(records: int) -> tuple[AmDoc, Board, DeviceIdentity, DeviceIdentity]:
 
 
 def in_process_sync(a: AmDoc, b: AmDoc) -> dict[str, float]:
-    sa, sb = a.new_sync_state(), b.new_sync_state()
-    total = msgs = rounds = 0
     t0 = time.perf_counter()
-    while True:
-        rounds += 1
-        ma = a.generate_sync_message(sa)
-        if ma is not None:
-            total += len(ma)
-            msgs += 1
-            b.receive_sync_message(sb, ma)
-        mb = b.generate_sync_message(sb)
-        if mb is not None:
-            total += len(mb)
-            msgs += 1
-            a.receive_sync_message(sa, mb)
-        if ma is None and mb is None:
-            break
-    return {"seconds": time.perf_counter() - t0, "bytes": total, "messages": msgs,
-            "rounds": rounds - 1}
+    result = _drive(a, b, a.new_sync_state(), b.new_sync_state())
+    return {"seconds": time.perf_counter() - t0, **result}
 
 
 class Watch:
@@ -235,7 +219,8 @@ def main() -> None:
 
 
 def _drive(a: AmDoc, b: AmDoc, sa: Any, sb: Any) -> dict[str, int]:
-    total = msgs = 0
+    """Automerge's own sync between two in-process docs until both are quiet."""
+    total = msgs = rounds = 0
     while True:
         ma = a.generate_sync_message(sa)
         if ma is not None:
@@ -248,7 +233,8 @@ def _drive(a: AmDoc, b: AmDoc, sa: Any, sb: Any) -> dict[str, int]:
             msgs += 1
             a.receive_sync_message(sa, mb)
         if ma is None and mb is None:
-            return {"bytes": total, "messages": msgs}
+            return {"bytes": total, "messages": msgs, "rounds": rounds}
+        rounds += 1
 
 
 if __name__ == "__main__":
