@@ -75,6 +75,7 @@ class LiveSync:
         interfaces: list[str] | None = None,
         on_change: Callable[[], None] | None = None,
         relays: bool = True,
+        follow_disk: bool = True,
     ) -> None:
         self.svc = svc
         self.listen = listen
@@ -82,6 +83,9 @@ class LiveSync:
         self.use_discovery = discovery
         self.interfaces = interfaces
         self.on_change = on_change  # the TUI repaints its Sync tab on this
+        # False when the host (the TUI) already follows the store: its "disk"
+        # notifications still reach us and push to peers.
+        self.follow_disk = follow_disk
         self.node = SyncNode(svc.doc, svc.home.identity, svc.keyring, svc.is_active_member, self._on_event)
         self.discovery: Discovery | None = None
         self.bound: tuple[str, int] | None = None
@@ -104,7 +108,8 @@ class LiveSync:
         if self.listen is not None:
             self.bound = await self.node.start_server(*self.listen)
         self._unsubscribe = self.svc.subscribe(self._on_service_change)
-        self._spawn(self._refresh_loop())
+        if self.follow_disk:
+            self._spawn(self._refresh_loop())
         self._keep_connected = keep_connected
         await self._start_relays()
         if keep_connected:

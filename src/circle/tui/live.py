@@ -75,7 +75,8 @@ class LiveLink:
     def attach(self, svc: CircleService) -> None:
         """Called by the app when the board opens (on the loop)."""
         self.live = LiveSync(svc, listen=self.options.listen, manual_peers=self.options.peers,
-                             discovery=self.options.discovery, interfaces=list(self.options.interfaces) or None)
+                             discovery=self.options.discovery, interfaces=list(self.options.interfaces) or None,
+                             follow_disk=False)  # the app's own timer follows the store
         self.host = InviteHost(svc)
         self._task = asyncio.get_running_loop().create_task(self._start())
 
