@@ -3,7 +3,7 @@
     /work/venv/bin/python bench/bench_relay.py [--seconds 30] [--circles 20]
         [--clients-per-circle 5] [--workers CPUS-1] [--rate 0]
 
-Starts `python -m circle.net.relay_server` on 127.0.0.1 (a free port, a temp
+Starts `python -m circle.relay.server` on 127.0.0.1 (a free port, a temp
 data dir), then `--workers` client processes; each owns some circles, and
 every client of a circle is subscribed to the circle's mailbox while pushing
 small (1 KiB-bucket) envelopes:
@@ -123,7 +123,7 @@ def main() -> int:
         ap.error("keep the benchmark bounded: --seconds at most 300")
 
     data = tempfile.mkdtemp(prefix="circle-bench-relay-")
-    cmd = [sys.executable, "-m", "circle.net.relay_server", "--host", "127.0.0.1", "--port", "0",
+    cmd = [sys.executable, "-m", "circle.relay.server", "--host", "127.0.0.1", "--port", "0",
            "--data", data, "--max-connections-per-ip", "1000", "--messages-per-second", "100000",
            "--message-burst", "100000", "--mailbox-quota-envelopes", "10000000",
            "--mailbox-quota-bytes", str(8 * 1024**3), "--total-quota-bytes", str(64 * 1024**3),

@@ -25,16 +25,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from circle.home import Home  # noqa: E402
 from circle.net.relay_client import Backoff  # noqa: E402
-from circle.relays import RelaySync  # noqa: E402
-from circle.service import CircleService  # noqa: E402
+from circle.node.home import Home  # noqa: E402
+from circle.node.relays import RelaySync  # noqa: E402
+from circle.node.service import CircleService  # noqa: E402
 from factories import member_homes  # noqa: E402
 
 
 def start_relay(data: Path) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "circle.net.relay_server", "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-m", "circle.relay.server", "--host", "127.0.0.1", "--port", "0",
          "--data", str(data), "--log-level", "WARNING"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     assert proc.stdout is not None

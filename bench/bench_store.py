@@ -27,8 +27,8 @@ from pathlib import Path
 
 def one_size(n: int) -> dict[str, float]:
     from circle.crdt.board import Board
-    from circle.home import Home
-    from circle.service import CircleService
+    from circle.node.home import Home
+    from circle.node.service import CircleService
 
     tmp = Path(tempfile.mkdtemp(prefix="circle-bench-"))
     home = Home.create(tmp / "home", None)

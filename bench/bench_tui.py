@@ -20,9 +20,9 @@ from textual.strip import Strip
 
 from circle.crdt.board import Board, Profile
 from circle.crdt.model import Urgency
-from circle.home import Home
 from circle.net.keys import new_epoch_key
-from circle.service import CircleService, new_circle_id
+from circle.node.home import Home
+from circle.node.service import CircleService, new_circle_id
 from circle.tui.app import CircleApp
 from circle.tui.table import RecordTable, filter_indices
 

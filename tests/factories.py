@@ -63,11 +63,11 @@ def member_homes(tmp, handles: list[str], passphrase: str | None = None):  # typ
     the invite flow, so sync tests need not depend on invites."""
     from pathlib import Path
 
-    from circle import membership
     from circle.crdt.am import AmDoc
     from circle.crdt.board import Profile
-    from circle.home import Home
-    from circle.service import CircleService
+    from circle.node import membership
+    from circle.node.home import Home
+    from circle.node.service import CircleService
 
     tmp = Path(tmp)
     founder_home = Home.create(tmp / handles[0], passphrase)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from circle.home import Home
-from circle.node import LiveSync
-from circle.service import CircleService
+from circle.node.home import Home
+from circle.node.live import LiveSync
+from circle.node.service import CircleService
 
 
 def open_service(path: Path) -> CircleService:

@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from circle.home import Home
-from circle.service import CircleService
+from circle.node.home import Home
+from circle.node.service import CircleService
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from circle.errors import StoreError
-from circle.home import Home
-from circle.service import CircleService
+from circle.node.home import Home
+from circle.node.service import CircleService
 
 
 @pytest.fixture

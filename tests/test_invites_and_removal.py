@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from circle import membership
 from circle.errors import InviteError, PeerUnavailable
-from circle.home import Home
-from circle.invites import InviteHost, JoinedEvent, join
 from circle.net.invite import InviteCode
 from circle.net.keys import key_check
-from circle.service import CircleService
+from circle.node import membership
+from circle.node.home import Home
+from circle.node.invites import InviteHost, JoinedEvent, join
+from circle.node.service import CircleService
 from factories import member_homes
 from livehelp import open_service, sync_pair
 

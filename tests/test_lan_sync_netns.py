@@ -35,9 +35,9 @@ from typing import Any
 import pytest
 from zeroconf import DNSIncoming, DNSText
 
-from circle.home import Home
 from circle.net.discovery import SERVICE_TYPE
-from circle.service import CircleService
+from circle.node.home import Home
+from circle.node.service import CircleService
 from factories import member_homes
 from netns import Capture, Host, Lan, NsProcess, lan
 

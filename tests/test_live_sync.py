@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from circle.node import LiveSync
+from circle.node.live import LiveSync
 from clihelp import CLI
 from factories import member_homes
 from livehelp import open_service

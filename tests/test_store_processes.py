@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from circle.home import Home
-from circle.service import CircleService
+from circle.node.home import Home
+from circle.node.service import CircleService
 from clihelp import CLI
 
 CHILD = str(Path(__file__).parent / "store_child.py")

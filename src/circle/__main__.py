@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from circle.cli import main
+from circle.cli.main import main
 
 main()

@@ -1,6 +1,6 @@
 """Fixtures for relay, envelope and bundle tests.
 
-`relay_factory` spawns REAL relay processes (`python -m circle.net.relay_server`)
+`relay_factory` spawns REAL relay processes (`python -m circle.relay.server`)
 bound to 127.0.0.1 with an OS-chosen port; their stderr (the relay log) goes
 to a file so tests can search it.
 """
@@ -65,7 +65,7 @@ class RelayProcess:
         return f"ws://127.0.0.1:{self.port}/"
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "circle.net.relay_server", "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "circle.relay.server", "--host", "127.0.0.1",
                "--port", str(self.port), "--data", str(self.data), "--log-interval", "0.5",
                *self.args]
         logf = open(self.log, "ab")  # noqa: SIM115 - owned by the child

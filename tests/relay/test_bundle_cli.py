@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from circle import membership
-from circle.home import Home
 from circle.net.bundle import CHECKSUM_LEN
-from circle.service import CircleService
+from circle.node import membership
+from circle.node.home import Home
+from circle.node.service import CircleService
 from clihelp import CLI
 from factories import member_homes
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from circle.errors import InviteError
-from circle.home import Home
-from circle.invites import InviteHost, JoinedEvent, join
-from circle.service import CircleService
+from circle.node.home import Home
+from circle.node.invites import InviteHost, JoinedEvent, join
+from circle.node.service import CircleService
 
 
 async def test_join_through_a_relay_and_relay_sees_only_ciphertext(relay_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

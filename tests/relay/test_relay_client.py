@@ -17,7 +17,7 @@ from circle.net.relay_client import (
     RelayCursors,
     RelayPool,
 )
-from circle.net.relay_store import SQLiteStore
+from circle.relay.store import SQLiteStore
 
 from .conftest import Circle, RelayProcess
 

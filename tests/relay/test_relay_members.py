@@ -11,13 +11,13 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from circle import membership
 from circle.errors import CircleError
-from circle.home import Home
 from circle.net.envelope import Kind, open_envelope, peek_header
 from circle.net.relay_client import Backoff, RelayConnection, RelayCredentials
-from circle.relays import RelaySync
-from circle.service import CircleService
+from circle.node import membership
+from circle.node.home import Home
+from circle.node.relays import RelaySync
+from circle.node.service import CircleService
 from clihelp import CLI
 from factories import member_homes
 

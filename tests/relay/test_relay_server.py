@@ -25,7 +25,8 @@ from circle.errors import (
 from circle.net import relay_protocol as P
 from circle.net.envelope import Kind, seal
 from circle.net.relay_client import RelayConnection, RelayCredentials
-from circle.net.relay_store import MemoryStore, StoreLimits
+from circle.relay import core as S
+from circle.relay.store import MemoryStore, StoreLimits
 
 from .conftest import Circle, RelayProcess
 
@@ -34,7 +35,7 @@ from .conftest import Circle, RelayProcess
 
 class Pair:
     def __init__(self, store: MemoryStore, circle: Circle) -> None:
-        self.server = P.ServerCore(store, clock=lambda: 1_700_000_000.0)
+        self.server = S.ServerCore(store, clock=lambda: 1_700_000_000.0)
         self.client = P.ClientCore()
         self.creds = circle.creds
 
@@ -92,7 +93,7 @@ def test_core_wrong_token_and_version(circle: Circle) -> None:
     [ev] = b.send(b.client.auth(a.creds.mailbox, os.urandom(32)))
     assert isinstance(ev, P.RelayFailed) and isinstance(ev.error, RelayAuthFailed)
     assert b.server.closed
-    c = P.ServerCore(store)
+    c = S.ServerCore(store)
     out = c.receive(P.encode(P.Auth(a.creds.mailbox, a.creds.token, version=9)))
     assert out.close and P.decode_server_message(out.send[0]).code == P.ErrorCode.UNSUPPORTED_VERSION  # type: ignore[union-attr]
 
@@ -114,7 +115,7 @@ def test_core_refuses_non_envelopes_and_quota(circle: Circle) -> None:
 
 
 def test_core_frame_cap(circle: Circle) -> None:
-    core = P.ServerCore(MemoryStore(), P.ServerLimits(frame_cap=100))
+    core = S.ServerCore(MemoryStore(), S.ServerLimits(frame_cap=100))
     out = core.receive(b"\x02" + bytes(200))
     assert out.close and P.decode_server_message(out.send[0]).code == P.ErrorCode.TOO_LARGE  # type: ignore[union-attr]
 
@@ -185,7 +186,7 @@ def test_decoders_only_raise_protocol_errors(data: bytes) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=120), max_size=8))
 def test_server_core_survives_garbage(frames: list[bytes]) -> None:
-    core = P.ServerCore(MemoryStore())
+    core = S.ServerCore(MemoryStore())
     for f in frames:
         if core.closed:
             break
@@ -195,7 +196,7 @@ def test_server_core_survives_garbage(frames: list[bytes]) -> None:
 
 
 def test_token_bucket() -> None:
-    b = P.TokenBucket(rate=10, burst=5)
+    b = S.TokenBucket(rate=10, burst=5)
     assert [b.delay_for(0.0) for _ in range(5)] == [0.0] * 5
     assert b.delay_for(0.0) == pytest.approx(0.1)
     assert b.delay_for(10.0) == 0.0  # refilled (capped at burst)

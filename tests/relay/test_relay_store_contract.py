@@ -11,7 +11,7 @@ import pytest
 from circle.errors import RelayQuotaExceeded
 from circle.net.envelope import Kind, envelope_id, seal
 from circle.net.keys import DeviceIdentity, new_epoch_key
-from circle.net.relay_store import (
+from circle.relay.store import (
     AuthResult,
     MailboxStore,
     MemoryStore,

@@ -9,8 +9,8 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static
 
 from circle.crdt.model import Availability, NeedStatus, OfferStatus, Urgency
-from circle.home import Home
-from circle.service import CircleService
+from circle.node.home import Home
+from circle.node.service import CircleService
 from circle.tui.app import BoardScreen, CircleApp, MessageScreen
 from circle.tui.demo import Demo
 from circle.tui.providers import InviteInfo

@@ -1,4 +1,4 @@
-"""circle.crdt and circle.net must never import textual (DESIGN §2)."""
+"""circle.crdt, net, node and relay must never import textual (DESIGN §2)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import sys
 
 SCRIPT = r"""
 import importlib, pkgutil, sys
-import circle.crdt, circle.net
-for pkg in (circle.crdt, circle.net):
+import circle.crdt, circle.net, circle.node, circle.relay
+for pkg in (circle.crdt, circle.net, circle.node, circle.relay):
     for mod in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
         importlib.import_module(mod.name)
-import circle.service, circle.home, circle.errors
+import circle.errors
 bad = sorted(m for m in sys.modules if m == "textual" or m.startswith("textual."))
 print("LOADED", len([m for m in sys.modules if m.startswith("circle.")]))
 assert not bad, f"textual imported by the core: {bad[:5]}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from circle.home import Home
-from circle.service import CircleService
+from circle.node.home import Home
+from circle.node.service import CircleService
 from circle.tui.app import CircleApp
 from circle.tui.demo import Demo
 from circle.tui.table import RecordTable

@@ -40,7 +40,7 @@ def demo(seed: int, post_every: float) -> None:
 def app_command(ctx: click.Context, listen: str, peers: tuple[str, ...], no_discovery: bool,
                 interfaces: tuple[str, ...], invite_addresses: tuple[str, ...]) -> None:
     """Open the terminal app (what `circle` alone does), with sync options."""
-    from circle.node import parse_listen
+    from circle.node.live import parse_listen
     from circle.tui.launch import launch
     from circle.tui.live import LiveOptions
 

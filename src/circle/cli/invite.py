@@ -9,18 +9,12 @@ import time
 
 import click
 
-from circle import membership
-from circle.cli import Ctx, emit, json_option, pass_ctx
+from circle.cli.common import Ctx, emit, json_option, pass_ctx
 from circle.errors import InviteError, UsageError
-from circle.home import Home
+from circle.net.discovery import local_addresses
 from circle.net.invite import InviteCode
-
-
-def local_addresses(port: int) -> list[str]:
-    """Non-loopback IPv4 addresses of this machine (read locally, nothing is sent)."""
-    from circle.net.discovery import _local_networks
-
-    return [f"{i.ip}:{port}" for i in _local_networks() if not i.ip.is_loopback][:6]
+from circle.node import membership
+from circle.node.home import Home
 
 
 def qr_text(code: str) -> str:
@@ -46,8 +40,8 @@ def qr_text(code: str) -> str:
 def invite(ctx: Ctx, expires_min: float, listen: str, addresses: tuple[str, ...], relays: tuple[str, ...],
            no_qr: bool) -> None:
     """Show a one-time invite code (and QR code) and wait for the new member."""
-    from circle.invites import InviteHost, JoinedEvent
-    from circle.node import parse_listen
+    from circle.node.invites import InviteHost, JoinedEvent
+    from circle.node.live import parse_listen
 
     svc = ctx.service()
 
@@ -111,7 +105,7 @@ def _relays(svc):  # type: ignore[no-untyped-def]
 @pass_ctx
 def join_command(ctx: Ctx, code: str, handle: str, zone: str, no_passphrase: bool, timeout: float) -> None:
     """Join a circle with an invite code from a member."""
-    from circle.invites import join
+    from circle.node.invites import join
     parsed = InviteCode.parse(code)  # a mistyped code fails here, before any network traffic
     if parsed.expires_at <= time.time():
         raise InviteError("this invite has expired; ask for a new one")

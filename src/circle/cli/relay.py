@@ -48,7 +48,7 @@ def relay_command(
     (`circle relay add URL`, `circle relay remove URL`; see `circle relays`)."""
     if ctx.invoked_subcommand is not None:
         return
-    from circle.net.relay_server import RelaySettings, run_relay
+    from circle.relay.server import RelaySettings, run_relay
 
     if data_dir is None:
         raise click.UsageError("Missing option '--data' (the directory for the relay database).")
@@ -71,7 +71,7 @@ def relay_command(
 
 
 def _attach_list_commands() -> None:
-    from circle.cli_relays import relay_add, relay_remove
+    from circle.cli.relays import relay_add, relay_remove
 
     relay_command.add_command(relay_add)
     relay_command.add_command(relay_remove)

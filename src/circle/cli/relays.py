@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from circle.cli import Ctx, emit, handle_of, json_option, pass_ctx, table
+from circle.cli.common import Ctx, emit, handle_of, json_option, pass_ctx, table
 
 
 def _relay_dict(ctx: Ctx, rec: Any) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def _relay_dict(ctx: Ctx, rec: Any) -> dict[str, Any]:
 @pass_ctx
 def relays_command(ctx: Ctx, show_all: bool) -> None:
     """List the circle's relays (synced in the document; any member may change it)."""
-    from circle.relays import STATE_KEY
+    from circle.node.relays import STATE_KEY
 
     svc = ctx.service()
     items = [_relay_dict(ctx, r) for r in svc.board.relays(include_removed=show_all)]
@@ -80,7 +80,7 @@ def bundle() -> None:
 def bundle_write(ctx: Ctx, file: Path) -> None:
     """Write the whole circle, sealed under the current circle key, to FILE."""
     from circle.net.bundle import write_bundle
-    from circle.relays import seal_bundle_envelopes
+    from circle.node.relays import seal_bundle_envelopes
 
     svc = ctx.service()
     envs = seal_bundle_envelopes(svc)

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from circle.node import LiveSync
+    from circle.node.live import LiveSync
 
-from circle.cli import Ctx, emit, json_option, pass_ctx, table
+from circle.cli.common import Ctx, emit, json_option, pass_ctx, table
 
 _peer_option = click.option("--peer", "peers", multiple=True, metavar="HOST:PORT",
                             help="A peer to sync with directly (for networks that block multicast).")
@@ -44,7 +44,7 @@ def _progress_printer(live: LiveSync) -> None:
 def sync(ctx: Ctx, timeout: float, peers: tuple[str, ...], no_discovery: bool,
          interfaces: tuple[str, ...], listen: str) -> None:
     """Sync once with every peer found on the LAN and every --peer."""
-    from circle.node import LiveSync, parse_listen
+    from circle.node.live import LiveSync, parse_listen
 
     svc = ctx.service()
 
@@ -102,7 +102,7 @@ def sync(ctx: Ctx, timeout: float, peers: tuple[str, ...], no_discovery: bool,
 @pass_ctx
 def serve(ctx: Ctx, listen: str, peers: tuple[str, ...], no_discovery: bool, interfaces: tuple[str, ...]) -> None:
     """Keep syncing in the foreground until interrupted (the TUI does the same)."""
-    from circle.node import LiveSync, parse_listen
+    from circle.node.live import LiveSync, parse_listen
 
     svc = ctx.service()
 

@@ -407,6 +407,12 @@ class Advertiser:
 # the zeroconf driver
 
 
+def local_addresses(port: int) -> list[str]:
+    """Non-loopback IPv4 `host:port` of this machine, for invite codes and the
+    app's "listening on" line (read locally, nothing is sent)."""
+    return [f"{i.ip}:{port}" for i in _local_networks() if not i.ip.is_loopback][:6]
+
+
 def _local_networks() -> list[ipaddress.IPv4Interface]:
     """Every local IPv4 address with its prefix (via ifaddr, zeroconf's dependency)."""
     import ifaddr

@@ -56,6 +56,7 @@ from circle.net.envelope import envelope_id
 from circle.net.keys import EpochKey, Purpose, derive
 from circle.net.relay_protocol import (
     DEFAULT_FRAME_CAP,
+    MAILBOX_LEN,
     Authenticated,
     ClientCore,
     EnvelopePushed,
@@ -64,7 +65,6 @@ from circle.net.relay_protocol import (
     PutRefused,
     RelayFailed,
 )
-from circle.net.relay_store import MAILBOX_LEN
 
 log = logging.getLogger("circle.relay.client")
 

@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from circle import membership
 from circle.crdt.am import AmDoc
 from circle.crdt.board import Profile
 from circle.errors import (
@@ -23,7 +22,6 @@ from circle.errors import (
     StoreError,
     UsageError,
 )
-from circle.home import Home
 from circle.net.discovery import parse_manual_peer
 from circle.net.invite import (
     Connected,
@@ -36,7 +34,9 @@ from circle.net.invite import (
     JoinRefused,
     JoinRequest,
 )
-from circle.service import CircleService
+from circle.node import membership
+from circle.node.home import Home
+from circle.node.service import CircleService
 
 JOIN_TIMEOUT_S = 30.0
 KEYS_FOR_JOINER = 8  # the newest epoch keys a joiner gets (so it can talk to members not yet rotated)
@@ -90,7 +90,7 @@ class InviteHost:
                               addresses, relays)
         self.pending[code.invite_id] = code
         if relays:
-            from circle.invite_relay import serve_invite_on_relay
+            from circle.node.invite_relay import serve_invite_on_relay
 
             loop = asyncio.get_running_loop()
             self._relay_tasks[code.invite_id] = [
@@ -237,7 +237,7 @@ async def join(home: Home, code: InviteCode, handle: str, zone: str = "",
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
     for url in code.relays:
-        from circle.invite_relay import RelayJoinerPipe
+        from circle.node.invite_relay import RelayJoinerPipe
 
         try:
             pipe = await RelayJoinerPipe.open(url, home.identity, code)

@@ -24,8 +24,8 @@ from circle.errors import CircleError, UsageError
 from circle.net.discovery import ALL_INTERFACES, Discovery, PeerFound, PeerLost, parse_manual_peer
 from circle.net.session import Closed, DocChanged, Event, HandshakeDone, InSync, Progress
 from circle.net.tcp import PeerSession, SyncNode, SyncReport
-from circle.relays import RelayRoundResult, RelaySync
-from circle.service import CircleService
+from circle.node.relays import RelayRoundResult, RelaySync
+from circle.node.service import CircleService
 
 REFRESH_S = 0.25
 PERSIST_PEERS_S = 5.0

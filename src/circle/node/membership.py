@@ -26,14 +26,27 @@ from __future__ import annotations
 
 import secrets
 import struct
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from circle.crdt.board import Board
 from circle.crdt.model import EpochRecord, Member, MemberId
 from circle.errors import ActionRefused
 from circle.net.keys import DeviceIdentity, EpochKey, key_check, new_epoch_key, seal_to, unseal
+from circle.node.home import CircleConfig, Home
 
-if TYPE_CHECKING:
-    from circle.service import CircleService
+
+class CircleService(Protocol):
+    """What membership needs of `service.CircleService` (a Protocol, so this
+    module sits below the service that calls it)."""
+
+    board: Board
+    config: CircleConfig
+    home: Home
+    @property
+    def me(self) -> MemberId: ...
+
+    def adopt_epoch_key(self, number: int, key: EpochKey) -> None: ...
+    def set_current_epoch(self, number: int) -> None: ...
 
 _GRANT_MAGIC = b"circle-grant-v1"
 

@@ -61,9 +61,9 @@ from circle.net.envelope import (
 )
 from circle.net.keys import EpochKey
 from circle.net.relay_client import Backoff, RelayCredentials, RelayCursor, RelayCursors, RelayPool
-from circle.service import CircleService
+from circle.node.service import CircleService
 
-log = logging.getLogger("circle.relays")
+log = logging.getLogger("circle.node.relays")
 
 STATE_KEY = "relay_state"
 SAVE_EVERY_S = 2.0

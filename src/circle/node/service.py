@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from circle import membership
 from circle.crdt.am import AmDoc
 from circle.crdt.board import Board, Profile, now_ms
 from circle.crdt.model import MemberId, Millis
@@ -26,8 +25,9 @@ from circle.errors import (
     StoreCorrupt,
     StoreError,
 )
-from circle.home import CircleConfig, Home
 from circle.net.keys import EpochKey, _b32, member_id_for, new_epoch_key
+from circle.node import membership
+from circle.node.home import CircleConfig, Home
 
 COMPACT_MIN_LOG = 256 * 1024
 

@@ -1,6 +1,6 @@
 """`circle relay`: an untrusted store-and-forward WebSocket server.
 
-A thin asyncio driver around `relay_protocol.ServerCore` and a SQLite
+A thin asyncio driver around `circle.relay.core.ServerCore` and a SQLite
 `MailboxStore`. It speaks plain `ws://` and is meant to sit behind an
 ordinary reverse proxy that terminates TLS (see docs/relay.md); it binds
 127.0.0.1 unless told otherwise.
@@ -12,7 +12,7 @@ a circle's activity across log lines) or a client IP address.
 
 Run it directly for tests or by hand::
 
-    python -m circle.net.relay_server --host 127.0.0.1 --port 0 --data DIR
+    python -m circle.relay.server --host 127.0.0.1 --port 0 --data DIR
 
 With `--port 0` the OS picks a free port; the first line on stdout says
 which: ``circle relay listening on ws://127.0.0.1:PORT/``.
@@ -39,14 +39,11 @@ from websockets.http11 import Request, Response
 from circle.net.relay_protocol import (
     DEFAULT_FRAME_CAP,
     ErrorCode,
-    ServerCore,
-    ServerLimits,
-    ServerStats,
-    TokenBucket,
     encode,
 )
 from circle.net.relay_protocol import Error as ErrorMsg
-from circle.net.relay_store import MailboxStore, SQLiteStore, StoreLimits
+from circle.relay.core import ServerCore, ServerLimits, ServerStats, TokenBucket
+from circle.relay.store import MailboxStore, SQLiteStore, StoreLimits
 
 log = logging.getLogger("circle.relay")
 

@@ -30,10 +30,8 @@ import nacl.hash
 
 from circle.errors import RelayQuotaExceeded, StoreCorrupt, StoreError
 from circle.net.envelope import envelope_id
+from circle.net.relay_protocol import INSTANCE_ID_LEN, MAILBOX_LEN
 
-MAILBOX_LEN = 16
-TOKEN_LEN = 32
-INSTANCE_ID_LEN = 16
 _TOKEN_PERSON = b"circle/tok-hash".ljust(16, b"\0")
 
 

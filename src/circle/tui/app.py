@@ -55,9 +55,9 @@ from circle.crdt.model import (
 from circle.crdt.store import atomic_write
 from circle.crdt.transfer import export_csv, export_json, import_records, parse_import
 from circle.errors import CircleError, NotFound, PassphraseRequired, UsageError, WrongPassphrase
-from circle.home import Home
 from circle.net.keys import fingerprint
-from circle.service import CircleService
+from circle.node.home import Home
+from circle.node.service import CircleService
 from circle.tui.commands import ACTIONS, NEED_STATUS_LABELS, TAB_TITLES, BoardCommands
 from circle.tui.providers import InviteProvider, JoinProvider
 from circle.tui.rows import (
@@ -997,9 +997,9 @@ def import_report_text(report: dict[str, dict[str, int]]) -> str:
 
 def remove_member(service: CircleService, member_id: str) -> object:
     """Removal with key rotation when the membership module provides it
-    (`circle.membership.remove`), else the board's own removal."""
+    (`circle.node.membership.remove`), else the board's own removal."""
     try:
-        from circle.membership import remove
+        from circle.node.membership import remove
     except ImportError:
         return service.board.remove_member(member_id)
     return remove(service, member_id)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol, runtime_checkable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-if TYPE_CHECKING:
-    from circle.tui.app import BoardScreen
+
+@runtime_checkable
+class RunsCommands(Protocol):
+    """The board screen as the palette sees it (a Protocol: no import of app.py)."""
+
+    def run_command(self, action: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,9 @@ def palette_name(spec: ActionSpec) -> str:
 class BoardCommands(Provider):
     """Finds every board action; running one switches to its tab first."""
 
-    def _board(self) -> BoardScreen | None:
-        from circle.tui.app import BoardScreen
-
+    def _board(self) -> RunsCommands | None:
         screen = self.screen
-        return screen if isinstance(screen, BoardScreen) else None
+        return screen if isinstance(screen, RunsCommands) else None
 
     async def discover(self) -> Hits:
         board = self._board()

@@ -23,8 +23,8 @@ from circle.crdt.am import AmDoc
 from circle.crdt.board import Profile, now_ms
 from circle.crdt.model import Condition, MemberId, Millis, NeedStatus, Urgency
 from circle.errors import CircleError
-from circle.home import Home
-from circle.service import CircleService
+from circle.node.home import Home
+from circle.node.service import CircleService
 from circle.tui.sync_view import PeerInfo
 
 Clock = Callable[[], Millis]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from circle.home import PASSPHRASE_ENV
+from circle.node.home import PASSPHRASE_ENV
 
 
 def launch(ctx: Any, options: Any = None) -> None:

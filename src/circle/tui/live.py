@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from circle.errors import CircleError
-from circle.home import Home
-from circle.invites import InviteHost, join
 from circle.net.invite import InviteCode
-from circle.node import LiveSync, PeerStatus
-from circle.relays import RelayRow
-from circle.service import CircleService
+from circle.node.home import Home
+from circle.node.invites import InviteHost, join
+from circle.node.live import LiveSync, PeerStatus
+from circle.node.relays import RelayRow
+from circle.node.service import CircleService
 from circle.tui.providers import InviteInfo
 from circle.tui.sync_view import PathKind, PeerInfo
 
@@ -112,7 +112,7 @@ class LiveLink:
     def create_invite(self) -> InviteInfo:
         if self.host is None or self.host.bound is None:
             raise CircleError(self.error or "live sync is still starting; try again in a moment")
-        from circle.cli_invite import local_addresses
+        from circle.net.discovery import local_addresses
 
         host, port = self.host.bound
         addresses = self.options.invite_addresses or (

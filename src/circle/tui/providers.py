@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from circle.crdt.model import Millis
-from circle.home import Home
-from circle.service import CircleService
+from circle.node.home import Home
+from circle.node.service import CircleService
 
 
 @dataclass(frozen=True)

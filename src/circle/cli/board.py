@@ -1,0 +1,145 @@
+"""`circle match`, `members`, `status`, `export`, `import`, `compact`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from circle.cli.common import (
+    Ctx,
+    ago,
+    emit,
+    handle_of,
+    json_option,
+    pass_ctx,
+    table,
+)
+from circle.crdt.matching import needs_for, offers_for
+from circle.crdt.model import Member
+from circle.crdt.transfer import export_csv, export_json, import_records, parse_import, record_dict
+from circle.errors import NotFound, UsageError
+
+# --- match, members, status ----------------------------------------------------------
+
+
+@click.command()
+@click.argument("record_id", required=False)
+@json_option
+@pass_ctx
+def match(ctx: Ctx, record_id: str | None) -> None:
+    """Offers that fit a need, needs that fit an offer (all open needs without an id)."""
+    svc = ctx.service()
+    board = svc.board
+    if record_id is None:
+        needs = board.needs("active")
+        results = [m for n in needs for m in offers_for(n, board.offers("open"), limit=3)]
+    else:
+        try:
+            results = offers_for(board.need(record_id), board.offers("open"))
+        except NotFound:
+            results = needs_for(board.offer(record_id), board.needs("active"))
+    data = [{"need": m.need.id, "need_title": m.need.title, "offer": m.offer.id, "offer_title": m.offer.title,
+             "score": m.score, "reasons": list(m.reasons)} for m in results]
+    rows = [[m.need.id, m.need.title[:30], m.offer.id, m.offer.title[:30], str(m.score), "; ".join(m.reasons)]
+            for m in results]
+    emit(ctx, data, lambda: table(rows, ["need", "title", "offer", "title", "score", "why"]))
+
+
+@click.command()
+@json_option
+@pass_ctx
+def members(ctx: Ctx) -> None:
+    """Members with fingerprints and who invited whom."""
+    from circle.net.keys import fingerprint
+
+    svc = ctx.service()
+    items: list[Member] = svc.board.members()
+    data = [{**record_dict(m), "fingerprint": fingerprint(m.sign_key), "active": m.active} for m in items]
+    rows = [[m.id, m.handle + (" (you)" if m.id == svc.me else ""), m.zone, fingerprint(m.sign_key),
+             handle_of(svc, m.invited_by) if m.invited_by else "founder",
+             "active" if m.active else f"removed by {handle_of(svc, m.removed_by or '')}"] for m in items]
+    emit(ctx, data, lambda: table(rows, ["id", "handle", "zone", "fingerprint", "invited by", "state"]))
+
+
+@click.command()
+@json_option
+@pass_ctx
+def status(ctx: Ctx) -> None:
+    """The circle at a glance: counts, conflicts, storage protection."""
+    svc = ctx.service()
+    data = svc.status()
+    def human() -> None:
+        c, me, n, st = data["circle"], data["me"], data["counts"], data["storage"]
+        click.echo(f"Circle {c['name']} ({c['id']}), key generation {c['key_generation']}")
+        click.echo(f"You: {me['handle']} ({me['id']}){'' if me['active'] else ' - NOT an active member'}")
+        click.echo(f"{n['members']} members, {n['open_needs']} open needs, {n['open_offers']} open offers, "
+                   f"{n['tools']} tools ({n['on_loan']} on loan, {n['overdue']} overdue)")
+        for conflict in data["conflicts"]:
+            click.echo(f"CONFLICT: {conflict['name']} ({conflict['tool']}) has {len(conflict['conflicting_loans']) + 1} "
+                       f"open loans made concurrently; current is {conflict['current_loan']}")
+        for bad in data["malformed"]:
+            click.echo(f"Unreadable record {bad['collection']}/{bad['id']}: {bad['reason']}")
+        click.echo(f"Storage: {st['protection']} ({st['path']})")
+        for peer in data.get("peers", []):
+            seen = peer.get("last_seen")
+            when = ago(int(seen * 1000)) if isinstance(seen, int | float) else "never"
+            who = peer.get("handle") or peer.get("member_id") or "?"
+            state = "has all our changes" if peer.get("has_all_ours") else "may be missing some of our changes"
+            click.echo(f"Peer {who} at {peer.get('address')} ({peer.get('path')}): last seen {when}, {state}"
+                       + (f"; last error: {peer['error']}" if peer.get("error") else ""))
+    emit(ctx, data, human)
+
+
+# --- export / import / compact ------------------------------------------------------------
+
+
+@click.command("export")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="File to write (default: stdout).")
+@pass_ctx
+def export_cmd(ctx: Ctx, fmt: str, out: Path | None) -> None:
+    """Export every record (JSON is re-importable; CSV has a section per collection)."""
+    svc = ctx.service()
+    text = json.dumps(export_json(svc.board), indent=2, sort_keys=True) + "\n" if fmt == "json" else export_csv(svc.board)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        from circle.crdt.store import atomic_write
+
+        atomic_write(out, text.encode("utf-8"), mode=0o600)
+        click.echo(f"Wrote {out}", err=True)
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@json_option
+@pass_ctx
+def import_cmd(ctx: Ctx, file: Path) -> None:
+    """Merge records from a JSON export (never overwrites existing records)."""
+    try:
+        text = file.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {file}: {exc}") from None
+    data = parse_import(text)
+    svc = ctx.service()
+    report = import_records(svc.board, data)
+    def human() -> None:
+        for name, counts in report.items():
+            click.echo(f"{name}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    emit(ctx, report, human)
+
+
+@click.command()
+@json_option
+@pass_ctx
+def compact(ctx: Ctx) -> None:
+    """Rewrite the snapshot and empty the change log (atomic)."""
+    svc = ctx.service()
+    svc.compact()
+    data = {"snapshot_bytes": svc.store.snapshot_size(), "log_bytes": svc.store.log_size()}
+    emit(ctx, data, lambda: click.echo(f"Compacted: snapshot {data['snapshot_bytes']} bytes."))
+
+
+commands = [match, members, status, export_cmd, import_cmd, compact]

@@ -1,0 +1,147 @@
+"""What every command module shares: the context object, `--json`, output helpers."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from circle.crdt.model import Need, Offer, Tool
+from circle.crdt.transfer import record_dict
+from circle.errors import UsageError
+from circle.node.home import PASSPHRASE_ENV, Home
+from circle.node.service import CircleService
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# --- context -------------------------------------------------------------------
+
+
+class Ctx:
+    def __init__(self, home: Path, circle: str | None, json_out: bool, passphrase_file: Path | None) -> None:
+        self.home_path = home
+        self.circle = circle
+        self.json = json_out
+        self.passphrase_file = passphrase_file
+        self._home: Home | None = None
+        self._service: CircleService | None = None
+
+    def passphrase(self, confirm_new: bool = False) -> str | None:
+        if self.passphrase_file is not None:
+            try:
+                return self.passphrase_file.read_text("utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise UsageError(f"cannot read passphrase file {self.passphrase_file}: {exc.strerror}") from None
+        env = os.environ.get(PASSPHRASE_ENV)
+        if env is not None:
+            return env
+        if sys.stdin.isatty():
+            if confirm_new:
+                first = getpass.getpass("Passphrase to encrypt this device's data (empty for none): ")
+                if not first:
+                    return None
+                if getpass.getpass("Repeat passphrase: ") != first:
+                    raise UsageError("the passphrases do not match")
+                return first
+            return getpass.getpass("Passphrase: ")
+        return None
+
+    def home(self) -> Home:
+        if self._home is None:
+            self._home = Home.open(self.home_path, self.passphrase())
+        return self._home
+
+    def service(self) -> CircleService:
+        if self._service is None:
+            self._service = CircleService.open(self.home(), self.circle)
+            self._service.refresh()
+        return self._service
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def json_option(func: F) -> F:
+    """`--json` on any command (also accepted before the command name)."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.find_object(Ctx).json = True  # type: ignore[union-attr]
+
+    return click.option("--json", "json_flag", is_flag=True, expose_value=False, callback=callback,
+                        help="Print machine-readable JSON.")(func)
+
+
+def emit(ctx: Ctx, data: Any, human: Callable[[], None]) -> None:
+    if ctx.json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        human()
+
+
+# --- formatting ------------------------------------------------------------------
+
+
+def ago(ms: int, now: int | None = None) -> str:
+    delta = ((now if now is not None else int(time.time() * 1000)) - ms) // 1000
+    future = delta < 0
+    delta = abs(delta)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            text = f"{delta // size}{unit}"
+            break
+    else:
+        text = f"{delta}s"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def table(rows: list[list[str]], header: list[str]) -> None:
+    if not rows:
+        click.echo("(nothing)")
+        return
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def handle_of(svc: CircleService, member_id: str) -> str:
+    m = svc.board.view().members.get(member_id)  # type: ignore[call-overload]
+    return m.handle if m else member_id
+
+
+def show_record(svc: CircleService, rec: Need | Offer | Tool) -> None:
+    data = record_dict(rec)
+    for key, value in data.items():
+        if key in ("author", "steward", "borrower") and isinstance(value, str):
+            value = f"{handle_of(svc, value)} ({value})"
+        elif key == "claims" and isinstance(value, dict):
+            value = ", ".join(f"{handle_of(svc, k)} {ago(v)}" for k, v in value.items()) or "-"
+        elif key.endswith("_at") and isinstance(value, int):
+            value = f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(value / 1000))} ({ago(value)})"
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value)) or "-"
+        click.echo(f"{key:>18}: {value}")
+
+
+def status_action(group: click.Group, kind: str, name: str, method: str, verb: str) -> None:
+    """`circle need claim ID`, `circle offer pause ID`, ...: one board method each."""
+
+    @group.command(name, help=f"Mark a {kind} as {verb}.")
+    @click.argument("record_id")
+    @json_option
+    @pass_ctx
+    def command(ctx: Ctx, record_id: str) -> None:
+        svc = ctx.service()
+        rid = getattr(svc.board, method)(record_id)
+        rec = getattr(svc.board, kind)(rid)
+        emit(ctx, record_dict(rec),
+             lambda: click.echo(f"{kind.capitalize()} {rec.id} {verb}; now {rec.status.value}."))
