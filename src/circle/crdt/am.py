@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 import automerge.core as am
@@ -244,6 +245,17 @@ class Editor:
         self._tx.put(self._collection(collection), key, kind, raw)
 
 
+@dataclass(frozen=True)
+class ChangeMeta:
+    """One change as the trust layer checks it: its hash, writer and place."""
+
+    hash: bytes
+    actor: bytes
+    seq: int
+    max_op: int
+    data: bytes
+
+
 def op_writer(exid: bytes) -> tuple[bytes, int] | None:
     """(actor, op counter) of an Automerge object or value id, as the binding
     returns them: 0x10, uleb actor length, actor, uleb actor index, uleb counter.
@@ -279,8 +291,11 @@ class AmDoc:
     # --- lifecycle ------------------------------------------------------
 
     @classmethod
-    def new(cls) -> AmDoc:
-        return cls(am.Document())
+    def new(cls, actor: bytes | None = None) -> AmDoc:
+        doc = am.Document()
+        if actor is not None:
+            doc.set_actor(actor)
+        return cls(doc)
 
     @classmethod
     def load(cls, data: bytes) -> AmDoc:
@@ -499,6 +514,22 @@ class AmDoc:
         return bytes(self._doc.get_actor())
 
     def set_actor(self, actor: bytes) -> None:
+        self._doc.set_actor(actor)
+
+    def change_metas(self, heads: list[bytes]) -> list[ChangeMeta]:
+        """Every change not covered by `heads`, with who wrote it (causal order)."""
+        try:
+            return [ChangeMeta(bytes(c.hash), bytes(c.actor_id), int(c.seq), int(c.max_op), bytes(c.bytes))
+                    for c in self._doc.get_changes(heads)]
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            raise MalformedDocument(f"unknown heads ({exc})") from None
+
+    def adopt(self, other: AmDoc) -> None:
+        """Become `other` (a fork this document was staged into), keeping our actor."""
+        actor = self._doc.get_actor()
+        self._doc = other._doc
         self._doc.set_actor(actor)
 
     def records(self, collection: str) -> dict[str, Record | _Malformed]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from circle.crdt.am import MALFORMED, AmDoc, Field, Scalar
+from circle.crdt.am import MALFORMED, AmDoc, Field
 from circle.crdt.model import (
     COLLECTIONS,
     DAY_MS,
@@ -24,7 +24,6 @@ from circle.crdt.model import (
     SCHEMA_VERSION,
     Availability,
     Condition,
-    EpochRecord,
     Hold,
     HoldStatus,
     Loan,
@@ -41,7 +40,7 @@ from circle.crdt.model import (
     ToolState,
     Urgency,
 )
-from circle.crdt.views import BoardView, build_view, parse_member
+from circle.crdt.views import BoardView, build_view
 from circle.errors import (
     ActionRefused,
     AmbiguousId,
@@ -121,23 +120,27 @@ class Board:
         #: Maps an Automerge actor to the member whose device it is, as the
         #: signed statements say (set by the node's trust layer); None = unknown.
         self.member_of_actor: Callable[[bytes], MemberId | None] = lambda _actor: None
+        #: The members as the signed statements say (set by the trust layer).
+        self.members_source: Callable[[], dict[MemberId, Member]] | None = None
         self.check_schema()
 
     # --- creation and meta ------------------------------------------------
 
     @staticmethod
-    def create_document(name: str, circle_id: str, founder_id: MemberId, founder: Profile, at: Millis) -> AmDoc:
+    def create_document(name: str, circle_id: str, at: Millis, statements: list[tuple[str, bytes]],
+                        actor: bytes | None = None) -> AmDoc:
         """The founding change: every collection exists from the first change,
         so no two replicas ever create the same collection concurrently (which
-        would hide one of them after merge)."""
-        doc = AmDoc.new()
+        would hide one of them after merge). It carries the founding statements."""
+        doc = AmDoc.new(actor)
         with doc.edit() as ed:
             ed.create_collections(COLLECTIONS)
             ed.put_root_scalar("meta", "schema", SCHEMA_VERSION)
             ed.put_root_scalar("meta", "circle_id", circle_id)
             ed.put_root_scalar("meta", "name", _clean_text(name, "circle name", 80, True))
             ed.put_root_scalar("meta", "created_at", at)
-            ed.put_record("members", founder_id, _member_fields(founder, at, None))
+            for sid, blob in statements:
+                ed.put_root_scalar("statements", sid, blob)
         return doc
 
     def meta(self) -> dict[str, object]:
@@ -174,6 +177,9 @@ class Board:
                 previous = self._view if changed is not None else None
             self._view = build_view(self.doc, now, previous, changed)
             self._view_key = key
+        if self.members_source is not None:
+            # Members come from the signed statements, never from records.
+            self._view.__dict__["members"] = self.members_source()
         return self._view
 
     def invalidate(self) -> None:
@@ -191,15 +197,8 @@ class Board:
         return sorted(self.view().members.values(), key=lambda m: (m.removed_at is not None, m.handle))
 
     def active_member(self, member_id: MemberId) -> Member | None:
-        """Fast path (one record read) used on every mutation and handshake."""
-        rec = self.doc.record("members", member_id)
-        if rec is None:
-            return None
-        try:
-            member = parse_member(member_id, rec)
-        except Exception:
-            return None
-        return member if member.active else None
+        member = self.view().members.get(member_id)
+        return member if member is not None and member.active else None
 
     def needs(self, status: str = "open", category: str | None = None, search: str | None = None) -> list[Need]:
         items = list(self.view().needs.values())
@@ -623,65 +622,24 @@ class Board:
         return [h for h in self.view().holds.values()
                 if h.member == self.me and h.status in (HoldStatus.WAITING, HoldStatus.READY)]
 
-    # --- members -----------------------------------------------------------
+    # --- membership statements ---------------------------------------------
 
-    def add_member(self, member_id: MemberId, profile: Profile, invited_by: MemberId | None,
-                   grant: tuple[str, bytes] | None = None) -> None:
-        """Record a new member and, in the same change, their grant of the
-        current epoch key (`grant` = (epoch record id, sealed key))."""
-        if self.doc.record("members", member_id) is not None:
-            raise ActionRefused(f"{member_id} is already a member")
+    def statement_blobs(self) -> list[bytes]:
+        """Every signed membership statement in the document (unchecked)."""
+        return [v for v in self.doc.root_scalars("statements").values() if isinstance(v, bytes)]
+
+    def statement_ids(self) -> list[str]:
+        return self.doc.record_ids("statements")
+
+    def add_statements(self, statements: list[tuple[str, bytes]]) -> None:
+        """Write signed statements (id hex -> blob) as ONE change: a removal and
+        its new epoch never arrive apart."""
+        if not statements:
+            return
         with self.doc.edit() as ed:
-            ed.put_record("members", member_id, _member_fields(profile, self.clock(), invited_by))
-            if grant is not None:
-                ed.map_put("epochs", grant[0], "grants", member_id, grant[1])
+            for sid, blob in statements:
+                ed.put_root_scalar("statements", sid, blob)
         self._commit()
-
-    def remove_member(self, prefix: str) -> Member:
-        """Validate a removal; the service then calls `record_removal` with
-        the new epoch's grants (sealing needs keys this layer never sees)."""
-        self._require_member()
-        member = self.member(prefix)
-        if not member.active:
-            raise ActionRefused(f"{member.handle} was already removed")
-        return member
-
-    # --- epochs (key rotation) ---------------------------------------------
-
-    def epochs(self) -> list[EpochRecord]:
-        return sorted(self.view().epochs.values(), key=lambda e: e.order_key)
-
-    def current_epoch(self) -> EpochRecord | None:
-        epochs = self.epochs()
-        return epochs[0] if epochs else None
-
-    def record_epoch(self, number: int, check: bytes, grants: dict[MemberId, bytes],
-                     removed: Iterable[MemberId] = ()) -> str:
-        """Write a new epoch (and any removals it carries) as ONE change, so
-        no replica ever sees the removal without the rotation or vice versa."""
-        me = self._require_member()
-        removed = sorted(set(removed))
-        now = self.clock()
-        rid = f"{number:08d}-{new_record_id()}"
-        with self.doc.edit() as ed:
-            for member_id in removed:
-                ed.update("members", member_id, {"removed_at": now, "removed_by": me})
-            grant_map: dict[str, Scalar] = {str(k): v for k, v in grants.items()}
-            ed.put_record("epochs", rid, {
-                "number": number, "check": check, "created_by": me, "created_at": now,
-                "removed": " ".join(removed), "grants": grant_map,
-            })
-        self._commit()
-        return rid
-
-    def add_grant(self, epoch_id: str, member_id: MemberId, sealed: bytes) -> None:
-        """Give one more member the key of an existing epoch (a new joiner)."""
-        self._require_member()
-        with self.doc.edit() as ed:
-            ed.map_put("epochs", epoch_id, "grants", member_id, sealed)
-        self._commit()
-
-    # --- relays (the circle's relay list, synced like everything else) ------
 
     def relays(self, include_removed: bool = False) -> list[RelayRecord]:
         items = [r for r in self.view().relays.values() if include_removed or r.active]
@@ -749,14 +707,6 @@ def normalise_relay_url(url: str) -> str:
 def relay_record_id(normalised_url: str) -> str:
     """Record key of a relay: two members adding one URL share one record."""
     return hashlib.blake2b(normalised_url.encode(), digest_size=8, person=b"circle/relay-id").hexdigest()
-
-
-def _member_fields(profile: Profile, at: Millis, invited_by: MemberId | None) -> dict[str, Field]:
-    return {
-        "handle": _clean_text(profile.handle, "handle", 40, True), "sign_key": profile.sign_key,
-        "box_key": profile.box_key, "zone": profile.zone.strip()[:60], "joined_at": at,
-        "invited_by": invited_by, "removed_at": None, "removed_by": None,
-    }
 
 
 def _common_edits(title: str | None, details: str | None, category: str | None, zone: str | None) -> dict[str, Field]:
