@@ -42,6 +42,7 @@ from circle.net.keys import DeviceIdentity, verify_signature
 from circle.net.membership_rules import Membership, actor_for
 
 PROOF_LEN = 96
+MAX_PENDING_PROOFS = 500_000
 PROOF_BLOCK_MAGIC = b"CPRF"
 _DOMAIN = b"circle-change-v1"
 
@@ -103,7 +104,8 @@ class Gate:
     identity: DeviceIdentity
     store: DocStore | None
     membership: Callable[[AmDoc], Membership]
-    proofs: dict[bytes, bytes] = field(default_factory=dict)  # change hash -> signature
+    proofs: dict[bytes, bytes] = field(default_factory=dict)  # change hash -> signature (verified)
+    pending: dict[bytes, bytes] = field(default_factory=dict)  # offered, not yet checked
     stats: Stats = field(default_factory=Stats)
 
     @classmethod
@@ -127,6 +129,14 @@ class Gate:
                 self.proofs[p[:32]] = p[32:]
                 new.append(p)
         return new
+
+    def offer(self, proofs: Iterable[bytes]) -> None:
+        """Proofs that arrived ahead of their changes (checked when those come)."""
+        for p in proofs:
+            if len(p) == PROOF_LEN and p[:32] not in self.proofs:
+                if len(self.pending) >= MAX_PENDING_PROOFS:
+                    self.pending.pop(next(iter(self.pending)))
+                self.pending[p[:32]] = p[32:]
 
     def keep(self, proofs: Iterable[bytes]) -> None:
         """Remember proofs that arrived with data already verified (a join)."""
@@ -192,27 +202,35 @@ class Gate:
     # --- verification --------------------------------------------------------
 
     def stage(self, doc: AmDoc, apply: Callable[[AmDoc], None], proofs: Iterable[bytes] = ()) -> bool:
-        """Apply incoming data to a fork of `doc`, check every change it adds,
-        and only then let `doc` adopt the fork. Raises UnverifiedChanges (the
-        document is untouched) when anything is not signed by a known device.
-        Returns whether the document changed."""
-        offered: dict[bytes, bytes] = {}
-        for p in proofs:
-            if len(p) == PROOF_LEN:
-                offered[p[:32]] = p[32:]
+        """Apply incoming data to a fork of `doc`, check every change it adds
+        to the history, and only then let `doc` adopt the fork. Raises
+        UnverifiedChanges (the document is untouched) when anything is not
+        signed by a known device. Returns whether the history changed.
+
+        Changes whose deps have not arrived wait in Automerge's queue (inside
+        the adopted fork) and are checked when they join the history; their
+        proofs wait in `pending` until then."""
+        self.offer(proofs)
         before = doc.heads()
         fork = doc.fork()
         apply(fork)
-        if fork.heads() == before:
+        after = fork.heads()
+        if set(after) == set(before):
+            doc.adopt(fork)  # keeps queued changes, adds nothing to the history
             return False
-        new = fork.change_metas(before) if before else fork.change_metas([])
-        self.check(fork, new, offered)
+        new = fork.change_metas(before)
+        self.check(fork, new)
         doc.adopt(fork)
-        kept = self._take(h + s for h, s in offered.items() if any(m.hash == h for m in new))
+        kept = []
+        for meta in new:
+            sig = self.pending.pop(meta.hash, None)
+            if sig is not None and meta.hash not in self.proofs:
+                self.proofs[meta.hash] = sig
+                kept.append(meta.hash + sig)
         self._persist(kept)
         return True
 
-    def check(self, fork: AmDoc, new: list[ChangeMeta], offered: dict[bytes, bytes]) -> None:
+    def check(self, fork: AmDoc, new: list[ChangeMeta]) -> None:
         members = self.membership(fork)  # the statements as they stand *with* the new changes
         by_actor: dict[bytes, list[ChangeMeta]] = {}
         for meta in new:
@@ -223,7 +241,7 @@ class Gate:
                 self._refuse(f"{len(metas)} change(s) written by a device this circle does not know")
             cover = -1
             for meta in sorted(metas, key=lambda m: -m.seq):
-                sig = offered.get(meta.hash) or self.proofs.get(meta.hash)
+                sig = self.pending.get(meta.hash) or self.proofs.get(meta.hash)
                 if sig is None:
                     continue
                 self.stats.signatures_checked += 1
@@ -243,3 +261,55 @@ class Gate:
 
 __all__ = ["Gate", "UnverifiedChanges", "decode_proofs", "encode_proofs", "pack_snapshot", "process_actor",
            "unpack_snapshot"]
+
+
+class GatedDoc:
+    """The document as a live session sees it (`net.session.SyncDoc`): sync
+    messages that carry changes, and snapshots, go through the gate first.
+    `save()` is a packed snapshot (the saved document plus its proofs)."""
+
+    def __init__(self, doc: AmDoc, gate: Gate) -> None:
+        self.doc = doc
+        self.gate = gate
+
+    def new_sync_state(self) -> object:
+        return self.doc.new_sync_state()
+
+    def generate_sync_message(self, state: object) -> bytes | None:
+        return self.doc.generate_sync_message(state)  # type: ignore[arg-type]
+
+    def receive_sync_message(self, state: object, data: bytes) -> None:
+        from circle.crdt.am import sync_message_change_count
+
+        count = sync_message_change_count(data)
+        if count == 0:
+            self.doc.receive_sync_message(state, data)  # type: ignore[arg-type]
+            return
+        self.gate.stage(self.doc, lambda fork: fork.receive_sync_message(state, data))  # type: ignore[arg-type]
+
+    def save(self) -> bytes:
+        return pack_snapshot(self.doc.save(), self.gate.head_proofs(self.doc))
+
+    def heads(self) -> list[bytes]:
+        return self.doc.heads()
+
+    def merge_saved(self, data: bytes) -> None:
+        saved, proofs = unpack_snapshot(data)
+        other = AmDoc.load(saved)
+        self.gate.stage(self.doc, lambda fork: fork.merge(other), proofs)
+
+    def is_empty(self) -> bool:
+        return self.doc.is_empty()
+
+    # --- proofs (optional part of SyncDoc) -------------------------------------
+
+    def proofs_for_hashes(self, hashes: list[bytes]) -> list[bytes]:
+        """Proofs for these changes; for one we hold no proof of its own (it
+        came inside a snapshot), the proof of its actor's highest change."""
+        out = [h + self.gate.proofs[h] for h in hashes if h in self.gate.proofs]
+        if len(out) < len(hashes):
+            out += self.gate.head_proofs(self.doc)
+        return out
+
+    def take_proofs(self, block: bytes) -> None:
+        self.gate.offer(decode_proofs(block))
