@@ -213,6 +213,29 @@ def change_hash(chunk: bytes) -> bytes | None:
     return hashlib.sha256(b"\x01" + _uleb(len(raw)) + raw).digest()
 
 
+def chunk_hashes(blob: bytes) -> list[bytes] | None:
+    """Hashes of the change chunks concatenated in `blob` (a v2 sync message
+    packs several into one entry); None if any is not a change chunk."""
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(blob):
+        if blob[pos : pos + 4] != b"\x85\x6f\x4a\x83" or pos + 9 > len(blob):
+            return None
+        try:
+            n, body = _read_uleb(blob, pos + 9)
+        except ValueError:
+            return None
+        end = body + n
+        if end > len(blob):
+            return None
+        h = change_hash(blob[pos:end])
+        if h is None:
+            return None
+        out.append(h)
+        pos = end
+    return out
+
+
 def sync_message_change_hashes(data: bytes) -> list[bytes] | None:
     """Hashes of the changes an Automerge sync message carries (None if unreadable)."""
     try:
@@ -229,13 +252,13 @@ def sync_message_change_hashes(data: bytes) -> list[bytes] | None:
             n, pos = _read_uleb(data, pos)
             pos += n
         count, pos = _read_uleb(data, pos)
-        out = []
+        out: list[bytes] = []
         for _ in range(count):
             n, pos = _read_uleb(data, pos)
-            h = change_hash(data[pos : pos + n])
-            if h is None:
+            hashes = chunk_hashes(data[pos : pos + n])
+            if hashes is None:
                 return None
-            out.append(h)
+            out += hashes
             pos += n
         return out
     except ValueError:

@@ -634,9 +634,12 @@ class Connection:
         if proofs_for is None:
             return
         hashes = sync_message_change_hashes(sync_data)
-        if not hashes:
+        if hashes == []:
             return
-        fresh = [p for p in proofs_for(hashes) if p[:32] not in self._proofs_sent]
+        # None: a form we cannot read (e.g. a whole document chunk): send every
+        # proof the peer may lack; the receiver checks whatever it gets.
+        wanted = proofs_for(hashes) if hashes is not None else self._all_proofs()
+        fresh = [p for p in wanted if p[:32] not in self._proofs_sent]
         if not fresh:
             return
         self._proofs_sent.update(p[:32] for p in fresh)
@@ -644,6 +647,10 @@ class Connection:
         per = (_MAX_SYNC_BODY - 16) // 96
         for i in range(0, len(fresh), per):
             self._send(m.Proofs(b"CPRF" + b"".join(fresh[i : i + per])))
+
+    def _all_proofs(self) -> list[bytes]:
+        since = getattr(self.doc, "proofs_since", None)
+        return [] if since is None else list(since(sorted(self.peer_heads or ())))
 
     def _send_snapshot(self) -> None:
         raw = self.doc.save()

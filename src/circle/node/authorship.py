@@ -303,6 +303,13 @@ class GatedDoc:
 
     # --- proofs (optional part of SyncDoc) -------------------------------------
 
+    def proofs_since(self, heads: list[bytes]) -> list[bytes]:
+        known = [h for h in heads if h in self._hashes()]
+        return self.gate.proofs_since(self.doc, known)
+
+    def _hashes(self) -> set[bytes]:
+        return {m.hash for m in self.doc.change_metas([])}
+
     def proofs_for_hashes(self, hashes: list[bytes]) -> list[bytes]:
         """Proofs for these changes; for one we hold no proof of its own (it
         came inside a snapshot), the proof of its actor's highest change."""

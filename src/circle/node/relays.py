@@ -578,7 +578,7 @@ class RelaySync:
         prefix = {_h(c) for c in history_until_epoch(self.svc.doc, cur)}
         early = [c for c in todo if _h(c) in prefix]
         if early:
-            envs = seal_changes(self.svc.home.identity, old, self.svc.config.epoch_keys[old], early)
+            envs = seal_changes_with_proofs(self.svc, old, self.svc.config.epoch_keys[old], early)
             for env in envs:
                 self.inbox.seen.add(envelope_id(env))
             self.previous.push(envs)
