@@ -11,7 +11,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -27,6 +27,7 @@ from circle.crdt.model import (
     Hold,
     HoldStatus,
     Loan,
+    Malformed,
     Member,
     MemberId,
     Millis,
@@ -122,6 +123,11 @@ class Board:
         self.member_of_actor: Callable[[bytes], MemberId | None] = lambda _actor: None
         #: The members as the signed statements say (set by the trust layer).
         self.members_source: Callable[[], dict[MemberId, Member]] | None = None
+        #: Actors of removed devices that wrote after their removal's pin, and
+        #: whether one op of theirs still counts (set by the trust layer).
+        self.late_actors: Callable[[], set[bytes]] = lambda: set()
+        self.op_counts: Callable[[bytes, int], bool] = lambda _actor, _op: True
+        self._writers: dict[str, dict[str, MemberId | None]] = {}
         self.check_schema()
 
     # --- creation and meta ------------------------------------------------
@@ -177,10 +183,64 @@ class Board:
                 previous = self._view if changed is not None else None
             self._view = build_view(self.doc, now, previous, changed)
             self._view_key = key
-        if self.members_source is not None:
+            if changed is None:
+                self._writers.clear()
+            else:
+                for collection, rids in changed.items():
+                    for rid in rids:
+                        self._writers.get(collection, {}).pop(rid, None)
+        if self.members_source is not None and "members" not in self._view.__dict__:
             # Members come from the signed statements, never from records.
             self._view.__dict__["members"] = self.members_source()
+            late = self.late_actors()
+            if late:
+                self._drop_late_writes(self._view, late)
+            self._verify_authors(self._view)
         return self._view
+
+    def _verify_authors(self, view: BoardView) -> None:
+        """A need's or offer's author is who *wrote* it (the signed device's
+        member), whatever its `author` field claims; a mismatch is reported."""
+        notes = view._malformed.setdefault("authorship", [])
+        for collection in ("needs", "offers"):
+            table = getattr(view, collection)
+            cache = self._writers.setdefault(collection, {})
+            for rid, rec in list(table.items()):
+                if rid not in cache:
+                    who = self.doc.record_writer(collection, rid)
+                    cache[rid] = self.member_of_actor(who[0]) if who is not None else None
+                writer = cache[rid]
+                if writer is not None and writer != rec.author:
+                    table[rid] = replace(rec, author=writer)
+                    claimed = view.members.get(rec.author)
+                    real = view.members.get(writer)
+                    notes.append(Malformed(collection, rid, f"says it is by {claimed.handle if claimed else rec.author} "
+                                           f"but was written by {real.handle if real else writer}"))
+
+    def _drop_late_writes(self, view: BoardView, late: set[bytes]) -> None:
+        """Ignore what removed devices wrote after their removal (membership
+        rule 6): records they created are hidden, fields they changed are
+        reported. Both listed with the view's unreadable records."""
+        notes = view._malformed.setdefault("after-removal", [])
+        for collection, attr in (("loans", "loans"), ("holds", "_raw_holds"), ("needs", "needs"),
+                                 ("offers", "offers"), ("tools", "tools")):
+            table = getattr(view, attr)
+            for rid in list(table):
+                who = self.doc.record_writer(collection, rid)
+                if who is not None and who[0] in late and not self.op_counts(*who):
+                    del table[rid]
+                    notes.append(Malformed(collection, rid, f"written by {self._writer_name(who[0])} "
+                                           "after they were removed (ignored)"))
+                    continue
+                for fname, (actor, op) in self.doc.field_writers(collection, rid).items():
+                    if actor in late and not self.op_counts(actor, op):
+                        notes.append(Malformed(collection, rid, f"field {fname} was changed by "
+                                               f"{self._writer_name(actor)} after they were removed"))
+
+    def _writer_name(self, actor: bytes) -> str:
+        mid = self.member_of_actor(actor)
+        member = self.view().members.get(mid) if mid else None
+        return member.handle if member is not None else "a removed device"
 
     def invalidate(self) -> None:
         """Nothing to drop: views are keyed by the document's heads, and a new

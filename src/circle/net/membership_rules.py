@@ -90,6 +90,7 @@ class DeviceInfo:
     added_at: int
     removed_at: int | None = None
     removed_by: bytes | None = None  # member key
+    removed_in: int | None = None  # walk index of the removal statement
     #: After a removal: the last op of each of this device's actors (processes)
     #: that the remover had seen; later ops by them are ignored (rule 6).
     seen: dict[bytes, int] = field(default_factory=dict)
@@ -109,6 +110,7 @@ class MemberInfo:
     devices: list[bytes] = field(default_factory=list)
     removed_at: int | None = None
     removed_by: bytes | None = None
+    removed_in: int | None = None
     left: bool = False
 
     @property
@@ -275,11 +277,15 @@ def _pinned_out(s: Statement, i: int, order: list[Statement], anc: list[int],
             if r == i or (anc[r] >> i) & 1:
                 continue  # s is the removal itself, or the remover had seen it
             removal = order[r]
-            mutual = (s.kind is Kind.REMOVE and s.subject in (removal.member, removal.device)
-                      and not (anc[i] >> r) & 1)
-            if not mutual:
+            if not _mutual(s, i, removal, r, anc):
                 return removal
     return None
+
+
+def _mutual(s: Statement, i: int, removal: Statement, r: int, anc: list[int]) -> bool:
+    """`s` removes the author of `removal`, and neither had seen the other."""
+    return (s.kind is Kind.REMOVE and s.subject in (removal.member, removal.device)
+            and not (anc[i] >> r) & 1 and not (anc[r] >> i) & 1)
 
 
 def _reason(m: Membership, s: Statement, i: int, order: list[Statement], anc: list[int],
@@ -291,7 +297,9 @@ def _reason(m: Membership, s: Statement, i: int, order: list[Statement], anc: li
     if author is None or device is None or device.member != s.member:
         return "its author is not a member of this circle"
     if not author.active or not device.active:
-        return f"{author.handle} was removed before it"
+        r = author.removed_in if not author.active else device.removed_in
+        if not (r is not None and _mutual(s, i, order[r], r, anc)):
+            return f"{author.handle} was removed before it"
     late = _pinned_out(s, i, order, anc, pins)
     if late is not None:
         return f"{author.handle} was removed by {_name(m, late.member)} before it"
@@ -348,16 +356,16 @@ def _apply(m: Membership, s: Statement, i: int) -> None:
         target = m.members.get(s.subject)
         keys = target.devices if target is not None else [s.subject]
         if target is not None and target.active:
-            target.removed_at, target.removed_by = s.at, s.member
+            target.removed_at, target.removed_by, target.removed_in = s.at, s.member, i
             target.left = s.subject == s.member
         for key in keys:
             d = m.devices.get(key)
             if d is not None and d.active:
-                d.removed_at, d.removed_by = s.at, s.member
+                d.removed_at, d.removed_by, d.removed_in = s.at, s.member, i
                 d.seen = {a: op for a, op in seen.items() if a[:16] == d.actor}
         owner = m.members.get(m.devices[s.subject].member) if s.subject in m.devices else None
         if owner is not None and owner.active and not any(m.devices[k].active for k in owner.devices):
-            owner.removed_at, owner.removed_by = s.at, s.member  # its last device is gone
+            owner.removed_at, owner.removed_by, owner.removed_in = s.at, s.member, i  # its last device is gone
     elif k is Kind.PROFILE:
         info = m.members[s.member]
         info.handle, info.zone = s.handle, s.zone

@@ -61,6 +61,9 @@ class CircleService:
                               self.home.doc_cipher(cid), lambda doc: derive(Board(doc, None).statement_blobs(), cid))
         self.board.members_source = lambda: membership.members_of(self.membership())
         self.board.member_of_actor = self._member_of_actor
+        self.board.late_actors = self._late_actors
+        self.board.op_counts = lambda actor, op: self.membership().counts(actor, op)
+        self._late: tuple[tuple[bytes, ...], set[bytes]] | None = None
         self._persisted = self.doc.heads()
 
     # --- construction ----------------------------------------------------
@@ -152,6 +155,19 @@ class CircleService:
         d = m.device_by_actor(actor[:16])
         info = m.members.get(d.member) if d is not None else None
         return info.id if info is not None else None
+
+    def _late_actors(self) -> set[bytes]:
+        """Actors of removed devices that wrote past their removal's pin."""
+        m = self.membership()
+        removed = {d.actor: d for d in m.devices.values() if m.active_device(d.key) is None}
+        if not removed:
+            return set()
+        heads = tuple(self.doc.heads())
+        if self._late is None or self._late[0] != heads:
+            late = {meta.actor for meta in self.doc.change_metas([])
+                    if meta.actor[:16] in removed and meta.max_op > removed[meta.actor[:16]].seen.get(meta.actor, 0)}
+            self._late = (heads, late)
+        return self._late[1]
 
     def actor_clock(self, actors: Iterable[bytes]) -> dict[bytes, int]:
         """For each actor of these devices (16-byte prefixes): the last op we hold."""
