@@ -103,7 +103,8 @@ class CircleService:
 
     @classmethod
     def join_from_snapshot(cls, home: Home, circle_id: str, name: str, packed: bytes,
-                           epoch_keys: dict[int, Any], epoch: int) -> CircleService:
+                           epoch_keys: dict[int, Any], epoch: int,
+                           clock: Callable[[], Millis] = now_ms) -> CircleService:
         """A joiner's first copy: verified (signed by members' devices, anchored
         at this circle's founding statement) before anything is written."""
         saved, proofs = unpack_snapshot(packed)
@@ -114,7 +115,7 @@ class CircleService:
         probe.stage(doc, lambda fork: fork.merge(incoming), proofs)
         if not derive(Board(doc, None).statement_blobs(), circle_id).members:
             raise MalformedDocument("the inviter's document does not hold this circle's founding statement")
-        return cls.create_from_doc(home, circle_id, name, doc, epoch_keys, epoch, proofs=proofs)
+        return cls.create_from_doc(home, circle_id, name, doc, epoch_keys, epoch, clock, proofs=proofs)
 
     @classmethod
     def open(cls, home: Home, selector: str | None = None,

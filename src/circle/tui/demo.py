@@ -146,10 +146,8 @@ class Demo:
 
 def _fork(founder: CircleService, home: Home, clock: Clock) -> CircleService:
     cfg = founder.config
-    svc = CircleService.join_from_snapshot(home, cfg.circle_id, cfg.name, founder.packed_snapshot(),
-                                           dict(cfg.epoch_keys), cfg.epoch)
-    svc.clock = clock
-    return svc
+    return CircleService.join_from_snapshot(home, cfg.circle_id, cfg.name, founder.packed_snapshot(),
+                                            dict(cfg.epoch_keys), cfg.epoch, clock)
 
 
 def build_demo(root: Path | None = None, clock: Clock = now_ms, seed: int = 7,
