@@ -20,16 +20,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from factories import member_homes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from livehelp import open_service
 
 from circle.errors import CircleError
 from circle.net.keys import key_check
 from circle.node import membership
 from circle.node.home import Home
 from circle.node.service import CircleService
+from factories import member_homes
+from livehelp import open_service
 
 OPS = st.lists(
     st.tuples(st.sampled_from(["edit", "edit", "sync", "sync", "sync", "remove", "leave", "join"]),

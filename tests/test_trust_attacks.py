@@ -13,8 +13,6 @@ import struct
 from pathlib import Path
 
 import pytest
-from factories import member_homes
-from livehelp import open_service
 
 from circle.errors import CircleError
 from circle.net.keys import key_check, member_id_for, new_epoch_key
@@ -23,6 +21,8 @@ from circle.net.statements import Kind, Statement, sign
 from circle.node import membership
 from circle.node.authorship import UnverifiedChanges
 from circle.node.service import CircleService
+from factories import member_homes
+from livehelp import open_service
 
 
 def services(tmp_path: Path, handles: list[str]) -> list[CircleService]:

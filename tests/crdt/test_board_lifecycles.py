@@ -16,7 +16,7 @@ from circle.crdt.model import (
     Urgency,
 )
 from circle.errors import ActionRefused, AmbiguousId, NotAMember, NotFound, UsageError
-from factories import Clock, add_member, exchange, replica, remove_member
+from factories import Clock, add_member, exchange, remove_member, replica
 
 
 def test_need_open_claim_met(board: Board) -> None:
