@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from circle.crdt.am import AmDoc
+from circle.crdt.am import AmDoc, change_hash
 from circle.errors import CircleError, LocalProtocolError, MalformedDocument, RemoteProtocolError
 from circle.net.envelope import (
     EnvelopeInbox,
@@ -61,6 +61,16 @@ from circle.net.envelope import (
 )
 from circle.net.keys import EpochKey
 from circle.net.relay_client import Backoff, RelayCredentials, RelayCursor, RelayCursors, RelayPool
+from circle.net.statements import Kind as StatementKind
+from circle.net.statements import decode as decode_statement
+from circle.node.authorship import (
+    PROOF_BLOCK_MAGIC,
+    GatedDoc,
+    decode_proofs,
+    encode_proofs,
+    pack_snapshot,
+    unpack_snapshot,
+)
 from circle.node.service import CircleService
 
 log = logging.getLogger("circle.node.relays")
@@ -78,6 +88,13 @@ SEEN_KEEP = 4096
 PREVIOUS_EPOCH_READ_S = 30 * 86400.0
 CATCH_UP_WAIT_S = 10.0
 _SKIP_MAX = 200_000
+
+
+def _proofs_of(block: bytes) -> list[bytes]:
+    try:
+        return decode_proofs(block)
+    except MalformedDocument:
+        return []
 
 
 def _h(change: bytes) -> bytes:
@@ -456,10 +473,9 @@ class RelaySync:
             self._state.snapshot_bytes = max(self._state.snapshot_bytes, len(env.payloads[0]))
             h0 = doc.heads()
             try:
-                other = AmDoc.load(env.payloads[0])
-                if other.root_scalars("meta").get("circle_id") != self.svc.config.circle_id:
-                    raise MalformedDocument("that snapshot belongs to another circle")
-                doc.merge(other)
+                saved, proofs = unpack_snapshot(env.payloads[0])
+                other = AmDoc.load(saved)
+                self.svc.gate.stage(doc, lambda fork, other=other: fork.merge(other), proofs)  # type: ignore[misc]
             except CircleError as exc:
                 self.stats.rejected += 1
                 self.stats.last_error = f"snapshot from {env.author_id}: {exc}"
@@ -472,8 +488,10 @@ class RelaySync:
             self.stats.change_envelopes += 1
             self._state.log_bytes += size
             h0 = doc.heads()
+            chunks = [p for p in env.payloads if not p.startswith(PROOF_BLOCK_MAGIC)]
+            proofs = [x for p in env.payloads if p.startswith(PROOF_BLOCK_MAGIC) for x in _proofs_of(p)]
             try:
-                doc.apply_changes(list(env.payloads))
+                self.svc.gate.stage(doc, lambda fork, chunks=chunks: fork.apply_changes(chunks), proofs)  # type: ignore[misc]
             except CircleError as exc:
                 self.stats.rejected += 1
                 self.stats.last_error = f"changes from {env.author_id}: {exc}"
@@ -481,7 +499,7 @@ class RelaySync:
             if doc.heads() != h0:
                 self.stats.change_envelopes_new += 1
                 if previous:
-                    from_previous.extend(env.payloads)
+                    from_previous.extend(chunks)
         self._dirty = True
         if doc.heads() == before:
             self.save_state()
@@ -539,7 +557,7 @@ class RelaySync:
             self.publish_snapshot()
             return
         epoch, key = self._identity_epoch()
-        envs = seal_changes(self.svc.home.identity, epoch, key, todo)
+        envs = seal_changes_with_proofs(self.svc, epoch, key, todo)
         self._push(envs)
         self._state.log_bytes += sum(len(e) for e in envs)
         if self._snapshot_due():
@@ -560,7 +578,7 @@ class RelaySync:
         prefix = {_h(c) for c in history_until_epoch(self.svc.doc, cur)}
         early = [c for c in todo if _h(c) in prefix]
         if early:
-            envs = seal_changes(self.svc.home.identity, old, self.svc.config.epoch_keys[old], early)
+            envs = seal_changes_with_proofs(self.svc, old, self.svc.config.epoch_keys[old], early)
             for env in envs:
                 self.inbox.seen.add(envelope_id(env))
             self.previous.push(envs)
@@ -587,7 +605,7 @@ class RelaySync:
     def publish_snapshot(self, url: str | None = None) -> bool:
         """Seal the whole document as one snapshot envelope and push it (to one relay or all)."""
         epoch, key = self._identity_epoch()
-        saved = self.svc.doc.save()
+        saved = self.svc.packed_snapshot()
         try:
             env = seal_snapshot(self.svc.home.identity, epoch, key, saved)
         except LocalProtocolError as exc:
@@ -648,15 +666,42 @@ def history_until_epoch(doc: AmDoc, epoch: int) -> list[bytes]:
     member it removed learns only that it was removed."""
     changes = doc.changes_since([])
     probe = AmDoc.new()
+    known: set[str] = set()
     for change in changes:
         before = set(probe.heads())
         probe.apply_changes([change])
-        for rec in probe.records("epochs").values():
-            if isinstance(rec, dict) and rec.get("number") == epoch:
+        ids = set(probe.record_ids("statements")) - known
+        known |= ids
+        blobs = probe.root_scalars("statements")
+        for sid in ids:
+            blob = blobs.get(sid)
+            try:
+                st = decode_statement(blob) if isinstance(blob, bytes) else None
+            except CircleError:
+                st = None
+            if st is not None and st.kind is StatementKind.EPOCH and st.number == epoch:
                 rotation = [h for h in probe.heads() if h not in before]
                 later = {_h(c) for c in doc.changes_since(rotation)}
                 return [c for c in changes if _h(c) not in later]
     return changes
+
+
+def seal_changes_with_proofs(svc: CircleService, epoch: int, key: EpochKey, changes: list[bytes]) -> list[bytes]:
+    """Change envelopes, each carrying the proofs of its own changes."""
+    out: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    for change in [*changes, b""]:
+        if group and (not change or size + len(change) > 48 * 1024):
+            hashes = [h for h in (change_hash(c) for c in group) if h is not None]
+            proofs = GatedDoc(svc.doc, svc.gate).proofs_for_hashes(hashes)
+            out += seal_changes(svc.home.identity, epoch, key, [*group, encode_proofs(proofs)],
+                                max_block=4 * 1024 * 1024)
+            group, size = [], 0
+        if change:
+            group.append(change)
+            size += len(change)
+    return out
 
 
 def seal_bundle_envelopes(svc: CircleService) -> list[bytes]:
@@ -667,13 +712,14 @@ def seal_bundle_envelopes(svc: CircleService) -> list[bytes]:
     epoch from the stick (nothing written after the rotation is in it)."""
     epoch = svc.config.epoch
     ident = svc.home.identity
-    out = [seal_snapshot(ident, epoch, svc.config.epoch_keys[epoch], svc.doc.save())]
+    out = [seal_snapshot(ident, epoch, svc.config.epoch_keys[epoch], svc.packed_snapshot())]
     older = [n for n in svc.config.epoch_keys if n < epoch]
     if older:
         previous = max(older)
         base = AmDoc.new()
         base.apply_changes(history_until_epoch(svc.doc, epoch))
-        out.append(seal_snapshot(ident, previous, svc.config.epoch_keys[previous], base.save()))
+        packed = pack_snapshot(base.save(), svc.gate.head_proofs(base))
+        out.append(seal_snapshot(ident, previous, svc.config.epoch_keys[previous], packed))
     return out
 
 
