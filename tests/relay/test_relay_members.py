@@ -184,7 +184,7 @@ async def test_new_member_catches_up_from_a_snapshot(tmp_path: Path,
     await rs_a.close()
     assert rs_a.stats.snapshots_sent >= 2  # first use, then once the log outweighed a snapshot
 
-    envs = await relay_envelopes(relay.url, RelayCredentials.for_epoch(a.config.epoch_key))
+    envs = await relay_envelopes(relay.url, RelayCredentials.for_relay(a.config.epoch_key, relay.url))
     kinds = [peek_header(e).kind for e in envs]
     last_snapshot = max(i for i, k in enumerate(kinds) if k is Kind.SNAPSHOT)
     changes_total = kinds.count(Kind.CHANGES)
@@ -238,11 +238,11 @@ async def test_removed_member_reads_nothing_written_after_removal(
     assert "after removal: safe house address" not in titles(cruz)
     assert "alex offline edit" not in titles(cruz)
     assert cruz.board.view().members[cruz.me].removed_at is not None  # it does learn it was removed
-    old_envs = await relay_envelopes(relay.url, RelayCredentials.for_epoch(cruz_keys[old_epoch]))
+    old_envs = await relay_envelopes(relay.url, RelayCredentials.for_relay(cruz_keys[old_epoch], relay.url))
     for env in old_envs:  # nothing in the old mailbox carries post-removal content
         for payload in open_envelope(env, cruz_keys, lambda _k: True).payloads:
             assert b"safe house" not in payload and b"alex offline" not in payload
-    new_envs = await relay_envelopes(relay.url, RelayCredentials.for_epoch(sam.config.epoch_key))
+    new_envs = await relay_envelopes(relay.url, RelayCredentials.for_relay(sam.config.epoch_key, relay.url))
     assert new_envs
     opened_by_cruz = 0
     for env in new_envs:
@@ -287,6 +287,6 @@ async def test_straggler_learns_of_a_removal_made_while_relays_were_off(
     assert "after removal, made offline" in titles(alex)
     cruz, _ = await one_shot(homes[2])
     assert "after removal, made offline" not in titles(cruz)
-    for env in await relay_envelopes(relay.url, RelayCredentials.for_epoch(old_key)):
+    for env in await relay_envelopes(relay.url, RelayCredentials.for_relay(old_key, relay.url)):
         for payload in open_envelope(env, dict(cruz.config.epoch_keys), lambda _k: True).payloads:
             assert b"made offline" not in payload

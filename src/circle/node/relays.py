@@ -210,10 +210,10 @@ class RelaySync:
             return _State()
 
     def _cursors_for(self, epoch: int, key: EpochKey) -> RelayCursors:
-        mailbox = RelayCredentials.for_epoch(key).mailbox.hex()
         out = RelayCursors()
         for url, c in self._state.cursors.get(epoch, {}).items():
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
+            with contextlib.suppress(CircleError, ValueError, TypeError, AttributeError):
+                mailbox = RelayCredentials.for_relay(key, url).mailbox.hex()
                 out.by_url[url] = RelayCursor(str(c.get("instance", "")), mailbox, max(0, int(c.get("cursor", 0))))
         return out
 
@@ -273,7 +273,10 @@ class RelaySync:
             if not previous:  # never write into an old epoch's mailbox
                 self._on_reset(url)
 
-        return RelayPool(self.urls(), RelayCredentials.for_epoch(key), cursors=self._cursors_for(epoch, key),
+        def creds(url: str) -> RelayCredentials:  # a different token and mailbox on every relay
+            return RelayCredentials.for_relay(key, url)
+
+        return RelayPool(self.urls(), creds, cursors=self._cursors_for(epoch, key),
                          on_envelope=on_envelope, on_reset=on_reset, backoff=self.backoff,
                          open_timeout=self.open_timeout)
 
