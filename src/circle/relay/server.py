@@ -359,7 +359,7 @@ class RelayServer:
         byts = TokenBucket(s.bytes_per_second, s.byte_burst)
         try:
             try:
-                first = await asyncio.wait_for(ws.recv(decode=False), s.auth_timeout)
+                first = await asyncio.wait_for(ws.recv(), s.auth_timeout)
             except TimeoutError:
                 c.auth_timeouts += 1
                 await self._send(ws, encode(ErrorMsg(ErrorCode.AUTH_REQUIRED, "authenticate first", 0, True)))
@@ -400,7 +400,7 @@ class RelayServer:
                     self._subscribers.setdefault(core.mailbox, set()).add(wake)
                     wake.set()
                     pusher = asyncio.create_task(self._push_loop(ws, core, wake))
-                data = await ws.recv(decode=False)
+                data = await ws.recv()  # str for a text frame, bytes for binary
         except (ConnectionClosed, _Dropped):
             pass
         except Exception as e:  # a bug must not take the relay down; log without data
