@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import ipaddress
 import json
 import logging
 import random
@@ -40,7 +39,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -64,12 +62,15 @@ from circle.net.relay_protocol import (
     ClientCore,
     EnvelopePushed,
     FetchResult,
+    InsecureRelay,
     ProofRequired,
     PutAcked,
     PutRefused,
     RelayFailed,
+    check_relay_url,
     mailbox_for_token,
     make_proof,
+    normalise_relay_url,
 )
 
 log = logging.getLogger("circle.relay.client")
@@ -110,52 +111,6 @@ class RelayCredentials:
 CredentialSource = RelayCredentials | Callable[[str], RelayCredentials]
 
 
-def normalise_relay_url(url: str) -> str:
-    """Lower-case scheme and host, a path ("/" if none); UsageError if not a ws(s) URL."""
-    text = url.strip()
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme not in ("ws", "wss") or not text.lower().startswith(scheme + "://"):
-        raise UsageError(f"relay URL must start with ws:// or wss://: {url!r}")
-    try:
-        host = (parts.hostname or "").lower()
-        port = parts.port
-    except ValueError:
-        raise UsageError(f"relay URL has a bad port: {url!r}") from None
-    if not host:
-        raise UsageError(f"relay URL has no host: {url!r}")
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc += f":{port}"
-    query = f"?{parts.query}" if parts.query else ""
-    return f"{scheme}://{netloc}{parts.path or '/'}{query}"
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name: it could resolve anywhere
-
-
-def check_relay_url(url: str) -> str:
-    """A normalised ws:// or wss:// URL. Plain ws:// only to this machine
-    (127.0.0.0/8 or ::1, as addresses): anywhere else the connection would
-    carry the mailbox token in clear, so it must be wss://."""
-    u = normalise_relay_url(url)
-    if u.startswith("ws://"):
-        host = urlsplit(u).hostname or ""
-        if not _loopback(host):
-            raise InsecureRelay(
-                f"relay {u} is not on this machine: plain ws:// is only for 127.0.0.1 and ::1; "
-                f"use wss://{u[len('ws://'):]}")
-    return u
-
-
-class InsecureRelay(RelayError, UsageError):
-    """A ws:// URL for a relay that is not on this machine."""
-
-
 # --- one connection -----------------------------------------------------------
 
 #: Registration proofs made in this process (mailbox -> proof), so a relay
@@ -190,6 +145,8 @@ class RelayConnection:
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._pushed: asyncio.Queue[EnvelopePushed | None] = asyncio.Queue(_PUSH_QUEUE)
         self._failure: NetworkError | None = None
+        self.bytes_sent = 0  # protocol messages after authentication, both ways
+        self.bytes_received = 0
         self._reader = asyncio.create_task(self._read_loop())
         self.last_seen = time.time()
 
@@ -249,6 +206,7 @@ class RelayConnection:
                 if isinstance(data, str):
                     raise RemoteProtocolError("relay sent a text frame")
                 self.last_seen = time.time()
+                self.bytes_received += len(data)
                 ev = self._core.receive(data)
                 if isinstance(ev, (PutAcked, PutRefused, FetchResult)):
                     fut = self._waiters.pop(ev.req, None)
@@ -285,6 +243,7 @@ class RelayConnection:
     async def _send(self, data: bytes) -> None:
         if self._failure is not None:
             raise self._failure
+        self.bytes_sent += len(data)
         try:
             await self._ws.send(data)
         except ConnectionClosed:
@@ -434,6 +393,8 @@ class RelayStatus:
     received: int = 0  # envelopes read from this relay (before dedupe)
     resets: int = 0
     needs_resync: bool = False
+    bytes_sent: int = 0  # protocol bytes to and from this relay, all connections so far
+    bytes_received: int = 0
 
 
 EnvelopeCallback = Callable[[bytes, str], Awaitable[None] | None]
@@ -675,6 +636,8 @@ class RelayPool:
                 r.caught_up.clear()
                 r.status.caught_up = False
                 if conn is not None:
+                    r.status.bytes_sent += conn.bytes_sent
+                    r.status.bytes_received += conn.bytes_received
                     await conn.close()
             await asyncio.sleep(next(delays))
 
@@ -795,6 +758,8 @@ class RelayPool:
                 r.status.last_error = e.message
                 return e.message
             finally:
+                r.status.bytes_sent += conn.bytes_sent
+                r.status.bytes_received += conn.bytes_received
                 await conn.close()
 
         relays = list(self._relays.values())

@@ -45,8 +45,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import ipaddress
 import struct
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from circle.errors import (
     LocalProtocolError,
@@ -54,6 +56,7 @@ from circle.errors import (
     RelayError,
     RelayQuotaExceeded,
     RemoteProtocolError,
+    UsageError,
 )
 from circle.net.envelope import MAX_ENVELOPE_SIZE, envelope_id
 
@@ -142,6 +145,55 @@ def make_proof(mailbox: bytes, bits: int) -> int:
         if _leading_zero_bits(h.digest()) >= bits:
             return proof
         proof += 1
+
+
+# --- relay URLs -----------------------------------------------------------------
+
+
+def normalise_relay_url(url: str) -> str:
+    """Lower-case scheme and host, a path ("/" if none); UsageError if not a ws(s) URL."""
+    text = url.strip()
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss") or not text.lower().startswith(scheme + "://"):
+        raise UsageError(f"relay URL must start with ws:// or wss://: {url!r}")
+    try:
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"relay URL has a bad port: {url!r}") from None
+    if not host:
+        raise UsageError(f"relay URL has no host: {url!r}")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{netloc}{parts.path or '/'}{query}"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it could resolve anywhere
+
+
+def check_relay_url(url: str) -> str:
+    """A normalised ws:// or wss:// URL. Plain ws:// only to this machine
+    (127.0.0.0/8 or ::1, as addresses): anywhere else the connection would
+    carry the mailbox token in clear, so it must be wss://."""
+    u = normalise_relay_url(url)
+    if u.startswith("ws://"):
+        host = urlsplit(u).hostname or ""
+        if not _loopback(host):
+            raise InsecureRelay(
+                f"relay {u} is not on this machine: plain ws:// is only for 127.0.0.1 and ::1; "
+                f"use wss://{u[len('ws://'):]}")
+    return u
+
+
+class InsecureRelay(RelayError, UsageError):
+    """A ws:// URL for a relay that is not on this machine."""
 
 
 # --- messages -----------------------------------------------------------------
@@ -565,7 +617,7 @@ class ClientCore:
 
 __all__ = [
     "Ack", "Auth", "AuthOk", "Authenticated", "Batch", "Challenge", "ClientCore", "ClientEvent",
-    "DEFAULT_FRAME_CAP", "DEFAULT_REGISTRATION_BITS", "PRE_AUTH_FRAME_CAP", "ProofRequired", "EnvelopePushed", "Error", "ErrorCode", "Fetch", "FetchResult", "Pushed",
+    "DEFAULT_FRAME_CAP", "DEFAULT_REGISTRATION_BITS", "InsecureRelay", "check_relay_url", "normalise_relay_url", "PRE_AUTH_FRAME_CAP", "ProofRequired", "EnvelopePushed", "Error", "ErrorCode", "Fetch", "FetchResult", "Pushed",
     "Put", "PutAcked", "PutRefused", "RelayFailed", "Subscribe", "decode_client_message", "decode_server_message",
     "encode", "mailbox_for_token", "make_proof", "proof_ok",
 ]
