@@ -278,3 +278,47 @@ def test_sqlite_corrupt_file_is_typed(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreCorrupt):
         SQLiteStore(path)
+
+
+def test_a_version_1_database_is_renumbered_per_mailbox(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Version 1 counted cursors for the whole relay; opening it moves to per-mailbox cursors
+    and a new instance id (clients read again from 0), losing no envelope."""
+    import sqlite3
+
+    from circle.relay.store import SQLiteStore
+
+    path = tmp_path / "relay.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+        CREATE TABLE mailboxes (id BLOB PRIMARY KEY, token_hash BLOB NOT NULL, last_seen INTEGER NOT NULL,
+            count INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+        CREATE TABLE envelopes (cursor INTEGER PRIMARY KEY AUTOINCREMENT, mailbox BLOB NOT NULL,
+            eid BLOB NOT NULL, stored_at INTEGER NOT NULL, data BLOB NOT NULL, UNIQUE (mailbox, eid));
+        CREATE INDEX envelopes_by_mailbox ON envelopes (mailbox, cursor);
+        CREATE INDEX envelopes_by_time ON envelopes (stored_at);
+    """)
+    old_instance = b"i" * 16
+    db.execute("INSERT INTO meta VALUES ('instance', ?)", (old_instance,))
+    db.execute("INSERT INTO meta VALUES ('schema', 1)")
+    a, b = os.urandom(16), os.urandom(16)
+    for box in (a, b):
+        db.execute("INSERT INTO mailboxes VALUES (?, ?, ?, 0, 0)", (box, TOK, int(T0)))
+    order = [a, b, b, a, b]
+    envs = [env(i) for i in range(len(order))]
+    for box, e in zip(order, envs, strict=True):
+        db.execute("INSERT INTO envelopes (mailbox, eid, stored_at, data) VALUES (?, ?, ?, ?)",
+                   (box, envelope_id(e), int(T0), e))
+        db.execute("UPDATE mailboxes SET count=count+1, bytes=bytes+? WHERE id=?", (len(e), box))
+    db.commit()
+    db.close()
+
+    s = SQLiteStore(path, StoreLimits(time_granularity=1))
+    assert s.instance_id() != old_instance
+    assert [(g.cursor, g.data) for g in s.fetch(a, 0)] == [(1, envs[0]), (2, envs[3])]
+    assert [g.cursor for g in s.fetch(b, 0)] == [1, 2, 3]
+    assert s.put(a, env(9), T0).cursor == 3
+    assert s.put(a, envs[0], T0).duplicate
+    assert s.total_usage().count == 6
+    s.close()
+    assert SQLiteStore(path).instance_id() == s.instance_id()  # migrated once
