@@ -263,6 +263,23 @@ def test_pre_auth_large_frame_is_refused_before_it_is_buffered(
     assert relay.alive()
 
 
+def test_a_client_that_stalls_after_the_challenge_is_closed(relay_factory: Callable[..., RelayProcess]) -> None:
+    """The auth timeout covers the whole authentication, not only the first message."""
+    relay = relay_factory("--auth-timeout", "1")
+    token = os.urandom(32)
+    c = RawClient(relay.port)
+    try:
+        c.send(P.encode(P.Auth(P.mailbox_for_token(token), token)))
+        op, reply = c.recv_frame()
+        assert isinstance(P.decode_server_message(reply), P.Challenge)
+        op, reply = c.recv_frame()  # ... never answer it (the socket's 5 s timeout is the hang guard)
+        msg = P.decode_server_message(reply)
+        assert isinstance(msg, P.Error) and msg.code == P.ErrorCode.AUTH_REQUIRED
+        assert c.close_code() == 1008
+    finally:
+        c.close()
+
+
 # --- close codes and HTTP answers -----------------------------------------------
 
 

@@ -357,16 +357,23 @@ class RelayServer:
         pusher: asyncio.Task[None] | None = None
         msgs = TokenBucket(s.messages_per_second, s.message_burst)
         byts = TokenBucket(s.bytes_per_second, s.byte_burst)
+        # Authentication as a whole (a challenge and the proof included) must
+        # finish within auth_timeout: a pre-auth client holds a slot for no longer.
+        auth_deadline = time.monotonic() + s.auth_timeout
         try:
-            try:
-                first = await asyncio.wait_for(ws.recv(), s.auth_timeout)
-            except TimeoutError:
-                c.auth_timeouts += 1
-                await self._send(ws, encode(ErrorMsg(ErrorCode.AUTH_REQUIRED, "authenticate first", 0, True)))
-                await self._close(ws, 1008, "authenticate first")
-                return
-            data: bytes | str = first
+            data: bytes | str = b""
             while True:
+                if core.authenticated:
+                    data = await ws.recv()  # str for a text frame, bytes for binary
+                else:
+                    try:
+                        data = await asyncio.wait_for(ws.recv(), max(0.0, auth_deadline - time.monotonic()))
+                    except TimeoutError:
+                        c.auth_timeouts += 1
+                        await self._send(ws, encode(ErrorMsg(ErrorCode.AUTH_REQUIRED, "authenticate first", 0,
+                                                             True)))
+                        await self._close(ws, 1008, "authenticate first")
+                        return
                 if isinstance(data, str):
                     c.protocol_errors += 1
                     await self._send(ws, encode(ErrorMsg(ErrorCode.BAD_MESSAGE, "text frames are not part of "
@@ -400,7 +407,6 @@ class RelayServer:
                     self._subscribers.setdefault(core.mailbox, set()).add(wake)
                     wake.set()
                     pusher = asyncio.create_task(self._push_loop(ws, core, wake))
-                data = await ws.recv()  # str for a text frame, bytes for binary
         except (ConnectionClosed, _Dropped):
             pass
         except Exception as e:  # a bug must not take the relay down; log without data
