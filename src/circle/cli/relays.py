@@ -50,7 +50,10 @@ def relays_command(ctx: Ctx, show_all: bool) -> None:
 @json_option
 @pass_ctx
 def relay_add(ctx: Ctx, url: str) -> None:
-    """Add a relay (ws:// or wss://) to the circle's list."""
+    """Add a relay (wss://; plain ws:// only for one on this machine) to the circle's list."""
+    from circle.net.relay_protocol import check_relay_url
+
+    check_relay_url(url)  # a ws:// relay elsewhere would see the mailbox token in clear
     svc = ctx.service()
     rec = svc.board.add_relay(url)
     emit(ctx, _relay_dict(ctx, rec), lambda: click.echo(

@@ -43,7 +43,7 @@ import hashlib
 import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +134,9 @@ class RelayRoundResult:
     url: str
     epoch: str
     error: str | None
+    bytes_sent: int = 0  # protocol bytes exchanged with this relay in this round
+    bytes_received: int = 0
+    changes_applied: int = 0  # new document changes this relay brought (snapshots included)
 
 
 @dataclass
@@ -172,6 +175,8 @@ class RelaySync:
         self.backoff = backoff
         self.open_timeout = open_timeout
         self.stats = RelayStats()
+        #: new document changes each relay brought (by URL), for `circle sync`
+        self.changes_by_url: Counter[str] = Counter()
         self._state = self._load_state()
         self._seen_order: deque[bytes] = deque(self._state.seen, maxlen=SEEN_KEEP)
         self.inbox = EnvelopeInbox(self._key_for, svc.is_active_member, set(self._state.seen))
@@ -227,10 +232,10 @@ class RelaySync:
             return _State()
 
     def _cursors_for(self, epoch: int, key: EpochKey) -> RelayCursors:
-        mailbox = RelayCredentials.for_epoch(key).mailbox.hex()
         out = RelayCursors()
         for url, c in self._state.cursors.get(epoch, {}).items():
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
+            with contextlib.suppress(CircleError, ValueError, TypeError, AttributeError):
+                mailbox = RelayCredentials.for_relay(key, url).mailbox.hex()
                 out.by_url[url] = RelayCursor(str(c.get("instance", "")), mailbox, max(0, int(c.get("cursor", 0))))
         return out
 
@@ -290,7 +295,10 @@ class RelaySync:
             if not previous:  # never write into an old epoch's mailbox
                 self._on_reset(url)
 
-        return RelayPool(self.urls(), RelayCredentials.for_epoch(key), cursors=self._cursors_for(epoch, key),
+        def creds(url: str) -> RelayCredentials:  # a different token and mailbox on every relay
+            return RelayCredentials.for_relay(key, url)
+
+        return RelayPool(self.urls(), creds, cursors=self._cursors_for(epoch, key),
                          on_envelope=on_envelope, on_reset=on_reset, backoff=self.backoff,
                          open_timeout=self.open_timeout)
 
@@ -399,6 +407,13 @@ class RelaySync:
         """Once: read every relay (both mailboxes), apply, then seal and push
         what is pending under the epoch now current, and read again."""
         results: dict[tuple[str, str], str | None] = {}
+        pools = {"current": self.pool, "previous": self.previous}
+
+        def traffic() -> dict[tuple[str, str], tuple[int, int, int]]:
+            return {(s.url, which): (s.bytes_sent, s.bytes_received, self.changes_by_url[s.url])
+                    for which, pool in pools.items() if pool is not None for s in pool.status()}
+
+        start = traffic()
         self._catching_up = True
         for _ in range(4):  # a rotation learned while reading: read the new mailbox too
             epoch = self._epoch
@@ -430,7 +445,16 @@ class RelaySync:
                 results[(url, which)] = err
         self._dirty = True
         self.save_state(force=True)
-        return [RelayRoundResult(url, which, err) for (url, which), err in sorted(results.items())]
+        pools = {"current": self.pool, "previous": self.previous}  # may have switched epoch
+        end = traffic()
+        rows: list[RelayRoundResult] = []
+        for (url, which), err in sorted(results.items()):
+            s0, s1 = start.get((url, which), (0, 0, 0)), end.get((url, which), (0, 0, 0))
+            # changes are counted per relay, not per mailbox: give them to the current one
+            changes = s1[2] - s0[2] if which == "current" else 0
+            rows.append(RelayRoundResult(url, which, err, max(0, s1[0] - s0[0]), max(0, s1[1] - s0[1]),
+                                         max(0, changes)))
+        return rows
 
     # --- reading ---------------------------------------------------------------
 
@@ -445,7 +469,7 @@ class RelaySync:
         """Open, then apply snapshot(s) first and changes after, as one remote change."""
         if not items:
             return
-        opened: list[tuple[OpenedEnvelope, bool, int]] = []
+        opened: list[tuple[OpenedEnvelope, bool, int, str]] = []
         for item in items:
             try:
                 got = self.inbox.accept(item.env)
@@ -459,7 +483,7 @@ class RelaySync:
                 continue
             self._seen_order.append(got.envelope_id)
             self.stats.envelopes_opened += 1
-            opened.append((got, item.previous, len(item.env)))
+            opened.append((got, item.previous, len(item.env), item.url))
         if not opened:
             return
         doc = self.svc.doc
@@ -467,7 +491,7 @@ class RelaySync:
         snapshots = [o for o in opened if o[0].kind is Kind.SNAPSHOT]
         changes = [o for o in opened if o[0].kind is Kind.CHANGES]
         from_previous: list[bytes] = []
-        for env, previous, _size in reversed(snapshots):  # newest first
+        for env, previous, _size, url in reversed(snapshots):  # newest first
             self.stats.snapshots_received += 1
             self._state.log_bytes = 0
             self._state.snapshot_bytes = max(self._state.snapshot_bytes, len(env.payloads[0]))
@@ -482,9 +506,11 @@ class RelaySync:
                 continue
             if doc.heads() != h0:
                 self.stats.snapshots_new += 1
+                new = doc.changes_since(h0)
+                self.changes_by_url[url] += len(new)
                 if previous:
-                    from_previous.extend(doc.changes_since(h0))
-        for env, previous, size in changes:
+                    from_previous.extend(new)
+        for env, previous, size, url in changes:
             self.stats.change_envelopes += 1
             self._state.log_bytes += size
             h0 = doc.heads()
@@ -498,6 +524,7 @@ class RelaySync:
                 continue
             if doc.heads() != h0:
                 self.stats.change_envelopes_new += 1
+                self.changes_by_url[url] += len(doc.changes_since(h0))
                 if previous:
                     from_previous.extend(chunks)
         self._dirty = True
