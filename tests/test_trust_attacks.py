@@ -222,3 +222,16 @@ def test_a_snapshot_without_proofs_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CircleError):
         ana.merge_snapshot(bo.doc.save())  # a bare saved document: no proofs, no entry
     assert "unsigned" not in needs(ana)
+
+
+def test_status_says_what_was_ignored_and_tells_the_removed_device(tmp_path: Path) -> None:
+    ana, bo, cy = services(tmp_path, ["ana", "bo", "cy"])
+    membership.remove(ana, "cy")
+    forge(cy, Kind.PROFILE, handle="ana-real", zone="")
+    deliver(cy, bo)
+    deliver(ana, bo)
+    texts = [i["text"] for i in bo.status()["membership"]["ignored"]]
+    assert "1 membership change by cy ignored: cy was removed by ana before it" in texts
+    deliver(ana, cy)  # the removed device hears of it (e.g. through the old mailbox)
+    notice = cy.status()["me"]["removed_notice"]
+    assert notice is not None and notice.startswith("You were removed from Eastside by ana on ")

@@ -26,7 +26,7 @@ from circle.errors import (
     StoreCorrupt,
     StoreError,
 )
-from circle.net.keys import EpochKey, _b32, new_epoch_key
+from circle.net.keys import EpochKey, _b32, fingerprint, new_epoch_key
 from circle.net.membership_rules import Membership, circle_id_for, derive
 from circle.node import membership
 from circle.node.authorship import Gate, pack_snapshot, process_actor, unpack_snapshot
@@ -169,6 +169,34 @@ class CircleService:
                     if meta.actor[:16] in removed and meta.max_op > removed[meta.actor[:16]].seen.get(meta.actor, 0)}
             self._late = (heads, late)
         return self._late[1]
+
+    def removal_notice(self) -> str:
+        """"You were removed from Block 9 by ana on 2 Dec." for this device."""
+        from circle.node.live import removal_notice
+
+        return removal_notice(self, self.home.identity.verify_key)
+
+    def membership_report(self) -> dict[str, Any]:
+        """What the signed statements say, and what was ignored and why (for `status`)."""
+        m = self.membership()
+        by_author: dict[tuple[str, str], int] = {}
+        for item in m.ignored:
+            info = m.members.get(item.author)
+            who = info.handle if info is not None else "an unknown device"
+            by_author[(who, item.reason)] = by_author.get((who, item.reason), 0) + 1
+        return {
+            "statements": len(m.accepted),
+            "waiting_for_earlier_statements": m.waiting,
+            "ignored": [{"author": who, "reason": reason, "count": n,
+                         "text": f"{n} membership change{'s' if n > 1 else ''} by {who} ignored: {reason}"}
+                        for (who, reason), n in sorted(by_author.items())],
+            "current_epoch_generation": membership.generation(self),
+            "devices": [{"member": m.members[d.member].handle if d.member in m.members else "?",
+                         "fingerprint": fingerprint(d.key), "active": m.active_device(d.key) is not None}
+                        for d in m.devices.values()],
+            "changes_refused": self.gate.stats.refused,
+            "last_refusal": self.gate.stats.last_refusal or None,
+        }
 
     def actor_clock(self, actors: Iterable[bytes]) -> dict[bytes, int]:
         """For each actor of these devices (16-byte prefixes): the last op we hold."""
@@ -317,7 +345,9 @@ class CircleService:
         return {
             "circle": {"id": self.config.circle_id, "name": board.name, "epoch": self.config.epoch,
                        "key_generation": membership.generation(self)},
-            "me": {"id": self.me, "handle": me.handle if me else None, "active": bool(me and me.active)},
+            "me": {"id": self.me, "handle": me.handle if me else None, "active": bool(me and me.active),
+                   "removed_notice": None if me is None or me.active else self.removal_notice()},
+            "membership": self.membership_report(),
             "counts": {
                 "members": sum(1 for m in view.members.values() if m.active),
                 "open_needs": len(board.needs("active")),
