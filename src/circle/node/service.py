@@ -26,7 +26,7 @@ from circle.errors import (
     StoreCorrupt,
     StoreError,
 )
-from circle.net.keys import EpochKey, _b32, fingerprint, new_epoch_key
+from circle.net.keys import EpochKey, _b32, fingerprint, member_id_for, new_epoch_key
 from circle.net.membership_rules import Membership, circle_id_for, derive
 from circle.node import membership
 from circle.node.authorship import Gate, pack_snapshot, process_actor, unpack_snapshot
@@ -56,7 +56,7 @@ class CircleService:
         cid = self.config.circle_id
         # One actor per process, bound to this device (authorship.py rules).
         self.doc.set_actor(process_actor(cid, self.home.identity.verify_key))
-        self.board = Board(self.doc, self.home.identity.member_id, self.clock, on_commit=self._local_commit)
+        self.board = Board(self.doc, self.me, self.clock, on_commit=self._local_commit)
         self.gate = Gate.open(cid, self.home.identity, self.home.circle_dir(cid) / "sigs",
                               self.home.doc_cipher(cid), lambda doc: derive(Board(doc, None).statement_blobs(), cid))
         self.board.members_source = lambda: membership.members_of(self.membership())
@@ -142,6 +142,11 @@ class CircleService:
 
     @property
     def member_key(self) -> bytes:
+        """The member key this device belongs to: its own for a member's first
+        device; for a linked device, the key that certified it (circle.json)."""
+        linked = self.config.settings.get("member_key")
+        if isinstance(linked, str):
+            return bytes.fromhex(linked)
         return self.home.identity.verify_key
 
     def membership(self) -> Membership:
@@ -211,7 +216,8 @@ class CircleService:
 
     @property
     def me(self) -> MemberId:
-        return self.home.identity.member_id
+        """This device's member (a linked device acts for the member that certified it)."""
+        return member_id_for(self.member_key)
 
     def subscribe(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call `listener(origin)` after any change ("local", "remote", "disk")."""
