@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from factories import Clock, add_member, make_board, replica
 
 from circle.crdt.am import AmDoc
 from circle.crdt.board import Board
@@ -29,6 +28,7 @@ from circle.crdt.defence import (
 )
 from circle.crdt.model import MemberId
 from circle.errors import ActionRefused, UsageError
+from factories import Clock, add_member, make_board, replica
 
 
 @dataclass

@@ -210,6 +210,7 @@ class Resource:
     kind: ResourceKind
     created_by: MemberId | None
     declared: str | None
+    verified: bool
     created_at: Millis
     updated_at: Millis
 
@@ -467,12 +468,12 @@ class Defence:
         for rid, rec in self._raw()["resources"].items():
             if rec.get("removed_at") is not None:
                 continue
-            writer, _verified = self._writer("resources", rid, rec)
+            writer, verified = self._writer("resources", rid, rec)
             try:
                 out.append(Resource(
                     id=RecordId(rid), title=_s(rec, "title")[:200], details=_s(rec, "details", "")[:MAX_DETAILS],
                     kind=ResourceKind(_s(rec, "kind", "other")), created_by=writer, declared=_declared(rec),
-                    created_at=_req_i(rec, "created_at"), updated_at=_req_i(rec, "updated_at"),
+                    verified=verified, created_at=_req_i(rec, "created_at"), updated_at=_req_i(rec, "updated_at"),
                 ))
             except (_Bad, ValueError):
                 continue
