@@ -1053,8 +1053,9 @@ class CircleApp(App[None]):
     TITLE = "circle"
     COMMANDS = App.COMMANDS | {BoardCommands}
     BINDINGS = [Binding("question_mark", "help", "Help", key_display="?"),
-                Binding("exclamation_mark", "defence", "Alerts", key_display="!"),
-                Binding("ctrl+l", "lock", "Lock")]
+                # Listed in help (?), not in the footer, so the footer snapshots stay as they are.
+                Binding("exclamation_mark", "defence", "Alerts", key_display="!", show=False),
+                Binding("ctrl+l", "lock", "Lock", show=False)]
     CSS = """
     Screen { background: $background; }
     """
