@@ -261,6 +261,18 @@ def test_hostile_records_are_skipped_not_fatal(circle: Circle) -> None:
     assert circle.d("kim").checkins() == []
 
 
+def test_terminal_escapes_are_stripped_and_expiry_is_capped(circle: Circle) -> None:
+    """An alert is printed to terminals by `alert watch`: a peer's escape
+    sequences must not reach them; nor may a modified client pin an alert up."""
+    now = circle.clock()
+    circle.raw("bo", "alerts", "escape01", {"text": "\x1b[2J\x1b]0;pwned\x07Raid", "kind": "raid",
+                                            "zone": "n\rorth", "raised_at": now, "expires_at": now + 10**12})
+    circle.sync()
+    a = circle.d("ana").alert("escape01")
+    assert a.text == "[2J]0;pwnedRaid" and a.zone == "north"
+    assert a.expires_at == now + 7 * 24 * HOUR_MS
+
+
 def test_without_a_trust_layer_the_declared_author_is_shown_unverified() -> None:
     clock = Clock()
     board = make_board(clock, "ana")

@@ -11,14 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from factories import member_homes
-
 from circle.crdt.defence import CLOCK_SKEW_MS, MINUTE_MS, AlertState, Defence
 from circle.node.home import Home
 from circle.node.service import CircleService
 from circle.tui.app import CircleApp
 from circle.tui.defence import AlertBanner, DefenceScreen, LockedScreen
 from circle.tui.screens import ConfirmScreen, HelpScreen, PassphraseScreen
+from factories import member_homes
 
 SIZE = (120, 40)
 PASS = "correct horse battery"

@@ -219,11 +219,15 @@ class _Bad(Exception):
     pass
 
 
-def _s(rec: Record, key: str, default: str | None = None) -> str:
+def _s(rec: Record, key: str, default: str | None = None, keep_newlines: bool = False) -> str:
+    """Text from a peer, without control characters: `alert watch` prints it
+    to terminals, where an escape sequence could rewrite what is shown."""
     v = rec.get(key, default)
     if not isinstance(v, str):
         raise _Bad(f"field '{key}' is not text")
-    return v
+    if v.isprintable():
+        return v
+    return "".join(c for c in v if c.isprintable() or (keep_newlines and c == "\n"))
 
 
 def _i(rec: Record, key: str, optional: bool = False) -> int | None:
@@ -347,7 +351,9 @@ class Defence:
 
     def _alert(self, rid: str, rec: Record, raiser: MemberId | None, verified: bool, facts: list[Fact],
                times: dict[MemberId, list[int]], now: Millis) -> Alert:
-        raised_at, expires_at = _req_i(rec, "raised_at"), _req_i(rec, "expires_at")
+        raised_at = _req_i(rec, "raised_at")
+        # A modified client cannot keep an alert up for longer than any client may ask for.
+        expires_at = min(_req_i(rec, "expires_at"), raised_at + MAX_ALERT_MS)
         judged: list[Fact] = []
         confirmed: list[MemberId] = []
         resolved_by: MemberId | None = None
@@ -471,7 +477,7 @@ class Defence:
             writer, verified = self._writer("resources", rid, rec)
             try:
                 out.append(Resource(
-                    id=RecordId(rid), title=_s(rec, "title")[:200], details=_s(rec, "details", "")[:MAX_DETAILS],
+                    id=RecordId(rid), title=_s(rec, "title")[:200], details=_s(rec, "details", "", keep_newlines=True)[:MAX_DETAILS],
                     kind=ResourceKind(_s(rec, "kind", "other")), created_by=writer, declared=_declared(rec),
                     verified=verified, created_at=_req_i(rec, "created_at"), updated_at=_req_i(rec, "updated_at"),
                 ))
