@@ -192,7 +192,9 @@ async def checkin(tmp: Path, runs: int) -> list[float]:
             cid = Defence(a.board).start_checkin("bench", [bo.me], every_ms=30 * MINUTE_MS)
             started = Defence(a.board).checkin(cid).started_at
             missed_at = (started + 30 * MINUTE_MS + CLOCK_SKEW_MS + 1) / 1000  # bo's (real) clock passes due + skew
-            CircleService.open(Home.open(b_path, None)).apply_remote(a.doc.changes_since([]))
+            gate = getattr(a, "gate", None)
+            proofs = [gate.proofs_since(a.doc, [])] if gate is not None else []
+            CircleService.open(Home.open(b_path, None)).apply_remote(a.doc.changes_since([]), *proofs)
             while True:
                 shown = [b for b in app.screen.query(AlertBanner) if b.display]
                 if shown and any(cid in key for key in app.defence_ui.pending):

@@ -34,7 +34,11 @@ class Clock:
 def deliver(src: CircleService, dest_home: Path, passphrase: str | None = None) -> None:
     """What a sync process does: ana's changes appended to bo's store."""
     other = CircleService.open(Home.open(dest_home, passphrase))
-    other.apply_remote(src.doc.changes_since([]))
+    gate = getattr(src, "gate", None)  # with signed changes (issue 9), the proofs travel too
+    if gate is None:
+        other.apply_remote(src.doc.changes_since([]))
+    else:
+        other.apply_remote(src.doc.changes_since([]), gate.proofs_since(src.doc, []))
 
 
 async def wait_for(pilot, cond, tries: int = 100) -> None:  # type: ignore[no-untyped-def]
