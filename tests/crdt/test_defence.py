@@ -273,6 +273,22 @@ def test_terminal_escapes_are_stripped_and_expiry_is_capped(circle: Circle) -> N
     assert a.expires_at == now + 7 * 24 * HOUR_MS
 
 
+def test_records_a_removed_device_wrote_late_are_not_shown(circle: Circle) -> None:
+    """The trust layer names actors that wrote past their removal; their
+    alerts and confirmations vanish from every view, as other records do."""
+    rid = circle.d("ana").raise_alert("Raid")
+    circle.sync()
+    circle.d("bo").confirm(rid)
+    circle.d("bo").raise_alert("late alert")
+    circle.sync()
+    ana = circle.boards["ana"]
+    bo_actor = circle.boards["bo"].doc.actor()
+    ana.late_actors = lambda: {bo_actor}  # type: ignore[attr-defined]
+    d = circle.d("ana")
+    assert [a.text for a in d.alerts()] == ["Raid"]
+    assert d.alert(rid).state == AlertState.UNCONFIRMED and d.alert(rid).facts == ()
+
+
 def test_without_a_trust_layer_the_declared_author_is_shown_unverified() -> None:
     clock = Clock()
     board = make_board(clock, "ana")

@@ -290,10 +290,15 @@ class Defence:
     def _raw(self) -> dict[str, dict[str, Record]]:
         heads = tuple(self.board.doc.heads())
         if self._cache is None or self._cache[0] != heads:
+            # The trust layer names devices that wrote past their removal (issue 9:
+            # `Board.late_actors`); their records are not shown, as in every other view.
+            late_of = getattr(self.board, "late_actors", None)
+            late: set[bytes] = set(late_of()) if callable(late_of) else set()
             raw: dict[str, dict[str, Record]] = {}
             for name in DEFENCE_COLLECTIONS:
                 recs = self.board.doc.records(name)
-                raw[name] = {k: v for k, v in recs.items() if v is not MALFORMED and isinstance(v, dict)}
+                raw[name] = {k: v for k, v in recs.items() if v is not MALFORMED and isinstance(v, dict)
+                             and not (late and _actor(self.board.doc.record_writer(name, k)) in late)}
             self._cache = (heads, raw)
         return self._cache[1]
 
@@ -666,6 +671,10 @@ class Defence:
             ed.update("resources", r.id, {"removed_at": self.board.clock()})
         self.board._commit()
         return r.id
+
+
+def _actor(who: tuple[bytes, int] | None) -> bytes | None:
+    return None if who is None else who[0]
 
 
 def _ignore(f: Fact, why: str) -> Fact:
