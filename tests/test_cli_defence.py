@@ -200,12 +200,16 @@ def test_lock_stops_a_running_serve(pair: tuple[CLI, CLI], procs: list[Proc]) ->
     assert ana.json("alert", "list") == []
 
 
-def test_wipe_leaves_nothing_readable_and_every_command_fails_in_one_sentence(tmp_path: Path) -> None:
+def test_wipe_leaves_nothing_readable_and_every_command_fails_in_one_sentence(tmp_path: Path,
+                                                                           procs: list[Proc]) -> None:
     home = tmp_path / "home"
     cli = CLI(home, passphrase="correct horse battery")
     cli.run("init", "--name", "Secret Circle Name", "--handle", "handle-ana")
     cli.json("alert", "raise", "Alert text that must vanish")
     cli.json("need", "add", "Need text that must vanish")
+    # A running serve must stop and not write anything (peers, keys) back after the wipe.
+    serve = _start(procs, cli, "serve", "--listen", "127.0.0.1:0", "--no-discovery", "--json")
+    serve.expect(lambda e: e.get("event") == "listening")
     before = [p for p in home.rglob("*") if p.is_file()]
     assert len(before) >= 3
     proc = cli.run("wipe", check=False)  # no --yes and no terminal: refused, nothing touched
@@ -213,6 +217,8 @@ def test_wipe_leaves_nothing_readable_and_every_command_fails_in_one_sentence(tm
     assert (home / "device.json").exists()
     out = cli.run("wipe", "--yes").stdout
     assert "cannot promise" in out and "SSD" in out
+    serve.proc.wait(10)
+    time.sleep(0.5)
     remaining = [p for p in home.rglob("*") if p.is_file()]
     assert [p.name for p in remaining] == ["WIPED"]
     marker = (home / "WIPED").read_text()

@@ -18,6 +18,8 @@ from circle.node.panic import WIPE_LIMITS, check_not_wiped, has_passphrase, lock
 def lock_command(ctx: Ctx) -> None:
     """Every circle process on this device forgets its keys now."""
     check_not_wiped(ctx.home_path)
+    if not (ctx.home_path / "device.json").exists():
+        raise UsageError(f"there is no circle device at {ctx.home_path}")
     lock(ctx.home_path)
     protected = has_passphrase(ctx.home_path)
     data = {"locked": True, "home": str(ctx.home_path), "passphrase": protected}

@@ -137,27 +137,19 @@ def _shred(path: Path) -> int:
     return size
 
 
-def wipe(home: Path) -> WipeReport:
-    """Destroy this home's keys and data (see the module docstring)."""
+def wipe(home: Path, settle: float = 1.0) -> WipeReport:
+    """Destroy this home's keys and data (see the module docstring).
+
+    Running processes are told to stop first (the lock) and given `settle`
+    seconds, so none writes a file (peers, keys) back after the shredding; a
+    second pass removes anything that still appeared."""
     check_not_wiped(home)
     lock(home)
-    files = [p for p in home.rglob("*") if p.is_file() and not p.is_symlink()]
-    # Keys first: once they are gone nothing else can be opened, even if we are interrupted.
-    files.sort(key=lambda p: (p.name not in KEY_FILES, p.name != "device.json", str(p)))
-    done, total, failed = 0, 0, []
-    for path in files:
-        try:
-            total += _shred(path)
-            done += 1
-        except OSError as exc:
-            failed.append(f"{path}: {exc.strerror}")
-    for link in [p for p in home.rglob("*") if p.is_symlink()]:
-        link.unlink(missing_ok=True)
-    for d in sorted((p for p in home.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        try:
-            d.rmdir()
-        except OSError as exc:
-            failed.append(f"{d}: {exc.strerror}")
+    time.sleep(settle)
+    report = WipeReport(0, 0, [])
+    for _ in range(2):
+        _shred_all(home, report)
+        time.sleep(settle / 4)
     marker = home / WIPED_FILE
     marker.write_text(time.strftime("%Y-%m-%d %H:%M", time.localtime()) + "\n", "utf-8")
     dfd = os.open(home, os.O_RDONLY)
@@ -165,7 +157,30 @@ def wipe(home: Path) -> WipeReport:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    return WipeReport(done, total, failed)
+    return report
+
+
+def _shred_all(home: Path, report: WipeReport) -> None:
+    files = [p for p in home.rglob("*") if p.is_file() and not p.is_symlink()]
+    # Keys first: once they are gone nothing else can be opened, even if we are interrupted.
+    files.sort(key=lambda p: (p.name not in KEY_FILES, p.name != "device.json", str(p)))
+    for path in files:
+        try:
+            report.bytes += _shred(path)
+            report.files += 1
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            report.failed.append(f"{path}: {exc.strerror}")
+    for link in [p for p in home.rglob("*") if p.is_symlink()]:
+        link.unlink(missing_ok=True)
+    for d in sorted((p for p in home.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        try:
+            d.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            report.failed.append(f"{d}: {exc.strerror}")
 
 
 def has_passphrase(home: Path) -> bool:
