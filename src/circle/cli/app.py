@@ -41,7 +41,10 @@ def app_command(ctx: click.Context, listen: str, peers: tuple[str, ...], no_disc
                 interfaces: tuple[str, ...], invite_addresses: tuple[str, ...]) -> None:
     """Open the terminal app (what `circle` alone does), with sync options."""
     from circle.node.live import parse_listen
+    from circle.node.panic import check_not_wiped
     from circle.tui.launch import launch
+
+    check_not_wiped(ctx.obj.home_path)
     from circle.tui.live import LiveOptions
 
     launch(ctx.obj, LiveOptions(parse_listen(listen), peers, not no_discovery, interfaces, invite_addresses))

@@ -17,6 +17,7 @@ from circle.crdt.model import Need, Offer, Tool
 from circle.crdt.transfer import record_dict
 from circle.errors import UsageError
 from circle.node.home import PASSPHRASE_ENV, Home
+from circle.node.panic import check_not_wiped
 from circle.node.service import CircleService
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,6 +57,7 @@ class Ctx:
 
     def home(self) -> Home:
         if self._home is None:
+            check_not_wiped(self.home_path)
             self._home = Home.open(self.home_path, self.passphrase())
         return self._home
 

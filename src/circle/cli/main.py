@@ -16,6 +16,7 @@ import click
 from circle.cli.common import Ctx, emit, json_option, pass_ctx
 from circle.errors import CircleError
 from circle.node.home import PASSPHRASE_ENV, Home, default_home
+from circle.node.panic import check_not_wiped
 from circle.node.service import CircleService
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,6 +46,7 @@ def cli(ctx: click.Context, home: Path | None, circle_sel: str | None, json_out:
                 raise
             click.echo(ctx.get_help())
             return
+        check_not_wiped(ctx.obj.home_path)
         launch(ctx.obj)
 
 
@@ -57,6 +59,7 @@ def cli(ctx: click.Context, home: Path | None, circle_sel: str | None, json_out:
 @pass_ctx
 def init(ctx: Ctx, name: str, handle: str, zone: str, no_passphrase: bool) -> None:
     """Create this device's identity (if needed) and a new circle."""
+    check_not_wiped(ctx.home_path)
     if Home.exists(ctx.home_path):
         home = ctx.home()
     else:
@@ -81,7 +84,9 @@ def _register_optional() -> None:
                          ("circle.cli.tools", "commands"), ("circle.cli.board", "commands"),
                          ("circle.cli.devices", "commands"), ("circle.cli.sync", "commands"), ("circle.cli.relay", "commands"),
                          ("circle.cli.relays", "commands"), ("circle.cli.invite", "commands"),
-                         ("circle.cli.app", "commands")):
+                         ("circle.cli.app", "commands"), ("circle.cli.alerts", "commands"),
+                         ("circle.cli.checkin", "commands"), ("circle.cli.resources", "commands"),
+                         ("circle.cli.lock", "commands")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

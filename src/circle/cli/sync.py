@@ -131,6 +131,10 @@ def serve(ctx: Ctx, listen: str, peers: tuple[str, ...], no_discovery: bool, int
             sys.stdout.flush()
 
         live.on_change = report
+        from circle.node.panic import LockWatch
+
+        locked = asyncio.ensure_future(LockWatch(ctx.home_path).wait())  # `circle lock`: forget keys, stop
+        locked.add_done_callback(lambda _t: stop.set())
         await live.start()
         assert live.bound is not None
         if ctx.json:
@@ -142,6 +146,9 @@ def serve(ctx: Ctx, listen: str, peers: tuple[str, ...], no_discovery: bool, int
             await stop.wait()
         finally:
             await live.close()
+            if locked.done():
+                click.echo(json.dumps({"event": "locked"}) if ctx.json else "Locked: keys forgotten; stopping.")
+            locked.cancel()
 
     asyncio.run(run())
 

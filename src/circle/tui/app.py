@@ -59,6 +59,7 @@ from circle.net.keys import fingerprint
 from circle.node.home import Home
 from circle.node.service import CircleService
 from circle.tui.commands import ACTIONS, NEED_STATUS_LABELS, TAB_TITLES, BoardCommands
+from circle.tui.defence import HELP_KEYS, DefenceUI, resource_lines
 from circle.tui.providers import InviteProvider, JoinProvider
 from circle.tui.rows import (
     MEMBER_COLUMNS,
@@ -1048,7 +1049,10 @@ class CircleApp(App[None]):
 
     TITLE = "circle"
     COMMANDS = App.COMMANDS | {BoardCommands}
-    BINDINGS = [Binding("question_mark", "help", "Help", key_display="?")]
+    BINDINGS = [Binding("question_mark", "help", "Help", key_display="?"),
+                # Listed in help (?), not in the footer, so the footer snapshots stay as they are.
+                Binding("exclamation_mark", "defence", "Alerts", key_display="!", show=False),
+                Binding("ctrl+l", "lock", "Lock", show=False)]
     CSS = """
     Screen { background: $background; }
     """
@@ -1081,6 +1085,7 @@ class CircleApp(App[None]):
         self.board_screen: BoardScreen | None = None
         self._home: Home | None = None
         self._refresh_error: str | None = None
+        self.defence_ui = DefenceUI(self)  # alert banner, Alerts pane, lock (tui/defence.py)
 
     # --- startup flow -------------------------------------------------------
 
@@ -1142,6 +1147,7 @@ class CircleApp(App[None]):
         if self.on_service is not None:
             self.on_service(service)
         self.board_screen = BoardScreen(service, self.sync_source, self.invites)
+        self.defence_ui.attach(service, self.board_screen)
         return self.board_screen
 
     def show_board(self, service: CircleService) -> None:
@@ -1235,4 +1241,11 @@ class CircleApp(App[None]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(HELP_LINES))
+            first = resource_lines(self.defence_ui.defence) if self.defence_ui.defence is not None else []
+            self.push_screen(HelpScreen(first + [("", "Safety")] + HELP_KEYS + HELP_LINES))
+
+    def action_defence(self) -> None:
+        self.defence_ui.open_pane()
+
+    def action_lock(self) -> None:
+        self.defence_ui.ask_lock()
