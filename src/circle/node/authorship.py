@@ -51,6 +51,16 @@ class UnverifiedChanges(MalformedDocument):
     """A peer, relay or file offered changes that no member's device signed."""
 
 
+def is_fixed_change(change_hash: bytes) -> bool:
+    """Changes with fixed bytes that every device writes alike (creating the
+    collections a later version added, e.g. community defence): identical on
+    every device, so they need no signature; anything else does. Matched by
+    hash, so only those exact bytes pass."""
+    from circle.crdt.defence import is_collections_change
+
+    return is_collections_change(change_hash)
+
+
 def process_actor(circle: str, device: bytes) -> bytes:
     return actor_for(circle, device) + os.urandom(8)
 
@@ -244,7 +254,8 @@ class Gate:
         members = self.membership(doc)
         by_actor: dict[bytes, list[tuple[bytes, int]]] = {}
         for h, actor, seq in headers:
-            by_actor.setdefault(actor, []).append((h, seq))
+            if not is_fixed_change(h):
+                by_actor.setdefault(actor, []).append((h, seq))
         for actor, items in by_actor.items():
             device = members.device_by_actor(actor[:16]) if len(actor) == 24 else None
             if device is None:
@@ -271,6 +282,8 @@ class Gate:
         members = self.membership(fork)  # the statements as they stand *with* the new changes
         by_actor: dict[bytes, list[ChangeMeta]] = {}
         for meta in new:
+            if is_fixed_change(meta.hash):
+                continue
             by_actor.setdefault(meta.actor, []).append(meta)
         for actor, metas in by_actor.items():
             device = members.device_by_actor(actor[:16]) if len(actor) == 24 else None

@@ -26,6 +26,7 @@ from circle.net.messages import ByeCode
 from circle.net.session import Closed, DocChanged, Event, HandshakeDone, InSync, Progress
 from circle.net.tcp import PeerSession, SyncNode, SyncReport
 from circle.node.authorship import GatedDoc
+from circle.node.membership import removal_notice
 from circle.node.relays import RelayRoundResult, RelaySync
 from circle.node.service import CircleService
 
@@ -64,21 +65,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not 0 <= port < 65536:
         raise UsageError(f"cannot parse listen address '{text}' (use HOST:PORT)")
     return host, port
-
-
-def removal_notice(svc: CircleService, device_key: bytes) -> str:
-    """"You were removed from Block 9 by ana on 2 Dec." (what a removed device is told)."""
-    m = svc.membership()
-    d = m.devices.get(device_key)
-    owner = m.members.get(d.member) if d is not None else None
-    by_key = (d.removed_by if d is not None and d.removed_by else None) or (owner.removed_by if owner else None)
-    by = m.members.get(by_key) if by_key else None
-    when = (d.removed_at if d is not None and d.removed_at else None) or (owner.removed_at if owner else None)
-    day = time.strftime("%-d %b", time.localtime(when / 1000)) if when else "recently"
-    if owner is not None and owner.left:
-        return f"You left {svc.config.name} on {day}."
-    who = by.handle if by is not None else "another member"
-    return f"You were removed from {svc.config.name} by {who} on {day}."
 
 
 class LiveSync:

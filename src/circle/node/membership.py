@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import secrets
 import struct
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -245,6 +246,21 @@ def leave(svc: CircleService) -> None:
 def set_profile(svc: CircleService, handle: str, zone: str) -> None:
     m = svc.membership()
     _write(svc, [_statement(svc, Kind.PROFILE, m.heads, handle=handle, zone=zone)])
+
+
+def removal_notice(svc: CircleService, device_key: bytes) -> str:
+    """"You were removed from Block 9 by ana on 2 Dec." (what a removed device is told)."""
+    m = svc.membership()
+    d = m.devices.get(device_key)
+    owner = m.members.get(d.member) if d is not None else None
+    by_key = (d.removed_by if d is not None and d.removed_by else None) or (owner.removed_by if owner else None)
+    by = m.members.get(by_key) if by_key else None
+    when = (d.removed_at if d is not None and d.removed_at else None) or (owner.removed_at if owner else None)
+    day = time.strftime("%-d %b", time.localtime(when / 1000)) if when else "recently"
+    if owner is not None and owner.left:
+        return f"You left {svc.config.name} on {day}."
+    who = by.handle if by is not None else "another member"
+    return f"You were removed from {svc.config.name} by {who} on {day}."
 
 
 def holds_key(svc: CircleService, epoch: EpochInfo) -> bool:

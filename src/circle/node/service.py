@@ -187,9 +187,7 @@ class CircleService:
 
     def removal_notice(self) -> str:
         """"You were removed from Block 9 by ana on 2 Dec." for this device."""
-        from circle.node.live import removal_notice
-
-        return removal_notice(self, self.home.identity.verify_key)
+        return membership.removal_notice(self, self.home.identity.verify_key)
 
     def membership_report(self) -> dict[str, Any]:
         """What the signed statements say, and what was ignored and why (for `status`)."""
