@@ -5,7 +5,7 @@ Rules:
   The member id is a short fingerprint of the Ed25519 public key.
 - A *circle key* is 32 random bytes per epoch. Each removal starts a new epoch
   with a fresh random key; nothing is derived from an older epoch's key.
-- Everything else (LAN tag, session PSK, relay mailbox id, relay token,
+- Everything else (LAN advertisement tag, session PSK, relay mailbox id, relay token,
   envelope key) is BLAKE2b keyed by the epoch key with a distinct
   personalisation string per purpose (domain separation), so all of it
   rotates with the epoch and no derived value reveals another.
@@ -39,7 +39,6 @@ MEMBER_ID_CHARS = 10
 class Purpose(Enum):
     """Domain-separation labels (BLAKE2b `person`, at most 16 bytes)."""
 
-    LAN_TAG = b"circle/lan-tag"
     SESSION_PSK = b"circle/psk"
     RELAY_MAILBOX = b"circle/mailbox"
     RELAY_TOKEN = b"circle/token"
@@ -109,11 +108,6 @@ def fingerprint(*parts: bytes, groups: int = 4) -> str:
     )
     text = _b32(digest, groups * 4)
     return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
-
-
-def lan_tag(epoch_key: EpochKey, window: int, size: int = 8) -> bytes:
-    """Rotating MAC advertised over mDNS: changes every time window."""
-    return derive(epoch_key, Purpose.LAN_TAG, window.to_bytes(8, "big"), size)
 
 
 def handshake_key_id(epoch_key: EpochKey) -> bytes:
@@ -215,7 +209,7 @@ def unseal(identity: DeviceIdentity, sealed: bytes) -> bytes:
 
 __all__ = [
     "DeviceIdentity", "EpochKey", "MemberId", "Purpose", "derive", "fingerprint",
-    "keyed_hash", "lan_tag", "lan_advert_tag", "envelope_hint", "handshake_key_id", "member_id_for", "new_epoch_key", "seal_to", "unseal",
+    "keyed_hash", "lan_advert_tag", "envelope_hint", "handshake_key_id", "member_id_for", "new_epoch_key", "seal_to", "unseal",
     "verify_signature", "constant_time_equal", "encode_key", "decode_key",
     "DEVICE_SECRET_LEN",
 ]
