@@ -519,6 +519,7 @@ def _local_addresses(interfaces: Interfaces) -> list[str]:
 class _ZeroconfRegistrar:
     def __init__(self, azc: Any) -> None:
         self._azc = azc
+        self._background: set[Any] = set()
 
     def _info(self, advert: Advert) -> Any:
         from zeroconf.asyncio import AsyncServiceInfo
@@ -535,7 +536,12 @@ class _ZeroconfRegistrar:
         )
 
     async def register(self, advert: Advert) -> None:
-        await (await self._azc.async_register_service(self._info(advert)))
+        # No probing for name conflicts (RFC 6762 s8.1): the 64-bit random
+        # labels never collide, and probing cost every start ~1.3 s. The
+        # three announcements go out in the background.
+        task = await self._azc.async_register_service(self._info(advert), cooperating_responders=True)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def unregister(self, advert: Advert) -> None:
         await (await self._azc.async_unregister_service(self._info(advert)))

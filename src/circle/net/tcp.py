@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import random
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -90,6 +92,19 @@ def session_keyrings(
         if now - adopted_at < grace:
             responder[prev] = keys[prev]
     return initiator, responder
+
+
+def _why(exc: OSError, connect_timeout: float) -> str:
+    """A failed connect in words (not "[Errno 111] Connect call failed")."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {connect_timeout:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing is listening there (circle is not running, or on another port)"
+    if isinstance(exc, socket.gaierror):
+        return "that host name is unknown"
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "that address is unreachable from this network"
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 @dataclass
@@ -316,7 +331,7 @@ class SyncNode:
                 asyncio.open_connection(host, port), self.timeouts.connect
             )
         except (TimeoutError, OSError) as exc:
-            raise PeerUnavailable(f"cannot reach {host}:{port} ({exc or 'timed out'})") from None
+            raise PeerUnavailable(f"cannot reach {host}:{port}: {_why(exc, self.timeouts.connect)}") from None
         return self._start(Role.INITIATOR, reader, writer, (host, port), epoch)
 
     def fallback_epoch(self, error: CircleError | None, tried: set[int]) -> int | None:
@@ -345,7 +360,10 @@ class SyncNode:
         tried: set[int] = set()
         superseded = False
         for _attempt in range(MAX_EPOCH_TRIES):
-            session = await self.connect(host, port, epoch)
+            try:
+                session = await self.connect(host, port, epoch)
+            except PeerUnavailable as exc:
+                return SyncReport((host, port), None, False, exc, Stats(), time.monotonic() - started)
             ok = await session.wait_in_sync(max(0.1, deadline - time.monotonic()))
             if not ok and session.error is None and session.peer_verify_key is not None:
                 # Closed cleanly before sync: we lost a duplicate race (here or
@@ -383,8 +401,9 @@ class SyncNode:
         vk = session.peer_verify_key
         assert vk is not None
         while True:
-            if self.member_synced_since(vk, since):
-                return True
+            if self.member_synced_since(vk, since) or any(
+                    s.peer_verify_key == vk and s.in_sync and not s.closed for s in self.sessions):
+                return True  # (a session it opened before ours may have been in sync all along)
             candidates = [
                 s for s in self.sessions
                 if s is not session and not s.closed and (
