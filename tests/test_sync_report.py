@@ -138,3 +138,48 @@ async def test_an_unreachable_peer_is_explained_in_words() -> None:
     assert not report.in_sync
     assert "nothing is listening there" in str(report.error)
     assert "Errno" not in str(report.error)
+
+
+async def test_a_lan_peer_lost_by_discovery_leaves_the_list_unless_a_session_is_open(tmp_path: Path) -> None:
+    from circle.net.discovery import PeerLost
+
+    ana_home, bo_home = member_homes(tmp_path, ["ana", "bo"])
+    ana, bo = open_service(ana_home), open_service(bo_home)
+    served = LiveSync(ana, listen=(HOST, 0), discovery=False)
+    await served.start()
+    assert served.bound is not None
+    live = LiveSync(bo, listen=(HOST, 0), discovery=False)
+    await live.start()
+    changes: list[int] = []
+    live.on_change = lambda: changes.append(len(live.peers))
+    try:
+        live._dial("10.255.255.1", 7420, "lan")  # a peer that vanished (never answers)
+        live._dial(HOST, served.bound[1], "lan")  # a peer with a live session
+        for _ in range(100):
+            if any(p.connected for p in live.peers.values()):
+                break
+            await asyncio.sleep(0.05)
+        live._on_discovery(PeerLost("10.255.255.1", 7420))
+        live._on_discovery(PeerLost(HOST, served.bound[1]))
+        assert "10.255.255.1:7420" not in live.peers
+        assert f"{HOST}:{served.bound[1]}" in live.peers  # its session is open: still listed
+    finally:
+        await live.close()
+        await served.close()
+
+
+async def test_the_previous_keys_grace_counts_from_when_this_device_adopted_the_epoch(tmp_path: Path) -> None:
+    [home] = member_homes(tmp_path, ["ana"])
+    svc = open_service(home)
+    live = LiveSync(svc, listen=None, discovery=False, relays=False)
+    await live.start(keep_connected=False)
+    try:
+        rec = svc.config.settings["epoch_adopted"]
+        assert rec["epoch"] == svc.config.epoch
+        assert live._adopted_at(svc.config.epoch) == rec["at"]
+        # persisted: a later process starts from the same moment, not from its own start
+        assert open_service(home).config.settings["epoch_adopted"] == rec
+        await asyncio.sleep(0.01)
+        assert live._adopted_at(svc.config.epoch + 1) > rec["at"]  # an epoch not seen yet: now
+    finally:
+        await live.close()
