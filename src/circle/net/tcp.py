@@ -506,6 +506,8 @@ class SyncNode:
         """(initiator keys, responder keys) under the rules in the module docstring."""
         keys = self._keys()
         current = self.current_epoch() if self.current_epoch is not None else max(keys)
+        if current not in keys:  # a config mid-update: never fail a session over it
+            current = max(keys)
         if self.adopted_at is not None:
             adopted = self.adopted_at(current)
         else:
