@@ -283,6 +283,7 @@ class SyncReport:
     stats: Stats
     seconds: float
     superseded: bool = False  # our session lost a duplicate race; another one carried the sync
+    peer_verify_key: bytes | None = None  # the peer device's key, once the handshake got that far
 
 
 @dataclass
@@ -386,7 +387,7 @@ class SyncNode:
                 error = PeerUnavailable(f"{host}:{port} closed the session before syncing finished")
         return SyncReport(
             (host, port), session.peer_member_id, ok, error, session.stats,
-            time.monotonic() - started, superseded,
+            time.monotonic() - started, superseded, session.peer_verify_key,
         )
 
     def member_synced_since(self, verify_key: bytes, since: float) -> bool:

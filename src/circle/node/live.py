@@ -32,8 +32,11 @@ from typing import Any
 
 from circle.errors import CircleError, UsageError
 from circle.net.discovery import ALL_INTERFACES, Discovery, PeerFound, PeerLost, parse_manual_peer
+from circle.net.keys import member_id_for
+from circle.net.messages import ByeCode
 from circle.net.session import Closed, DocChanged, Event, HandshakeDone, InSync, Progress
 from circle.net.tcp import PeerSession, SyncNode, SyncReport
+from circle.node.authorship import GatedDoc
 from circle.node.relays import RelayRoundResult, RelaySync
 from circle.node.service import CircleService
 
@@ -112,6 +115,21 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, port
 
 
+def removal_notice(svc: CircleService, device_key: bytes) -> str:
+    """"You were removed from Block 9 by ana on 2 Dec." (what a removed device is told)."""
+    m = svc.membership()
+    d = m.devices.get(device_key)
+    owner = m.members.get(d.member) if d is not None else None
+    by_key = (d.removed_by if d is not None and d.removed_by else None) or (owner.removed_by if owner else None)
+    by = m.members.get(by_key) if by_key else None
+    when = (d.removed_at if d is not None and d.removed_at else None) or (owner.removed_at if owner else None)
+    day = time.strftime("%-d %b", time.localtime(when / 1000)) if when else "recently"
+    if owner is not None and owner.left:
+        return f"You left {svc.config.name} on {day}."
+    who = by.handle if by is not None else "another member"
+    return f"You were removed from {svc.config.name} by {who} on {day}."
+
+
 class LiveSync:
     def __init__(
         self,
@@ -134,8 +152,9 @@ class LiveSync:
         # False when the host (the TUI) already follows the store: its "disk"
         # notifications still reach us and push to peers.
         self.follow_disk = follow_disk
-        self.node = SyncNode(svc.doc, svc.home.identity, svc.keyring, svc.is_active_member, self._on_event,
-                             current_epoch=lambda: svc.config.epoch, adopted_at=self._adopted_at)
+        self.node = SyncNode(GatedDoc(svc.doc, svc.gate), svc.home.identity, svc.keyring, svc.is_active_member,
+                             self._on_event, current_epoch=lambda: svc.config.epoch,
+                             adopted_at=self._adopted_at)
         self.discovery: Discovery | None = None
         self.bound: tuple[str, int] | None = None
         self.peers: dict[str, PeerStatus] = {}
@@ -203,10 +222,11 @@ class LiveSync:
         others = {m.id for m in self.svc.board.members() if m.active and m.id != me}
         self._round = rnd = _Round(time.time(), {}, set())
         for s in self.node.sessions:  # peers that dialled us since start() count too
-            if not s.closed and s.peer_member_id is not None:
-                rnd.sessions.setdefault(s.peer_member_id, set()).add(s)
+            mid = self._member_of(s.peer_verify_key)
+            if not s.closed and mid is not None:
+                rnd.sessions.setdefault(mid, set()).add(s)
                 if s.in_sync:
-                    rnd.synced.add(s.peer_member_id)
+                    rnd.synced.add(mid)
         tasks: dict[str, asyncio.Task[SyncReport]] = {}
 
         def launch(h: str, p: int, path: str) -> None:
@@ -245,8 +265,8 @@ class LiveSync:
 
     async def _finish_incoming(self, rnd: _Round, deadline: float) -> None:
         """Members that dialled us during the round: let their sessions finish syncing."""
-        waiting = [s for ss in rnd.sessions.values() for s in ss
-                   if not s.closed and s.peer_member_id not in rnd.synced]
+        waiting = [s for mid, ss in rnd.sessions.items() for s in ss
+                   if not s.closed and mid not in rnd.synced]
         if waiting:
             await asyncio.gather(*(s.wait_in_sync(max(0.0, deadline - time.monotonic())) for s in waiting))
 
@@ -271,7 +291,7 @@ class LiveSync:
                 row.snapshot_received |= st.snapshots_received > 0
         for report in reports:
             address = f"{report.address[0]}:{report.address[1]}"
-            rid = report.peer_member_id
+            rid = self._member_of(report.peer_verify_key)
             if rid is None:
                 # Nobody answered as a member here; if a member from that host
                 # is in sync by another session, this address was that member.
@@ -309,6 +329,15 @@ class LiveSync:
                 if status.in_sync:
                     status.last_seen = time.time()
         return sorted(by_member.values(), key=lambda r: (r.handle or r.member_id or "")) + loose
+
+    def _member_of(self, device_key: bytes | None) -> str | None:
+        """The member a peer device acts for (a linked laptop reports as its member)."""
+        if device_key is None:
+            return None
+        m = self.svc.membership()
+        device = m.active_device(device_key)
+        info = m.members.get(device.member) if device is not None else None
+        return str(info.id) if info is not None else str(member_id_for(device_key))
 
     def _is_self(self, host: str, port: int) -> bool:
         return self.bound is not None and port == self.bound[1] and host in ("127.0.0.1", self.bound[0])
@@ -385,8 +414,9 @@ class LiveSync:
             status.connected, status.error = True, None
             status.member_id = session.peer_member_id
             status.handle = self._handle(session.peer_member_id)
-            if self._round is not None and session.peer_member_id is not None:
-                self._round.sessions.setdefault(session.peer_member_id, set()).add(session)
+            mid = self._member_of(session.peer_verify_key)
+            if self._round is not None and mid is not None:
+                self._round.sessions.setdefault(mid, set()).add(session)
         elif isinstance(event, DocChanged):
             status.in_sync = False
             if not self._remote_pending:
@@ -400,8 +430,9 @@ class LiveSync:
             status.in_sync, status.progress = True, None
             status.has_all_ours = session.peer_has_all_ours
             self.last_sync = time.time()
-            if self._round is not None and session.peer_member_id is not None:
-                self._round.synced.add(session.peer_member_id)
+            mid = self._member_of(session.peer_verify_key)
+            if self._round is not None and mid is not None:
+                self._round.synced.add(mid)
                 self._wake.set()
         elif isinstance(event, Closed):
             status.connected, status.progress = False, None
@@ -423,7 +454,22 @@ class LiveSync:
             if self._keep_connected:
                 await self.relays.start()
 
+    def close_removed(self) -> int:
+        """Close, at once, every session whose peer device is no longer active
+        (removed, or its member left), telling it so in words. Runs before any
+        change is pushed, so a removed device never receives what follows."""
+        closed = 0
+        m = self.svc.membership()
+        for session in list(self.node.sessions):
+            key = session.peer_verify_key
+            if session.closed or key is None or m.active_device(key) is not None:
+                continue
+            session.close(removal_notice(self.svc, key), ByeCode.REMOVED)
+            closed += 1
+        return closed
+
     def _on_service_change(self, origin: str) -> None:
+        self.close_removed()
         if self.relays is None and self.use_relays and self._unsubscribe is not None and self.svc.board.relays():
             self._spawn(self._start_relays())  # the first relay was just added
         if origin in ("local", "disk"):
