@@ -14,12 +14,13 @@ Config (JSON):
                    time.time() on every read -- lets a test move this host's
                    clock to make tag windows rotate
     poll_interval  seconds between window checks (default 0.5)
+    heartbeat / max_silence   liveness timings (default: the Discovery defaults)
     advertise / browse   booleans (default true)
     # identity-ish fields a full node would hold; never put on the wire:
     circle_name, handle, identity_secret (hex)
 
 Output: one JSON object per line on stdout:
-    {"event": "advertising", "instance": ..., "server": ..., "tag": ..., "window": ...}
+    {"event": "advertising", "instance": ..., "server": ..., "tag": ..., "nonce": ..., "window": ...}
     {"event": "ready"}
     {"event": "found", "address": ..., "port": ..., "manual": ...}
     {"event": "lost", "address": ..., "port": ...}
@@ -113,7 +114,8 @@ def on_event(event: DiscoveryEvent) -> None:
 
 def on_publish(advert: Advert) -> None:
     emit({"event": "advertising", "instance": advert.instance, "server": advert.server,
-          "tag": advert.properties["t"], "window": advert.window, "port": advert.port})
+          "tag": advert.properties["t"], "nonce": advert.properties["n"], "window": advert.window,
+          "port": advert.port, "addresses": list(advert.addresses)})
 
 
 async def run(cfg: dict[str, Any]) -> None:
@@ -134,6 +136,7 @@ async def run(cfg: dict[str, Any]) -> None:
         on_event=on_event,
         on_publish=on_publish,
         report_adverts=True,
+        **{k: float(cfg[k]) for k in ("heartbeat", "max_silence") if k in cfg},
     )
     await disc.start()
     emit({"event": "ready"})

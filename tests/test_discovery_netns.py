@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 from zeroconf import DNSIncoming, DNSPointer, DNSService, DNSText
 
-from circle.net.discovery import SERVICE_TYPE, WINDOW_SECONDS, tag_hex, window_for
+from circle.net.discovery import (
+    MAX_SILENCE_S,
+    SERVICE_TYPE,
+    WINDOW_SECONDS,
+    tag_matches,
+    window_for,
+)
 from circle.net.keys import DeviceIdentity, encode_key, new_epoch_key
 from netns import Capture, Host, Lan, NsProcess, lan, netns_unavailable_reason
 
@@ -168,7 +174,7 @@ def test_members_find_each_other_outsider_finds_nothing_and_wire_is_clean(
         assert blob not in raw, "a key leaked into mDNS"
 
     # every name on the wire is the service type or one of our random labels,
-    # and every TXT record is exactly {v, t}
+    # and every TXT record is exactly {v, n, t}
     allowed = {SERVICE_TYPE.lower()} | instances | servers
     seen_txt = 0
     for r in records:
@@ -179,11 +185,17 @@ def test_members_find_each_other_outsider_finds_nothing_and_wire_is_clean(
             assert r.server.lower() in servers
         if isinstance(r, DNSText):
             pairs = txt_pairs(r.text)
-            assert set(pairs) == {"v", "t"}, pairs
-            assert pairs["v"] == "1" and len(pairs["t"]) == 16
-            int(pairs["t"], 16)
+            assert set(pairs) == {"v", "n", "t"}, pairs
+            assert pairs["v"] == "2" and len(pairs["t"]) == len(pairs["n"]) == 32
+            int(pairs["t"], 16), int(pairs["n"], 16)
             seen_txt += 1
     assert seen_txt > 0
+
+
+def is_tag(key: bytes, advert: dict[str, Any], window: int) -> bool:
+    """The advert's tag is the one for this key, window, port and addresses."""
+    return tag_matches(key, {"t": advert["tag"], "n": advert["nonce"]},  # type: ignore[arg-type]
+                       advert["port"], advert["addresses"], window * WINDOW_SECONDS + 1, skew_windows=0)
 
 
 def _pin_clock(path: Path, window_offset: int, now: float) -> int:
@@ -208,13 +220,13 @@ def test_advert_rotates_tag_and_names_when_the_window_changes(lan2: Lan, tmp_pat
         wait_found(p2, {h1.ip})
         wait_found(p1, {h2.ip})
         a0 = adverts(p1)[0]
-        assert a0["window"] == w and a0["tag"] == tag_hex(key, w)
+        assert a0["window"] == w and is_tag(key, a0, w)
 
         # host 1's clock moves into the next window: new tag, new names
         _pin_clock(clock1, 1, now)
         p1.wait_for(lambda ev: len(of(ev, "advertising")) >= 2, 10, "re-advertisement")
         a1 = adverts(p1)[1]
-        assert a1["window"] == w + 1 and a1["tag"] == tag_hex(key, w + 1)
+        assert a1["window"] == w + 1 and is_tag(key, a1, w + 1)
         assert a1["instance"] != a0["instance"] and a1["server"] != a0["server"]
         # host 2 (still in W) accepts the neighbouring window's tag
         p2.wait_for(lambda ev: a1["instance"] in {e["instance"] for e in of(ev, "matched")},
@@ -225,7 +237,7 @@ def test_advert_rotates_tag_and_names_when_the_window_changes(lan2: Lan, tmp_pat
         _pin_clock(clock1, 2, now)
         p1.wait_for(lambda ev: len(of(ev, "advertising")) >= 3, 10, "second re-advertisement")
         a2 = adverts(p1)[2]
-        assert a2["window"] == w + 2 and a2["tag"] == tag_hex(key, w + 2)
+        assert a2["window"] == w + 2 and is_tag(key, a2, w + 2)
         p2.wait_for(lambda ev: a2["instance"] in {e["instance"] for e in of(ev, "ignored")},
                     FIND_TIMEOUT, "host 2 to reject a tag two windows ahead")
         p2.wait_for(lambda ev: found(ev) == set(), FIND_TIMEOUT, "host 2 to lose host 1")
@@ -236,6 +248,67 @@ def test_advert_rotates_tag_and_names_when_the_window_changes(lan2: Lan, tmp_pat
     for a in (a0, a1, a2):  # each window's tag and name really went on the wire
         assert a["tag"].encode() in raw
         assert a["instance"].split(".")[0].encode() in raw
+
+
+def test_a_stranger_sees_one_tag_per_device_and_a_restart_changes_it(lan4: Lan, tmp_path: Path) -> None:
+    """Issue 10: all members of a circle advertised the same tag in a window, so
+    a stranger browsing mDNS could group devices by circle, and a restart
+    re-advertised the same tag. The stranger here is host 4 (its own circle),
+    and it records every TXT record that crosses the switch."""
+    key = new_epoch_key()
+    members, stranger = lan4.hosts[:3], lan4.hosts[3]
+    with lan4.capture(tmp_path / "mdns.cap") as cap:
+        procs = {h.index: lan4.nshost(h, {"epoch_key": key.hex()}, tmp_path) for h in members}
+        procs[stranger.index] = lan4.nshost(stranger, {"epoch_key": new_epoch_key().hex(), "advertise": False},
+                                            tmp_path)
+        member_ips = {h.ip for h in members}
+        for h in members:  # the members still find each other
+            wait_found(procs[h.index], member_ips - {h.ip})
+        procs[stranger.index].wait_for(lambda ev: len(of(ev, "ignored")) >= 3, FIND_TIMEOUT,
+                                       "the stranger to see the three adverts")
+        first = adverts(procs[1])[0]
+        assert procs[1].stop() == 0
+        procs[1] = lan4.nshost(members[0], {"epoch_key": key.hex()}, tmp_path)
+        wait_found(procs[1], member_ips - {members[0].ip})
+        second = adverts(procs[1])[0]
+        procs[stranger.index].wait_for(lambda ev: len(of(ev, "ignored")) >= 4, FIND_TIMEOUT,
+                                       "the stranger to see the restarted advert")
+        for p in procs.values():
+            p.stop()
+
+    # what the stranger captured: the tag each advertised instance carried
+    by_instance: dict[str, str] = {}
+    for payload in cap.udp_payloads(5353):
+        for r in DNSIncoming(payload).answers():
+            if isinstance(r, DNSText) and r.ttl > 0:
+                by_instance[r.name.lower()] = txt_pairs(r.text)["t"]
+    published = [a for p in procs.values() for a in adverts(p)] + [first]
+    assert {a["instance"].lower() for a in published} <= set(by_instance)
+    tags_now = {by_instance[a["instance"].lower()] for a in published if a is not first}
+    assert len(tags_now) == 3, f"three devices of one circle showed {len(tags_now)} distinct tags"
+    assert second["tag"] != first["tag"], "a restart re-advertised the same tag"
+    assert len(set(by_instance.values())) == len(by_instance) == 4
+
+
+def test_a_killed_peer_leaves_the_list_within_two_minutes(lan2: Lan, tmp_path: Path) -> None:
+    """Issue 10: a peer killed without a goodbye stayed listed for 7 minutes
+    and more (zeroconf raises a received PTR TTL to 1125 s). The default
+    timings are used: the claim is about what users get."""
+    key = new_epoch_key()
+    h1, h2 = lan2.hosts
+    p1 = lan2.nshost(h1, {"epoch_key": key.hex(), "poll_interval": 10.0}, tmp_path)
+    p2 = lan2.nshost(h2, {"epoch_key": key.hex(), "poll_interval": 10.0}, tmp_path)
+    wait_found(p1, {h2.ip})
+    wait_found(p2, {h1.ip})
+    p2.popen.kill()  # SIGKILL: no goodbye packet
+    p2.popen.wait(5)
+    killed = time.monotonic()
+    p1.wait_for(lambda ev: found(ev) == set(), 120.0, "the killed peer to leave the list")
+    gone_after = time.monotonic() - killed
+    assert gone_after <= 120.0
+    assert gone_after >= MAX_SILENCE_S - 35.0  # it really was our expiry, not a goodbye
+    print(f"\nkilled peer left the list after {gone_after:.1f} s")
+    p1.stop()
 
 
 def _tcp_probe(lan: Lan, src: Host, dst: Host, port: int) -> bool:

@@ -276,7 +276,8 @@ def check_capture(cap: Capture, members: list[Member], outsider: Member) -> None
             assert allowed.match(r.name.lower()), f"unexpected name on the wire: {r.name!r}"
             if isinstance(r, DNSText):
                 pairs = txt_pairs(r.text)
-                assert set(pairs) == {"v", "t"} and re.fullmatch(label, pairs["t"]), pairs
+                assert set(pairs) == {"v", "n", "t"} and pairs["v"] == "2", pairs
+                assert re.fullmatch(label * 2, pairs["t"]) and re.fullmatch(label * 2, pairs["n"]), pairs
 
     # nothing identifying, anywhere in the capture (mDNS, handshakes, sync)
     needles = [CIRCLE_NAME, OUTSIDER_CIRCLE, *OUTSIDER_CIRCLE.split(), *HANDLES, OUTSIDER_HANDLE,

@@ -11,7 +11,14 @@ from circle.errors import (
     RemoteProtocolError,
     SelfConnection,
 )
-from circle.net.handshake import MSG1_LEN, Handshake, HandshakeResult, SecureChannel
+from circle.net.handshake import (
+    MSG1_LEN,
+    MSG2_LEN,
+    MSG3_LEN,
+    Handshake,
+    HandshakeResult,
+    SecureChannel,
+)
 from circle.net.keys import DeviceIdentity, EpochKey, new_epoch_key
 
 ALICE = DeviceIdentity.generate()
@@ -66,27 +73,41 @@ def test_each_session_has_fresh_keys() -> None:
     assert a.fingerprint != b.fingerprint
 
 
-def test_wrong_epoch_key_fails_at_message_one_and_reveals_nothing() -> None:
+def test_wrong_epoch_key_gets_a_decoy_then_fails_and_learns_nothing() -> None:
+    # Old behaviour: the responder fell silent for a stranger but answered a
+    # member (161 bytes): a "same circle?" oracle. Now everyone gets a message
+    # 2 of the same length, and the handshake fails on message 3.
     init = Handshake.initiator(MALLORY, {0: new_epoch_key()}, lambda vk: True)
     resp = Handshake.responder(BOB, {0: KEY}, members(ALICE, BOB))
     msg1 = init.start()
     assert len(msg1) == MSG1_LEN
     assert MALLORY.verify_key not in msg1
-    with pytest.raises(HandshakeFailed):
-        resp.receive(msg1)
-    assert resp.reject_reply is None  # silence, not an oracle
+    decoy = resp.receive(msg1)
+    assert decoy is not None and len(decoy) == MSG2_LEN
+    assert resp.reject_reply is None and not resp.failed
+    assert BOB.verify_key not in decoy
+    # the initiator cannot open it, and says so as a key it was not accepted
+    with pytest.raises(EpochMismatch) as err:
+        init.receive(decoy)
+    assert err.value.peer_epoch is None
+    # the responder waits for message 3 like any responder, then fails
+    with pytest.raises(HandshakeFailed, match="does not hold a circle key"):
+        resp.receive(bytes(MSG3_LEN))
     assert resp.failed
     with pytest.raises(LocalProtocolError):
         resp.receive(msg1)
 
 
 def test_responder_with_wrong_key_cannot_learn_initiator() -> None:
-    # A fake responder holding another key cannot even produce message 2,
-    # so the initiator's identity (only in message 3) is never sent.
+    # A fake responder holding another key can only send a decoy, so the
+    # initiator's identity (only in message 3) is never sent.
     init = Handshake.initiator(ALICE, {0: KEY}, members(ALICE, BOB))
     fake = Handshake.responder(MALLORY, {0: new_epoch_key()}, lambda vk: True)
-    with pytest.raises(HandshakeFailed):
-        fake.receive(init.start())
+    decoy = fake.receive(init.start())
+    assert decoy is not None
+    with pytest.raises(EpochMismatch):
+        init.receive(decoy)
+    assert init.failed
 
 
 def test_non_member_responder_is_refused_before_initiator_reveals_itself() -> None:
@@ -116,16 +137,16 @@ def test_self_connection_is_detected() -> None:
         init.receive(resp.receive(init.start()) or b"")
 
 
-def test_epoch_mismatch_is_typed_on_both_sides() -> None:
+def test_epoch_mismatch_is_typed_for_the_initiator_only() -> None:
+    # The initiator offers a key the responder lacks: it learns that much (an
+    # EpochMismatch without the peer's epoch) and the responder tells nothing.
     init, resp = pair(keys_i={0: KEY, 1: new_epoch_key()}, keys_r={0: KEY})
     assert init.epoch == 1
-    with pytest.raises(EpochMismatch) as r_err:
-        resp.receive(init.start())
-    assert r_err.value.offered_epoch == 1
-    assert resp.reject_reply is not None
+    decoy = resp.receive(init.start())
+    assert decoy is not None and resp.reject_reply is None
     with pytest.raises(EpochMismatch) as i_err:
-        init.receive(resp.reject_reply)
-    assert i_err.value.offered_epoch == 1 and i_err.value.peer_epoch == 0
+        init.receive(decoy)
+    assert i_err.value.offered_epoch == 1 and i_err.value.peer_epoch is None
 
 
 def test_initiator_may_offer_an_older_epoch() -> None:
@@ -152,12 +173,14 @@ def test_any_flipped_bit_in_any_handshake_message_fails(which: int) -> None:
     init, resp = pair()
     m1 = init.start()
     if which == 1:
-        for pos in (1, 10, len(m1) - 1):  # epoch, ephemeral, tag
+        for pos in (1, 10, len(m1) - 1):  # ephemeral, ephemeral, tag
             _, r1 = pair()
             bad = bytearray(m1)
             bad[pos] ^= 1
+            decoy = r1.receive(bytes(bad))  # not accepted: a decoy, then failure
+            assert decoy is not None
             with pytest.raises(HandshakeFailed):
-                r1.receive(bytes(bad))
+                r1.receive(bytes(MSG3_LEN))
         return
     m2 = resp.receive(m1)
     assert m2 is not None

@@ -43,7 +43,11 @@ def _progress_printer(live: LiveSync) -> None:
 @pass_ctx
 def sync(ctx: Ctx, timeout: float, peers: tuple[str, ...], no_discovery: bool,
          interfaces: tuple[str, ...], listen: str) -> None:
-    """Sync once with every peer found on the LAN and every --peer."""
+    """Sync once with every peer found on the LAN and every --peer.
+
+    One line per member (however many sessions it took) and per address where
+    no member answered. Exit status 6 if a member that answered is not in
+    sync, or if nothing at all could be synced."""
     from circle.node.live import LiveSync, parse_listen
 
     svc = ctx.service()
@@ -54,7 +58,7 @@ def sync(ctx: Ctx, timeout: float, peers: tuple[str, ...], no_discovery: bool,
         live.on_change = lambda: _progress_printer(live)
         await live.start(keep_connected=False)
         try:
-            reports = await live.sync_round(timeout)
+            members = await live.sync_round(timeout)
         finally:
             await live.close()
         relay_rows: list[dict[str, object]] = []
@@ -62,20 +66,20 @@ def sync(ctx: Ctx, timeout: float, peers: tuple[str, ...], no_discovery: bool,
             st = live.relays.stats
             for rr in live.relay_results:
                 relay_rows.append({
-                    "peer": rr.url, "path": "relay", "mailbox": rr.epoch, "member": None, "handle": None,
-                    "in_sync": rr.error is None, "error": rr.error,
+                    "peer": rr.url, "addresses": [rr.url], "path": "relay", "mailbox": rr.epoch,
+                    "member": None, "handle": None, "in_sync": rr.error is None, "error": rr.error,
                     "changes_applied": st.change_envelopes_new, "snapshot_received": st.snapshots_new > 0,
                     "snapshot_sent": st.snapshots_sent > 0, "envelopes_sent": st.envelopes_sent,
                     "bytes_sent": None, "bytes_received": None, "seconds": None,
                 })
         return relay_rows + [{
-            "peer": f"{r.address[0]}:{r.address[1]}", "member": r.peer_member_id,
-            "handle": live._handle(r.peer_member_id), "in_sync": r.in_sync,
-            "error": str(r.error) if r.error else None, "seconds": round(r.seconds, 3),
-            "bytes_sent": r.stats.wire_bytes_out, "bytes_received": r.stats.wire_bytes_in,
-            "changes_applied": r.stats.changes_applied, "snapshot_sent": r.stats.snapshots_sent > 0,
-            "snapshot_received": r.stats.snapshots_received > 0,
-        } for r in reports]
+            "peer": m.addresses[0] if m.addresses else None, "addresses": m.addresses,
+            "path": "lan", "member": m.member_id, "handle": m.handle, "in_sync": m.in_sync,
+            "error": m.error, "seconds": round(m.seconds, 3),
+            "bytes_sent": m.bytes_sent, "bytes_received": m.bytes_received,
+            "changes_applied": m.changes_applied, "snapshot_sent": m.snapshot_sent,
+            "snapshot_received": m.snapshot_received,
+        } for m in members]
 
     results = asyncio.run(run())
 
@@ -83,14 +87,34 @@ def sync(ctx: Ctx, timeout: float, peers: tuple[str, ...], no_discovery: bool,
         if not results:
             click.echo("No peers found. Give one with --peer HOST:PORT if this network blocks multicast.")
             return
-        rows = [[str(r["peer"]), str(r["handle"] or r["member"] or ("relay" if r.get("path") == "relay" else "?")),
-                 "in sync" if r["in_sync"] else f"FAILED: {r['error']}",
-                 f"{r['bytes_sent']}/{r['bytes_received']}", str(r["changes_applied"])] for r in results]
+
+        def size(n: object) -> str:
+            return "-" if n is None else str(n)
+
+        def where(r: dict[str, object]) -> str:
+            addresses = r.get("addresses")
+            return ", ".join(map(str, addresses)) if isinstance(addresses, list) and addresses else "?"
+
+        rows = [[where(r),
+                 str(r["handle"] or r["member"] or ("relay" if r.get("path") == "relay" else "(no member)")),
+                 "in sync" if r["in_sync"] else f"not in sync: {r['error']}",
+                 f"{size(r['bytes_sent'])}/{size(r['bytes_received'])}", str(r["changes_applied"])]
+                for r in results]
         table(rows, ["peer", "member", "result", "bytes out/in", "changes applied"])
 
     emit(ctx, results, human)
-    if results and not any(r["in_sync"] for r in results):
+    if sync_failed(results):
         sys.exit(6)
+
+
+def sync_failed(results: list[dict[str, object]]) -> bool:
+    """Exit 6 when a member that answered is not in sync, or nothing synced at all.
+
+    An address where no member answered (nothing listening, a stranger)
+    fails the run only if it was the only thing there was to sync with."""
+    if any(r["member"] is not None and not r["in_sync"] for r in results):
+        return True
+    return bool(results) and not any(r["in_sync"] for r in results)
 
 
 @click.command()
@@ -116,6 +140,12 @@ def serve(ctx: Ctx, listen: str, peers: tuple[str, ...], no_discovery: bool, int
         seen: dict[str, tuple[object, ...]] = {}
 
         def report() -> None:
+            for key in [k for k in seen if k not in live.peers]:
+                del seen[key]  # left the list: lost on the LAN with no session open
+                if ctx.json:
+                    click.echo(json.dumps({"event": "peer_gone", "peer": key, "t": time.time()}))
+                else:
+                    click.echo(f"{key}: gone from the LAN")
             for key, p in live.peers.items():
                 snapshot = (p.connected, p.in_sync, p.error, p.member_id)
                 if seen.get(key) != snapshot:

@@ -7,19 +7,34 @@ What goes on the wire (and nothing else):
   advertisement is (re)published: on start, at every tag window rotation and on
   every epoch-key change, so names never link one window to the next;
 - the SRV port and the A/AAAA addresses of the interfaces we advertise on;
-- a TXT record with exactly two keys: ``v`` (protocol version) and ``t``
-  (``lan_tag(epoch_key, window)`` in hex, ``window = unix_time // 300``).
+- a TXT record with exactly three keys: ``v`` (discovery version, 2), ``n``
+  (a fresh random 16-byte nonce per advertisement, hex) and ``t`` (the tag:
+  ``lan_advert_tag(epoch_key, nonce, window, port, addresses)``, 16 bytes hex,
+  ``window = unix_time // 300``).
 
 No circle name, member name, handle, member id, key or machine host name is
-ever put into a record. Only holders of the epoch key can compute the tag, so
-only members recognise each other's advertisements; everyone else on the LAN
-learns that *some* device runs circle, how many do, and their IP/MAC.
+ever put into a record. Only holders of the epoch key can compute or check a
+tag, so only members recognise each other's advertisements. Because every
+advertisement has its own nonce, two devices of one circle (or one device
+before and after a restart) publish unrelated tags: a stranger learns that
+*some* devices run circle, how many, and their IP/MAC, but cannot group them
+by circle or link a restart. Because the tag covers the port and addresses, a
+stranger who re-advertises a member's record at its own address is not
+recognised (it cannot learn who would have dialled it).
 
 The browser accepts tags for the current window and its neighbours (one window
 either side by default) to tolerate clock skew between laptops, and reports
 endpoints as :class:`PeerFound` / :class:`PeerLost`. Manual ``host:port`` peers
 bypass mDNS entirely (networks that block multicast) and are reported once as
 ``PeerFound(..., manual=True)``.
+
+Liveness does not rest on the zeroconf cache (which keeps a PTR for at least
+1125 s whatever TTL we send): every advertiser re-announces its records every
+``heartbeat`` seconds (30 by default), every record heard refreshes that
+advertisement's last-heard time, and a matched advertisement not heard for
+``max_silence`` seconds (75) is dropped: a peer that vanishes without a
+goodbye is reported lost within max_silence + poll_interval + lost_grace
+(88 s by default). If it is heard again, it is resolved and found again.
 
 Interfaces: :class:`Discovery` takes a required keyword ``interfaces``. Pass a
 list of local IP addresses to bind mDNS to exactly those interfaces (tests must
@@ -48,14 +63,20 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from circle.net.keys import KEY_LEN, EpochKey, constant_time_equal, lan_tag
+from circle.net.keys import KEY_LEN, EpochKey, constant_time_equal, lan_advert_tag
 
 log = logging.getLogger(__name__)
 
 SERVICE_TYPE: Final = "_circle._tcp.local."
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 WINDOW_SECONDS: Final = 300
-TAG_BYTES: Final = 8
+TAG_BYTES: Final = 16
+NONCE_BYTES: Final = 16
+HEARTBEAT_S: Final = 30.0
+"""How often an advertiser re-announces its records (liveness for others)."""
+MAX_SILENCE_S: Final = 75.0
+"""A matched advertisement not heard for this long is dropped (2.5 heartbeats:
+one or two lost multicast packets are tolerated)."""
 RECORD_TTL: Final = 120
 """TTL (seconds) for every record we publish: well below one tag window, so
 stale advertisements age out of caches soon after a device leaves."""
@@ -64,6 +85,7 @@ MAX_TRACKED: Final = 256
 grow memory without bound)."""
 RESOLVE_TIMEOUT_MS: Final = 3000
 FORBID_ALL_ENV: Final = "CIRCLE_DISCOVERY_FORBID_ALL"
+_DNS_TYPE_PTR: Final = 12
 
 
 class _AllInterfaces:
@@ -130,28 +152,48 @@ def window_for(now: float) -> int:
     return int(now // WINDOW_SECONDS)
 
 
-def tag_hex(epoch_key: EpochKey, window: int) -> str:
-    return lan_tag(epoch_key, window, TAG_BYTES).hex()
+def _canonical(addresses: Iterable[str]) -> list[str]:
+    out = []
+    for a in addresses:
+        try:
+            out.append(str(ipaddress.ip_address(a)))
+        except ValueError:
+            out.append(a)
+    return sorted(set(out))
 
 
-def advert_properties(epoch_key: EpochKey, window: int) -> dict[str, str]:
-    """The complete TXT record for one window: version and tag, nothing else."""
-    return {"v": str(PROTOCOL_VERSION), "t": tag_hex(epoch_key, window)}
+def tag_hex(epoch_key: EpochKey, nonce: bytes, window: int, port: int, addresses: Iterable[str]) -> str:
+    return lan_advert_tag(epoch_key, nonce, window, port, _canonical(addresses), TAG_BYTES).hex()
 
 
-def tag_matches(epoch_key: EpochKey, tag: str, now: float, skew_windows: int = 1) -> bool:
-    """True if ``tag`` is our tag for the window of ``now`` or a neighbour."""
+def advert_properties(
+    epoch_key: EpochKey, window: int, port: int, addresses: Iterable[str], nonce: bytes | None = None
+) -> dict[str, str]:
+    """The complete TXT record of one advertisement: version, nonce and tag, nothing else."""
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    return {"v": str(PROTOCOL_VERSION), "n": nonce.hex(),
+            "t": tag_hex(epoch_key, nonce, window, port, addresses)}
+
+
+def tag_matches(
+    epoch_key: EpochKey, properties: dict[str, str], port: int, addresses: Iterable[str],
+    now: float, skew_windows: int = 1,
+) -> bool:
+    """True if the TXT record's tag is ours for this port and these addresses,
+    in the window of ``now`` or a neighbour."""
     try:
-        raw = bytes.fromhex(tag)
+        raw = bytes.fromhex(properties.get("t", ""))
+        nonce = bytes.fromhex(properties.get("n", ""))
     except ValueError:
         return False
-    if len(raw) != TAG_BYTES:
+    if len(raw) != TAG_BYTES or len(nonce) != NONCE_BYTES:
         return False
+    addrs = _canonical(addresses)
     w = window_for(now)
     ok = False
     for d in range(-skew_windows, skew_windows + 1):
         # no early exit: same work whether or not an earlier window matched
-        ok |= constant_time_equal(raw, lan_tag(epoch_key, w + d, TAG_BYTES))
+        ok |= constant_time_equal(raw, lan_advert_tag(epoch_key, nonce, w + d, port, addrs, TAG_BYTES))
     return ok
 
 
@@ -185,19 +227,20 @@ def parse_manual_peer(text: str) -> tuple[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class _Seen:
-    tag: str
-    version: str
+    properties: dict[str, str]
     endpoint: tuple[str, int] | None
+    addresses: tuple[str, ...]  # every address in the record (what the tag covers)
 
 
 class PeerTable:
-    """Sans-I/O bookkeeping: which advertisements are ours, which match.
+    """Sans-I/O bookkeeping: which advertisements are ours, which match, which are alive.
 
-    Feed it resolved and removed advertisements; it returns the events to
-    report. An endpoint (address, port) is found when the first matching
-    instance for it appears and lost when the last one goes, so a peer's
-    rotation (new instance registered, then the old one withdrawn) does not
-    flap.
+    Feed it resolved and removed advertisements, and every time a record of
+    an advertisement is heard; it returns the events to report. An endpoint
+    (address, port) is found when the first matching instance for it appears
+    and lost when the last one goes (withdrawn, lapsed, or silent for
+    ``max_silence``), so a peer's rotation (new instance registered, then the
+    old one withdrawn) does not flap.
     """
 
     def __init__(
@@ -208,6 +251,8 @@ class PeerTable:
         skew_windows: int = 1,
         report_adverts: bool = False,
         max_tracked: int = MAX_TRACKED,
+        liveness_clock: Callable[[], float] = time.monotonic,
+        max_silence: float = MAX_SILENCE_S,
     ) -> None:
         _check_key(epoch_key)
         self._key = epoch_key
@@ -215,8 +260,11 @@ class PeerTable:
         self._skew = skew_windows
         self._report_adverts = report_adverts
         self._max = max_tracked
+        self._live_clock = liveness_clock
+        self.max_silence = max_silence
         self.own_instances: set[str] = set()
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
+        self._heard: dict[str, float] = {}
         self._matched: dict[str, tuple[str, int]] = {}
         self._refs: dict[tuple[str, int], int] = {}
 
@@ -224,11 +272,16 @@ class PeerTable:
     def peers(self) -> frozenset[tuple[str, int]]:
         return frozenset(self._refs)
 
+    def knows(self, instance: str) -> bool:
+        """Seen (resolved) and not yet withdrawn or expired, or our own."""
+        return instance in self._seen or instance in self.own_instances
+
     def _accepts(self, seen: _Seen) -> bool:
         return (
             seen.endpoint is not None
-            and seen.version == str(PROTOCOL_VERSION)
-            and tag_matches(self._key, seen.tag, self._clock(), self._skew)
+            and seen.properties.get("v") == str(PROTOCOL_VERSION)
+            and tag_matches(self._key, seen.properties, seen.endpoint[1], seen.addresses,
+                            self._clock(), self._skew)
         )
 
     def _unmatch(self, instance: str) -> list[DiscoveryEvent]:
@@ -264,25 +317,47 @@ class PeerTable:
         return events
 
     def resolved(
-        self, instance: str, properties: dict[str, str], address: str | None, port: int | None
+        self, instance: str, properties: dict[str, str], address: str | None, port: int | None,
+        addresses: Sequence[str] | None = None,
     ) -> list[DiscoveryEvent]:
-        """An advertisement was (re)resolved with these TXT properties."""
+        """An advertisement was (re)resolved with these TXT properties.
+
+        `address` is the one to dial; `addresses` every address in the record
+        (default: just `address`)."""
         if instance in self.own_instances:
             return []
         ep = (address, port) if address is not None and port else None
+        addrs = tuple(addresses) if addresses is not None else ((address,) if address else ())
         prev = self._seen.pop(instance, None)
-        self._seen[instance] = _Seen(properties.get("t", ""), properties.get("v", ""), ep)
+        self._seen[instance] = _Seen(dict(properties), ep, addrs)
+        self._heard[instance] = self._live_clock()
         events: list[DiscoveryEvent] = []
         while len(self._seen) > self._max:
             old, _ = self._seen.popitem(last=False)
+            self._heard.pop(old, None)
             events += self._unmatch(old)
-        events += self._evaluate(instance, report=prev is None or prev.tag != self._seen[instance].tag)
+        changed = prev is None or prev.properties.get("t") != properties.get("t")
+        events += self._evaluate(instance, report=changed)
         return events
+
+    def heard(self, instance: str) -> None:
+        """A record of this advertisement arrived (an announcement or an answer)."""
+        if instance in self._seen:
+            self._heard[instance] = self._live_clock()
 
     def removed(self, instance: str) -> list[DiscoveryEvent]:
         """An advertisement was withdrawn (goodbye) or expired."""
         self._seen.pop(instance, None)
+        self._heard.pop(instance, None)
         return self._unmatch(instance)
+
+    def expire(self) -> list[DiscoveryEvent]:
+        """Drop advertisements not heard for `max_silence` (a peer gone without goodbye)."""
+        limit = self._live_clock() - self.max_silence
+        events: list[DiscoveryEvent] = []
+        for instance in [i for i, t in self._heard.items() if t < limit]:
+            events += self.removed(instance)
+        return events
 
     def rekey(self, epoch_key: EpochKey) -> list[DiscoveryEvent]:
         """Our epoch key changed: re-evaluate everything we have seen."""
@@ -291,8 +366,8 @@ class PeerTable:
         return self.tick()
 
     def tick(self) -> list[DiscoveryEvent]:
-        """Re-evaluate after the clock moved (tags from old windows lapse)."""
-        events: list[DiscoveryEvent] = []
+        """Re-evaluate after the clock moved (tags from old windows lapse, silent peers go)."""
+        events = self.expire()
         for instance in list(self._seen):
             events += self._evaluate(instance, report=False)
         return events
@@ -325,6 +400,9 @@ class Registrar(Protocol):
     async def register(self, advert: Advert) -> None: ...
 
     async def unregister(self, advert: Advert) -> None: ...
+
+    async def announce(self, advert: Advert) -> None:
+        """Send the advertisement's records once more, unasked (a heartbeat)."""
 
 
 class Advertiser:
@@ -361,7 +439,7 @@ class Advertiser:
             server=f"{random_label()}.local.",
             port=self._port,
             addresses=self._addresses,
-            properties=advert_properties(self._key, window),
+            properties=advert_properties(self._key, window, self._port, self._addresses),
             window=window,
         )
 
@@ -395,6 +473,12 @@ class Advertiser:
             self._key = epoch_key
             if self.current is not None:
                 await self._replace(window_for(self._clock()))
+
+    async def heartbeat(self) -> None:
+        """Re-announce the current advertisement unchanged (others' liveness check)."""
+        async with self._lock:
+            if self.current is not None:
+                await self._registrar.announce(self.current)
 
     async def stop(self) -> None:
         async with self._lock:
@@ -435,6 +519,7 @@ def _local_addresses(interfaces: Interfaces) -> list[str]:
 class _ZeroconfRegistrar:
     def __init__(self, azc: Any) -> None:
         self._azc = azc
+        self._background: set[Any] = set()
 
     def _info(self, advert: Advert) -> Any:
         from zeroconf.asyncio import AsyncServiceInfo
@@ -451,10 +536,45 @@ class _ZeroconfRegistrar:
         )
 
     async def register(self, advert: Advert) -> None:
-        await (await self._azc.async_register_service(self._info(advert)))
+        # No probing for name conflicts (RFC 6762 s8.1): the 64-bit random
+        # labels never collide, and probing cost every start ~1.3 s. The
+        # three announcements go out in the background.
+        task = await self._azc.async_register_service(self._info(advert), cooperating_responders=True)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def unregister(self, advert: Advert) -> None:
         await (await self._azc.async_unregister_service(self._info(advert)))
+
+    async def announce(self, advert: Advert) -> None:
+        zc = self._azc.zeroconf
+        zc.async_send(zc.generate_service_broadcast(self._info(advert), None))
+
+
+def _heard_listener(on_heard: Callable[[str], None]) -> Any:
+    """A zeroconf record listener: every SRV/TXT/PTR received for one of the
+    service's instances counts as hearing from that advertisement."""
+    from zeroconf import RecordUpdateListener
+
+    suffix = "." + SERVICE_TYPE
+
+    class Heard(RecordUpdateListener):
+        def async_update_records(self, zc: Any, now: float, records: list[Any]) -> None:
+            for update in records:
+                rec = update.new
+                if rec.ttl == 0:  # a goodbye: the browser reports the removal
+                    continue
+                if rec.type == _DNS_TYPE_PTR:
+                    name = str(getattr(rec, "alias", "")) if rec.name.lower() == SERVICE_TYPE else ""
+                else:
+                    name = rec.name
+                if name.lower().endswith(suffix):
+                    on_heard(name)
+
+        def async_update_records_complete(self) -> None:
+            pass
+
+    return Heard()
 
 
 class Discovery:
@@ -487,6 +607,8 @@ class Discovery:
         on_publish: Callable[[Advert], None] | None = None,
         report_adverts: bool = False,
         lost_grace: float = 3.0,
+        heartbeat: float = HEARTBEAT_S,
+        max_silence: float = MAX_SILENCE_S,
     ) -> None:
         if isinstance(interfaces, str):
             raise TypeError("interfaces must be a list of IP addresses or ALL_INTERFACES")
@@ -507,9 +629,14 @@ class Discovery:
         self._key = epoch_key
         self._port = port
         self._grace = lost_grace
+        self._heartbeat = heartbeat
+        self._last_beat = time.monotonic()
         self._reported: set[tuple[str, int]] = set()
+        self._resolving: set[str] = set()
+        self._listener: Any = None
         self.table = PeerTable(
-            epoch_key, clock, skew_windows=skew_windows, report_adverts=report_adverts
+            epoch_key, clock, skew_windows=skew_windows, report_adverts=report_adverts,
+            max_silence=max_silence,
         )
         self._queue: asyncio.Queue[DiscoveryEvent] = asyncio.Queue()
         self._azc: Any = None
@@ -557,9 +684,12 @@ class Discovery:
             )
             await self._advertiser.start()
         if self._browse:
+            self._listener = _heard_listener(self._on_heard)
+            self._azc.zeroconf.async_add_listener(self._listener, None)
             self._browser = AsyncServiceBrowser(
                 self._azc.zeroconf, [SERVICE_TYPE], handlers=[self._on_service_change]
             )
+        self._last_beat = time.monotonic()
         self._spawn(self._poll_loop())
 
     async def close(self) -> None:
@@ -571,6 +701,8 @@ class Discovery:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._listener is not None:
+            self._azc.zeroconf.async_remove_listener(self._listener)
         if self._browser is not None:
             await self._browser.async_cancel()
         if self._advertiser is not None:
@@ -592,9 +724,15 @@ class Discovery:
             yield await self._queue.get()
 
     async def refresh(self) -> None:
-        """Check the clock now: rotate the advert and lapse old tags if needed."""
+        """Check the clock now: rotate or re-announce the advert, lapse old tags
+        and drop advertisements gone silent."""
         if self._advertiser is not None:
-            await self._advertiser.refresh()
+            rotated = await self._advertiser.refresh()
+            if rotated:
+                self._last_beat = time.monotonic()
+            elif time.monotonic() - self._last_beat >= self._heartbeat:
+                self._last_beat = time.monotonic()
+                await self._advertiser.heartbeat()
         self._emit(self.table.tick())
 
     async def set_epoch_key(self, epoch_key: EpochKey) -> None:
@@ -661,6 +799,16 @@ class Discovery:
             except Exception:
                 log.exception("discovery refresh failed")
 
+    def _on_heard(self, name: str) -> None:
+        if self._closed:
+            return
+        if self.table.knows(name):
+            self.table.heard(name)
+        elif name not in self._resolving:
+            # Expired earlier (or evicted) and alive again: the browser will not
+            # report it a second time while zeroconf still caches its PTR.
+            self._spawn(self._resolve(name))
+
     def _on_service_change(self, **kwargs: Any) -> None:
         from zeroconf import ServiceStateChange
 
@@ -677,8 +825,9 @@ class Discovery:
         from zeroconf import IPVersion
         from zeroconf.asyncio import AsyncServiceInfo
 
-        if name in self.table.own_instances:
+        if name in self.table.own_instances or name in self._resolving:
             return
+        self._resolving.add(name)
         info = AsyncServiceInfo(SERVICE_TYPE, name)
         try:
             if not await info.async_request(self._azc.zeroconf, RESOLVE_TIMEOUT_MS):
@@ -688,13 +837,15 @@ class Discovery:
         except Exception:  # a malformed or vanished advert must not kill discovery
             log.debug("could not resolve %s", name, exc_info=True)
             return
+        finally:
+            self._resolving.discard(name)
         props = {
             k: v for k, v in info.decoded_properties.items() if isinstance(v, str)
         }
         addrs = info.parsed_addresses(IPVersion.V4Only) or info.parsed_addresses()
         address = self._pick_address(addrs)
         if not self._closed:
-            self._emit(self.table.resolved(name, props, address, info.port))
+            self._emit(self.table.resolved(name, props, address, info.port, info.parsed_addresses()))
 
     def _pick_address(self, addrs: list[str]) -> str | None:
         """Prefer an address on the same subnet as one of our interfaces."""
@@ -717,7 +868,8 @@ class Discovery:
 
 
 __all__ = [
-    "ALL_INTERFACES", "SERVICE_TYPE", "PROTOCOL_VERSION", "WINDOW_SECONDS", "Advert",
+    "ALL_INTERFACES", "HEARTBEAT_S", "MAX_SILENCE_S", "SERVICE_TYPE", "PROTOCOL_VERSION",
+    "WINDOW_SECONDS", "Advert",
     "AdvertIgnored", "AdvertMatched", "Advertiser", "Discovery", "DiscoveryEvent", "PeerFound", "PeerLost",
     "PeerTable", "Registrar", "advert_properties", "parse_manual_peer", "random_label",
     "tag_hex", "tag_matches", "window_for",

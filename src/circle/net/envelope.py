@@ -9,10 +9,11 @@ Wire layout (all integers big-endian)::
 
     header (36 bytes, in the clear, authenticated as associated data)
         magic   b"CENV"
-        version u8      = 1
+        version u8      = 2
         kind    u8      1 = changes, 2 = snapshot
         flags   u16     = 0 (reserved; anything else is refused)
-        epoch   u32     epoch number of the circle key used
+        hint    4 bytes envelope_hint(epoch_key, nonce): which key sealed it,
+                        for key holders only; different in every envelope
         nonce   24 random bytes (XChaCha20-Poly1305)
     ciphertext = XChaCha20-Poly1305(key = derive(epoch_key, ENVELOPE_KEY),
                                     ad = header[:12], plaintext)
@@ -31,10 +32,16 @@ member of both.
 
 What this protects: only holders of the epoch key can read or write an
 envelope; only a member's own key can sign as that member; any change to a
-single bit is detected. What it does not hide: the epoch number, the kind,
-the size bucket and the time an envelope is stored. A replayed envelope is
-byte-identical, so it has the same id and is dropped by `EnvelopeInbox`; even
-if applied twice, Automerge changes are idempotent.
+single bit is detected. No epoch number is on the wire (version 1 carried it
+in clear, a quasi-identifier of the circle and a count of its removals): the
+opener finds the key by recomputing the hint under each key it holds (a
+keyed hash per key), and a 4-byte hint that matches by chance only costs one
+failed decryption. Because the hint is a MAC of the random nonce, two
+envelopes under one key share nothing in their headers, so a bundle or a
+relay's store does not group envelopes by key. What it does not hide: the
+kind, the size bucket and the time an envelope is stored. A replayed
+envelope is byte-identical, so it has the same id and is dropped by
+`EnvelopeInbox`; even if applied twice, Automerge changes are idempotent.
 """
 
 from __future__ import annotations
@@ -62,14 +69,16 @@ from circle.net.keys import (
     EpochKey,
     MemberId,
     Purpose,
+    constant_time_equal,
     derive,
+    envelope_hint,
     member_id_for,
     verify_signature,
 )
 
 MAGIC = b"CENV"
-VERSION = 1
-_HEADER = struct.Struct(">4sBBHI")  # magic, version, kind, flags, epoch
+VERSION = 2
+_HEADER = struct.Struct(">4sBBH4s")  # magic, version, kind, flags, hint
 AD_LEN = _HEADER.size  # 12
 NONCE_LEN = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES  # 24
 TAG_LEN = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES  # 16
@@ -104,7 +113,7 @@ class Kind(IntEnum):
 @dataclass(frozen=True)
 class EnvelopeHeader:
     kind: Kind
-    epoch: int
+    hint: bytes  # opaque without the key; see envelope_hint
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,7 @@ class OpenedEnvelope:
 
     envelope_id: bytes
     kind: Kind
-    epoch: int
+    epoch: int  # the number of the local key that opened it (never on the wire)
     author: bytes  # Ed25519 verify key
     payloads: tuple[bytes, ...]  # change bytes, or (saved document,) for a snapshot
 
@@ -122,7 +131,8 @@ class OpenedEnvelope:
         return member_id_for(self.author)
 
 
-EpochKeys = Mapping[int, EpochKey] | Callable[[int], EpochKey | None]
+#: The keys an opener holds, or a callable returning them (read at each open).
+EpochKeys = Mapping[int, EpochKey] | Callable[[], Mapping[int, EpochKey]]
 
 
 def padded_size(n: int) -> int:
@@ -181,7 +191,9 @@ def seal(
     kind: Kind,
     payloads: Sequence[bytes],
 ) -> bytes:
-    """One envelope holding `payloads` (raises LocalProtocolError if too big)."""
+    """One envelope holding `payloads` (raises LocalProtocolError if too big).
+
+    `epoch` is checked for range only: it never goes on the wire."""
     if not 0 <= epoch < 2**32:
         raise LocalProtocolError("epoch number out of range")
     if kind is Kind.SNAPSHOT and len(payloads) != 1:
@@ -191,12 +203,12 @@ def seal(
         raise LocalProtocolError(
             f"envelope payload of {len(block)} bytes is above the {MAX_BLOCK} byte limit"
         )
-    ad = _HEADER.pack(MAGIC, VERSION, int(kind), 0, epoch)
+    nonce = os.urandom(NONCE_LEN)
+    ad = _HEADER.pack(MAGIC, VERSION, int(kind), 0, envelope_hint(epoch_key, nonce))
     author = identity.verify_key
     signature = identity.sign(SIG_DOMAIN + _binding(epoch_key) + ad + author + block)
     inner = author + signature + struct.pack(">I", len(block)) + block
     inner += bytes(padded_size(len(inner)) - len(inner))
-    nonce = os.urandom(NONCE_LEN)
     key = derive(epoch_key, Purpose.ENVELOPE_KEY)
     ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(inner, ad, nonce, key)
     return ad + nonce + ct
@@ -241,7 +253,7 @@ def peek_header(data: bytes) -> EnvelopeHeader:
         raise RemoteProtocolError("envelope is too short")
     if len(data) > MAX_ENVELOPE_SIZE:
         raise RemoteProtocolError("envelope is too large")
-    magic, version, kind, flags, epoch = _HEADER.unpack_from(data)
+    magic, version, kind, flags, hint = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise RemoteProtocolError("not a circle envelope")
     if version != VERSION:
@@ -254,13 +266,14 @@ def peek_header(data: bytes) -> EnvelopeHeader:
         raise RemoteProtocolError(f"unknown envelope kind {kind}") from None
     if not is_bucket_size(len(data) - HEADER_LEN - TAG_LEN):
         raise RemoteProtocolError("envelope size is not a padding bucket")
-    return EnvelopeHeader(k, epoch)
+    return EnvelopeHeader(k, hint)
 
 
-def _lookup(keys: EpochKeys, epoch: int) -> EpochKey | None:
-    if callable(keys):
-        return keys(epoch)
-    return keys.get(epoch)
+def _candidates(keys: EpochKeys, hint: bytes, nonce: bytes) -> list[tuple[int, EpochKey]]:
+    """Held keys whose hint for this nonce matches (almost always one or none)."""
+    held = keys() if callable(keys) else keys
+    return [(n, k) for n, k in sorted(held.items(), reverse=True)
+            if constant_time_equal(envelope_hint(k, nonce), hint)]
 
 
 def _parse_block(block: bytes) -> tuple[bytes, ...]:
@@ -292,26 +305,33 @@ def open_envelope(
 ) -> OpenedEnvelope:
     """Decrypt and verify one envelope.
 
-    Raises RemoteProtocolError for a malformed envelope, UnknownEpoch if no key
-    for its epoch is held, DecryptionFailed if it was altered or sealed under
-    another circle's key, EnvelopeRejected if the signature is bad or the
-    author is not an active member.
+    Raises RemoteProtocolError for a malformed envelope, UnknownEpoch if no
+    held key matches its hint (another circle, or a key this device does not
+    hold yet), DecryptionFailed if it was altered, EnvelopeRejected if the
+    signature is bad or the author is not an active member.
     """
     data = bytes(data)
     header = peek_header(data)
-    key = _lookup(epoch_keys, header.epoch)
-    if key is None:
-        raise UnknownEpoch(f"envelope is sealed under epoch {header.epoch}, whose key this device does not hold")
     ad = data[:AD_LEN]
     nonce = data[AD_LEN:HEADER_LEN]
-    try:
-        inner = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            data[HEADER_LEN:], ad, nonce, derive(key, Purpose.ENVELOPE_KEY)
+    candidates = _candidates(epoch_keys, header.hint, nonce)
+    if not candidates:
+        raise UnknownEpoch(
+            "envelope is sealed under a circle key this device does not hold "
+            "(another circle's, or a newer one not received yet)"
         )
-    except nacl.exceptions.CryptoError:
-        raise DecryptionFailed(
-            "envelope failed authentication: it was altered, or sealed for another circle or epoch"
-        ) from None
+    found: tuple[int, bytes] | None = None
+    for number, key in candidates:
+        try:
+            found = number, nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                data[HEADER_LEN:], ad, nonce, derive(key, Purpose.ENVELOPE_KEY)
+            )
+            break
+        except nacl.exceptions.CryptoError:
+            continue
+    if found is None:
+        raise DecryptionFailed("envelope failed authentication: it was altered after sealing")
+    epoch, inner = found
     author = inner[:_AUTHOR_LEN]
     signature = inner[_AUTHOR_LEN : _AUTHOR_LEN + _SIG_LEN]
     (block_len,) = struct.unpack_from(">I", inner, _AUTHOR_LEN + _SIG_LEN)
@@ -330,7 +350,7 @@ def open_envelope(
     payloads = _parse_block(block)
     if header.kind is Kind.SNAPSHOT and len(payloads) != 1:
         raise EnvelopeRejected("snapshot envelope must hold exactly one document")
-    return OpenedEnvelope(envelope_id(data), header.kind, header.epoch, author, payloads)
+    return OpenedEnvelope(envelope_id(data), header.kind, epoch, author, payloads)
 
 
 class EnvelopeInbox:

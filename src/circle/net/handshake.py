@@ -2,12 +2,18 @@
 
 The pattern is Noise XXpsk0 with the static-key DHs replaced by Ed25519
 signatures over the transcript hash (SIGMA style), because a member's
-long-term identity in the document is an Ed25519 key:
+long-term identity in the document is an Ed25519 key. docs/handshake.md
+sets it against Noise XXpsk0 line by line; tests/net/test_handshake.py keeps
+a fixed-key transcript as a test vector.
 
-    -> ver, epoch, e, AEAD_k1("")             psk (epoch key) mixed in first
-    <- 0x01, e, ee, AEAD(vk_r), AEAD(sig_r)   sig_r = Sign(sk_r, "resp" || h)
-    -> AEAD(vk_i), AEAD(sig_i)                sig_i = Sign(sk_i, "init" || h)
+    -> ver, e, AEAD(k1, "")                       psk (epoch key) mixed in first
+    <- 0x01, e, ee, AEAD(vk_r || kid_r), AEAD(sig_r)   sig_r = Sign(sk_r, "responder" || h)
+    -> AEAD(vk_i || kid_i), AEAD(sig_i)               sig_i = Sign(sk_i, "initiator" || h)
     split() -> k_initiator_to_responder, k_responder_to_initiator
+
+`kid` names the sender's newest epoch key (`handshake_key_id`), encrypted and
+covered by the signature; it is how two peers notice that a session is
+running on an older key than both hold (a downgrade), see below.
 
 State machine rules (each side: one handshake per object, never reused):
 - Initiator: START --start()--> WAIT_2 --receive(msg2)--> DONE (returns msg3).
@@ -15,26 +21,40 @@ State machine rules (each side: one handshake per object, never reused):
              --receive(msg3)--> DONE (returns None).
   Any other call is a `LocalProtocolError`; any failure moves to FAILED and
   every later call raises `LocalProtocolError`.
-- Message 1 carries the protocol version byte and the epoch number in clear
-  (both hashed into the transcript), the initiator's ephemeral X25519 key, and
-  an AEAD tag under a key derived from the session PSK
-  (`derive(epoch_key, Purpose.SESSION_PSK)`) and that ephemeral. A responder
-  that lacks that epoch's key cannot verify it and learns nothing but the
-  version, the epoch number and a fresh random public key. Nobody's identity
-  is in message 1.
-- If the responder does not support the version or hold the offered epoch,
-  it answers with a short *unauthenticated* reject (0x02, reason, its version,
-  its current epoch) and fails with `HandshakeFailed`/`EpochMismatch`; the
-  initiator turns a reject into the same typed error. Honest limits: the
-  reject tells an unauthenticated prober that a circle node listens here and
-  its current epoch number (how many key rotations there were), and an
-  on-path attacker can forge a reject (which it could replace with a dropped
-  connection anyway). Reject bytes are in `reject_reply` for the driver.
+- Nothing in clear names the circle or the key: message 1 is the protocol
+  version byte, a fresh X25519 key and a 16-byte AEAD tag under a key from
+  the session PSK (`derive(epoch_key, Purpose.SESSION_PSK)`) and that
+  ephemeral. The responder tries the tag under *every* key in its keyring
+  (the caller passes only the keys it accepts: the current one and, for a
+  bounded grace, the previous one) without stopping at a match.
+- A responder that accepts none of them answers exactly like one that does:
+  a message 2 of the same length (its real ephemeral key, random bytes where
+  the ciphertexts would be), after the same work (a DH and a signature), and
+  then waits for message 3 like any responder, and fails on it. So a prober,
+  or someone replaying a member's captured message 1 to other devices, gets
+  the same bytes and the same behaviour from a member of that circle, of
+  another circle, and a removed member's old key: no "same circle?" oracle,
+  no epoch number, no key count. Only a holder of the PSK (and of the
+  ephemeral secret) can tell a real message 2 from a decoy.
+- The one unauthenticated reply left is the version reject (0x02, 0x01,
+  our version), sent when message 1 has another version byte. It is the same
+  for every circle node of a version, so it tells a prober nothing the
+  advertisement (or the open port) did not. It never makes anyone retry an
+  older version: an initiator reports it and stops.
 - Message 2 (only producible with the PSK) reveals the responder's Ed25519
   key to the initiator only, encrypted under keys from the PSK and the
   ephemeral-ephemeral DH. The initiator verifies the signature over the
   transcript hash and checks `is_active_member(vk)` *before* it reveals its
   own identity in message 3; the responder checks the same on message 3.
+- An initiator whose message 2 fails to decrypt raises `EpochMismatch`
+  (peer_epoch None): the peer did not accept the key offered, or is no
+  member. The driver (net/tcp.py) may then retry once with the previous key.
+- No downgrade: after the signature and membership checks, each side looks
+  the peer's `kid` up among its own keys. If the peer's newest key is one
+  this side holds and it is newer than the session's key, the handshake
+  fails with `EpochMismatch(peer_epoch=that epoch)` instead of completing:
+  an attacker who breaks the first attempt (or forges any reply) cannot get
+  two up-to-date members into a session under an older key.
 - Forward secrecy: traffic keys depend on the ephemeral DH; the epoch key
   and identity keys alone cannot decrypt a recorded session.
 - The secretstream keys are one per direction, so a frame reflected back to
@@ -45,6 +65,7 @@ State machine rules (each side: one handshake per object, never reused):
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -69,36 +90,48 @@ from circle.net.keys import (
     EpochKey,
     MemberId,
     Purpose,
+    constant_time_equal,
     derive,
     fingerprint,
+    handshake_key_id,
     member_id_for,
     verify_signature,
 )
 
-PROTOCOL_VERSION = 1
-PROTOCOL_NAME = b"circle/Noise_XXpsk0+sig_25519_XChaChaPoly_BLAKE2b/v1"
+PROTOCOL_VERSION = 2
+PROTOCOL_NAME = b"circle/Noise_XXpsk0+sig_25519_XChaChaPoly_BLAKE2b/v2"
 _PERSON = b"circle/hs".ljust(16, b"\0")
 _DH_LEN = 32
 _TAG_LEN = sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
 _VK_LEN = 32
+_KID_LEN = 16
 _SIG_LEN = 64
-_EPOCH_LEN = 4
+_ID_CT_LEN = _VK_LEN + _KID_LEN + _TAG_LEN
+_SIG_CT_LEN = _SIG_LEN + _TAG_LEN
 
-MSG1_LEN = 1 + _EPOCH_LEN + _DH_LEN + _TAG_LEN
-MSG2_LEN = 1 + _DH_LEN + (_VK_LEN + _TAG_LEN) + (_SIG_LEN + _TAG_LEN)
-MSG3_LEN = (_VK_LEN + _TAG_LEN) + (_SIG_LEN + _TAG_LEN)
-REJECT_LEN = 1 + 1 + 1 + _EPOCH_LEN
+MSG1_LEN = 1 + _DH_LEN + _TAG_LEN
+MSG2_LEN = 1 + _DH_LEN + _ID_CT_LEN + _SIG_CT_LEN
+MSG3_LEN = _ID_CT_LEN + _SIG_CT_LEN
+REJECT_LEN = 3
 MAX_HANDSHAKE_MESSAGE = max(MSG1_LEN, MSG2_LEN, MSG3_LEN, REJECT_LEN)
 
 _ACCEPT = 0x01
 _REJECT = 0x02
 REJECT_VERSION = 0x01
-REJECT_EPOCH = 0x02
 
-_SIG_LABEL_RESPONDER = b"circle/hs/v1/responder"
-_SIG_LABEL_INITIATOR = b"circle/hs/v1/initiator"
+_SIG_LABEL_RESPONDER = b"circle/hs/v2/responder"
+_SIG_LABEL_INITIATOR = b"circle/hs/v2/initiator"
 
 MemberCheck = Callable[[bytes], bool]
+
+NOT_ACCEPTED = (
+    "the peer did not accept the circle key this device offered (it is not in this circle, "
+    "was removed, or holds only other keys)"
+)
+DECOY_FAILED = (
+    "the peer does not hold a circle key this device accepts (not a member of this circle, "
+    "a removed member, or a key that was replaced too long ago)"
+)
 
 
 def _h(data: bytes, key: bytes = b"") -> bytes:
@@ -160,7 +193,8 @@ class _Symmetric:
         self.mix_hash(ct)
         return ct
 
-    def decrypt_and_hash(self, ciphertext: bytes, what: str) -> bytes:
+    def try_decrypt_and_hash(self, ciphertext: bytes) -> bytes | None:
+        """The plaintext, or None (state unchanged but for the nonce) if it fails."""
         assert self.k is not None
         try:
             pt = bytes(
@@ -169,13 +203,29 @@ class _Symmetric:
                 )
             )
         except nacl.exceptions.CryptoError:
-            raise HandshakeFailed(what) from None
+            return None
         self.mix_hash(ciphertext)
+        return pt
+
+    def decrypt_and_hash(self, ciphertext: bytes, what: str) -> bytes:
+        pt = self.try_decrypt_and_hash(ciphertext)
+        if pt is None:
+            raise HandshakeFailed(what)
         return pt
 
     def split(self) -> tuple[bytes, bytes]:
         first, second = _hkdf(self.ck, b"", 2)
         return first, second
+
+
+def _opening(epoch_key: EpochKey, initiator_e: bytes) -> _Symmetric:
+    """The symmetric state both sides share once message 1's key and e are mixed in."""
+    sym = _Symmetric()
+    sym.mix_hash(bytes([PROTOCOL_VERSION]))
+    sym.mix_key_and_hash(derive(epoch_key, Purpose.SESSION_PSK))
+    sym.mix_hash(initiator_e)
+    sym.mix_key(initiator_e)
+    return sym
 
 
 # --- the channel ---------------------------------------------------------------
@@ -297,7 +347,11 @@ class HandshakeResult:
 
 
 class Handshake:
-    """One handshake, either side. See the module docstring for the rules."""
+    """One handshake, either side. See the module docstring for the rules.
+
+    `keyring`: for an initiator, the keys it may offer (`epoch` picks one,
+    default the newest) and recognise; for a responder, exactly the keys it
+    accepts. `ephemeral_secret` is for test vectors only."""
 
     def __init__(
         self,
@@ -307,6 +361,7 @@ class Handshake:
         is_active_member: MemberCheck,
         *,
         epoch: int | None = None,
+        ephemeral_secret: bytes | None = None,
     ) -> None:
         if not keyring:
             raise LocalProtocolError("a handshake needs at least one epoch key")
@@ -322,10 +377,13 @@ class Handshake:
         if self.epoch not in self._keyring:
             raise LocalProtocolError(f"no key for epoch {self.epoch}")
         self._sym = _Symmetric()
-        self._e_secret = os.urandom(32)
+        if ephemeral_secret is not None and len(ephemeral_secret) != 32:
+            raise LocalProtocolError("an ephemeral secret is 32 bytes")
+        self._e_secret = ephemeral_secret or os.urandom(32)
         self._e_public = bytes(sodium.crypto_scalarmult_base(self._e_secret))
         self._peer_e = b""
         self._peer_vk = b""
+        self._doomed = False  # a responder that accepted no key: decoy, then fail
         self._result: HandshakeResult | None = None
         self.reject_reply: bytes | None = None
         self._state = _State.START if role is Role.INITIATOR else _State.WAIT_MSG1
@@ -338,14 +396,21 @@ class Handshake:
         is_active_member: MemberCheck,
         *,
         epoch: int | None = None,
+        ephemeral_secret: bytes | None = None,
     ) -> Handshake:
-        return cls(Role.INITIATOR, identity, keyring, is_active_member, epoch=epoch)
+        return cls(Role.INITIATOR, identity, keyring, is_active_member, epoch=epoch,
+                   ephemeral_secret=ephemeral_secret)
 
     @classmethod
     def responder(
-        cls, identity: DeviceIdentity, keyring: Mapping[int, EpochKey], is_active_member: MemberCheck
+        cls,
+        identity: DeviceIdentity,
+        keyring: Mapping[int, EpochKey],
+        is_active_member: MemberCheck,
+        *,
+        ephemeral_secret: bytes | None = None,
     ) -> Handshake:
-        return cls(Role.RESPONDER, identity, keyring, is_active_member)
+        return cls(Role.RESPONDER, identity, keyring, is_active_member, ephemeral_secret=ephemeral_secret)
 
     # --- public API ---------------------------------------------------------
 
@@ -367,13 +432,10 @@ class Handshake:
         """Initiator only: message 1."""
         if self._state is not _State.START:
             raise LocalProtocolError("start() is only for a fresh initiator")
-        header = bytes([PROTOCOL_VERSION]) + self.epoch.to_bytes(_EPOCH_LEN, "big")
-        self._begin(header, self._keyring[self.epoch])
-        self._sym.mix_hash(self._e_public)
-        self._sym.mix_key(self._e_public)
+        self._sym = _opening(self._keyring[self.epoch], self._e_public)
         tag = self._sym.encrypt_and_hash(b"")
         self._state = _State.WAIT_MSG2
-        return header + self._e_public + tag
+        return bytes([PROTOCOL_VERSION]) + self._e_public + tag
 
     def receive(self, message: bytes) -> bytes | None:
         """Process the peer's next handshake message; return our reply, if any."""
@@ -393,68 +455,52 @@ class Handshake:
 
     # --- steps --------------------------------------------------------------
 
-    def _begin(self, header: bytes, epoch_key: EpochKey) -> None:
-        self._sym.mix_hash(header)
-        self._sym.mix_key_and_hash(derive(epoch_key, Purpose.SESSION_PSK))
-
-    def _reject(self, reason: int) -> bytes:
-        return (
-            bytes([_REJECT, reason, PROTOCOL_VERSION]) + self.current_epoch.to_bytes(_EPOCH_LEN, "big")
-        )
+    def _newest_key_id(self) -> bytes:
+        return handshake_key_id(self._keyring[self.current_epoch])
 
     def _on_msg1(self, msg: bytes) -> bytes:
         if len(msg) < 1:
             raise HandshakeFailed("empty handshake message")
         if msg[0] != PROTOCOL_VERSION:
-            self.reject_reply = self._reject(REJECT_VERSION)
+            self.reject_reply = bytes([_REJECT, REJECT_VERSION, PROTOCOL_VERSION])
             raise HandshakeFailed(
                 f"the peer speaks circle protocol version {msg[0]}; this device speaks {PROTOCOL_VERSION}"
             )
         if len(msg) != MSG1_LEN:
             raise HandshakeFailed("malformed first handshake message")
-        offered = int.from_bytes(msg[1 : 1 + _EPOCH_LEN], "big")
-        key = self._keyring.get(offered)
-        if key is None:
-            self.reject_reply = self._reject(REJECT_EPOCH)
-            raise EpochMismatch(
-                f"a peer offered circle key epoch {offered}; this device is on epoch {self.current_epoch}",
-                offered_epoch=offered,
-                peer_epoch=offered,
-            )
-        self.epoch = offered
-        self._begin(msg[: 1 + _EPOCH_LEN], key)
-        self._peer_e = msg[1 + _EPOCH_LEN : 1 + _EPOCH_LEN + _DH_LEN]
-        self._sym.mix_hash(self._peer_e)
-        self._sym.mix_key(self._peer_e)
-        self._sym.decrypt_and_hash(
-            msg[1 + _EPOCH_LEN + _DH_LEN :],
-            "the peer does not hold this circle's key (not a member, or a stale key)",
-        )
-        # Message 2.
-        sym = self._sym
+        peer_e, tag = msg[1 : 1 + _DH_LEN], msg[1 + _DH_LEN :]
+        matched: tuple[int, _Symmetric] | None = None
+        for number in sorted(self._keyring):  # every key, no early exit
+            sym = _opening(self._keyring[number], peer_e)
+            if sym.try_decrypt_and_hash(tag) is not None and matched is None:
+                matched = (number, sym)
+        self._peer_e = peer_e
+        self._state = _State.WAIT_MSG3
+        if matched is None:
+            return self._decoy()
+        self.epoch, sym = matched
+        self._sym = sym
         sym.mix_hash(self._e_public)
         sym.mix_key(self._e_public)
-        sym.mix_key(_dh(self._e_secret, self._peer_e))
-        c_vk = sym.encrypt_and_hash(self._identity.verify_key)
+        sym.mix_key(_dh(self._e_secret, peer_e))
+        c_id = sym.encrypt_and_hash(self._identity.verify_key + self._newest_key_id())
         sig = self._identity.sign(_SIG_LABEL_RESPONDER + sym.h)
         c_sig = sym.encrypt_and_hash(sig)
-        self._state = _State.WAIT_MSG3
-        return bytes([_ACCEPT]) + self._e_public + c_vk + c_sig
+        return bytes([_ACCEPT]) + self._e_public + c_id + c_sig
+
+    def _decoy(self) -> bytes:
+        """A message 2 for a key we do not accept: same length, same work, no meaning."""
+        self._doomed = True
+        with contextlib.suppress(HandshakeFailed):
+            _dh(self._e_secret, self._peer_e)
+        self._identity.sign(_SIG_LABEL_RESPONDER + os.urandom(32))
+        return bytes([_ACCEPT]) + self._e_public + os.urandom(_ID_CT_LEN + _SIG_CT_LEN)
 
     def _on_msg2(self, msg: bytes) -> bytes:
         if len(msg) == REJECT_LEN and msg[0] == _REJECT:
-            reason, version = msg[1], msg[2]
-            peer_epoch = int.from_bytes(msg[3:], "big")
-            if reason == REJECT_EPOCH:
-                raise EpochMismatch(
-                    f"the peer is on circle key epoch {peer_epoch}; this device offered epoch "
-                    f"{self.epoch} (unauthenticated answer)",
-                    offered_epoch=self.epoch,
-                    peer_epoch=peer_epoch,
-                )
-            if reason == REJECT_VERSION:
+            if msg[1] == REJECT_VERSION:
                 raise HandshakeFailed(
-                    f"the peer only speaks circle protocol version {version}; "
+                    f"the peer only speaks circle protocol version {msg[2]}; "
                     f"this device speaks {PROTOCOL_VERSION}"
                 )
             raise HandshakeFailed("the peer refused the handshake")
@@ -467,29 +513,33 @@ class Handshake:
         sym.mix_hash(self._peer_e)
         sym.mix_key(self._peer_e)
         sym.mix_key(_dh(self._e_secret, self._peer_e))
-        vk = sym.decrypt_and_hash(
-            msg[pos : pos + _VK_LEN + _TAG_LEN], "the peer's identity failed to decrypt"
-        )
-        pos += _VK_LEN + _TAG_LEN
+        plain = sym.try_decrypt_and_hash(msg[pos : pos + _ID_CT_LEN])
+        if plain is None:
+            raise EpochMismatch(NOT_ACCEPTED, offered_epoch=self.epoch, peer_epoch=None)
+        pos += _ID_CT_LEN
         signed = _SIG_LABEL_RESPONDER + sym.h
         sig = sym.decrypt_and_hash(msg[pos:], "the peer's signature failed to decrypt")
-        self._check_peer(vk, signed, sig)
+        self._check_peer(plain[:_VK_LEN], signed, sig)
+        self._check_downgrade(plain[_VK_LEN:])
         # Message 3.
-        c_vk = sym.encrypt_and_hash(self._identity.verify_key)
+        c_id = sym.encrypt_and_hash(self._identity.verify_key + self._newest_key_id())
         my_sig = self._identity.sign(_SIG_LABEL_INITIATOR + sym.h)
         c_sig = sym.encrypt_and_hash(my_sig)
         i2r, r2i = sym.split()
         self._finish(send_key=i2r, recv_key=r2i)
-        return c_vk + c_sig
+        return c_id + c_sig
 
     def _on_msg3(self, msg: bytes) -> None:
         if len(msg) != MSG3_LEN:
             raise HandshakeFailed("malformed third handshake message")
+        if self._doomed:
+            raise HandshakeFailed(DECOY_FAILED)
         sym = self._sym
-        vk = sym.decrypt_and_hash(msg[: _VK_LEN + _TAG_LEN], "the peer's identity failed to decrypt")
+        plain = sym.decrypt_and_hash(msg[:_ID_CT_LEN], "the peer's identity failed to decrypt")
         signed = _SIG_LABEL_INITIATOR + sym.h
-        sig = sym.decrypt_and_hash(msg[_VK_LEN + _TAG_LEN :], "the peer's signature failed to decrypt")
-        self._check_peer(vk, signed, sig)
+        sig = sym.decrypt_and_hash(msg[_ID_CT_LEN:], "the peer's signature failed to decrypt")
+        self._check_peer(plain[:_VK_LEN], signed, sig)
+        self._check_downgrade(plain[_VK_LEN:])
         i2r, r2i = sym.split()
         self._finish(send_key=r2i, recv_key=i2r)
 
@@ -503,6 +553,16 @@ class Handshake:
                 f"the peer {member_id_for(vk)} holds the circle key but is not an active member"
             )
         self._peer_vk = vk
+
+    def _check_downgrade(self, peer_newest: bytes) -> None:
+        """Refuse a session on an older key than one both sides hold."""
+        for number, key in self._keyring.items():
+            if number > self.epoch and constant_time_equal(handshake_key_id(key), peer_newest):
+                raise EpochMismatch(
+                    "the peer holds a newer circle key than this session used; "
+                    "a new session uses it",
+                    offered_epoch=self.epoch, peer_epoch=number,
+                )
 
     def _finish(self, send_key: bytes, recv_key: bytes) -> None:
         h = self._sym.h
@@ -521,5 +581,6 @@ class Handshake:
 
 __all__ = [
     "CHANNEL_OVERHEAD", "FIRST_FRAME_OVERHEAD", "Handshake", "HandshakeResult",
-    "MAX_HANDSHAKE_MESSAGE", "PROTOCOL_VERSION", "Role", "SecureChannel",
+    "MAX_HANDSHAKE_MESSAGE", "MSG1_LEN", "MSG2_LEN", "MSG3_LEN", "PROTOCOL_VERSION", "Role",
+    "SecureChannel",
 ]

@@ -9,9 +9,10 @@ four, prefixed "circle:", and the same text is shown as a QR code.
 Join protocol (joiner = initiator, inviter = responder):
 
     handshake   the live-session handshake (net/handshake.py) with the
-                invite key derived from the secret as its PSK, under a
-                reserved epoch number derived from the secret. Without the
-                secret nobody gets past message 1; the joiner accepts only
+                invite key derived from the secret as its PSK (filed under a
+                reserved epoch number derived from the secret, which never
+                goes on the wire). Without the secret nobody gets past
+                message 1 (the inviter answers with a decoy); the joiner accepts only
                 the inviter named in the code; the inviter accepts any
                 identity (knowing the secret is the proof).
     -> Request  {handle, zone, box_key}               joiner's profile
@@ -398,9 +399,9 @@ class JoinerConnection(_JoinConnection):
 
 class InviterConnection(_JoinConnection):
     """The inviting member's side: any identity that proves a pending code may
-    ask to join. Several invites can be pending at once; the epoch number in
-    the joiner's first message says which one, and `code` is set to it once
-    the handshake completes."""
+    ask to join. Several invites can be pending at once; the handshake tries
+    the joiner's first message under each pending code's key, and `code` is
+    set to the one that matched once the handshake completes."""
 
     def __init__(self, identity: DeviceIdentity, codes: list[InviteCode]) -> None:
         if not codes:

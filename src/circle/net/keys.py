@@ -5,7 +5,7 @@ Rules:
   The member id is a short fingerprint of the Ed25519 public key.
 - A *circle key* is 32 random bytes per epoch. Each removal starts a new epoch
   with a fresh random key; nothing is derived from an older epoch's key.
-- Everything else (LAN tag, session PSK, relay mailbox id, relay token,
+- Everything else (LAN advertisement tag, session PSK, relay mailbox id, relay token,
   envelope key) is BLAKE2b keyed by the epoch key with a distinct
   personalisation string per purpose (domain separation), so all of it
   rotates with the epoch and no derived value reveals another.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hmac
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import NewType
@@ -38,7 +39,6 @@ MEMBER_ID_CHARS = 10
 class Purpose(Enum):
     """Domain-separation labels (BLAKE2b `person`, at most 16 bytes)."""
 
-    LAN_TAG = b"circle/lan-tag"
     SESSION_PSK = b"circle/psk"
     RELAY_MAILBOX = b"circle/mailbox"
     RELAY_TOKEN = b"circle/token"
@@ -48,6 +48,9 @@ class Purpose(Enum):
     AT_REST = b"circle/at-rest"
     KEY_CHECK = b"circle/keycheck"
     INVITE = b"circle/invite"
+    HS_KEY_ID = b"circle/hs-keyid"
+    LAN_ADVERT = b"circle/lan-adv"
+    ENVELOPE_HINT = b"circle/env-hint"
 
 
 def _b32(data: bytes, chars: int) -> str:
@@ -107,9 +110,32 @@ def fingerprint(*parts: bytes, groups: int = 4) -> str:
     return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
 
 
-def lan_tag(epoch_key: EpochKey, window: int, size: int = 8) -> bytes:
-    """Rotating MAC advertised over mDNS: changes every time window."""
-    return derive(epoch_key, Purpose.LAN_TAG, window.to_bytes(8, "big"), size)
+def handshake_key_id(epoch_key: EpochKey) -> bytes:
+    """Names an epoch key inside a handshake (encrypted there): lets two peers
+    see that both hold a newer key than the one their session used."""
+    return derive(epoch_key, Purpose.HS_KEY_ID, size=16)
+
+
+def lan_advert_tag(
+    epoch_key: EpochKey, nonce: bytes, window: int, port: int, addresses: Sequence[str], size: int = 16
+) -> bytes:
+    """MAC over one advertisement: its fresh nonce, time window, port and addresses.
+
+    A new nonce per advertisement makes every device's tag (and every
+    restart's) unrelated to the others for anyone without the key; covering
+    the port and addresses stops a stranger from re-advertising a member's
+    tag at its own address to see who dials it."""
+    data = b"".join((
+        len(nonce).to_bytes(1, "big"), nonce, window.to_bytes(8, "big", signed=True),
+        port.to_bytes(2, "big"), ",".join(sorted(addresses)).encode("ascii"),
+    ))
+    return derive(epoch_key, Purpose.LAN_ADVERT, data, size)
+
+
+def envelope_hint(epoch_key: EpochKey, nonce: bytes, size: int = 4) -> bytes:
+    """Which key sealed an envelope, readable only by key holders: a MAC of the
+    envelope's random nonce, so no two envelopes share it."""
+    return derive(epoch_key, Purpose.ENVELOPE_HINT, nonce, size)
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
@@ -183,7 +209,7 @@ def unseal(identity: DeviceIdentity, sealed: bytes) -> bytes:
 
 __all__ = [
     "DeviceIdentity", "EpochKey", "MemberId", "Purpose", "derive", "fingerprint",
-    "keyed_hash", "lan_tag", "member_id_for", "new_epoch_key", "seal_to", "unseal",
+    "keyed_hash", "lan_advert_tag", "envelope_hint", "handshake_key_id", "member_id_for", "new_epoch_key", "seal_to", "unseal",
     "verify_signature", "constant_time_equal", "encode_key", "decode_key",
     "DEVICE_SECRET_LEN",
 ]

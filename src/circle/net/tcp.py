@@ -16,16 +16,26 @@ Rules:
   sessions and the document are unaffected.
 - At most one session per peer: when a second session to the same member
   completes its handshake, both sides keep the one whose initiator has the
-  smaller verify key and close the other.
+  smaller verify key and close the other. A session that loses this race is
+  never a failure: `sync_once` then waits for the winning session with that
+  member (or for any other session from that host still in its handshake).
 - `keep_connected()` redials a manual/discovered peer with exponential
   backoff and jitter.
+- Keys (see `session_keyrings`): a responder accepts the current epoch key
+  and, for `previous_grace` seconds after this device adopted the current
+  one, the previous key; never older ones. An initiator offers the current
+  key and, if the peer did not accept it, the previous one once; the
+  handshake's key check refuses to complete on the previous key when both
+  sides hold the current one (no downgrade).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import random
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,9 +55,56 @@ from circle.net.session import (
 )
 
 READ_SIZE = 256 << 10
-MAX_EPOCH_TRIES = 4
+MAX_EPOCH_TRIES = 3
+#: How long a responder still accepts the previous epoch key after this
+#: device adopted a new one: members who missed a removal can still reach
+#: us for that long, and a removed member (who holds the old key) can learn
+#: for that long which device answers at an address. Three days covers a
+#: weekend away; after that stragglers catch up through a relay, a bundle or
+#: by being dialled (an initiator may still offer the previous key).
+PREVIOUS_KEY_GRACE_S = 72 * 3600.0
 Keyring = Mapping[int, EpochKey] | Callable[[], Mapping[int, EpochKey]]
 EventHandler = Callable[["PeerSession", Event], None]
+
+
+def previous_epoch(keys: Mapping[int, EpochKey], current: int) -> int | None:
+    """The newest held epoch older than `current` (the one it replaced)."""
+    older = [n for n in keys if n < current]
+    return max(older) if older else None
+
+
+def session_keyrings(
+    keys: Mapping[int, EpochKey], current: int, adopted_at: float, now: float,
+    grace: float = PREVIOUS_KEY_GRACE_S,
+) -> tuple[dict[int, EpochKey], dict[int, EpochKey]]:
+    """(keys an initiator may offer, keys a responder accepts).
+
+    Both hold at most the current key and the previous one; the responder
+    drops the previous one `grace` seconds after `adopted_at` (when this
+    device made `current` its current epoch)."""
+    if current not in keys:
+        raise KeyError(f"no key for the current epoch {current}")
+    initiator = {current: keys[current]}
+    responder = dict(initiator)
+    prev = previous_epoch(keys, current)
+    if prev is not None:
+        initiator[prev] = keys[prev]
+        if now - adopted_at < grace:
+            responder[prev] = keys[prev]
+    return initiator, responder
+
+
+def _why(exc: OSError, connect_timeout: float) -> str:
+    """A failed connect in words (not "[Errno 111] Connect call failed")."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {connect_timeout:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing is listening there (circle is not running, or on another port)"
+    if isinstance(exc, socket.gaierror):
+        return "that host name is unknown"
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "that address is unreachable from this network"
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 @dataclass
@@ -79,6 +136,7 @@ class PeerSession:
         self._in_sync = asyncio.Event()
         self._done = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.superseded = False  # closed because another session with this peer won
 
     # --- what the service layer reads -------------------------------------------
 
@@ -145,6 +203,7 @@ class PeerSession:
         while (event := self.conn.next_event()) is not None:
             if isinstance(event, InSync):
                 self._in_sync.set()
+                self.node._member_in_sync(self)
             self.node._emit(self, event)
             if isinstance(event, HandshakeDone):
                 self.node._on_handshake(self)  # may close this session (duplicate)
@@ -223,6 +282,8 @@ class SyncReport:
     error: CircleError | None
     stats: Stats
     seconds: float
+    superseded: bool = False  # our session lost a duplicate race; another one carried the sync
+    peer_verify_key: bytes | None = None  # the peer device's key, once the handshake got that far
 
 
 @dataclass
@@ -231,7 +292,10 @@ class SyncNode:
 
     `keyring` may be a mapping or a zero-argument callable returning the
     current mapping (read at each new session, so key rotation applies to new
-    sessions). `is_active_member(verify_key)` is asked at each handshake.
+    sessions). `current_epoch()` names the current one (default: the newest
+    held) and `adopted_at(epoch)` says when this device made it current (for
+    the previous key's grace; default: when this node first saw it).
+    `is_active_member(verify_key)` is asked at each handshake.
     """
 
     doc: SyncDoc
@@ -242,8 +306,14 @@ class SyncNode:
     timeouts: Timeouts = field(default_factory=Timeouts)
     session_options: dict[str, int | bool] = field(default_factory=dict)
     sessions: set[PeerSession] = field(default_factory=set)
+    current_epoch: Callable[[], int] | None = None
+    adopted_at: Callable[[int], float] | None = None
+    previous_grace: float = PREVIOUS_KEY_GRACE_S
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _first_seen: dict[int, float] = field(default_factory=dict)
+    _member_synced: dict[bytes, float] = field(default_factory=dict)
+    _member_wakeup: asyncio.Event | None = None
 
     # --- serving and dialing ------------------------------------------------------
 
@@ -256,38 +326,51 @@ class SyncNode:
     async def connect(self, host: str, port: int, epoch: int | None = None) -> PeerSession:
         """Dial a peer and start a session (runs in its own task).
 
-        `epoch` picks which circle key to offer (default: the newest held)."""
+        `epoch` picks which circle key to offer (default: the current one)."""
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port), self.timeouts.connect
             )
         except (TimeoutError, OSError) as exc:
-            raise PeerUnavailable(f"cannot reach {host}:{port} ({exc or 'timed out'})") from None
+            raise PeerUnavailable(f"cannot reach {host}:{port}: {_why(exc, self.timeouts.connect)}") from None
         return self._start(Role.INITIATOR, reader, writer, (host, port), epoch)
 
     def fallback_epoch(self, error: CircleError | None, tried: set[int]) -> int | None:
-        """After an epoch mismatch, which of our keys to offer next.
+        """After a handshake the peer did not accept, which key to offer next.
 
-        The peer's current epoch if we hold it (we are ahead, or it is), else
-        our newest key older than what we offered (it is behind, or both
-        sides rotated concurrently and only an older key is shared)."""
+        The epoch the peer proved to hold (a newer one we hold too), else the
+        previous key once; never anything older (see `session_keyrings`)."""
         if not isinstance(error, EpochMismatch):
             return None
-        keys = self._keys()
+        keys = self._keyrings()[0]
         tried.add(error.offered_epoch)
-        if error.peer_epoch in keys and error.peer_epoch not in tried:
-            return error.peer_epoch
-        older = [k for k in keys if k < error.offered_epoch and k not in tried]
-        return max(older) if older else None
+        if error.peer_epoch is not None and error.peer_epoch in keys:
+            return error.peer_epoch if error.peer_epoch not in tried else None
+        untried = [k for k in keys if k not in tried]
+        return max(untried) if untried else None
 
     async def sync_once(self, host: str, port: int, timeout: float = 30.0) -> SyncReport:
-        """Connect, sync until both sides are quiet (or timeout), say goodbye, report."""
+        """Connect, sync until both sides are quiet (or timeout), say goodbye, report.
+
+        In sync means: some session with that peer reached sync during this
+        call, ours or one the peer opened to us (a duplicate race winner)."""
         started = time.monotonic()
+        since = time.time()
+        deadline = started + timeout
         epoch: int | None = None
         tried: set[int] = set()
+        superseded = False
         for _attempt in range(MAX_EPOCH_TRIES):
-            session = await self.connect(host, port, epoch)
-            ok = await session.wait_in_sync(max(0.1, timeout - (time.monotonic() - started)))
+            try:
+                session = await self.connect(host, port, epoch)
+            except PeerUnavailable as exc:
+                return SyncReport((host, port), None, False, exc, Stats(), time.monotonic() - started)
+            ok = await session.wait_in_sync(max(0.1, deadline - time.monotonic()))
+            if not ok and session.error is None and session.peer_verify_key is not None:
+                # Closed cleanly before sync: we lost a duplicate race (here or
+                # at the peer), and the other session carries the sync.
+                ok = await self._wait_member(session, since, deadline)
+                superseded = ok
             if not session.closed:
                 session.close("sync complete" if ok else "timed out")
             await asyncio.wait_for(session.wait_closed(), self.timeouts.write)
@@ -296,11 +379,60 @@ class SyncNode:
                 break
         error = session.error if not ok else None
         if not ok and error is None:
-            error = PeerUnavailable(f"{host}:{port} did not finish syncing within {timeout:g} s")
+            if session.peer_verify_key is None:
+                error = PeerUnavailable(f"{host}:{port} did not finish the handshake within {timeout:g} s")
+            elif time.monotonic() >= deadline:
+                error = PeerUnavailable(f"{host}:{port} answered but did not finish syncing within {timeout:g} s")
+            else:
+                error = PeerUnavailable(f"{host}:{port} closed the session before syncing finished")
         return SyncReport(
             (host, port), session.peer_member_id, ok, error, session.stats,
-            time.monotonic() - started,
+            time.monotonic() - started, superseded, session.peer_verify_key,
         )
+
+    def member_synced_since(self, verify_key: bytes, since: float) -> bool:
+        """Did any session with this member reach sync at or after unix time `since`?"""
+        return self._member_synced.get(verify_key, -1.0) >= since
+
+    async def _wait_member(self, session: PeerSession, since: float, deadline: float) -> bool:
+        """Wait for another session with `session`'s peer to reach sync.
+
+        Gives up as soon as no candidate is left: no open session with that
+        member, and none from that host still in its handshake."""
+        vk = session.peer_verify_key
+        assert vk is not None
+        while True:
+            if self.member_synced_since(vk, since) or any(
+                    s.peer_verify_key == vk and s.in_sync and not s.closed for s in self.sessions):
+                return True  # (a session it opened before ours may have been in sync all along)
+            candidates = [
+                s for s in self.sessions
+                if s is not session and not s.closed and (
+                    s.peer_verify_key == vk
+                    or (s.peer_verify_key is None and s.address[0] == session.address[0]))
+            ]
+            left = deadline - time.monotonic()
+            if not candidates or left <= 0:
+                return False
+            wakeup = self._wakeup()
+            waits: list[asyncio.Future[object]] = [asyncio.ensure_future(wakeup.wait())]
+            waits += [asyncio.ensure_future(s.wait_closed()) for s in candidates]
+            try:
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    def _wakeup(self) -> asyncio.Event:
+        if self._member_wakeup is None or self._member_wakeup.is_set():
+            self._member_wakeup = asyncio.Event()
+        return self._member_wakeup
+
+    def _member_in_sync(self, session: PeerSession) -> None:
+        if session.peer_verify_key is not None:
+            self._member_synced[session.peer_verify_key] = time.time()
+        if self._member_wakeup is not None:
+            self._member_wakeup.set()
 
     async def keep_connected(
         self, host: str, port: int, *, min_backoff: float = 1.0, max_backoff: float = 60.0
@@ -371,6 +503,18 @@ class SyncNode:
     def _keys(self) -> Mapping[int, EpochKey]:
         return self.keyring() if callable(self.keyring) else self.keyring
 
+    def _keyrings(self) -> tuple[dict[int, EpochKey], dict[int, EpochKey]]:
+        """(initiator keys, responder keys) under the rules in the module docstring."""
+        keys = self._keys()
+        current = self.current_epoch() if self.current_epoch is not None else max(keys)
+        if current not in keys:  # a config mid-update: never fail a session over it
+            current = max(keys)
+        if self.adopted_at is not None:
+            adopted = self.adopted_at(current)
+        else:
+            adopted = self._first_seen.setdefault(current, time.time())
+        return session_keyrings(keys, current, adopted, time.time(), self.previous_grace)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         session = self._start(Role.RESPONDER, reader, writer, (str(peer[0]), int(peer[1])))
@@ -385,7 +529,8 @@ class SyncNode:
         address: tuple[str, int],
         epoch: int | None = None,
     ) -> PeerSession:
-        keys = self._keys()
+        initiator_keys, responder_keys = self._keyrings()
+        keys = initiator_keys if role is Role.INITIATOR else responder_keys
         conn = Connection(
             role, self.doc, self.identity, keys, self.is_active_member,
             epoch=epoch if epoch in keys else None,
@@ -419,8 +564,12 @@ class SyncNode:
             loser = max((session, other), key=initiator_key)
             if initiator_key(session) == initiator_key(other):
                 loser = session  # same direction twice: keep the older one
+            loser.superseded = True
             loser.close("duplicate session")
             return
 
 
-__all__ = ["PeerSession", "SyncNode", "SyncReport", "Timeouts"]
+__all__ = [
+    "PREVIOUS_KEY_GRACE_S", "PeerSession", "SyncNode", "SyncReport", "Timeouts", "previous_epoch",
+    "session_keyrings",
+]

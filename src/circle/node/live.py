@@ -9,6 +9,16 @@ the same loop.
 
 What a peer sees is recorded in `PeerStatus` and persisted (throttled) in the
 circle's settings, so `circle status` can show peers even when nothing runs.
+A LAN peer leaves `peers` when discovery loses it (a goodbye, or its
+advertisement fell silent: net/discovery.py), unless a session with it is
+still open.
+
+One-shot rounds (`sync_round`, `circle sync`) report per *member*: a member
+is in sync if any session with it reached sync during the round, ours or one
+it opened to us; a session that lost the duplicate race is not a failure.
+mDNS browsing stops as soon as every other active member is in sync, or once
+the peers found are done and the browse has had time for a second query
+(`browse_finished`), instead of a fixed wait.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from typing import Any
 
 from circle.errors import CircleError, UsageError
 from circle.net.discovery import ALL_INTERFACES, Discovery, PeerFound, PeerLost, parse_manual_peer
+from circle.net.keys import member_id_for
 from circle.net.messages import ByeCode
 from circle.net.session import Closed, DocChanged, Event, HandshakeDone, InSync, Progress
 from circle.net.tcp import PeerSession, SyncNode, SyncReport
@@ -33,6 +44,44 @@ from circle.node.service import CircleService
 REFRESH_S = 0.25
 PERSIST_PEERS_S = 5.0
 LAN_MAX_BACKOFF_S = 10.0
+MIN_BROWSE_S = 1.3  # zeroconf's second browse query goes out ~1 s after the first
+EPOCH_ADOPTED = "epoch_adopted"  # settings: when this device made its current epoch current
+
+
+def browse_finished(elapsed: float, discover_for: float, others_left: int, found: int, pending: int) -> bool:
+    """Whether a one-shot round can stop browsing mDNS.
+
+    Stop when every other active member is already in sync (nobody left to
+    find), or when peers were found, all of them are done and the browse has
+    run past its second query, or at `discover_for` whatever happened."""
+    if others_left <= 0 or elapsed >= discover_for:
+        return True
+    return found > 0 and pending == 0 and elapsed >= MIN_BROWSE_S
+
+
+@dataclass
+class MemberSync:
+    """One member's result in a one-shot round (all its sessions together), or
+    an address where no member answered (`member_id` None)."""
+
+    member_id: str | None
+    handle: str | None
+    addresses: list[str]
+    in_sync: bool
+    error: str | None
+    seconds: float
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    changes_applied: int = 0
+    snapshot_sent: bool = False
+    snapshot_received: bool = False
+
+
+@dataclass
+class _Round:
+    since: float  # unix time the round started
+    sessions: dict[str, set[PeerSession]]
+    synced: set[str]
 
 
 @dataclass
@@ -90,7 +139,8 @@ class LiveSync:
         # notifications still reach us and push to peers.
         self.follow_disk = follow_disk
         self.node = SyncNode(GatedDoc(svc.doc, svc.gate), svc.home.identity, svc.keyring, svc.is_active_member,
-                             self._on_event)
+                             self._on_event, current_epoch=lambda: svc.config.epoch,
+                             adopted_at=self._adopted_at)
         self.discovery: Discovery | None = None
         self.bound: tuple[str, int] | None = None
         self.peers: dict[str, PeerStatus] = {}
@@ -105,10 +155,13 @@ class LiveSync:
         self.relays: RelaySync | None = None  # when the document lists relays (relays.py)
         self.relay_results: list[RelayRoundResult] = []
         self._keep_connected = True
+        self._round: _Round | None = None
+        self._wake = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------
 
     async def start(self, keep_connected: bool = True) -> None:
+        self._note_epoch()
         if self.listen is not None:
             self.bound = await self.node.start_server(*self.listen)
         self._unsubscribe = self.svc.subscribe(self._on_service_change)
@@ -122,7 +175,7 @@ class LiveSync:
         if self.use_discovery and self.bound is not None:
             interfaces: Any = self.interfaces if self.interfaces else ALL_INTERFACES
             self.discovery = Discovery(self.svc.config.epoch_key, self.bound[1], interfaces=interfaces,
-                                       on_event=self._on_discovery if keep_connected else None)
+                                       on_event=self._on_discovery)
             await self.discovery.start()
 
     async def close(self) -> None:
@@ -147,38 +200,153 @@ class LiveSync:
 
     # --- one-shot sync (`circle sync`) -------------------------------------------
 
-    async def sync_round(self, timeout: float, discover_for: float = 3.0) -> list[SyncReport]:
-        """Sync once with every manual peer and every peer discovery finds."""
-        targets = {f"{h}:{p}": (h, p, "manual") for h, p in self.manual}
-        if self.discovery is not None:
-            deadline = time.monotonic() + min(discover_for, timeout)
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            for h, p in self.discovery.peers:
-                targets.setdefault(f"{h}:{p}", (h, p, "lan"))
-        for key, (h, p, path) in targets.items():
-            self.peers.setdefault(key, PeerStatus(h, p, path))
+    async def sync_round(self, timeout: float, discover_for: float = 3.0) -> list[MemberSync]:
+        """Sync once with every manual peer and every peer discovery finds; one result per member."""
+        started = time.monotonic()
+        deadline = started + timeout
+        me = self.svc.me
+        others = {m.id for m in self.svc.board.members() if m.active and m.id != me}
+        self._round = rnd = _Round(time.time(), {}, set())
+        for s in self.node.sessions:  # peers that dialled us since start() count too
+            mid = self._member_of(s.peer_verify_key)
+            if not s.closed and mid is not None:
+                rnd.sessions.setdefault(mid, set()).add(s)
+                if s.in_sync:
+                    rnd.synced.add(mid)
+        tasks: dict[str, asyncio.Task[SyncReport]] = {}
+
+        def launch(h: str, p: int, path: str) -> None:
+            key = f"{h}:{p}"
+            if key not in tasks and not self._is_self(h, p):
+                self.peers.setdefault(key, PeerStatus(h, p, path))
+                tasks[key] = asyncio.ensure_future(self.node.sync_once(h, p, timeout))
+
+        for h, p in self.manual:
+            launch(h, p, "manual")
         relay_round = asyncio.ensure_future(self.relays.sync_round(timeout) if self.relays is not None
                                             else asyncio.sleep(0, []))
-        reports = await asyncio.gather(*(self.node.sync_once(h, p, timeout) for h, p, _ in targets.values()))
-        self.relay_results = list(await relay_round)
-        for report in reports:
-            status = self.peers[f"{report.address[0]}:{report.address[1]}"]
-            status.member_id = report.peer_member_id
-            status.handle = self._handle(report.peer_member_id)
-            status.in_sync = status.has_all_ours = report.in_sync
-            status.error = str(report.error) if report.error else None
-            if report.in_sync:
-                status.last_seen = time.time()
+        try:
+            if self.discovery is not None:
+                while True:
+                    for h, p in sorted(self.discovery.peers):
+                        launch(h, p, "lan")
+                    pending = sum(not t.done() for t in tasks.values())
+                    if browse_finished(time.monotonic() - started, min(discover_for, timeout),
+                                       len(others - rnd.synced), len(tasks), pending):
+                        break
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 0.1)
+            reports = list(await asyncio.gather(*tasks.values()))
+            await self._finish_incoming(rnd, deadline)
+            self.relay_results = list(await relay_round)
+        finally:
+            self._round = None
+        results = self._member_results(rnd, reports, time.monotonic() - started)
+        for r in results:
+            if r.in_sync:
                 self.last_sync = time.time()
         self._persist_peers(force=True)
-        return list(reports)
+        return results
+
+    async def _finish_incoming(self, rnd: _Round, deadline: float) -> None:
+        """Members that dialled us during the round: let their sessions finish syncing."""
+        waiting = [s for mid, ss in rnd.sessions.items() for s in ss
+                   if not s.closed and mid not in rnd.synced]
+        if waiting:
+            await asyncio.gather(*(s.wait_in_sync(max(0.0, deadline - time.monotonic())) for s in waiting))
+
+    def _member_results(self, rnd: _Round, reports: list[SyncReport], seconds: float) -> list[MemberSync]:
+        by_member: dict[str, MemberSync] = {}
+        loose: list[MemberSync] = []
+
+        def entry(mid: str) -> MemberSync:
+            if mid not in by_member:
+                by_member[mid] = MemberSync(mid, self._handle(mid), [], mid in rnd.synced, None, seconds)
+            return by_member[mid]
+
+        for mid, sessions in rnd.sessions.items():
+            row = entry(mid)
+            for s in sessions:
+                row.addresses.append(f"{s.address[0]}:{s.address[1]}")
+                st = s.stats
+                row.bytes_sent += st.wire_bytes_out
+                row.bytes_received += st.wire_bytes_in
+                row.changes_applied += st.changes_applied
+                row.snapshot_sent |= st.snapshots_sent > 0
+                row.snapshot_received |= st.snapshots_received > 0
+        for report in reports:
+            address = f"{report.address[0]}:{report.address[1]}"
+            rid = self._member_of(report.peer_verify_key)
+            if rid is None:
+                # Nobody answered as a member here; if a member from that host
+                # is in sync by another session, this address was that member.
+                host_rows = [r for r in by_member.values() if r.in_sync
+                             and any(a.rpartition(":")[0] == report.address[0] for a in r.addresses)]
+                if host_rows:
+                    host_rows[0].addresses.append(address)
+                    continue
+                loose.append(MemberSync(None, None, [address], False, _words(report.error), report.seconds))
+                continue
+            row = entry(rid)
+            if address not in row.addresses:
+                row.addresses.append(address)
+            row.in_sync |= report.in_sync
+            if not row.in_sync and row.error is None:
+                row.error = _words(report.error)
+        for row in by_member.values():
+            row.addresses = sorted(set(row.addresses))
+            if not row.in_sync and row.error is None:
+                row.error = "connected, but did not finish syncing before the time-out"
+            status = next((p for p in self.peers.values() if p.member_id == row.member_id), None)
+            if status is not None:
+                status.in_sync = row.in_sync
+                status.has_all_ours = status.has_all_ours or row.in_sync
+                status.error = row.error
+                if row.in_sync:
+                    status.last_seen = time.time()
+        for report in reports:  # the status of each dialled address, for `circle status`
+            status = self.peers.get(f"{report.address[0]}:{report.address[1]}")
+            if status is not None and report.peer_member_id is not None:
+                status.member_id = report.peer_member_id
+                status.handle = self._handle(report.peer_member_id)
+                status.in_sync = report.peer_member_id in rnd.synced or report.in_sync
+                status.error = None if status.in_sync else _words(report.error)
+                if status.in_sync:
+                    status.last_seen = time.time()
+        return sorted(by_member.values(), key=lambda r: (r.handle or r.member_id or "")) + loose
+
+    def _member_of(self, device_key: bytes | None) -> str | None:
+        """The member a peer device acts for (a linked laptop reports as its member)."""
+        if device_key is None:
+            return None
+        m = self.svc.membership()
+        device = m.active_device(device_key)
+        info = m.members.get(device.member) if device is not None else None
+        return str(info.id) if info is not None else str(member_id_for(device_key))
+
+    def _is_self(self, host: str, port: int) -> bool:
+        return self.bound is not None and port == self.bound[1] and host in ("127.0.0.1", self.bound[0])
+
+    def _adopted_at(self, epoch: int) -> float:
+        """When this device made `epoch` its current one (the previous key's grace counts from it)."""
+        rec = self.svc.config.settings.get(EPOCH_ADOPTED)
+        if isinstance(rec, dict) and rec.get("epoch") == epoch and isinstance(rec.get("at"), int | float):
+            return float(rec["at"])
+        return time.time()
+
+    def _note_epoch(self) -> None:
+        rec = self.svc.config.settings.get(EPOCH_ADOPTED)
+        if not (isinstance(rec, dict) and rec.get("epoch") == self.svc.config.epoch):
+            self.svc.config.settings[EPOCH_ADOPTED] = {"epoch": self.svc.config.epoch, "at": time.time()}
+            with contextlib.suppress(CircleError):
+                self.svc.config.save(self.svc.home)
 
     # --- dialing -----------------------------------------------------------------
 
     def _dial(self, host: str, port: int, path: str) -> None:
         key = f"{host}:{port}"
-        if self.bound is not None and port == self.bound[1] and host in ("127.0.0.1", self.bound[0]):
+        if self._is_self(host, port):
             return  # ourselves
         self.peers.setdefault(key, PeerStatus(host, port, path))
         if key not in self._dialers or self._dialers[key].done():
@@ -188,16 +356,27 @@ class LiveSync:
                 self.node.keep_connected(host, port, max_backoff=LAN_MAX_BACKOFF_S))
 
     def _on_discovery(self, event: Any) -> None:
+        self._wake.set()  # a one-shot round waiting for peers looks again
+        if not self._keep_connected:
+            return
         if isinstance(event, PeerFound):
             self._dial(event.address, event.port, "manual" if event.manual else "lan")
         elif isinstance(event, PeerLost):
-            task = self._dialers.pop(f"{event.address}:{event.port}", None)
+            key = f"{event.address}:{event.port}"
+            task = self._dialers.pop(key, None)
             if task is not None:
                 task.cancel()
-            status = self.peers.get(f"{event.address}:{event.port}")
-            if status is not None:
+            status = self.peers.get(key)
+            if status is not None and not self._session_open(event.address, event.port):
                 status.connected = False
+                self._changed()
+                # Gone from the LAN (goodbye, or silent past discovery's expiry)
+                # and no session says otherwise: it leaves the list.
+                del self.peers[key]
             self._changed()
+
+    def _session_open(self, host: str, port: int) -> bool:
+        return any(s.address == (host, port) and not s.closed for s in self.node.sessions)
 
     # --- events --------------------------------------------------------------------
 
@@ -221,6 +400,9 @@ class LiveSync:
             status.connected, status.error = True, None
             status.member_id = session.peer_member_id
             status.handle = self._handle(session.peer_member_id)
+            mid = self._member_of(session.peer_verify_key)
+            if self._round is not None and mid is not None:
+                self._round.sessions.setdefault(mid, set()).add(session)
         elif isinstance(event, DocChanged):
             status.in_sync = False
             if not self._remote_pending:
@@ -234,6 +416,10 @@ class LiveSync:
             status.in_sync, status.progress = True, None
             status.has_all_ours = session.peer_has_all_ours
             self.last_sync = time.time()
+            mid = self._member_of(session.peer_verify_key)
+            if self._round is not None and mid is not None:
+                self._round.synced.add(mid)
+                self._wake.set()
         elif isinstance(event, Closed):
             status.connected, status.progress = False, None
             status.error = str(event.error) if event.error else None
@@ -276,6 +462,7 @@ class LiveSync:
             self.node.local_change()
         if self.svc.config.epoch != self._epoch:
             self._epoch = self.svc.config.epoch
+            self._note_epoch()
             if self.discovery is not None:
                 self._spawn(self.discovery.set_epoch_key(self.svc.config.epoch_key))
         self._changed()
@@ -306,3 +493,10 @@ class LiveSync:
         self.svc.config.settings["peers"] = dict(sorted(known.items(), key=lambda kv: -(kv[1].get("last_seen") or 0))[:50])
         with contextlib.suppress(CircleError):
             self.svc.config.save(self.svc.home)
+
+
+def _words(error: object) -> str:
+    """A sync failure as one sentence for people (errors already are; None is a time-out)."""
+    if error is None:
+        return "did not finish syncing before the time-out"
+    return str(error)

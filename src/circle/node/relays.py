@@ -179,7 +179,7 @@ class RelaySync:
         self.changes_by_url: Counter[str] = Counter()
         self._state = self._load_state()
         self._seen_order: deque[bytes] = deque(self._state.seen, maxlen=SEEN_KEEP)
-        self.inbox = EnvelopeInbox(self._key_for, svc.is_active_member, set(self._state.seen))
+        self.inbox = EnvelopeInbox(self._held_keys, svc.is_active_member, set(self._state.seen))
         self._epoch = svc.config.epoch
         self.pool = self._make_pool(self._epoch, previous=False)
         self.previous: RelayPool | None = None
@@ -279,8 +279,9 @@ class RelaySync:
 
     # --- pools ---------------------------------------------------------------
 
-    def _key_for(self, epoch: int) -> EpochKey | None:
-        return self.svc.config.epoch_keys.get(epoch)
+    def _held_keys(self) -> dict[int, EpochKey]:
+        """Every key this device holds: envelopes name theirs only by a keyed hint."""
+        return self.svc.config.epoch_keys
 
     def urls(self) -> list[str]:
         return [r.url for r in self.svc.board.relays()]
