@@ -319,7 +319,8 @@ def _reason(m: Membership, s: Statement, i: int, order: list[Statement], anc: li
     if not author.active or not device.active:
         r = author.removed_in if not author.active else device.removed_in
         if not (r is not None and _mutual(s, i, order[r], r, anc)):
-            return f"{author.handle} was removed before it"
+            by = f" by {_name(m, order[r].member)}" if r is not None else ""
+            return f"{author.handle} was removed{by} before it"
     late = _pinned_out(s, i, order, anc, pins)
     if late is not None:
         return f"{author.handle} was removed by {_name(m, late.member)} before it"
