@@ -111,7 +111,7 @@ async def filter_keys(path: Path) -> tuple[list[float], list[float], list[float]
             await pilot.pause()
             assert app.board_screen is not None
             table = app.board_screen.query_one("#needs-table", RecordTable)
-            await pilot.press("slash")
+            await pilot.press("f")
             driver = app._driver
             assert driver is not None
             for _ in range(3):

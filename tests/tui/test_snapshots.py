@@ -72,7 +72,7 @@ def test_remove_confirmation(snap_compare: Any, demo: Demo) -> None:
 
 def test_filtered_needs(snap_compare: Any, demo: Demo) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
-        await pilot.press("slash", *"south")
+        await pilot.press("f", *"south")
         await pilot.pause()
 
     assert snap_compare(app_for(demo), run_before=run_before, terminal_size=SIZE)
