@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from circle.crdt.board import Board, new_record_id
+from circle.crdt import board as board_module
+from circle.crdt.board import Board
 from circle.crdt.model import (
     DAY_MS,
     Availability,
@@ -66,7 +67,7 @@ def lend(board: Board, tool_prefix: str, member_prefix: str, days: int | None = 
     if not 1 <= loan_days <= 365:
         raise UsageError("loan days must be between 1 and 365")
     now = board.clock()
-    rid = new_record_id()
+    rid = board_module.new_record_id()  # looked up at call time: tests fix ids
     with board.doc.edit() as ed:
         ed.put_record("loans", rid, {
             "tool": tool.id, "borrower": member.id, "out_at": now, "due_at": now + loan_days * DAY_MS,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from rich.text import Text
 from textual import events, on
@@ -42,6 +43,7 @@ from circle.tui.tabs import TABS, BoardTab
 DETAIL_DELAY = 0.12  # seconds of quiet before the side panel's matches are recomputed
 NARROW = 100  # below this many columns the side panel narrows and the status bar abbreviates
 MAX_TOASTS = 3
+FOOTER_FIRST = ("question_mark", "slash")
 
 TAB_ACTIONS = {spec.action: tab.TAB_ID for tab in TABS for spec in tab.ACTIONS}
 TAB_KEY_SPECS = [ActionSpec(f"show_tab('{tab.TAB_ID}')", str(n), tab.TITLE, None, f"Go to the {tab.TITLE} tab",
@@ -134,8 +136,17 @@ class BoardScreen(Screen[None]):
         narrow = event.size.width < NARROW
         for side in self.query(".side"):
             side.set_class(narrow, "narrow")
+        self.query_one(Footer).compact = narrow
         if self.loaded:
             self.update_status()
+
+    @property
+    def active_bindings(self) -> dict[str, Any]:
+        """Help and search first: the footer cuts from the right on a narrow terminal."""
+        bindings = super().active_bindings
+        first = {k: v for k, v in bindings.items() if k in FOOTER_FIRST}
+        return {**{k: first[k] for k in FOOTER_FIRST if k in first},
+                **{k: v for k, v in bindings.items() if k not in first}}
 
     # --- what tabs ask of the host -------------------------------------------------
 

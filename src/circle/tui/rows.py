@@ -19,14 +19,16 @@ from circle.crdt.model import (
 )
 from circle.tui.table import Column, Row, make_row
 
-NEED_COLUMNS = [Column("ID", 8), Column("URGENCY", 9), Column("TITLE", 0), Column("ZONE", 8),
-                Column("CLAIMED BY", 12), Column("STATUS", 9), Column("AGE", 4)]
-OFFER_COLUMNS = [Column("ID", 8), Column("TITLE", 0), Column("CATEGORY", 10), Column("ZONE", 8),
-                 Column("BY", 10), Column("QTY", 3), Column("STATUS", 7), Column("AGE", 4)]
-TOOL_COLUMNS = [Column("ID", 8), Column("NAME", 0), Column("CONDITION", 12), Column("AVAILABILITY", 30),
-                Column("HOLDS", 5)]
-MEMBER_COLUMNS = [Column("HANDLE", 16), Column("ZONE", 10), Column("SAFETY NUMBER", 20),
-                  Column("INVITED BY", 14), Column("STATE", 0)]
+# `drop`: on a narrow terminal, the column hidden first (highest) so titles stay readable.
+NEED_COLUMNS = [Column("ID", 8, drop=5), Column("URGENCY", 9), Column("TITLE", 0), Column("ZONE", 8, drop=3),
+                Column("CLAIMED BY", 12, drop=1), Column("STATUS", 9, drop=2), Column("AGE", 4, drop=4)]
+OFFER_COLUMNS = [Column("ID", 8, drop=5), Column("TITLE", 0), Column("CATEGORY", 10, drop=3),
+                 Column("ZONE", 8, drop=4), Column("BY", 10), Column("QTY", 3, drop=2), Column("STATUS", 7, drop=1),
+                 Column("AGE", 4, drop=6)]
+TOOL_COLUMNS = [Column("ID", 8, drop=3), Column("NAME", 0), Column("CONDITION", 12, drop=2),
+                Column("AVAILABILITY", 30), Column("HOLDS", 5, drop=1)]
+MEMBER_COLUMNS = [Column("HANDLE", 16), Column("ZONE", 10, drop=2), Column("SAFETY NUMBER", 20),
+                  Column("INVITED BY", 14, drop=1), Column("STATE", 0)]
 
 URGENCY_LABEL = {Urgency.NOW: "NOW", Urgency.H48: "48h", Urgency.THIS_WEEK: "this week",
                  Urgency.ANYTIME: "anytime"}
