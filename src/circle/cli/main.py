@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from circle.cli.common import Ctx, emit, json_option, pass_ctx
-from circle.errors import CircleError
+from circle.errors import CircleError, UsageError
 from circle.node.home import PASSPHRASE_ENV, Home, default_home
 from circle.node.service import CircleService
 
@@ -53,12 +53,20 @@ def cli(ctx: click.Context, home: Path | None, circle_sel: str | None, json_out:
 @click.option("--handle", required=True, help="Your pseudonym in this circle.")
 @click.option("--zone", default="", help="Your coarse area (never an address).")
 @click.option("--no-passphrase", is_flag=True, help="Do not encrypt this device's data at rest.")
+@click.option("--another", is_flag=True, help="Create a second (third...) circle on a device that has one.")
 @json_option
 @pass_ctx
-def init(ctx: Ctx, name: str, handle: str, zone: str, no_passphrase: bool) -> None:
+def init(ctx: Ctx, name: str, handle: str, zone: str, no_passphrase: bool, another: bool) -> None:
     """Create this device's identity (if needed) and a new circle."""
     if Home.exists(ctx.home_path):
         home = ctx.home()
+        existing = home.circle_ids()
+        if existing and not another:
+            from circle.node.circles import circles
+
+            names = ", ".join(f"'{c.name}'" for c in circles(home))
+            raise UsageError(f"this device already has {names}; add --another to create a second circle "
+                             "(then pick one with --circle NAME or `circle use NAME`)")
     else:
         passphrase = None if no_passphrase else ctx.passphrase(confirm_new=True)
         home = Home.create(ctx.home_path, passphrase)
@@ -81,7 +89,7 @@ def _register_optional() -> None:
                          ("circle.cli.tools", "commands"), ("circle.cli.board", "commands"),
                          ("circle.cli.sync", "commands"), ("circle.cli.relay", "commands"),
                          ("circle.cli.relays", "commands"), ("circle.cli.invite", "commands"),
-                         ("circle.cli.app", "commands")):
+                         ("circle.cli.app", "commands"), ("circle.cli.circles", "commands")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -93,6 +101,44 @@ def _register_optional() -> None:
 
 
 _register_optional()
+
+
+# --- global options in either place ------------------------------------------------------
+
+def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            obj = ctx.find_object(Ctx)
+            if obj is not None:
+                setattr(obj, attr, value)
+                obj._home = None  # reopen with the new settings
+                obj._service = None
+    return callback
+
+
+def _global_options() -> list[click.Option]:
+    return [
+        click.Option(["--home"], type=click.Path(path_type=Path), default=None, expose_value=False,
+                     callback=_set("home_path"), help="Data directory (also accepted before the command)."),
+        click.Option(["--circle", "circle_sel"], default=None, expose_value=False, callback=_set("circle"),
+                     help="Which circle: a name, a name prefix or an id prefix."),
+        click.Option(["--passphrase-file"], type=click.Path(path_type=Path), default=None, expose_value=False,
+                     callback=_set("passphrase_file"), help="Read the passphrase from a file."),
+    ]
+
+
+def _add_global_options(group: click.Group) -> None:
+    """`circle need list --home H` works like `circle --home H need list`
+    (as `--json` already did): every command also takes the root options."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _add_global_options(command)
+            continue
+        taken = {opt for p in command.params for opt in getattr(p, "opts", [])}
+        command.params.extend(o for o in _global_options() if not set(o.opts) & taken)
+
+
+_add_global_options(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

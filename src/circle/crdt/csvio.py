@@ -281,6 +281,18 @@ def _days(text: str) -> int | None:
     return n * 7 if (m.group(2) or "d").startswith("w") else n
 
 
+def is_item_csv(text: str, filename: str = "") -> bool:
+    """A tool library's item export rather than a circle JSON export: a .csv
+    file, or text whose first line is a CSV header with a Name column."""
+    if filename.lower().endswith(".csv"):
+        return True
+    head = text.removeprefix("\ufeff").lstrip()
+    if head.startswith("{"):
+        return False
+    first = head.split("\n", 1)[0].lower()
+    return "," in first and any(c.strip().strip('"') == NAME for c in first.split(","))
+
+
 def read_item_rows(text: str) -> list[dict[str, str]]:
     text = text.removeprefix("\ufeff")
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from circle.crdt.board import Board
-from circle.crdt.csvio import COLUMNS, collection_csv, export_zip, import_items
+from circle.crdt.csvio import COLUMNS, collection_csv, export_zip, import_items, is_item_csv
 from circle.crdt.model import Millis
 from circle.crdt.report import build, html, markdown
 from circle.crdt.store import atomic_write
@@ -100,11 +100,11 @@ def read_text_file(raw: str, what: str) -> str:
         raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def import_any(board: Board, text: str) -> str:
-    """A circle JSON export, else a tool library's item CSV; the report in words."""
-    if text.lstrip().startswith("{"):
-        return import_report_text(import_records(board, parse_import(text)))
-    return import_items(board, text).text()
+def import_any(board: Board, text: str, filename: str = "") -> str:
+    """A tool library's item CSV, else a circle JSON export; the report in words."""
+    if is_item_csv(text, filename):
+        return import_items(board, text).text()
+    return import_report_text(import_records(board, parse_import(text)))
 
 
 def import_form(board: Board, example: str, push: Callable[..., Any]) -> tuple[FormScreen, Callable[[bool | None], None]]:
@@ -112,7 +112,8 @@ def import_form(board: Board, example: str, push: Callable[..., Any]) -> tuple[F
     report: list[str] = []
 
     def submit(v: FormValues) -> None:
-        report.append(import_any(board, read_text_file(v["path"], "a circle JSON export or an item CSV")))
+        text = read_text_file(v["path"], "a circle JSON export or an item CSV")
+        report.append(import_any(board, text, v["path"].strip()))
 
     def done(saved: bool | None) -> None:
         if saved and report:
