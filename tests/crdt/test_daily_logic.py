@@ -11,7 +11,14 @@ import zipfile
 import pytest
 
 from circle.crdt.activity import Watch, recent
-from circle.crdt.csvio import COLUMNS, collection_csv, export_zip, import_items, is_item_csv, safe_cell
+from circle.crdt.csvio import (
+    COLUMNS,
+    collection_csv,
+    export_zip,
+    import_items,
+    is_item_csv,
+    safe_cell,
+)
 from circle.crdt.model import DAY_MS, Availability, Condition, ToolState, Urgency
 from circle.crdt.report import build, html, markdown
 from circle.crdt.search import SearchIndex
