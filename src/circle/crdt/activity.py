@@ -163,8 +163,9 @@ def recent(view: BoardView, me: MemberId, since: Millis, limit: int = 50) -> lis
             out.append(Event(x.returned_at, "returned", "Returned",
                              f"{_who(view, x.borrower, me)} returned {name}", "tools", x.tool))
         if x.overdue and x.due_at > since:
-            out.append(Event(x.due_at, "overdue", "Overdue", f"{_who(view, x.borrower, me)}'s loan of {name} is "
-                             "overdue", "tools", x.tool, "error"))
+            whose = "Your" if x.borrower == me else f"{_who(view, x.borrower, me)}'s"
+            out.append(Event(x.due_at, "overdue", "Overdue", f"{whose} loan of {name} is overdue",
+                             "tools", x.tool, "error"))
     for mid, m in view.members.items():
         if m.joined_at > since:
             by = _who(view, m.invited_by, me) if m.invited_by else "nobody"

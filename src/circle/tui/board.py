@@ -364,10 +364,13 @@ class BoardScreen(Screen[None]):
     def action_search(self) -> None:
         def done(hit: tuple[str, str] | None) -> None:
             if hit is None:
-                return
-            collection, key = hit
-            self.show_record(collection, key)
+                self.call_after_refresh(self.tabs[self.active_tab].focus_table)
+            else:
+                self.call_after_refresh(self.show_record, *hit)
 
+        # Nothing keeps the focus underneath: on return it would pull the tab
+        # it is in forward again, over the tab of the record we jump to.
+        self.set_focus(None)
         self.app.push_screen(SearchScreen(self.board.view(), self.service.me), done)
 
     def show_record(self, collection: str, key: str) -> None:
