@@ -21,10 +21,46 @@ from circle.node.service import CircleService
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# Which module defines which command: a command's module (and what it imports:
+# the network stack for `invite`, asyncio for `sync`, ...) is loaded only
+# when that command runs. `circle need list` then pays for the board alone.
+COMMAND_MODULES = {
+    "need": "needs", "offer": "offers", "tool": "tools",
+    "match": "board", "members": "board", "status": "board", "export": "board", "import": "board",
+    "compact": "board",
+    "sync": "sync", "serve": "sync", "relay": "relay", "relays": "relays", "bundle": "relays",
+    "invite": "invite", "join": "invite", "remove": "invite", "demo": "app", "app": "app",
+    "circles": "circles", "use": "circles", "leave": "circles", "profile": "circles", "activity": "circles",
+    "search": "circles", "report": "circles",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            import importlib
+
+            module = f"circle.cli.{COMMAND_MODULES[cmd_name]}"
+            try:
+                mod = importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:
+                    raise
+                return None
+            for command in getattr(mod, "commands", []):
+                if command.name not in self.commands:
+                    _with_global_options(command)
+                    self.add_command(command)
+        return self.commands.get(cmd_name)
+
+
 # --- root --------------------------------------------------------------------------
 
 
-@click.group(invoke_without_command=True)
+@click.group(cls=LazyGroup, invoke_without_command=True)
 @click.option("--home", type=click.Path(path_type=Path), default=None,
               help=f"Data directory (default: ${'{'}CIRCLE_HOME{'}'} or the platform's user data dir).")
 @click.option("--circle", "circle_sel", default=None, help="Which circle (name or id prefix) when there are several.")
@@ -81,28 +117,6 @@ def init(ctx: Ctx, name: str, handle: str, zone: str, no_passphrase: bool, anoth
     emit(ctx, data, human)
 
 
-def _register_optional() -> None:
-    """Commands owned by other modules (sync, relays, invites, TUI)."""
-    import importlib
-
-    for module, attr in (("circle.cli.needs", "commands"), ("circle.cli.offers", "commands"),
-                         ("circle.cli.tools", "commands"), ("circle.cli.board", "commands"),
-                         ("circle.cli.sync", "commands"), ("circle.cli.relay", "commands"),
-                         ("circle.cli.relays", "commands"), ("circle.cli.invite", "commands"),
-                         ("circle.cli.app", "commands"), ("circle.cli.circles", "commands")):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        for command in getattr(mod, attr, []):
-            cli.add_command(command)
-
-
-_register_optional()
-
-
 # --- global options in either place ------------------------------------------------------
 
 def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -127,18 +141,15 @@ def _global_options() -> list[click.Option]:
     ]
 
 
-def _add_global_options(group: click.Group) -> None:
+def _with_global_options(command: click.Command) -> None:
     """`circle need list --home H` works like `circle --home H need list`
     (as `--json` already did): every command also takes the root options."""
-    for command in group.commands.values():
-        if isinstance(command, click.Group):
-            _add_global_options(command)
-            continue
-        taken = {opt for p in command.params for opt in getattr(p, "opts", [])}
-        command.params.extend(o for o in _global_options() if not set(o.opts) & taken)
-
-
-_add_global_options(cli)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_global_options(sub)
+        return
+    taken = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    command.params.extend(o for o in _global_options() if not set(o.opts) & taken)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,3 +168,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+
+
+_with_global_options(init)
