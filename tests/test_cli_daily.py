@@ -203,3 +203,12 @@ def test_an_encrypted_home_still_asks_on_a_terminal(tmp_path: Path) -> None:
     env = {k: v for k, v in cli.env.items() if k != "CIRCLE_PASSPHRASE"}
     text, code = _in_pty(["need", "list"], env, 3)
     assert "Passphrase:" in text and code is None
+
+
+def test_an_error_under_json_is_json_on_stdout(tmp_path: Path) -> None:
+    cli = CLI(tmp_path / "h")
+    cli.run("init", "--name", "Plain", "--handle", "sam", "--no-passphrase")
+    proc = cli.run("need", "claim", "zzzz", "--json", check=False)
+    assert proc.returncode == 3
+    assert json.loads(proc.stdout) == {"error": "no need with id 'zzzz'", "exit_code": 3}
+    assert proc.stderr.strip() == "circle: no need with id 'zzzz'"

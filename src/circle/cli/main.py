@@ -6,6 +6,7 @@ and only here (besides the TUI).
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -152,11 +153,18 @@ def _with_global_options(command: click.Command) -> None:
     command.params.extend(o for o in _global_options() if not set(o.opts) & taken)
 
 
+def _wants_json(argv: list[str] | None) -> bool:
+    args = sys.argv[1:] if argv is None else argv
+    return "--json" in args and "--" not in args[: args.index("--json")]
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="circle", standalone_mode=False)
     except CircleError as exc:
         click.echo(f"circle: {exc}", err=True)
+        if _wants_json(argv):  # scripts read one JSON object on stdout, errors included
+            click.echo(json.dumps({"error": str(exc), "exit_code": exc.exit_code}))
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("circle: aborted", err=True)

@@ -329,6 +329,8 @@ class InviteScreen(ModalScreen[str | None]):
             left = (self.info.expires_at - self.now()) // 1000
             if left <= 0:
                 return "This code has expired: close this and make a new one."
+            if left >= 3600:
+                return f"One use; expires in {left // 3600} h {left % 3600 // 60:02d} min."
             return f"One use; expires in {left // 60} min {left % 60:02d} s."
         return "One use" + (f"; {self.expires_text}." if self.expires_text else ".")
 
