@@ -27,7 +27,9 @@ from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 from circle.crdt.activity import Event, Watch, recent
 from circle.crdt.board import Board
 from circle.crdt.model import MemberId, Millis
+from circle.crdt.search import SearchIndex
 from circle.crdt.stewardship import edit_profile
+from circle.crdt.views import BoardView
 from circle.errors import CircleError
 from circle.node.circles import last_looked, mark_looked
 from circle.node.service import CircleService
@@ -95,6 +97,7 @@ class BoardScreen(Screen[None]):
         self._unsubscribe: Callable[[], None] | None = None
         self.tabs: dict[str, BoardTab] = {}
         self._baseline: list[Event] = []
+        self._index: tuple[BoardView, SearchIndex] | None = None
 
     # --- layout ------------------------------------------------------------
 
@@ -371,7 +374,14 @@ class BoardScreen(Screen[None]):
         # Nothing keeps the focus underneath: on return it would pull the tab
         # it is in forward again, over the tab of the record we jump to.
         self.set_focus(None)
-        self.app.push_screen(SearchScreen(self.board.view(), self.service.me), done)
+        self.app.push_screen(SearchScreen(self.search_index, self.service.me), done)
+
+    def search_index(self) -> SearchIndex:
+        """One index per board view: a second `/` on an unchanged board is instant."""
+        view = self.board.view()
+        if self._index is None or self._index[0] is not view:
+            self._index = (view, SearchIndex.build(view))
+        return self._index[1]
 
     def show_record(self, collection: str, key: str) -> None:
         for tab_id, tab in self.tabs.items():

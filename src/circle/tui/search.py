@@ -6,6 +6,8 @@ in its tab; Escape goes back."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -33,9 +35,11 @@ class SearchScreen(ModalScreen[tuple[str, str] | None]):
     """
     BINDINGS = [Binding("escape", "close", "Close"), Binding("down", "to_results", "Results", show=False)]
 
-    def __init__(self, view: BoardView, me: MemberId) -> None:
+    def __init__(self, view: BoardView | Callable[[], SearchIndex], me: MemberId) -> None:
+        """`view`: the board view to index, or a function returning a (cached) index."""
         super().__init__()
-        self.index = SearchIndex.build(view)
+        self._source = view
+        self.index: SearchIndex | None = None
         self.me = me
 
     def compose(self) -> ComposeResult:
@@ -46,14 +50,30 @@ class SearchScreen(ModalScreen[tuple[str, str] | None]):
 
     def on_mount(self) -> None:
         self.query_one("#search-input", Input).focus()
+        if self.index is None:
+            # Paint the box first: on a big board the first index takes a moment,
+            # and what is typed meanwhile is searched as soon as it is ready.
+            self.query_one("#search-counts", Static).update(Text("Indexing the board…"))
+            self.call_after_refresh(self._build)
+
+    def _build(self) -> None:
+        source = self._source
+        self.index = source() if callable(source) else SearchIndex.build(source)
+        box = self.query_one("#search-input", Input)
+        self._show(box.value)
 
     @on(Input.Changed, "#search-input")
     def _changed(self, event: Input.Changed) -> None:
-        hits, counts = self.index.search(event.value)
+        if self.index is not None:
+            self._show(event.value)
+
+    def _show(self, value: str) -> None:
+        assert self.index is not None
+        hits, counts = self.index.search(value)
         self.query_one("#search-results", RecordTable).set_rows([
             make_row(f"{h.collection}:{h.id}", (KIND[h.collection], h.title, h.summary), "" if h.live else "dim")
             for h in hits])
-        if event.value.strip():
+        if value.strip():
             parts = [f"{counts[c]} {c}" for c in COLLECTIONS if counts[c]]
             text = ", ".join(parts) if parts else "no matches"
         else:
