@@ -5,6 +5,8 @@ from anywhere, profile, a steward lending, history, safety numbers with a
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.widgets import Input, Select, Static
 
 from circle.crdt.model import Availability
@@ -243,3 +245,40 @@ async def test_80x24_keeps_encryption_help_search_and_readable_titles(demo: Demo
         assert widths[labels.index("URGENCY")] > 0 and widths[labels.index("CLAIMED BY")] > 0
         side = board_of(app).query_one("#needs-side")
         assert side.size.width <= 30
+
+
+# --- item 9: contrast -----------------------------------------------------------------------
+
+
+def _contrast(a: Any, b: Any) -> float:
+    def lum(c: Any) -> float:
+        def ch(v: int) -> float:
+            x = v / 255
+            return x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4
+        return 0.2126 * ch(c.red) + 0.7152 * ch(c.green) + 0.0722 * ch(c.blue)
+    hi, lo = sorted([lum(a), lum(b)], reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+async def test_tones_and_status_bar_meet_wcag_aa_in_light_and_dark(demo: Demo) -> None:
+    from rich.color import Color as RichColor
+
+    for theme in ("textual-light", "textual-dark"):
+        app = demo_app(demo)
+        async with app.run_test(size=SIZE) as pilot:
+            app.theme = theme
+            await pilot.pause()
+            t = table(app, "needs")
+            t._styles.clear()
+            bg = t.rich_style.bgcolor
+            assert bg is not None
+            for tone in ("good", "warn", "bad", "dim"):
+                fg = t._style(tone).color
+                assert fg is not None
+                ratio = _contrast(fg.get_truecolor(), bg.get_truecolor())
+                assert ratio >= 4.5, (theme, tone, ratio)
+            bar = board_of(app).query_one("#status-bar")
+            style = bar.rich_style
+            ratio = _contrast((style.color or RichColor.parse("white")).get_truecolor(),
+                              (style.bgcolor or RichColor.parse("black")).get_truecolor())
+            assert ratio >= 4.5, (theme, "status bar", ratio)

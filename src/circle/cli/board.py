@@ -71,6 +71,14 @@ def status(ctx: Ctx) -> None:
     """The circle at a glance: counts, conflicts, storage protection."""
     svc = ctx.service()
     data = svc.status()
+    for peer in data.get("peers", []):
+        # One time unit in JSON (milliseconds), and one word for a peer reached
+        # directly, whoever dialled.
+        seen = peer.get("last_seen")
+        if isinstance(seen, float):
+            peer["last_seen"] = int(seen * 1000)
+        if peer.get("path") in ("incoming", "manual"):
+            peer["path"] = "direct"
     def human() -> None:
         c, me, n, st = data["circle"], data["me"], data["counts"], data["storage"]
         click.echo(f"Circle {c['name']} ({c['id']}), key generation {c['key_generation']}")
@@ -85,7 +93,7 @@ def status(ctx: Ctx) -> None:
         click.echo(f"Storage: {st['protection']} ({st['path']})")
         for peer in data.get("peers", []):
             seen = peer.get("last_seen")
-            when = ago(int(seen * 1000)) if isinstance(seen, int | float) else "never"
+            when = ago(int(seen)) if isinstance(seen, int | float) else "never"
             who = peer.get("handle") or peer.get("member_id") or "?"
             state = "has all our changes" if peer.get("has_all_ours") else "may be missing some of our changes"
             click.echo(f"Peer {who} at {peer.get('address')} ({peer.get('path')}): last seen {when}, {state}"

@@ -87,8 +87,13 @@ def tool_show(ctx: Ctx, tool_id: str) -> None:
     def human() -> None:
         show_record(svc, t)
         for x in loans[-5:]:
-            click.echo(f"  loan {x.id}: {handle_of(svc, x.borrower)} {x.status.value}, out {ago(x.out_at)}, "
-                       f"due {ago(x.due_at)}{' OVERDUE' if x.overdue else ''}")
+            if x.returned_at is not None:
+                end = f"returned {_day(x.returned_at)}"
+            elif x.lost_at is not None:
+                end = f"lost {_day(x.lost_at)}"
+            else:
+                end = f"due back {_day(x.due_at)}{' OVERDUE' if x.overdue else ''}"
+            click.echo(f"  loan {x.id}: {handle_of(svc, x.borrower)}, out {_day(x.out_at)}, {end}")
         for h in holds:
             if h.status.value in ("waiting", "ready"):
                 click.echo(f"  hold {h.id}: {handle_of(svc, h.member)} {h.status.value} since {ago(h.created_at)}")

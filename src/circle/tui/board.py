@@ -59,7 +59,7 @@ def global_specs() -> list[ActionSpec]:
 
 class StatusBar(Static):
     DEFAULT_CSS = """
-    StatusBar { height: 1; background: $primary; color: $text; padding: 0 1; }
+    StatusBar { height: 1; background: $panel; color: $foreground; padding: 0 1; }
     """
 
 

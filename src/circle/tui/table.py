@@ -25,6 +25,14 @@ from textual.strip import Strip
 
 MIN_FLEX = 20
 
+# Row tones with at least 4.5:1 contrast (WCAG AA) on the table's surface in
+# dark and light themes: the themes' own $success and $warning fall to
+# 1.4-1.8:1 on textual-light. Keyed by "theme is dark".
+TONES: dict[bool, dict[str, str]] = {
+    True: {"good": "#3fb950", "warn": "#d29922", "bad": "#ff7b72", "dim": "#8b949e"},
+    False: {"good": "#116329", "warn": "#7d4e00", "bad": "#a40e26", "dim": "#4d5560"},
+}
+
 
 @dataclass(frozen=True)
 class Column:
@@ -261,6 +269,9 @@ class RecordTable(ScrollView, can_focus=True):
         style = self._styles.get(key)
         if style is None:
             style = self.rich_style if name == "base" else self.get_component_rich_style(f"record-table--{name}")
+            tone = TONES[self.app.current_theme.dark].get(name)
+            if tone is not None:  # readable in both themes, whatever the theme's palette
+                style = style + Style(color=tone)
             self._styles[key] = style
         return style
 
