@@ -290,6 +290,10 @@ class CircleApp(App[None]):
             if screen is not None:
                 screen.show_error("Paste the invite code and choose your handle.")
             return
+        if len(req.handle.strip()) > 40 or len(req.zone.strip()) > 60:
+            if screen is not None:
+                screen.show_error("A handle has at most 40 characters (a zone 60).")
+            return
         try:
             home = self._home
             if home is None:
