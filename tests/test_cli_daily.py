@@ -121,9 +121,9 @@ def test_several_circles_prefixes_default_and_leave(tmp_path: Path) -> None:
     cli.json("use", "tenants")
     assert cli.json("need", "list") == []  # the default now
     assert [c["default"] for c in cli.json("circles")] == [True, False]
-    left = cli.run("leave", "tenants", check=False)
+    left = cli.run("forget", "tenants", check=False)
     assert left.returncode == 2 and "--yes" in left.stderr
-    cli.json("leave", "tenants", "--yes")
+    cli.json("forget", "tenants", "--yes")
     assert [n["title"] for n in cli.json("need", "list")] == ["in tools"]  # one circle left: no selector
 
 

@@ -44,30 +44,30 @@ def use_cmd(ctx: Ctx, circle: str) -> None:
          lambda: click.echo(f"'{name}' is now the default circle on this device."))
 
 
-@click.command("leave")
+@click.command("forget")
 @click.argument("circle")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @pass_ctx
-def leave_cmd(ctx: Ctx, circle: str, yes: bool) -> None:
+def forget_cmd(ctx: Ctx, circle: str, yes: bool) -> None:
     """Delete this device's copy of a circle (its records and keys).
 
-    It does not remove you from the other members' copies: ask a member to
-    remove you (`circle remove`), which also rotates the circle key."""
-    from circle.node.circles import circles, leave, pick
+    It does not take you out of the circle: `circle leave` first signs your
+    own removal, so the others rotate the key."""
+    from circle.node.circles import circles, forget, pick
 
     home = ctx.home()
     cid = pick(home, circle)
     name = next(c.name for c in circles(home) if c.id == cid)
     if not yes:
         if not click.get_text_stream("stdin").isatty():
-            raise UsageError("leaving deletes this device's copy of the circle; add --yes to confirm")
+            raise UsageError("forgetting deletes this device's copy of the circle; add --yes to confirm")
         click.confirm(f"Delete this device's copy of '{name}'? Other members keep theirs", abort=True)
-    leave(home, cid)
+    forget(home, cid)
     def human() -> None:
         click.echo(f"Deleted this device's copy of '{name}'.")
-        click.echo("Other members still list you until one of them removes you (`circle remove`).")
-    emit(ctx, {"id": cid, "name": name, "left": True}, human)
+        click.echo("If you did not `circle leave` first, the others still list you until one of them removes you.")
+    emit(ctx, {"id": cid, "name": name, "forgotten": True}, human)
 
 
 # --- profile ---------------------------------------------------------------------------
@@ -198,4 +198,4 @@ def report_cmd(ctx: Ctx, fmt: str, out: Path | None, new_days: int) -> None:
          lambda: click.echo(f"Wrote {out}", err=True))
 
 
-commands = [circles_cmd, use_cmd, leave_cmd, profile_cmd, activity_cmd, search_cmd, report_cmd]
+commands = [circles_cmd, use_cmd, forget_cmd, profile_cmd, activity_cmd, search_cmd, report_cmd]

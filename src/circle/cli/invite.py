@@ -157,7 +157,7 @@ def join_command(ctx: Ctx, code: str, handle: str, zone: str, no_passphrase: boo
         if not home.encrypted:
             click.echo("Note: no passphrase set - this device's data is protected only by file permissions.")
         _ask_match(str(data["inviter_handle"]),
-                   f"post nothing; run `circle leave \"{svc.config.name}\"` and ask for a new invite in person")
+                   f"post nothing; run `circle leave --circle \"{svc.config.name}\"` and ask for a new invite in person")
 
     emit(ctx, data, human)
 
@@ -190,4 +190,20 @@ def remove(ctx: Ctx, member: str, yes: bool) -> None:
     emit(ctx, data, human)
 
 
-commands = [invite, join_command, remove]
+@click.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_ctx
+def leave(ctx: Ctx, yes: bool) -> None:
+    """Leave this circle: sign your own removal (the others rotate the key)."""
+    svc = ctx.service()
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Leave {svc.config.name}? Coming back takes a new invite from a member.", abort=True)
+    membership.leave(svc)
+    data = {"left": svc.config.circle_id, "name": svc.config.name}
+    emit(ctx, data, lambda: click.echo(
+        f"You left {svc.config.name}. Sync once (`circle sync`) so the others learn it; your device keeps "
+        "what it already had, and the others' next key is never sealed to it."))
+
+
+commands = [invite, join_command, remove, leave]

@@ -31,7 +31,9 @@ COMMAND_MODULES = {
     "compact": "board",
     "sync": "sync", "serve": "sync", "relay": "relay", "relays": "relays", "bundle": "relays",
     "invite": "invite", "join": "invite", "remove": "invite", "demo": "app", "app": "app",
-    "circles": "circles", "use": "circles", "leave": "circles", "profile": "circles", "activity": "circles",
+    "devices": "devices", "device": "devices",
+    "leave": "invite",
+    "circles": "circles", "use": "circles", "forget": "circles", "profile": "circles", "activity": "circles",
     "search": "circles", "report": "circles",
 }
 

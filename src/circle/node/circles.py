@@ -1,5 +1,5 @@
 """Several circles on one device: list them, pick one by name prefix or id
-prefix, remember a default, leave one.
+prefix, remember a default, forget one.
 
 Picking (`pick`), first match wins:
 1. no selector: the only circle, else the remembered default, else an
@@ -7,10 +7,10 @@ Picking (`pick`), first match wins:
 2. a selector: an exact name (case-insensitive), then an id prefix, then a
    name prefix; several hits is an error naming them.
 
-The default lives in HOME/default-circle (a circle id, not secret). Leaving
-deletes this device's copy of the circle (its document and keys); it does
-not remove you from the other members' copies: ask a member to remove you
-(that rotates the circle key), or they keep seeing your past records.
+The default lives in HOME/default-circle (a circle id, not secret).
+Forgetting (`forget`, `circle forget`) deletes this device's copy of the
+circle (its document and keys); it does not take you out of the circle:
+`circle leave` (node/membership.leave) signs your own removal first.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def remember(home: Home, circle_id: str) -> None:
     tmp.replace(path)
 
 
-def leave(home: Home, circle_id: str) -> CircleEntry:
+def forget(home: Home, circle_id: str) -> CircleEntry:
     """Delete this device's copy of a circle; returns what was deleted."""
     entry = next((c for c in circles(home) if c.id == circle_id), None)
     if entry is None:

@@ -320,7 +320,7 @@ class CircleApp(App[None]):
                 self.notify(f"Safety numbers match: you joined {inviter.handle}'s circle.", title="Checked")
             else:
                 self.notify(f"The numbers differ: this may not be {inviter.handle}'s circle. Post nothing; "
-                            f"run `circle leave \"{service.board.name}\"` and ask for a new invite in person.",
+                            f"run `circle leave --circle \"{service.board.name}\"` and ask for a new invite in person.",
                             title="Do not trust this circle", severity="error", timeout=60)
 
         self.push_screen(SafetyCheckScreen(service.board.name, inviter.handle, fingerprint(inviter.sign_key),

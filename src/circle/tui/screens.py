@@ -443,7 +443,7 @@ class CircleSwitchScreen(Screen[None]):
                 items.append(Option(f"{e.name}  ({e.id[:8]})" + (f"  [{', '.join(marks)}]" if marks else ""),
                                     id=e.id))
             yield OptionList(*items, id="circle-list")
-            yield Static(Text("Enter opens a circle (and makes it the default). `circle leave NAME` removes "
+            yield Static(Text("Enter opens a circle (and makes it the default). `circle forget NAME` deletes "
                               "one from this device."), classes="hint")
 
     def on_mount(self) -> None:
