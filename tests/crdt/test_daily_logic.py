@@ -22,7 +22,7 @@ from circle.crdt.csvio import (
 from circle.crdt.model import DAY_MS, Availability, Condition, ToolState, Urgency
 from circle.crdt.report import build, html, markdown
 from circle.crdt.search import SearchIndex
-from circle.crdt.stewardship import edit_profile, lend, tool_history
+from circle.crdt.stewardship import check_profile, lend, tool_history
 from circle.errors import ActionRefused, ImportError_, UsageError
 from factories import Clock, add_member, make_board, replica
 
@@ -191,15 +191,18 @@ def test_only_the_steward_may_lend_to_someone_else() -> None:
     assert as_ana.tool(tid).current_loan is not None and as_ana.tool(tid).current_loan.borrower == ana
 
 
-def test_profile_edit_changes_only_my_handle_and_zone() -> None:
+def test_profile_edit_is_checked_before_it_is_signed() -> None:
     board = make_board(Clock(), "sam")
-    m = edit_profile(board, "Алексей", "Северный")
-    assert (m.handle, m.zone) == ("Алексей", "Северный")
+    me = board.view().members[board.me]
+    assert check_profile(me, "Алексей", "Северный") == ("Алексей", "Северный")
+    assert check_profile(me, None, " west ") == (me.handle, "west")
+    for bad in ("x" * 41, "   "):
+        with pytest.raises(UsageError):
+            check_profile(me, bad)
     with pytest.raises(UsageError):
-        edit_profile(board, "x" * 41)
+        check_profile(me, None, "z" * 61)
     with pytest.raises(UsageError):
-        edit_profile(board, "   ")
-    assert board.view().members[board.me].handle == "Алексей"
+        check_profile(me)
 
 
 # --- notifications ----------------------------------------------------------------------------------

@@ -80,13 +80,14 @@ def forget_cmd(ctx: Ctx, circle: str, yes: bool) -> None:
 @pass_ctx
 def profile_cmd(ctx: Ctx, handle: str | None, zone: str | None) -> None:
     """Show or edit your handle and zone in this circle."""
-    from circle.crdt.stewardship import edit_profile
+    from circle.crdt.stewardship import check_profile
     from circle.net.keys import fingerprint
+    from circle.node.membership import set_profile
 
     svc = ctx.service()
+    m = svc.board.view().members[svc.me]
     if handle is not None or zone is not None:
-        m = edit_profile(svc.board, handle, zone)
-    else:
+        set_profile(svc, *check_profile(m, handle, zone))
         m = svc.board.view().members[svc.me]
     inviter = svc.board.view().members.get(m.invited_by) if m.invited_by else None
     data = {"id": m.id, "handle": m.handle, "zone": m.zone, "safety_number": fingerprint(m.sign_key),

@@ -1,6 +1,6 @@
 """Actions a real group asked for first that the board core lacks yet: a
-steward recording a loan for another member, a member editing their own
-profile, and a tool's loan and condition history.
+steward recording a loan for another member, the checks on a profile edit,
+and a tool's loan and condition history.
 
 They are written on top of `Board`'s public document API and its own
 checks, so that the lead can fold them into `Board` unchanged. Rules:
@@ -11,8 +11,8 @@ checks, so that the lead can fold them into `Board` unchanged. Rules:
   `Board.borrow` as before.
 - The same availability rules as `Board.borrow` apply to the borrower: a
   tool held for one member cannot be lent to another.
-- A profile edit touches only the caller's own member record (handle and
-  zone); keys, joins and removals never change here.
+- A profile edit is checked here (`check_profile`) and written as a signed
+  membership statement by `node.membership.set_profile`.
 """
 
 from __future__ import annotations
@@ -81,29 +81,21 @@ def lend(board: Board, tool_prefix: str, member_prefix: str, days: int | None = 
     return rid
 
 
-def edit_profile(board: Board, handle: str | None = None, zone: str | None = None) -> Member:
-    """Change your own handle and/or zone; returns the updated member."""
-    me = _me(board)
-    fields: dict[str, str] = {}
-    if handle is not None:
-        h = handle.strip()
-        if not h:
-            raise UsageError("handle must not be empty")
-        if len(h) > MAX_HANDLE:
-            raise UsageError(f"handle is longer than {MAX_HANDLE} characters")
-        fields["handle"] = h
-    if zone is not None:
-        z = zone.strip()
-        if len(z) > MAX_ZONE:
-            raise UsageError(f"zone is longer than {MAX_ZONE} characters")
-        fields["zone"] = z
-    if not fields:
+def check_profile(current: Member, handle: str | None = None, zone: str | None = None) -> tuple[str, str]:
+    """The (handle, zone) a profile edit writes: the current values where none
+    is given, trimmed and within the limits every join accepts. The change
+    itself is a signed membership statement (`node.membership.set_profile`)."""
+    h = current.handle if handle is None else handle.strip()
+    z = current.zone if zone is None else zone.strip()
+    if handle is None and zone is None:
         raise UsageError("give a new handle or zone")
-    with board.doc.edit() as ed:
-        ed.update("members", me, fields)
-    board._commit()
-    member = board.view().members[me]
-    return member
+    if not h:
+        raise UsageError("handle must not be empty")
+    if len(h) > MAX_HANDLE:
+        raise UsageError(f"handle is longer than {MAX_HANDLE} characters")
+    if len(z) > MAX_ZONE:
+        raise UsageError(f"zone is longer than {MAX_ZONE} characters")
+    return h, z
 
 
 @dataclass(frozen=True)

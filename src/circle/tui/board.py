@@ -28,9 +28,9 @@ from circle.crdt.activity import Event, Watch, recent
 from circle.crdt.board import Board
 from circle.crdt.model import MemberId, Millis
 from circle.crdt.search import SearchIndex
-from circle.crdt.stewardship import edit_profile
+from circle.crdt.stewardship import check_profile
 from circle.crdt.views import BoardView
-from circle.errors import CircleError
+from circle.errors import CircleError, UsageError
 from circle.node.circles import last_looked, mark_looked
 from circle.node.service import CircleService
 from circle.tui.commands import ACTIONS, ActionSpec
@@ -420,8 +420,14 @@ class BoardScreen(Screen[None]):
                   FieldSpec("zone", "Zone", value=me.zone if me else "", placeholder="coarse area, never an address")]
 
         def submit(v: FormValues) -> None:
-            m = edit_profile(self.board, v["handle"], v["zone"])
-            self.app.notify(f"Your profile now reads {m.handle}" + (f", {m.zone}" if m.zone else ""))
+            from circle.node.membership import set_profile
+
+            current = self.board.view().members.get(self.service.me)
+            if current is None:
+                raise UsageError("you are not a member of this circle")
+            handle, zone = check_profile(current, v["handle"], v["zone"])
+            set_profile(self.service, handle, zone)
+            self.app.notify(f"Your profile now reads {handle}" + (f", {zone}" if zone else ""))
 
         self.app.push_screen(FormScreen("Your profile in this circle", fields, submit))
 
