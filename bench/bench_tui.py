@@ -20,6 +20,7 @@ from textual.strip import Strip
 
 from circle.crdt.board import Board, Profile
 from circle.crdt.model import Urgency
+from circle.crdt.search import SearchIndex
 from circle.net.keys import new_epoch_key
 from circle.node.home import Home
 from circle.node.service import CircleService, new_circle_id
@@ -111,7 +112,7 @@ async def filter_keys(path: Path) -> tuple[list[float], list[float], list[float]
             await pilot.pause()
             assert app.board_screen is not None
             table = app.board_screen.query_one("#needs-table", RecordTable)
-            await pilot.press("slash")
+            await pilot.press("f")
             driver = app._driver
             assert driver is not None
             for _ in range(3):
@@ -144,6 +145,43 @@ async def filter_keys(path: Path) -> tuple[list[float], list[float], list[float]
     return painted, via_pilot, pure, total
 
 
+SEARCH_KEYS = [*"drill 3", *["backspace"] * 7, *"soup", *["backspace"] * 4]
+
+
+def search_keys(path: Path) -> tuple[float, list[float]]:
+    """`/` search across every collection: (index build once, search per keystroke)."""
+    svc = CircleService.open(Home.open(path, None))
+    view = svc.board.view()
+    t0 = time.perf_counter()
+    index = SearchIndex.build(view)
+    build = time.perf_counter() - t0
+    per_key: list[float] = []
+    for _ in range(3):
+        text = ""
+        for key in SEARCH_KEYS:
+            text = text[:-1] if key == "backspace" else text + key
+            t1 = time.perf_counter()
+            index.search(text)
+            per_key.append(time.perf_counter() - t1)
+    return build, per_key
+
+
+async def search_screen_keys(path: Path) -> list[float]:
+    """The same through the app: key sent -> SearchScreen results updated (Pilot round trip)."""
+    svc = CircleService.open(Home.open(path, None))
+    app = CircleApp(svc, refresh_interval=3600)
+    out: list[float] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("slash")
+        await pilot.pause()
+        for key in SEARCH_KEYS:
+            t0 = time.perf_counter()
+            await pilot.press(key)
+            out.append(time.perf_counter() - t0)
+    return out
+
+
 def ms(x: float) -> str:
     return f"{x * 1000:.1f} ms"
 
@@ -173,6 +211,11 @@ def main() -> None:
               f"(max {ms(max(painted))}, n={len(painted)}) over {total} rows")
         print(f"  same through Pilot.press (adds Pilot's idle wait): median {ms(statistics.median(via_pilot))}")
         print(f"  filter computation alone: median {ms(statistics.median(pure))}")
+        build, per_key = search_keys(path)
+        print(f"search everything: index built in {ms(build)} when / opens; per keystroke median "
+              f"{ms(statistics.median(per_key))} (max {ms(max(per_key))}, n={len(per_key)})")
+        screen = asyncio.run(search_screen_keys(path))
+        print(f"  through the search screen (Pilot.press round trip): median {ms(statistics.median(screen))}")
 
 
 if __name__ == "__main__":

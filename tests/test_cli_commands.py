@@ -72,8 +72,12 @@ def test_export_import_round_trip_and_merge(cli: CLI, tmp_path: Path) -> None:
     again = other.json("import", str(out))
     assert again["needs"] == {"added": 0, "already_present": 1}
     assert other.json("tool", "show", tool["id"])["availability"] == "on-loan"
-    csv_text = cli.run("export", "--format", "csv").stdout
-    assert "# needs" in csv_text and "Soup" in csv_text and "# loans" in csv_text
+    csv_text = cli.run("export", "--format", "csv", "--collection", "needs").stdout
+    assert csv_text.startswith("id,title,status,") and "Soup" in csv_text
+    folder = tmp_path / "csv"
+    cli.run("export", "--format", "csv", "--out", str(folder))
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "holds.csv", "loans.csv", "members.csv", "needs.csv", "offers.csv", "tools.csv"]
 
 
 @pytest.mark.parametrize("content,expected", [
@@ -140,7 +144,7 @@ def test_unreadable_home_files_give_clear_errors(cli: CLI) -> None:
 
 
 def test_two_circles_need_a_selector(cli: CLI) -> None:
-    cli.run("init", "--name", "Second", "--handle", "sam2")
+    cli.run("init", "--name", "Second", "--handle", "sam2", "--another")
     proc = cli.run("need", "list", check=False)
     assert proc.returncode == 3 and "--circle" in proc.stderr
     cli.json("--circle", "second", "need", "add", "in second")

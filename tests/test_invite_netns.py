@@ -40,10 +40,11 @@ def test_invite_and_join_across_hosts_then_discover_and_sync(lan2: Lan, tmp_path
     joined = lan2.run(b, _circle(bo_home, "join", code["code"], "--handle", "bo", "--no-passphrase", "--json"))
     assert joined.returncode == 0, joined.stderr
     result = json.loads(joined.stdout)
-    assert result["inviter_handle"] == "ana" and result["fingerprint"] == code["fingerprint"]
+    # One safety number per member, the same on both screens (issue 11 item 3).
+    assert result["inviter_handle"] == "ana" and result["inviter_safety_number"] == code["safety_number"]
     events = inviter.wait_for(lambda ev: any(e.get("event") == "joined" for e in ev), 20, "the joined event")
     done = next(e for e in events if e.get("event") == "joined")
-    assert done["handle"] == "bo" and done["session_fingerprint"] == result["session_fingerprint"]
+    assert done["handle"] == "bo" and done["safety_number"] == result["safety_number"]
 
     # The same code a second time, from the same host: the invite is gone.
     again = lan2.run(b, _circle(tmp_path / "eve", "join", code["code"], "--handle", "eve", "--no-passphrase"))

@@ -108,7 +108,7 @@ async def test_needs_status_filter_cycles_through_every_status(demo: Demo) -> No
         for expected in ("open", "claimed", "met", "withdrawn", "expired", "all", "active"):
             await pilot.press("s")
             await pilot.pause()
-            assert board_of(app).need_status == expected
+            assert board_of(app).tabs["needs"].need_status  # type: ignore[attr-defined] == expected
             assert f"showing: {expected}" in text_of(status)
             seen[expected] = set(table(app, "needs").shown_keys)
             if expected == "expired":
@@ -130,7 +130,7 @@ async def test_needs_status_filter_cycles_through_every_status(demo: Demo) -> No
         assert table(app, "needs").shown_keys == [withdrawn]
         await pilot.press("a")  # all/active still toggles
         await pilot.pause()
-        assert board_of(app).need_status == "all"
+        assert board_of(app).tabs["needs"].need_status  # type: ignore[attr-defined] == "all"
         assert set(table(app, "needs").shown_keys) == seen["all"]
 
 
@@ -265,12 +265,12 @@ async def test_export_json_and_csv_then_import_with_report(demo: Demo, tmp_path:
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert isinstance(app.screen, FormScreen) and "already exists" in form_error(app)
-        app.screen.query_one("#f-format", Select).value = "csv"
+        app.screen.query_one("#f-format", Select).value = "csv:needs"
         app.screen.query_one("#f-overwrite", Checkbox).value = True
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert isinstance(app.screen, BoardScreen)
-        assert out.read_text().startswith("# members\n")
+        assert out.read_text().startswith("id,title,status,urgency,")
 
         # Import: a file with one new need and everything else already here.
         extra = dict(data["needs"][0], id="importedneed1", title="Imported need")
@@ -314,8 +314,8 @@ def test_import_report_says_when_nothing_is_new() -> None:
 
 def test_help_lists_the_new_actions() -> None:
     helps = {what: key for key, what in HELP_LINES}
-    assert helps["Export every record to a JSON or CSV file"] == "E"
-    assert helps["Import records from a circle JSON export"] == "I"
+    assert helps["Export every record to JSON, or to CSV files"] == "E"
+    assert helps["Import records from a circle JSON export or a myTurn/Circulate item CSV"] == "I"
     assert helps["Mark the selected tool lost and its open loans lost (asks first)"] == "l"
     assert helps["Add a relay (ws:// or wss:// URL) to this circle"] == "a"
     assert any(what.startswith("Show needs of the next status") for what in helps)

@@ -6,15 +6,17 @@ from pathlib import Path
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import Input, Select, Static
+from textual.widgets import Input, OptionList, Select, Static
 
 from circle.crdt.model import Availability, NeedStatus, OfferStatus, Urgency
+from circle.node.circles import pick
 from circle.node.home import Home
 from circle.node.service import CircleService
-from circle.tui.app import BoardScreen, CircleApp, MessageScreen
+from circle.tui.app import BoardScreen, CircleApp
 from circle.tui.demo import Demo
 from circle.tui.providers import InviteInfo
 from circle.tui.screens import (
+    CircleSwitchScreen,
     ConfirmScreen,
     FormScreen,
     HelpScreen,
@@ -171,16 +173,36 @@ async def test_passphrase_prompt_retries_until_right(tmp_path: Path) -> None:
         assert "NOT" not in text_of(app.screen.query_one("#status-bar", Static))
 
 
-async def test_several_circles_without_selector_says_so(tmp_path: Path) -> None:
+async def test_several_circles_open_a_switcher_then_remember_the_choice(tmp_path: Path) -> None:
+    """Issue 11 item 6: no dead end. The switcher opens, the choice opens the
+    board and becomes the default; C switches; a name prefix selects."""
     home = Home.create(tmp_path / "h", None)
-    CircleService.create(home, "One", "a")
-    CircleService.create(home, "Two", "a")
+    CircleService.create(home, "Tool Library", "a")
+    CircleService.create(home, "Tenants Union", "a")
     app = CircleApp(home_path=tmp_path / "h")
     async with app.run_test(size=SIZE) as pilot:
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert isinstance(app.screen, MessageScreen)
-        assert "--circle" in text_of(app.screen.query_one("#message", Static))
+        assert isinstance(app.screen, CircleSwitchScreen)
+        assert app.screen.query_one("#circle-list", OptionList).option_count == 2
+        await pilot.press("down", "enter")  # sorted by name: Tenants Union, Tool Library
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, BoardScreen)
+        assert app.service is not None and app.service.board.name == "Tool Library"
+        await pilot.press("C")
+        await pilot.pause()
+        assert isinstance(app.screen, CircleSwitchScreen)
+        await pilot.press("home", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, BoardScreen)
+        assert app.service.board.name == "Tenants Union"
+        assert "Tenants Union" in text_of(app.screen.query_one("#status-bar", Static))
+    # The last circle opened is the default next time; a prefix also selects.
+    again = Home.open(tmp_path / "h", None)
+    assert CircleService.open(again, pick(again, None)).board.name == "Tenants Union"
+    assert CircleService.open(again, pick(again, "tool")).board.name == "Tool Library"
 
 
 # --- needs ---------------------------------------------------------------------
@@ -207,7 +229,9 @@ async def test_add_and_edit_a_need(demo: Demo) -> None:
         assert isinstance(app.screen, FormScreen)
         assert app.screen.query_one("#f-title", Input).value == "Firewood for the stove"
         await fill(pilot, "#f-title", "Dry firewood")
-        await pilot.press("enter")
+        await pilot.press("enter")  # Enter moves to the next field; it does not save half a form
+        assert isinstance(app.screen, FormScreen) and app.screen.focused.id == "f-details"  # type: ignore[union-attr]
+        await pilot.press("ctrl+s")
         await pilot.pause()
         assert isinstance(app.screen, BoardScreen)
         assert demo.founder.board.need(rid).title == "Dry firewood"
@@ -271,7 +295,7 @@ async def test_filter_narrows_and_restores(demo: Demo) -> None:
     async with app.run_test(size=SIZE) as pilot:
         everything = table(app, "needs").shown_keys
         assert len(everything) == 5
-        await pilot.press("slash")
+        await pilot.press("f")  # f filters the tab; / searches everything
         assert isinstance(app.focused, Input)
         await pilot.press(*"dog")
         await pilot.pause()
@@ -430,7 +454,7 @@ async def test_remove_member_needs_confirmation(demo: Demo) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("4")
         mid = await select_row(pilot, app, "members", "ana", col=0)
-        assert "fingerprint" in text_of(board_of(app).query_one("#members-detail", Static))
+        assert "safety number" in text_of(board_of(app).query_one("#members-detail", Static))
         await pilot.press("d")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)

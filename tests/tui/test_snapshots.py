@@ -72,7 +72,7 @@ def test_remove_confirmation(snap_compare: Any, demo: Demo) -> None:
 
 def test_filtered_needs(snap_compare: Any, demo: Demo) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
-        await pilot.press("slash", *"south")
+        await pilot.press("f", *"south")
         await pilot.pause()
 
     assert snap_compare(app_for(demo), run_before=run_before, terminal_size=SIZE)
@@ -80,3 +80,24 @@ def test_filtered_needs(snap_compare: Any, demo: Demo) -> None:
 
 def test_welcome_screen(snap_compare: Any, tmp_path: Path) -> None:
     assert snap_compare(CircleApp(home_path=tmp_path / "new-home"), terminal_size=SIZE)
+
+
+# --- 80x24 (issue 11 item 5): what matters survives a small terminal -------------------
+
+SMALL = (80, 24)
+
+
+def test_needs_tab_80x24(snap_compare: Any, demo: Demo) -> None:
+    assert snap_compare(app_for(demo), terminal_size=SMALL)
+
+
+def test_tools_tab_80x24(snap_compare: Any, demo: Demo) -> None:
+    assert snap_compare(app_for(demo), press=["3"], terminal_size=SMALL)
+
+
+def test_invite_screen_80x24(snap_compare: Any, demo: Demo) -> None:
+    assert snap_compare(app_for(demo), press=["4", "i"], terminal_size=SMALL)
+
+
+def test_search_80x24(snap_compare: Any, demo: Demo) -> None:
+    assert snap_compare(app_for(demo), press=["slash", *"coat"], terminal_size=SMALL)

@@ -36,9 +36,10 @@ def demo(seed: int, post_every: float) -> None:
 @click.option("--interface", "interfaces", multiple=True, metavar="IP", help="Run mDNS only on these addresses.")
 @click.option("--invite-address", "invite_addresses", multiple=True, metavar="HOST:PORT",
               help="Address(es) to put in invite codes (default: this machine's LAN addresses).")
+@click.option("--bell", is_flag=True, help="Ring the terminal bell with notifications.")
 @click.pass_context
 def app_command(ctx: click.Context, listen: str, peers: tuple[str, ...], no_discovery: bool,
-                interfaces: tuple[str, ...], invite_addresses: tuple[str, ...]) -> None:
+                interfaces: tuple[str, ...], invite_addresses: tuple[str, ...], bell: bool) -> None:
     """Open the terminal app (what `circle` alone does), with sync options."""
     from circle.node.live import parse_listen
     from circle.node.panic import check_not_wiped
@@ -47,7 +48,8 @@ def app_command(ctx: click.Context, listen: str, peers: tuple[str, ...], no_disc
     check_not_wiped(ctx.obj.home_path)
     from circle.tui.live import LiveOptions
 
-    launch(ctx.obj, LiveOptions(parse_listen(listen), peers, not no_discovery, interfaces, invite_addresses))
+    launch(ctx.obj, LiveOptions(parse_listen(listen), peers, not no_discovery, interfaces, invite_addresses),
+           bell=bell)
 
 
 commands = [demo, app_command]

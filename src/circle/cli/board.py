@@ -18,7 +18,7 @@ from circle.cli.common import (
 )
 from circle.crdt.matching import needs_for, offers_for
 from circle.crdt.model import Member
-from circle.crdt.transfer import export_csv, export_json, import_records, parse_import, record_dict
+from circle.crdt.transfer import export_json, import_records, parse_import, record_dict
 from circle.errors import NotFound, UsageError
 
 # --- match, members, status ----------------------------------------------------------
@@ -51,16 +51,17 @@ def match(ctx: Ctx, record_id: str | None) -> None:
 @json_option
 @pass_ctx
 def members(ctx: Ctx) -> None:
-    """Members with fingerprints and who invited whom."""
+    """Members with their safety numbers and who invited whom."""
     from circle.net.keys import fingerprint
 
     svc = ctx.service()
     items: list[Member] = svc.board.members()
-    data = [{**record_dict(m), "fingerprint": fingerprint(m.sign_key), "active": m.active} for m in items]
+    data = [{**record_dict(m), "safety_number": fingerprint(m.sign_key), "fingerprint": fingerprint(m.sign_key),
+             "active": m.active} for m in items]
     rows = [[m.id, m.handle + (" (you)" if m.id == svc.me else ""), m.zone, fingerprint(m.sign_key),
              handle_of(svc, m.invited_by) if m.invited_by else "founder",
              "active" if m.active else f"removed by {handle_of(svc, m.removed_by or '')}"] for m in items]
-    emit(ctx, data, lambda: table(rows, ["id", "handle", "zone", "fingerprint", "invited by", "state"]))
+    emit(ctx, data, lambda: table(rows, ["id", "handle", "zone", "safety number", "invited by", "state"]))
 
 
 @click.command()
@@ -70,6 +71,14 @@ def status(ctx: Ctx) -> None:
     """The circle at a glance: counts, conflicts, storage protection."""
     svc = ctx.service()
     data = svc.status()
+    for peer in data.get("peers", []):
+        # One time unit in JSON (milliseconds), and one word for a peer reached
+        # directly, whoever dialled.
+        seen = peer.get("last_seen")
+        if isinstance(seen, float):
+            peer["last_seen"] = int(seen * 1000)
+        if peer.get("path") in ("incoming", "manual"):
+            peer["path"] = "direct"
     def human() -> None:
         c, me, n, st = data["circle"], data["me"], data["counts"], data["storage"]
         click.echo(f"Circle {c['name']} ({c['id']}), key generation {c['key_generation']}")
@@ -91,7 +100,7 @@ def status(ctx: Ctx) -> None:
         click.echo(f"Storage: {st['protection']} ({st['path']})")
         for peer in data.get("peers", []):
             seen = peer.get("last_seen")
-            when = ago(int(seen * 1000)) if isinstance(seen, int | float) else "never"
+            when = ago(int(seen)) if isinstance(seen, int | float) else "never"
             who = peer.get("handle") or peer.get("member_id") or "?"
             state = "has all our changes" if peer.get("has_all_ours") else "may be missing some of our changes"
             click.echo(f"Peer {who} at {peer.get('address')} ({peer.get('path')}): last seen {when}, {state}"
@@ -103,20 +112,57 @@ def status(ctx: Ctx) -> None:
 
 
 @click.command("export")
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="File to write (default: stdout).")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "zip"]), default="json", show_default=True,
+              help="json: re-importable; csv: one spreadsheet-safe file per collection; zip: those files zipped.")
+@click.option("--collection", type=click.Choice(["needs", "offers", "tools", "loans", "holds", "members"]),
+              default=None, help="With --format csv: only this collection (to stdout without --out).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="File to write (default: stdout); with --format csv and no --collection, a folder.")
+@click.option("--bom", is_flag=True, help="Start CSV files with a UTF-8 byte-order mark (for Excel).")
+@click.option("--columns", is_flag=True, help="Print what every CSV column means and exit.")
+@json_option
 @pass_ctx
-def export_cmd(ctx: Ctx, fmt: str, out: Path | None) -> None:
-    """Export every record (JSON is re-importable; CSV has a section per collection)."""
-    svc = ctx.service()
-    text = json.dumps(export_json(svc.board), indent=2, sort_keys=True) + "\n" if fmt == "json" else export_csv(svc.board)
-    if out is None:
-        click.echo(text, nl=False)
-    else:
-        from circle.crdt.store import atomic_write
+def export_cmd(ctx: Ctx, fmt: str, collection: str | None, out: Path | None, bom: bool, columns: bool) -> None:
+    """Export every record: JSON to import again, or CSV that spreadsheets open as-is.
 
-        atomic_write(out, text.encode("utf-8"), mode=0o600)
-        click.echo(f"Wrote {out}", err=True)
+    CSV: ISO-8601 UTC times, true/false, tags as text, handles beside ids, and
+    cells a spreadsheet would run as a formula (=, +, -, @) prefixed with '."""
+    from circle.crdt.csvio import (
+        COLUMNS,
+        collection_csv,
+        columns_text,
+        export_csv_files,
+        export_zip,
+    )
+    from circle.crdt.store import atomic_write
+
+    if columns:
+        emit(ctx, {k: dict(v) for k, v in COLUMNS.items()}, lambda: click.echo(columns_text(), nl=False))
+        return
+    svc = ctx.service()
+    if fmt == "json":
+        data = (json.dumps(export_json(svc.board), indent=2, sort_keys=True) + "\n").encode("utf-8")
+    elif fmt == "zip":
+        if out is None:
+            raise UsageError("a zip needs --out FILE.zip")
+        data = export_zip(svc.board.view(), bom=bom)
+    elif collection is not None:
+        data = collection_csv(svc.board.view(), collection, bom).encode("utf-8")
+    else:
+        if out is None:
+            raise UsageError("CSV is one file per collection: give --collection NAME, or --out FOLDER")
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, text in export_csv_files(svc.board.view(), bom=bom).items():
+            atomic_write(out / name, text.encode("utf-8"), mode=0o600)
+            written.append(str(out / name))
+        emit(ctx, {"files": written}, lambda: click.echo(f"Wrote {len(written)} files in {out}", err=True))
+        return
+    if out is None:
+        click.get_binary_stream("stdout").write(data)
+        return
+    atomic_write(out, data, mode=0o600)
+    emit(ctx, {"files": [str(out)]}, lambda: click.echo(f"Wrote {out}", err=True))
 
 
 @click.command("import")
@@ -124,13 +170,21 @@ def export_cmd(ctx: Ctx, fmt: str, out: Path | None) -> None:
 @json_option
 @pass_ctx
 def import_cmd(ctx: Ctx, file: Path) -> None:
-    """Merge records from a JSON export (never overwrites existing records)."""
+    """Merge records from a circle JSON export, or add the items of a myTurn /
+    Circulate item export (CSV) as tools you steward. Never overwrites; a
+    second import of the same file adds nothing."""
     try:
-        text = file.read_text("utf-8")
+        text = file.read_text("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {file}: {exc}") from None
-    data = parse_import(text)
+        raise UsageError(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}") from None
     svc = ctx.service()
+    from circle.crdt.csvio import import_items, is_item_csv
+
+    if is_item_csv(text, file.name):
+        items = import_items(svc.board, text)
+        emit(ctx, {"kind": "items", **items.as_dict()}, lambda: click.echo(items.text()))
+        return
+    data = parse_import(text)
     report = import_records(svc.board, data)
     def human() -> None:
         for name, counts in report.items():

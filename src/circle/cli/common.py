@@ -15,7 +15,7 @@ import click
 
 from circle.crdt.model import Need, Offer, Tool
 from circle.crdt.transfer import record_dict
-from circle.errors import UsageError
+from circle.errors import PassphraseRequired, UsageError
 from circle.node.home import PASSPHRASE_ENV, Home
 from circle.node.panic import check_not_wiped
 from circle.node.service import CircleService
@@ -35,7 +35,7 @@ class Ctx:
         self._home: Home | None = None
         self._service: CircleService | None = None
 
-    def passphrase(self, confirm_new: bool = False) -> str | None:
+    def passphrase(self, confirm_new: bool = False, prompt: bool = True) -> str | None:
         if self.passphrase_file is not None:
             try:
                 return self.passphrase_file.read_text("utf-8").rstrip("\r\n")
@@ -44,7 +44,7 @@ class Ctx:
         env = os.environ.get(PASSPHRASE_ENV)
         if env is not None:
             return env
-        if sys.stdin.isatty():
+        if prompt and sys.stdin.isatty():
             if confirm_new:
                 first = getpass.getpass("Passphrase to encrypt this device's data (empty for none): ")
                 if not first:
@@ -58,12 +58,22 @@ class Ctx:
     def home(self) -> Home:
         if self._home is None:
             check_not_wiped(self.home_path)
-            self._home = Home.open(self.home_path, self.passphrase())
+            # Ask only a home that needs it: open without prompting first, and
+            # prompt (on a terminal) only when the home says it is encrypted.
+            try:
+                self._home = Home.open(self.home_path, self.passphrase(prompt=False))
+            except PassphraseRequired:
+                if not sys.stdin.isatty():
+                    raise
+                self._home = Home.open(self.home_path, self.passphrase())
         return self._home
 
     def service(self) -> CircleService:
         if self._service is None:
-            self._service = CircleService.open(self.home(), self.circle)
+            from circle.node.circles import pick
+
+            home = self.home()
+            self._service = CircleService.open(home, pick(home, self.circle))
             self._service.refresh()
         return self._service
 
@@ -131,13 +141,19 @@ def show_record(svc: CircleService, rec: Need | Offer | Tool) -> None:
             value = f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(value / 1000))} ({ago(value)})"
         elif isinstance(value, list):
             value = ", ".join(map(str, value)) or "-"
+        elif value is None or value == "":
+            value = "-"
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
         click.echo(f"{key:>18}: {value}")
 
 
 def status_action(group: click.Group, kind: str, name: str, method: str, verb: str) -> None:
     """`circle need claim ID`, `circle offer pause ID`, ...: one board method each."""
 
-    @group.command(name, help=f"Mark a {kind} as {verb}.")
+    article = "an" if kind[0] in "aeiou" else "a"
+
+    @group.command(name, help=f"Mark {article} {kind} as {verb}.")
     @click.argument("record_id")
     @json_option
     @pass_ctx
@@ -146,4 +162,5 @@ def status_action(group: click.Group, kind: str, name: str, method: str, verb: s
         rid = getattr(svc.board, method)(record_id)
         rec = getattr(svc.board, kind)(rid)
         emit(ctx, record_dict(rec),
-             lambda: click.echo(f"{kind.capitalize()} {rec.id} {verb}; now {rec.status.value}."))
+             lambda: click.echo(f"{kind.capitalize()} “{getattr(rec, 'title', rec.id)}” ({rec.id}) is now "
+                                f"{rec.status.value}."))

@@ -40,10 +40,12 @@ def qr_text(code: str) -> str:
 def invite(ctx: Ctx, expires_min: float, listen: str, addresses: tuple[str, ...], relays: tuple[str, ...],
            no_qr: bool) -> None:
     """Show a one-time invite code (and QR code) and wait for the new member."""
+    from circle.net.keys import fingerprint
     from circle.node.invites import InviteHost, JoinedEvent
     from circle.node.live import parse_listen
 
     svc = ctx.service()
+    mine = fingerprint(svc.board.view().members[svc.me].sign_key)
 
     async def run() -> JoinedEvent | None:  # noqa: F821
         joined: asyncio.Future[JoinedEvent] = asyncio.get_running_loop().create_future()
@@ -53,13 +55,13 @@ def invite(ctx: Ctx, expires_min: float, listen: str, addresses: tuple[str, ...]
         code = host.create(expires_min, addrs, tuple(relays) or tuple(r.url for r in _relays(svc)))
         text = code.encode()
         if ctx.json:
-            click.echo(json.dumps({"event": "invite", "code": text, "fingerprint": code.fingerprint,
+            click.echo(json.dumps({"event": "invite", "code": text, "safety_number": mine,
                                    "expires_at": code.expires_at, "addresses": list(addrs)}))
         else:
             click.echo(f"Invite code for {svc.config.name} (one use, expires in {expires_min:g} min):\n\n  {text}\n")
             if not no_qr:
                 click.echo(qr_text(text))
-            click.echo(f"Fingerprint to compare aloud with the new member: {code.fingerprint}")
+            click.echo(f"Your safety number: {mine}")
             click.echo(f"They run:  circle join {text} --handle THEIR-NAME")
         sys.stdout.flush()
         try:
@@ -82,12 +84,27 @@ def invite(ctx: Ctx, expires_min: float, listen: str, addresses: tuple[str, ...]
         else:
             click.echo("\nThe invite expired unused.")
         sys.exit(7)
+    joined_member = svc.board.view().members.get(result.member_id)  # type: ignore[call-overload]
+    theirs = fingerprint(joined_member.sign_key) if joined_member is not None else "?"
     if ctx.json:  # one JSON object per line, so scripts can follow along
         click.echo(json.dumps({"event": "joined", "member": result.member_id, "handle": result.handle,
-                               "session_fingerprint": result.session_fingerprint}))
+                               "safety_number": theirs}))
+        return
+    click.echo(f"\n{result.handle} joined. Their safety number: {theirs}")
+    click.echo(f"Read yours ({mine}) to {result.handle} and listen to theirs.")
+    _ask_match(result.handle, f"remove them with `circle remove {result.handle}` and invite again in person")
+
+
+def _ask_match(who: str, if_not: str) -> None:
+    """The explicit "do they match?" step, on a terminal."""
+    if not sys.stdin.isatty():
+        click.echo(f"Compare both safety numbers with {who} before trusting the connection.")
+        return
+    if click.confirm("Do both numbers match what the other screen shows?", default=False):
+        click.echo("Matched: you are talking to the right device.")
     else:
-        click.echo(f"\n{result.handle} ({result.member_id}) joined. "
-                   f"Session fingerprint: {result.session_fingerprint}")
+        click.echo(f"They do not match: someone else may have used the code; {if_not}.", err=True)
+        sys.exit(8)
 
 
 def _relays(svc):  # type: ignore[no-untyped-def]
@@ -111,8 +128,11 @@ def join_command(ctx: Ctx, code: str, handle: str, zone: str, no_passphrase: boo
         raise InviteError("this invite has expired; ask for a new one")
     if not handle.strip():
         raise UsageError("a handle is required")
-    if not ctx.json:
-        click.echo(f"Code fingerprint (compare aloud with the inviter): {parsed.fingerprint}")
+    if len(handle.strip()) > 40:
+        raise UsageError("a handle has at most 40 characters")
+    if len(zone.strip()) > 60:
+        raise UsageError("a zone has at most 60 characters")
+    handle, zone = handle.strip(), zone.strip()
     if Home.exists(ctx.home_path):
         home = ctx.home()
     else:
@@ -121,16 +141,23 @@ def join_command(ctx: Ctx, code: str, handle: str, zone: str, no_passphrase: boo
     result = asyncio.run(join(home, parsed, handle, zone, timeout))
     svc = result.service
     inviter = svc.board.view().members.get(parsed.inviter)  # type: ignore[call-overload]
+    from circle.net.keys import fingerprint
+
+    me = svc.board.view().members[svc.me]
     data = {"circle_id": svc.config.circle_id, "name": svc.config.name, "member_id": svc.me,
             "inviter": parsed.inviter, "inviter_handle": inviter.handle if inviter else None,
-            "fingerprint": parsed.fingerprint, "session_fingerprint": result.session_fingerprint,
+            "inviter_safety_number": fingerprint(inviter.sign_key) if inviter else None,
+            "safety_number": fingerprint(me.sign_key),
             "members": sum(1 for m in svc.board.members() if m.active)}
 
     def human() -> None:
         click.echo(f"Joined {svc.config.name}, invited by {data['inviter_handle']}; you are {handle} ({svc.me}).")
-        click.echo(f"Session fingerprint: {result.session_fingerprint}")
+        click.echo(f"{data['inviter_handle']}'s safety number: {data['inviter_safety_number']}")
+        click.echo(f"Your safety number:  {data['safety_number']}")
         if not home.encrypted:
             click.echo("Note: no passphrase set - this device's data is protected only by file permissions.")
+        _ask_match(str(data["inviter_handle"]),
+                   f"post nothing; run `circle leave --circle \"{svc.config.name}\"` and ask for a new invite in person")
 
     emit(ctx, data, human)
 

@@ -6,6 +6,7 @@ and only here (besides the TUI).
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from circle.cli.common import Ctx, emit, json_option, pass_ctx
-from circle.errors import CircleError
+from circle.errors import CircleError, UsageError
 from circle.node.home import PASSPHRASE_ENV, Home, default_home
 from circle.node.panic import check_not_wiped
 from circle.node.service import CircleService
@@ -22,10 +23,49 @@ from circle.node.service import CircleService
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# Which module defines which command: a command's module (and what it imports:
+# the network stack for `invite`, asyncio for `sync`, ...) is loaded only
+# when that command runs. `circle need list` then pays for the board alone.
+COMMAND_MODULES = {
+    "need": "needs", "offer": "offers", "tool": "tools",
+    "match": "board", "members": "board", "status": "board", "export": "board", "import": "board",
+    "compact": "board",
+    "sync": "sync", "serve": "sync", "relay": "relay", "relays": "relays", "bundle": "relays",
+    "invite": "invite", "join": "invite", "remove": "invite", "demo": "app", "app": "app",
+    "devices": "devices", "device": "devices",
+    "leave": "invite",
+    "circles": "circles", "use": "circles", "forget": "circles", "profile": "circles", "activity": "circles",
+    "search": "circles", "report": "circles",
+    "alert": "alerts", "checkin": "checkin", "resource": "resources", "lock": "lock", "wipe": "lock",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            import importlib
+
+            module = f"circle.cli.{COMMAND_MODULES[cmd_name]}"
+            try:
+                mod = importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:
+                    raise
+                return None
+            for command in getattr(mod, "commands", []):
+                if command.name not in self.commands:
+                    _with_global_options(command)
+                    self.add_command(command)
+        return self.commands.get(cmd_name)
+
+
 # --- root --------------------------------------------------------------------------
 
 
-@click.group(invoke_without_command=True)
+@click.group(cls=LazyGroup, invoke_without_command=True)
 @click.option("--home", type=click.Path(path_type=Path), default=None,
               help=f"Data directory (default: ${'{'}CIRCLE_HOME{'}'} or the platform's user data dir).")
 @click.option("--circle", "circle_sel", default=None, help="Which circle (name or id prefix) when there are several.")
@@ -55,13 +95,21 @@ def cli(ctx: click.Context, home: Path | None, circle_sel: str | None, json_out:
 @click.option("--handle", required=True, help="Your pseudonym in this circle.")
 @click.option("--zone", default="", help="Your coarse area (never an address).")
 @click.option("--no-passphrase", is_flag=True, help="Do not encrypt this device's data at rest.")
+@click.option("--another", is_flag=True, help="Create a second (third...) circle on a device that has one.")
 @json_option
 @pass_ctx
-def init(ctx: Ctx, name: str, handle: str, zone: str, no_passphrase: bool) -> None:
+def init(ctx: Ctx, name: str, handle: str, zone: str, no_passphrase: bool, another: bool) -> None:
     """Create this device's identity (if needed) and a new circle."""
     check_not_wiped(ctx.home_path)
     if Home.exists(ctx.home_path):
         home = ctx.home()
+        existing = home.circle_ids()
+        if existing and not another:
+            from circle.node.circles import circles
+
+            names = ", ".join(f"'{c.name}'" for c in circles(home))
+            raise UsageError(f"this device already has {names}; add --another to create a second circle "
+                             "(then pick one with --circle NAME or `circle use NAME`)")
     else:
         passphrase = None if no_passphrase else ctx.passphrase(confirm_new=True)
         home = Home.create(ctx.home_path, passphrase)
@@ -76,28 +124,44 @@ def init(ctx: Ctx, name: str, handle: str, zone: str, no_passphrase: bool) -> No
     emit(ctx, data, human)
 
 
-def _register_optional() -> None:
-    """Commands owned by other modules (sync, relays, invites, TUI)."""
-    import importlib
+# --- global options in either place ------------------------------------------------------
 
-    for module, attr in (("circle.cli.needs", "commands"), ("circle.cli.offers", "commands"),
-                         ("circle.cli.tools", "commands"), ("circle.cli.board", "commands"),
-                         ("circle.cli.devices", "commands"), ("circle.cli.sync", "commands"), ("circle.cli.relay", "commands"),
-                         ("circle.cli.relays", "commands"), ("circle.cli.invite", "commands"),
-                         ("circle.cli.app", "commands"), ("circle.cli.alerts", "commands"),
-                         ("circle.cli.checkin", "commands"), ("circle.cli.resources", "commands"),
-                         ("circle.cli.lock", "commands")):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        for command in getattr(mod, attr, []):
-            cli.add_command(command)
+def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            obj = ctx.find_object(Ctx)
+            if obj is not None:
+                setattr(obj, attr, value)
+                obj._home = None  # reopen with the new settings
+                obj._service = None
+    return callback
 
 
-_register_optional()
+def _global_options() -> list[click.Option]:
+    return [
+        click.Option(["--home"], type=click.Path(path_type=Path), default=None, expose_value=False,
+                     callback=_set("home_path"), help="Data directory (also accepted before the command)."),
+        click.Option(["--circle", "circle_sel"], default=None, expose_value=False, callback=_set("circle"),
+                     help="Which circle: a name, a name prefix or an id prefix."),
+        click.Option(["--passphrase-file"], type=click.Path(path_type=Path), default=None, expose_value=False,
+                     callback=_set("passphrase_file"), help="Read the passphrase from a file."),
+    ]
+
+
+def _with_global_options(command: click.Command) -> None:
+    """`circle need list --home H` works like `circle --home H need list`
+    (as `--json` already did): every command also takes the root options."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_global_options(sub)
+        return
+    taken = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    command.params.extend(o for o in _global_options() if not set(o.opts) & taken)
+
+
+def _wants_json(argv: list[str] | None) -> bool:
+    args = sys.argv[1:] if argv is None else argv
+    return "--json" in args and "--" not in args[: args.index("--json")]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="circle", standalone_mode=False)
     except CircleError as exc:
         click.echo(f"circle: {exc}", err=True)
+        if _wants_json(argv):  # scripts read one JSON object on stdout, errors included
+            click.echo(json.dumps({"error": str(exc), "exit_code": exc.exit_code}))
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("circle: aborted", err=True)
@@ -116,3 +182,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+
+
+_with_global_options(init)

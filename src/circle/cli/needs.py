@@ -74,6 +74,7 @@ def need_list(ctx: Ctx, status: str, category: str | None, search: str | None) -
 @json_option
 @pass_ctx
 def need_show(ctx: Ctx, need_id: str) -> None:
+    """Show one need in full (its id, or the start of it)."""
     svc = ctx.service()
     n = svc.board.need(need_id)
     def human() -> None:
@@ -97,6 +98,7 @@ def need_show(ctx: Ctx, need_id: str) -> None:
 @pass_ctx
 def need_edit(ctx: Ctx, need_id: str, title: str | None, details: str | None, category: str | None,
               urgency: str | None, zone: str | None, tags: tuple[str, ...], expires_days: int | None) -> None:
+    """Change a need you posted (only the options you give)."""
     svc = ctx.service()
     rid = svc.board.edit_need(need_id, title=title, details=details, category=category,
                               tags=tags or None, urgency=Urgency(urgency) if urgency else None,

@@ -53,6 +53,7 @@ def offer_add(ctx: Ctx, title: str, details: str, category: str, zone: str, tags
 @json_option
 @pass_ctx
 def offer_list(ctx: Ctx, status: str, category: str | None, search: str | None) -> None:
+    """List offers (open ones unless --status says otherwise)."""
     svc = ctx.service()
     items = svc.board.offers(status, category, search)
     rows = [[o.id, o.status.value, o.title[:40], o.category, o.zone, handle_of(svc, o.author),
@@ -66,6 +67,7 @@ def offer_list(ctx: Ctx, status: str, category: str | None, search: str | None) 
 @json_option
 @pass_ctx
 def offer_show(ctx: Ctx, offer_id: str) -> None:
+    """Show one offer in full."""
     svc = ctx.service()
     o = svc.board.offer(offer_id)
     emit(ctx, record_dict(o), lambda: show_record(svc, o))
@@ -86,6 +88,7 @@ def offer_show(ctx: Ctx, offer_id: str) -> None:
 def offer_edit(ctx: Ctx, offer_id: str, title: str | None, details: str | None, category: str | None,
                zone: str | None, tags: tuple[str, ...], quantity: int | None, recurring: bool | None,
                expires_days: int | None) -> None:
+    """Change an offer you posted (only the options you give)."""
     svc = ctx.service()
     rid = svc.board.edit_offer(offer_id, title=title, details=details, category=category, zone=zone,
                                tags=tags or None, quantity=quantity, recurring=recurring,

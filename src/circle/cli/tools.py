@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from circle.cli.common import (
@@ -31,7 +33,7 @@ def tool() -> None:
 def _tool_row(svc: CircleService, t: Tool) -> list[str]:
     state = t.availability.value
     if t.current_loan is not None:
-        state += f" ({handle_of(svc, t.current_loan.borrower)}, due {ago(t.current_loan.due_at)})"
+        state += f" ({handle_of(svc, t.current_loan.borrower)}, due {_day(t.current_loan.due_at)})"
         if t.overdue:
             state = "OVERDUE " + state
     if t.ready_for:
@@ -64,6 +66,7 @@ def tool_add(ctx: Ctx, name: str, description: str, category: str, condition: st
 @json_option
 @pass_ctx
 def tool_list(ctx: Ctx, available: bool, search: str | None) -> None:
+    """List the tool library with who has what and until when."""
     svc = ctx.service()
     items = svc.board.tools(available, search)
     emit(ctx, [record_dict(t) for t in items],
@@ -75,6 +78,7 @@ def tool_list(ctx: Ctx, available: bool, search: str | None) -> None:
 @json_option
 @pass_ctx
 def tool_show(ctx: Ctx, tool_id: str) -> None:
+    """Show one tool: condition, current loan, queue, recent loans."""
     svc = ctx.service()
     t = svc.board.tool(tool_id)
     loans = svc.board.loans_of(t.id)
@@ -83,8 +87,13 @@ def tool_show(ctx: Ctx, tool_id: str) -> None:
     def human() -> None:
         show_record(svc, t)
         for x in loans[-5:]:
-            click.echo(f"  loan {x.id}: {handle_of(svc, x.borrower)} {x.status.value}, out {ago(x.out_at)}, "
-                       f"due {ago(x.due_at)}{' OVERDUE' if x.overdue else ''}")
+            if x.returned_at is not None:
+                end = f"returned {_day(x.returned_at)}"
+            elif x.lost_at is not None:
+                end = f"lost {_day(x.lost_at)}"
+            else:
+                end = f"due back {_day(x.due_at)}{' OVERDUE' if x.overdue else ''}"
+            click.echo(f"  loan {x.id}: {handle_of(svc, x.borrower)}, out {_day(x.out_at)}, {end}")
         for h in holds:
             if h.status.value in ("waiting", "ready"):
                 click.echo(f"  hold {h.id}: {handle_of(svc, h.member)} {h.status.value} since {ago(h.created_at)}")
@@ -106,6 +115,7 @@ def tool_show(ctx: Ctx, tool_id: str) -> None:
 @pass_ctx
 def tool_edit(ctx: Ctx, tool_id: str, name: str | None, description: str | None, category: str | None,
               loan_days: int | None, state: str | None) -> None:
+    """Change a tool's name, description, category, loan days or state."""
     svc = ctx.service()
     rid = svc.board.edit_tool(tool_id, name=name, description=description, category=category,
                               loan_days=loan_days, state=ToolState(state) if state else None)
@@ -120,6 +130,7 @@ def tool_edit(ctx: Ctx, tool_id: str, name: str | None, description: str | None,
 @json_option
 @pass_ctx
 def tool_condition(ctx: Ctx, tool_id: str, condition: str, note: str | None) -> None:
+    """Record a tool's condition (good, worn, needs-repair, unsafe) and a note."""
     svc = ctx.service()
     rid = svc.board.set_condition(tool_id, Condition(condition), note)
     t = svc.board.tool(rid)
@@ -129,14 +140,54 @@ def tool_condition(ctx: Ctx, tool_id: str, condition: str, note: str | None) -> 
 @tool.command("borrow")
 @click.argument("tool_id")
 @click.option("--days", type=int, default=None, help="Loan length (default: the tool's loan days).")
+@click.option("--for", "member", default=None, metavar="MEMBER",
+              help="Steward only: record the loan for this member (handle or id prefix).")
 @json_option
 @pass_ctx
-def tool_borrow(ctx: Ctx, tool_id: str, days: int | None) -> None:
+def tool_borrow(ctx: Ctx, tool_id: str, days: int | None, member: str | None) -> None:
+    """Borrow a tool, or (as its steward) record that another member took it."""
+    from circle.crdt.stewardship import lend
+
     svc = ctx.service()
-    loan_id = svc.board.borrow(tool_id, days)
+    loan_id = lend(svc.board, tool_id, member, days) if member else svc.board.borrow(tool_id, days)
     loan = svc.board.view().loans[loan_id]
     t = svc.board.tool(loan.tool)
-    emit(ctx, record_dict(loan), lambda: click.echo(f"You borrowed {t.name} (loan {loan.id}), due {ago(loan.due_at)}."))
+    who = "You" if loan.borrower == svc.me else handle_of(svc, loan.borrower)
+    emit(ctx, record_dict(loan),
+         lambda: click.echo(f"{who} borrowed {t.name} (loan {loan.id}); due back {_day(loan.due_at)}."))
+
+
+@tool.command("history")
+@click.argument("tool_id")
+@json_option
+@pass_ctx
+def tool_history_cmd(ctx: Ctx, tool_id: str) -> None:
+    """Every loan of a tool, with its condition going out and coming back."""
+    from circle.crdt.csvio import iso
+    from circle.crdt.stewardship import tool_history
+
+    svc = ctx.service()
+    t = svc.board.tool(tool_id)
+    entries = tool_history(svc.board, t.id)
+    data = {"tool": t.id, "name": t.name, "condition": t.condition.value, "condition_note": t.condition_note,
+            "loans": [{"id": e.loan.id, "borrower": e.loan.borrower, "borrower_handle": handle_of(svc, e.loan.borrower),
+                       "recorded_by": e.recorded_by, "out": iso(e.loan.out_at), "due": iso(e.loan.due_at),
+                       "returned": iso(e.loan.returned_at) or None, "lost": iso(e.loan.lost_at) or None,
+                       "condition_out": e.loan.condition_out.value,
+                       "condition_in": e.loan.condition_in.value if e.loan.condition_in else None,
+                       "status": e.loan.status.value} for e in entries]}
+    rows = [[_day(e.loan.out_at), handle_of(svc, e.loan.borrower),
+             handle_of(svc, e.recorded_by) if e.recorded_by else "-", e.loan.condition_out.value,
+             _day(e.loan.returned_at) if e.loan.returned_at else ("lost" if e.loan.lost_at else "out"),
+             e.loan.condition_in.value if e.loan.condition_in else "-"] for e in entries]
+    def human() -> None:
+        click.echo(f"{t.name}: now {t.condition.value}" + (f" ({t.condition_note})" if t.condition_note else ""))
+        table(rows, ["out", "borrower", "lent by", "condition out", "back", "condition in"])
+    emit(ctx, data, human)
+
+
+def _day(ms: int | None) -> str:
+    return "-" if ms is None else time.strftime("%a %d %b %Y", time.localtime(ms / 1000))
 
 
 @tool.command("return")
@@ -147,6 +198,7 @@ def tool_borrow(ctx: Ctx, tool_id: str, days: int | None) -> None:
 @json_option
 @pass_ctx
 def tool_return(ctx: Ctx, tool_id: str, condition: str | None, note: str | None, loan_id: str | None) -> None:
+    """Return a loan (yours, or as steward any open loan with --loan)."""
     svc = ctx.service()
     lid = svc.board.return_tool(tool_id, Condition(condition) if condition else None, note, loan_id)
     t = svc.board.tool(tool_id)
@@ -162,10 +214,11 @@ def tool_return(ctx: Ctx, tool_id: str, condition: str | None, note: str | None,
 @json_option
 @pass_ctx
 def tool_renew(ctx: Ctx, tool_id: str) -> None:
+    """Renew your loan of a tool for another loan period."""
     svc = ctx.service()
     lid = svc.board.renew(tool_id)
     loan = svc.board.view().loans[lid]
-    emit(ctx, record_dict(loan), lambda: click.echo(f"Renewed; now due {ago(loan.due_at)}."))
+    emit(ctx, record_dict(loan), lambda: click.echo(f"Renewed; now due back {_day(loan.due_at)}."))
 
 
 @tool.command("lost")
@@ -199,6 +252,7 @@ def tool_hold(ctx: Ctx, tool_id: str) -> None:
 @json_option
 @pass_ctx
 def tool_unhold(ctx: Ctx, tool_id: str) -> None:
+    """Leave the queue for a tool."""
     svc = ctx.service()
     hid = svc.board.unhold(tool_id)
     emit(ctx, record_dict(svc.board.view().holds[hid]), lambda: click.echo("Hold cancelled."))

@@ -14,7 +14,11 @@ from circle.crdt.model import Need, Offer
 
 _STOP = frozenset(
     "a an and are at be by can for from has have i in is it me my need needs of offer offers on or "
-    "our please some the to up us we with you your any".split()
+    "our please some the to up us we with you your any "
+    # numbers, quantities and filler that two unrelated posts share ("words two")
+    "one two three four five six seven eight nine ten day days week weeks a lot also all just "
+    "get got help just more most much new now only other out over per same than that their them "
+    "then there these they this those time very was were what when where which who will would".split()
 )
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -43,7 +47,7 @@ def score(need: Need, offer: Offer) -> tuple[int, tuple[str, ...]]:
     shared_words = sorted(words(f"{need.title} {need.details}") & words(f"{offer.title} {offer.details}"))
     if shared_words:
         points += len(shared_words)
-        reasons.append("words " + ", ".join(shared_words[:5]))
+        reasons.append("both mention " + ", ".join(shared_words[:5]))
     if points and need.zone and need.zone == offer.zone:
         points += 1
         reasons.append(f"zone {need.zone}")

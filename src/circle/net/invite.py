@@ -319,13 +319,19 @@ class _JoinConnection:
                 self._fail(RemoteProtocolError("the other side closed the connection before the join finished"))
             return
         try:
-            for frame in self._decoder.feed(data):
-                if self.result is None:
-                    self._on_handshake_message(frame)
-                else:
-                    self._on_message(self.result.channel.open(frame))
-                if self.closed:
-                    return
+            # One frame at a time while the handshake runs: the joiner sends its
+            # last handshake message and its (larger) profile in one write, and
+            # the cap may only grow once the handshake is complete.
+            while data:
+                frames, used = self._decoder.feed_some(data, 1 if self.result is None else None)
+                data = data[used:]
+                for frame in frames:
+                    if self.result is None:
+                        self._on_handshake_message(frame)
+                    else:
+                        self._on_message(self.result.channel.open(frame))
+                    if self.closed:
+                        return
         except EpochMismatch:
             self._fail(InviteError(
                 "the inviter does not recognise this code: it was already used, has expired, "

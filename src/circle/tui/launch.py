@@ -9,7 +9,7 @@ from typing import Any
 from circle.node.home import PASSPHRASE_ENV
 
 
-def launch(ctx: Any, options: Any = None) -> None:
+def launch(ctx: Any, options: Any = None, bell: bool = False) -> None:
     """Run the app; first run and the passphrase prompt happen inside it.
 
     A passphrase given non-interactively (--passphrase-file or the
@@ -24,5 +24,5 @@ def launch(ctx: Any, options: Any = None) -> None:
         passphrase = ctx.passphrase()
     link = LiveLink(options if options is not None else LiveOptions())
     app = CircleApp(home_path=ctx.home_path, circle=ctx.circle, passphrase=passphrase,
-                    sync=link, invites=link, join=LiveJoin(), on_service=link.attach)
+                    sync=link, invites=link, join=LiveJoin(), on_service=link.attach, bell=bell)
     app.run()

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from circle.errors import CircleError
 from circle.net.invite import InviteCode
+from circle.net.keys import fingerprint
 from circle.node.home import Home
 from circle.node.invites import InviteHost, join
 from circle.node.live import LiveSync, PeerStatus
@@ -30,7 +31,8 @@ def _ms(seconds: float | None) -> int | None:
 
 
 def peer_info(p: PeerStatus, loopback: bool = False) -> PeerInfo:
-    path: PathKind = "loopback" if loopback else ("lan" if p.path == "lan" else "manual")
+    # A peer that dialled us is reached directly, like one given with --peer.
+    path: PathKind = "loopback" if loopback else ("lan" if p.path == "lan" else "direct")
     progress = None
     if p.progress is not None and p.progress[1] > 0:
         progress = min(1.0, p.progress[0] / p.progress[1])
@@ -100,7 +102,10 @@ class LiveLink:
     def peers(self) -> list[PeerInfo]:
         if self.live is None:
             return []
-        rows = [peer_info(p, self.loopback) for p in self.live.peers.values()]
+        # A one-shot sync (`circle sync`) that dialled us and left is history,
+        # not an offline peer: only peers we dial, or that are connected, stay.
+        rows = [peer_info(p, self.loopback) for p in self.live.peers.values()
+                if p.connected or p.path != "incoming" or p.error]
         if self.live.relays is not None:
             rows.extend(relay_info(r) for r in self.live.relays.status())
         if self.error:
@@ -120,7 +125,33 @@ class LiveLink:
         svc = self.host.svc
         relays = tuple(r.url for r in svc.board.relays()) if hasattr(svc.board, "relays") else ()
         code = self.host.create(INVITE_MINUTES, addresses, relays)
-        return InviteInfo(code.encode(), code.fingerprint, code.expires_at * 1000)
+        me = svc.board.view().members.get(svc.me)
+        mine = fingerprint(me.sign_key) if me is not None else fingerprint(svc.home.identity.verify_key)
+        return InviteInfo(code.encode(), mine, code.expires_at * 1000)
+
+    def invite_used(self, code_text: str) -> tuple[str, str] | None:
+        """(handle, safety number) of who joined with this code, once someone did."""
+        if self.host is None:
+            return None
+        try:
+            member_id = self.host.used.get(InviteCode.parse(code_text).invite_id)
+        except CircleError:
+            return None
+        if member_id is None:
+            return None
+        m = self.host.svc.board.view().members.get(member_id)  # type: ignore[call-overload]
+        return (m.handle, fingerprint(m.sign_key)) if m is not None else None
+
+    def listening(self) -> list[str]:
+        """Addresses peers can give as --peer to reach this device."""
+        if self.live is None or self.live.bound is None:
+            return []
+        host, port = self.live.bound
+        if host not in ("0.0.0.0", "::"):
+            return [f"{host}:{port}"]
+        from circle.net.discovery import local_addresses
+
+        return list(local_addresses(port))
 
 
 class LiveJoin:

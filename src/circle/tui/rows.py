@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from circle.crdt.model import (
     Availability,
@@ -18,14 +19,16 @@ from circle.crdt.model import (
 )
 from circle.tui.table import Column, Row, make_row
 
-NEED_COLUMNS = [Column("ID", 8), Column("URGENCY", 9), Column("TITLE", 0), Column("ZONE", 8),
-                Column("CLAIMED BY", 12), Column("STATUS", 9), Column("AGE", 4)]
-OFFER_COLUMNS = [Column("ID", 8), Column("TITLE", 0), Column("CATEGORY", 10), Column("ZONE", 8),
-                 Column("BY", 10), Column("QTY", 3), Column("STATUS", 7), Column("AGE", 4)]
-TOOL_COLUMNS = [Column("ID", 8), Column("NAME", 0), Column("CONDITION", 12), Column("AVAILABILITY", 30),
-                Column("HOLDS", 5)]
-MEMBER_COLUMNS = [Column("HANDLE", 16), Column("ZONE", 10), Column("FINGERPRINT", 20),
-                  Column("INVITED BY", 14), Column("STATE", 0)]
+# `drop`: on a narrow terminal, the column hidden first (highest) so titles stay readable.
+NEED_COLUMNS = [Column("ID", 8, drop=5), Column("URGENCY", 9), Column("TITLE", 0), Column("ZONE", 8, drop=3),
+                Column("CLAIMED BY", 12, drop=1), Column("STATUS", 9, drop=2), Column("AGE", 4, drop=4)]
+OFFER_COLUMNS = [Column("ID", 8, drop=5), Column("TITLE", 0), Column("CATEGORY", 10, drop=3),
+                 Column("ZONE", 8, drop=4), Column("BY", 10), Column("QTY", 3, drop=2), Column("STATUS", 7, drop=1),
+                 Column("AGE", 4, drop=6)]
+TOOL_COLUMNS = [Column("ID", 8, drop=3), Column("NAME", 0), Column("CONDITION", 12, drop=2),
+                Column("AVAILABILITY", 30), Column("HOLDS", 5, drop=1)]
+MEMBER_COLUMNS = [Column("HANDLE", 16), Column("ZONE", 10, drop=2), Column("SAFETY NUMBER", 20),
+                  Column("INVITED BY", 14, drop=1), Column("STATE", 0)]
 
 URGENCY_LABEL = {Urgency.NOW: "NOW", Urgency.H48: "48h", Urgency.THIS_WEEK: "this week",
                  Urgency.ANYTIME: "anytime"}
@@ -41,6 +44,29 @@ def age(ms: Millis, now: Millis) -> str:
         if delta >= size:
             return f"{prefix}{delta // size}{unit}"
     return f"{prefix}{delta}s"
+
+
+def span(ms: Millis, now: Millis) -> str:
+    """A time distance in words, rounded to the nearest unit: a 7-day loan
+    is due "in 7 days" right after it starts, not "in 6d"."""
+    delta = (ms - now) / 1000
+    a = abs(delta)
+    if a < 90:
+        return "now"
+    if a < 90 * 60:
+        n, unit = round(a / 60), "minute"
+    elif a < 36 * 3600:
+        n, unit = round(a / 3600), "hour"
+    else:
+        n, unit = round(a / 86400), "day"
+    words = f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"in {words}" if delta > 0 else f"{words} ago"
+
+
+def day_text(ms: Millis, now: Millis) -> str:
+    """A date members can read: "Tue 8 Dec (in 7 days)"."""
+    when = datetime.fromtimestamp(ms / 1000)
+    return f"{when:%a} {when.day} {when:%b} ({span(ms, now)})"
 
 
 def handle(handles: Mapping[MemberId, str], member: MemberId | None) -> str:
@@ -77,8 +103,8 @@ def tool_availability_text(t: Tool, handles: Mapping[MemberId, str], me: MemberI
     loan = t.current_loan
     if loan is not None:
         who = "you" if loan.borrower == me else handle(handles, loan.borrower)
-        due = age(loan.due_at, now)
-        text = f"OVERDUE {who}, due {due} ago" if t.overdue else f"on loan: {who}, due {due}"
+        due = span(loan.due_at, now)
+        text = f"OVERDUE {who}, due {due}" if t.overdue else f"on loan: {who}, due {due}"
     elif t.ready_for is not None:
         who = "you" if t.ready_for == me else handle(handles, t.ready_for)
         text = f"held: ready for {who}"

@@ -18,7 +18,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, OptionList, Select, Static
+from textual.widgets.option_list import Option
 
 from circle.errors import CircleError
 from circle.tui.providers import InviteInfo
@@ -89,6 +90,13 @@ class FormScreen(ModalScreen[bool]):
                 yield Button("Cancel", id="cancel")
                 yield Button(self.save_label, id="save", variant="primary")
 
+    def on_mount(self) -> None:
+        # The first field has the focus the moment the form opens: typing
+        # straight after `n` lands in the title, not nowhere.
+        first = self.fields[0] if self.fields else None
+        if first is not None:
+            self.query_one(f"#f-{first.name}").focus()
+
     def values(self) -> FormValues:
         out: FormValues = {}
         for spec in self.fields:
@@ -134,7 +142,13 @@ class FormScreen(ModalScreen[bool]):
         self.action_cancel()
 
     @on(Input.Submitted)
-    def _submitted(self) -> None:
+    def _submitted(self, event: Input.Submitted) -> None:
+        """Enter in a text field goes to the next field; in the last text
+        field (or with ctrl+s anywhere) it saves."""
+        inputs = [w for w in self.query(Input) if not w.disabled]
+        if event.input in inputs and event.input is not inputs[-1]:
+            inputs[inputs.index(event.input) + 1].focus()
+            return
         self.action_save()
 
 
@@ -211,43 +225,240 @@ def qr_text(data: str) -> Text:
     return out
 
 
-class InviteScreen(ModalScreen[None]):
+def code_lines(code: str, width: int) -> list[str]:
+    """The code cut at group boundaries only: a copied or read line is
+    always whole groups (`InviteCode.parse` ignores spaces and newlines)."""
+    prefix, _, body = code.rpartition(":")
+    groups = body.split("-")
+    lines: list[str] = []
+    line = prefix + ":" if prefix else ""
+    for g in groups:
+        piece = g if not line or line.endswith(":") else "-" + g
+        if line and len(line) + len(piece) > width:
+            lines.append(line + "-")
+            line = g
+        else:
+            line += piece
+    if line:
+        lines.append(line)
+    return lines
+
+
+class InviteScreen(ModalScreen[str | None]):
+    """The code (whole groups per line), its QR code when it fits, the
+    inviter's safety number, the time left, and, once someone joined with
+    it, the "do they match?" step. Dismisses with "match", "mismatch" or None."""
+
     DEFAULT_CSS = """
     InviteScreen { align: center middle; }
-    InviteScreen > VerticalScroll { width: 90; height: auto; max-height: 95%; border: thick $accent;
-                                    background: $surface; padding: 0 2; }
-    InviteScreen .invite-title { text-style: bold; padding: 1 0; }
-    InviteScreen #invite-qr { width: auto; padding: 1 0; }
+    InviteScreen > VerticalScroll { width: 100%; max-width: 90; height: auto; max-height: 100%;
+                                    border: thick $accent; background: $surface; padding: 0 1; }
+    InviteScreen .invite-title { text-style: bold; padding: 0 0 1 0; }
+    InviteScreen #invite-qr { width: auto; }
+    InviteScreen #invite-code { text-style: bold; }
     InviteScreen #invite-error { color: $error; }
+    InviteScreen #invite-state { text-style: bold; padding: 1 0 0 0; }
+    InviteScreen .buttons { height: auto; align: right middle; }
+    InviteScreen Button { margin: 0 0 0 1; }
     """
 
-    BINDINGS = [Binding("escape", "close", "Close")]
+    BINDINGS = [Binding("escape", "close", "Close"), Binding("c", "copy", "Copy code"),
+                Binding("q", "toggle_qr", "QR code")]
 
-    def __init__(self, info: InviteInfo | None, error: str | None, expires_text: str = "") -> None:
+    def __init__(self, info: InviteInfo | None, error: str | None, expires_text: str = "", *,
+                 now: Callable[[], int] | None = None,
+                 used: Callable[[str], tuple[str, str] | None] | None = None) -> None:
         super().__init__()
         self.info = info
         self.error = error
         self.expires_text = expires_text
+        self.now = now
+        self.used = used
+        self.joined: tuple[str, str] | None = None
+        self.show_qr: bool | None = None  # None: decide from the screen height
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
             yield Label("Invite someone to this circle", classes="invite-title")
             if self.info is None:
                 yield Static(Text(self.error or "Invites are not available."), id="invite-error")
-            else:
-                yield Static(Text("Let them scan this, or type the code with `circle join CODE`:"))
-                yield Static(qr_text(self.info.code), id="invite-qr")
-                yield Static(Text(f"Code: {self.info.code}"), id="invite-code")
-                yield Static(Text(f"Your fingerprint: {self.info.fingerprint}"), id="invite-fpr")
-                yield Static(Text(
-                    "Compare the fingerprint in person: their screen must show the same words. "
-                    "The code works once" + (f" and {self.expires_text}." if self.expires_text else ".")
-                ))
-            yield Button("Close", id="close")
+                yield Button("Close", id="close")
+                return
+            yield Static(Text("They type the code with `circle join CODE` or scan the QR code (q):"))
+            yield Static(Text("\n".join(code_lines(self.info.code, 72))), id="invite-code")
+            yield Static(qr_text(self.info.code), id="invite-qr")
+            yield Static(Text(f"Your safety number: {self.info.fingerprint}"), id="invite-fpr")
+            yield Static(Text(
+                "When they join, both screens show each other's safety numbers: read them aloud and "
+                "check they match. c copies the code."), id="invite-help")
+            yield Static(Text(self._state_text()), id="invite-state")
+            with Horizontal(classes="buttons"):
+                yield Button("They match", id="match", variant="success")
+                yield Button("They do not match", id="mismatch", variant="error")
+                yield Button("Close", id="close")
+
+    def on_mount(self) -> None:
+        if self.info is None:
+            return
+        self._buttons()
+        self._fit_qr()
+        self.set_interval(1.0, self._tick)
+
+    def on_resize(self) -> None:
+        self._fit_qr()
+
+    def _fit_qr(self) -> None:
+        if self.info is None:
+            return
+        qr = self.query_one("#invite-qr", Static)
+        if self.show_qr is None:
+            need = len(qr_text(self.info.code).plain.splitlines()) + 14
+            qr.display = self.app.size.height >= need
+        else:
+            qr.display = self.show_qr
+
+    def _state_text(self) -> str:
+        if self.info is None:
+            return ""
+        if self.joined is not None:
+            handle, fpr = self.joined
+            return (f"{handle} joined with this code. Their safety number: {fpr}\n"
+                    f"Ask {handle} to read the number their screen shows for you, and read theirs back. "
+                    "Do both match?")
+        if self.info.expires_at is not None and self.now is not None:
+            left = (self.info.expires_at - self.now()) // 1000
+            if left <= 0:
+                return "This code has expired: close this and make a new one."
+            if left >= 3600:
+                return f"One use; expires in {left // 3600} h {left % 3600 // 60:02d} min."
+            return f"One use; expires in {left // 60} min {left % 60:02d} s."
+        return "One use" + (f"; {self.expires_text}." if self.expires_text else ".")
+
+    def _buttons(self) -> None:
+        joined = self.joined is not None
+        self.query_one("#match", Button).display = joined
+        self.query_one("#mismatch", Button).display = joined
+
+    def _tick(self) -> None:
+        if self.info is None:
+            return
+        if self.joined is None and self.used is not None:
+            self.joined = self.used(self.info.code)
+            if self.joined is not None:
+                self._buttons()
+                self.query_one("#match", Button).focus()
+        self.query_one("#invite-state", Static).update(Text(self._state_text()))
+
+    def action_copy(self) -> None:
+        if self.info is not None:
+            self.app.copy_to_clipboard(self.info.code)
+            self.app.notify("Invite code copied (if your terminal allows it)")
+
+    def action_toggle_qr(self) -> None:
+        qr = self.query_one("#invite-qr", Static)
+        self.show_qr = not qr.display
+        self._fit_qr()
+
+    @on(Button.Pressed, "#match")
+    def _match(self) -> None:
+        self.dismiss("match")
+
+    @on(Button.Pressed, "#mismatch")
+    def _mismatch(self) -> None:
+        self.dismiss("mismatch")
 
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+class SafetyCheckScreen(ModalScreen[bool]):
+    """After joining: the inviter's and your safety numbers, and the question."""
+
+    DEFAULT_CSS = """
+    SafetyCheckScreen { align: center middle; }
+    SafetyCheckScreen > Vertical { width: 100%; max-width: 80; height: auto; border: thick $accent;
+                                   background: $surface; padding: 0 1; }
+    SafetyCheckScreen .buttons { height: auto; align: right middle; padding: 1 0 0 0; }
+    SafetyCheckScreen Button { margin: 0 0 0 1; }
+    """
+
+    def __init__(self, circle: str, inviter: str, inviter_fpr: str, mine: str) -> None:
+        super().__init__()
+        self.circle, self.inviter, self.inviter_fpr, self.mine = circle, inviter, inviter_fpr, mine
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(f"You joined {self.circle}. Check who let you in."), classes="form-title")
+            yield Static(Text(
+                f"{self.inviter}'s safety number:  {self.inviter_fpr}\n"
+                f"Your safety number:  {self.mine}\n\n"
+                f"Read yours to {self.inviter} and listen to theirs (in person or on a call you trust). "
+                "Do both match what their screen shows?"), id="safety-body")
+            with Horizontal(classes="buttons"):
+                yield Button("They match", id="match", variant="success")
+                yield Button("They do not match", id="mismatch", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#match", Button).focus()
+
+    @on(Button.Pressed, "#match")
+    def _match(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#mismatch")
+    def _mismatch(self) -> None:
+        self.dismiss(False)
+
+
+class CircleSwitchScreen(Screen[None]):
+    """Pick one of this device's circles; posts `Chosen`."""
+
+    DEFAULT_CSS = """
+    CircleSwitchScreen { align: center middle; }
+    CircleSwitchScreen > Vertical { width: 100%; max-width: 70; height: auto; max-height: 90%;
+                                    border: thick $accent; background: $surface; padding: 0 1; }
+    CircleSwitchScreen OptionList { height: auto; max-height: 16; }
+    CircleSwitchScreen .hint { color: $text-muted; }
+    """
+    BINDINGS = [Binding("escape", "close", "Close")]
+
+    class Chosen(Message):
+        def __init__(self, circle_id: str) -> None:
+            super().__init__()
+            self.circle_id = circle_id
+
+    def __init__(self, entries: Sequence[Any], current: str | None, modal: bool = True) -> None:
+        super().__init__()
+        self.entries = list(entries)
+        self.current = current
+        self.modal = modal
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text("Circles on this device"), classes="form-title")
+            items = []
+            for e in self.entries:
+                marks = [m for m, on_ in (("open", e.id == self.current), ("default", e.default)) if on_]
+                items.append(Option(f"{e.name}  ({e.id[:8]})" + (f"  [{', '.join(marks)}]" if marks else ""),
+                                    id=e.id))
+            yield OptionList(*items, id="circle-list")
+            yield Static(Text("Enter opens a circle (and makes it the default). `circle forget NAME` deletes "
+                              "one from this device."), classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#circle-list", OptionList).focus()
+
+    @on(OptionList.OptionSelected)
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id:
+            self.post_message(self.Chosen(event.option.id))
+
+    def action_close(self) -> None:
+        if self.modal:
+            self.app.pop_screen()
+        else:
+            self.app.exit()
 
 
 class InfoScreen(ModalScreen[None]):

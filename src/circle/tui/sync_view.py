@@ -12,6 +12,7 @@ snapshot that the sync tasks keep up to date.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -20,7 +21,7 @@ from circle.crdt.model import Millis
 from circle.tui.rows import age
 from circle.tui.table import Column, Row, make_row
 
-PathKind = Literal["lan", "relay", "manual", "loopback"]
+PathKind = Literal["lan", "relay", "direct", "manual", "loopback"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ SYNC_COLUMNS = [Column("PEER / RELAY", 18), Column("PATH", 8), Column("ADDRESS",
 
 def peer_state(p: PeerInfo) -> str:
     if p.error:
-        return f"problem: {p.error}"
+        return f"problem: {plain_error(p.error)}"
     if p.progress is not None:
         return f"syncing {int(p.progress * 100)}%"
     if p.in_sync is True:
@@ -73,6 +74,16 @@ def peer_state(p: PeerInfo) -> str:
     if p.in_sync is False:
         return "behind: changes still to send"
     return "unknown" if p.online else "offline"
+
+
+_EPOCH = re.compile(r"(sealed |encrypted )?under (key )?epoch \d+")
+_LONG_HEX = re.compile(r"\b[0-9a-f]{16,}\b")
+
+
+def plain_error(text: str) -> str:
+    """Errors in members' words: no epoch numbers, no long ids."""
+    text = _EPOCH.sub("sealed with a circle key this device does not have", text)
+    return _LONG_HEX.sub("…", text)
 
 
 def peer_row(p: PeerInfo, now: Millis) -> Row:
@@ -91,7 +102,7 @@ def peer_row(p: PeerInfo, now: Millis) -> Row:
 
 def summary(peers: list[PeerInfo], now: Millis) -> tuple[int, str]:
     """(online peer count, 'last sync' text) for the status bar."""
-    online = sum(1 for p in peers if p.online)
+    online = sum(1 for p in peers if p.online and p.path != "relay")  # a relay is not a member's device
     done = [p.last_synced for p in peers if p.last_synced is not None]
     last = "never" if not done else age(max(done), now) + " ago"
     return online, last

@@ -23,11 +23,22 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+MIN_FLEX = 20
+
+# Row tones with at least 4.5:1 contrast (WCAG AA) on the table's surface in
+# dark and light themes: the themes' own $success and $warning fall to
+# 1.4-1.8:1 on textual-light. Keyed by "theme is dark".
+TONES: dict[bool, dict[str, str]] = {
+    True: {"good": "#3fb950", "warn": "#d29922", "bad": "#ff7b72", "dim": "#8b949e"},
+    False: {"good": "#116329", "warn": "#7d4e00", "bad": "#a40e26", "dim": "#4d5560"},
+}
+
 
 @dataclass(frozen=True)
 class Column:
     label: str
     width: int  # 0 = flexible: takes the width left over by the fixed columns
+    drop: int = 0  # when the flexible column gets too narrow, columns with the highest drop go first
 
 
 @dataclass(frozen=True)
@@ -218,11 +229,20 @@ class RecordTable(ScrollView, can_focus=True):
     # --- rendering ---------------------------------------------------------
 
     def _widths(self, total: int) -> list[int]:
-        fixed = sum(c.width for c in self.columns) + len(self.columns)
-        flex = [c for c in self.columns if c.width == 0]
-        spare = max(10, total - fixed)
-        each = spare // max(1, len(flex))
-        return [c.width if c.width else each for c in self.columns]
+        """Column widths for `total` cells; 0 = hidden. On a narrow terminal the
+        flexible column (the title) keeps at least MIN_FLEX cells: droppable
+        columns are hidden first instead of shrinking every title to "S…"."""
+        shown = list(self.columns)
+        droppable = sorted((c for c in self.columns if c.drop), key=lambda c: -c.drop)
+        while True:
+            fixed = sum(c.width + 1 for c in shown if c.width)
+            flex = [c for c in shown if c.width == 0]
+            spare = total - 1 - fixed - len(flex)
+            if spare >= MIN_FLEX * max(1, len(flex)) or not droppable:
+                break
+            shown.remove(droppable.pop(0))
+        each = max(10, spare) // max(1, len(flex))
+        return [(c.width or each) if c in shown else 0 for c in self.columns]
 
     def _total_width(self) -> int:
         return max(self.size.width, 1)
@@ -233,6 +253,8 @@ class RecordTable(ScrollView, can_focus=True):
     def _line(self, cells: Sequence[str], widths: list[int]) -> str:
         parts = []
         for text, width in zip(cells, widths, strict=False):
+            if width == 0:
+                continue
             t = text.replace("\n", " ")
             if cell_len(t) > width:
                 t = set_cell_size(t, width - 1) + "…" if width > 1 else set_cell_size(t, width)
@@ -247,6 +269,9 @@ class RecordTable(ScrollView, can_focus=True):
         style = self._styles.get(key)
         if style is None:
             style = self.rich_style if name == "base" else self.get_component_rich_style(f"record-table--{name}")
+            tone = TONES[self.app.current_theme.dark].get(name)
+            if tone is not None:  # readable in both themes, whatever the theme's palette
+                style = style + Style(color=tone)
             self._styles[key] = style
         return style
 
