@@ -120,3 +120,21 @@ def relay_factory(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
     yield make
     for p in procs:
         p.stop()
+
+
+# --- a real PostgreSQL server (tests/pghelp.py), one per test session -----
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[object]:
+    from pghelp import PgServer, require_postgres
+
+    require_postgres()
+    with PgServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_dsn(pg_server) -> str:  # type: ignore[no-untyped-def]
+    """A fresh, empty database on the session's server (its URL)."""
+    return str(pg_server.create_database())

@@ -1,0 +1,489 @@
+"""A relay `MailboxStore` on PostgreSQL, shared by any number of relay processes.
+
+Rules that keep several processes correct at once:
+
+- **Cursors.** One global sequence, so a cursor is never reused (not even
+  after expiry). A put takes the mailbox's row lock (`FOR UPDATE`) *before*
+  it draws from the sequence and keeps it until commit, so within one
+  mailbox cursor order is commit order: a reader that has seen cursor N can
+  never later meet a newly committed envelope below N. ("Everything after N"
+  stays a complete, gap-free read across processes.)
+- **Quotas.** The per-mailbox quota is checked and counted under that row
+  lock: exact across processes. The whole-store byte total lives in
+  `relay_usage`, spread over `USAGE_SHARDS` rows by mailbox so that puts in
+  different circles rarely wait on each other; the check sums the shards,
+  so it may be passed by at most the puts that are in flight at that moment.
+- **Durability.** A put is one transaction (one round trip: `relay_put()`
+  in the schema) committed with PostgreSQL's default `synchronous_commit`:
+  the Ack is sent after the commit is on disk, so killing a relay process
+  at any moment loses no acknowledged envelope. `put_many` stores a batch
+  in one transaction.
+- **Live push across processes.** After a commit the store sends
+  `NOTIFY circle_relay, '<process>:<mailbox>'`; every process LISTENs
+  (`follow()`) and wakes its own subscribers of that mailbox. The notify is
+  sent after the commit, not inside it: a NOTIFY inside the transaction
+  takes PostgreSQL's global notify lock through the commit's disk flush and
+  would serialize every put of every process. Delivery is cursor-driven, so
+  a lost notification only delays a push: on (re)connecting the listener,
+  every subscriber is woken once.
+- **Expiry** runs in one process at a time (an advisory lock), one short
+  transaction per mailbox, taking locks in the same order as a put
+  (mailbox row, then usage shard) so the two cannot deadlock.
+
+The schema is created and upgraded by `MIGRATIONS` (applied under an
+advisory lock, so processes starting together do not race). The database
+holds what the SQLite store holds: mailbox ids, token hashes, ciphertext,
+sizes and coarse times. Never the token, never a client address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from circle.errors import RelayQuotaExceeded, StoreCorrupt, StoreError
+from circle.net.envelope import envelope_id
+from circle.net.relay_protocol import INSTANCE_ID_LEN, MAILBOX_LEN
+from circle.relay.store import AuthResult, PutResult, StoredEnvelope, StoreLimits, Usage
+
+log = logging.getLogger("circle.relay")
+
+CHANNEL = "circle_relay"
+USAGE_SHARDS = 64
+#: Arbitrary constants for pg_advisory_lock: schema migration, expiry.
+_LOCK_MIGRATE = 0x63697263_6C650001
+_LOCK_EXPIRE = 0x63697263_6C650002
+
+# Each entry: (version, SQL). Append only; never edit an applied one.
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, """
+CREATE TABLE relay_meta (key text PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE relay_mailboxes (
+    id bytea PRIMARY KEY CHECK (octet_length(id) = 16),
+    token_hash bytea NOT NULL,
+    last_seen bigint NOT NULL,
+    count bigint NOT NULL DEFAULT 0,
+    bytes bigint NOT NULL DEFAULT 0
+);
+CREATE SEQUENCE relay_cursor AS bigint MINVALUE 1 NO CYCLE;
+CREATE TABLE relay_envelopes (
+    mailbox bytea NOT NULL,
+    cursor bigint NOT NULL,
+    eid bytea NOT NULL,
+    stored_at bigint NOT NULL,
+    size integer NOT NULL,
+    data bytea NOT NULL,
+    -- "everything in mailbox M after cursor C" is a range scan of this key
+    PRIMARY KEY (mailbox, cursor),
+    UNIQUE (mailbox, eid)
+);
+-- ciphertext does not compress: store large values out of line, as they are
+ALTER TABLE relay_envelopes ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE INDEX relay_envelopes_by_time ON relay_envelopes (stored_at);
+CREATE TABLE relay_usage (
+    shard smallint PRIMARY KEY,
+    count bigint NOT NULL DEFAULT 0,
+    bytes bigint NOT NULL DEFAULT 0
+);
+-- one row per running relay process: counts only (see relay/stats.py)
+CREATE TABLE relay_processes (
+    id bytea PRIMARY KEY,
+    started_at bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    counters jsonb NOT NULL
+);
+
+-- One put, one round trip. Returns the cursor, whether it was a duplicate,
+-- and why it was refused (NULL when stored).
+CREATE FUNCTION relay_put(p_mailbox bytea, p_eid bytea, p_t bigint, p_data bytea,
+                          p_shard smallint, p_max_count bigint, p_max_bytes bigint,
+                          p_total_bytes bigint,
+                          OUT o_cursor bigint, OUT o_duplicate boolean, OUT o_refused text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    b_count bigint;
+    b_bytes bigint;
+    n bigint := octet_length(p_data);
+    total bigint;
+BEGIN
+    o_cursor := 0;
+    o_duplicate := false;
+    o_refused := NULL;
+    -- the row lock orders this mailbox's cursors by commit (see pgstore.py)
+    SELECT m.count, m.bytes INTO b_count, b_bytes
+      FROM relay_mailboxes m WHERE m.id = p_mailbox FOR UPDATE;
+    IF NOT FOUND THEN
+        o_refused := 'unregistered';
+        RETURN;
+    END IF;
+    SELECT e.cursor INTO o_cursor FROM relay_envelopes e
+     WHERE e.mailbox = p_mailbox AND e.eid = p_eid;
+    IF FOUND THEN
+        o_duplicate := true;
+        RETURN;
+    END IF;
+    o_cursor := 0;
+    IF b_count + 1 > p_max_count OR b_bytes + n > p_max_bytes THEN
+        o_refused := 'mailbox';
+        RETURN;
+    END IF;
+    SELECT COALESCE(SUM(u.bytes), 0) INTO total FROM relay_usage u;
+    IF total + n > p_total_bytes THEN
+        o_refused := 'total';
+        RETURN;
+    END IF;
+    o_cursor := nextval('relay_cursor');
+    INSERT INTO relay_envelopes (mailbox, cursor, eid, stored_at, size, data)
+         VALUES (p_mailbox, o_cursor, p_eid, p_t, n, p_data);
+    UPDATE relay_mailboxes SET count = count + 1, bytes = bytes + n, last_seen = p_t
+     WHERE id = p_mailbox;
+    INSERT INTO relay_usage AS u (shard, count, bytes) VALUES (p_shard, 1, n)
+        ON CONFLICT (shard) DO UPDATE SET count = u.count + 1, bytes = u.bytes + n;
+END $$;
+"""),
+]
+
+
+def redact_dsn(dsn: str) -> str:
+    """The connection string with any password replaced, for messages."""
+    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
+
+
+def _check_mailbox(mailbox: bytes) -> None:
+    if len(mailbox) != MAILBOX_LEN:
+        raise ValueError("mailbox id must be 16 bytes")
+
+
+def _coarse(now: float, granularity: int) -> int:
+    t = int(now)
+    return t - t % granularity if granularity > 1 else t
+
+
+def _shard(mailbox: bytes) -> int:
+    return mailbox[0] % USAGE_SHARDS
+
+
+class PostgresStore:
+    """`MailboxStore` over a PostgreSQL database (a `postgresql://` URL).
+
+    Thread-safe: every call takes its own connection from the pool, so the
+    relay runs calls in worker threads (`concurrent = True`) and one slow
+    query does not hold up the event loop.
+    """
+
+    concurrent = True
+
+    def __init__(self, dsn: str, limits: StoreLimits | None = None, pool_size: int = 8,
+                 connect_timeout: float = 10.0) -> None:
+        self.limits = limits or StoreLimits()
+        self.dsn = dsn
+        self.pool_size = pool_size
+        #: Random per process: our own notifications are not echoed back to us.
+        self.process_id = os.urandom(8)
+        try:  # one plain connection first: its error says why (the pool's only says "timeout")
+            psycopg.connect(dsn, connect_timeout=max(1, int(connect_timeout))).close()
+        except psycopg.Error as e:
+            raise StoreError(
+                f"cannot connect to the relay database {redact_dsn(dsn)}: {_reason(e)}"
+            ) from None
+        self._pool = ConnectionPool(
+            dsn, min_size=1, max_size=pool_size, open=False, name="circle-relay",
+            kwargs={"autocommit": True}, timeout=connect_timeout,
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout)
+        except psycopg.Error as e:
+            self._pool.close()
+            raise StoreError(
+                f"cannot connect to the relay database {redact_dsn(dsn)}: {_reason(e)}"
+            ) from None
+        try:
+            with self._conn() as conn:
+                migrate(conn)
+                self._instance = _init_instance(conn)
+        except BaseException:
+            self._pool.close()
+            raise
+
+    # --- plumbing ---------------------------------------------------------
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; any database failure becomes a StoreError."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except psycopg.Error as e:
+            raise StoreError(f"relay database failed: {_reason(e)}") from None
+
+    def instance_id(self) -> bytes:
+        return self._instance
+
+    # --- MailboxStore -----------------------------------------------------
+
+    def authorize(self, mailbox: bytes, token_hash: bytes, now: float) -> AuthResult:
+        _check_mailbox(mailbox)
+        t = _coarse(now, self.limits.time_granularity)
+        with self._conn() as conn:
+            for _ in range(2):
+                row = conn.execute(
+                    "SELECT token_hash, last_seen FROM relay_mailboxes WHERE id = %s", (mailbox,)
+                ).fetchone()
+                if row is not None:
+                    if not hmac.compare_digest(bytes(row[0]), token_hash):
+                        return AuthResult.REFUSED
+                    if row[1] < t:
+                        conn.execute("UPDATE relay_mailboxes SET last_seen = %s WHERE id = %s AND last_seen < %s",
+                                     (t, mailbox, t))
+                    return AuthResult.OK
+                (n,) = conn.execute("SELECT COUNT(*) FROM relay_mailboxes").fetchone() or (0,)
+                if n >= self.limits.max_mailboxes:
+                    return AuthResult.FULL
+                made = conn.execute(
+                    "INSERT INTO relay_mailboxes (id, token_hash, last_seen) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (id) DO NOTHING RETURNING id", (mailbox, token_hash, t),
+                ).fetchone()
+                if made is not None:
+                    return AuthResult.REGISTERED
+                # another process registered it between our SELECT and INSERT: compare with theirs
+        raise StoreError("mailbox registration did not settle")
+
+    def put(self, mailbox: bytes, data: bytes, now: float) -> PutResult:
+        (res,) = self._put(mailbox, [data], now, raise_first=True)
+        assert isinstance(res, PutResult)
+        return res
+
+    def put_many(self, mailbox: bytes, items: Sequence[bytes], now: float) -> list[PutResult | RelayQuotaExceeded]:
+        """Store a batch in one transaction: all of it is durable, or none.
+
+        An envelope over quota is answered with its RelayQuotaExceeded in
+        place; the others are still stored."""
+        return self._put(mailbox, items, now, raise_first=False)
+
+    def _put(self, mailbox: bytes, items: Sequence[bytes], now: float,
+             raise_first: bool) -> list[PutResult | RelayQuotaExceeded]:
+        _check_mailbox(mailbox)
+        lim = self.limits
+        t = _coarse(now, lim.time_granularity)
+        out: list[PutResult | RelayQuotaExceeded] = []
+        stored = False
+        with self._conn() as conn:
+            with conn.transaction():
+                for raw in items:
+                    data = bytes(raw)
+                    eid = envelope_id(data)
+                    row = conn.execute(
+                        "SELECT o_cursor, o_duplicate, o_refused FROM relay_put(%s, %s, %s, %s, %s, %s, %s, %s)",
+                        (mailbox, eid, t, data, _shard(mailbox), lim.mailbox_count, lim.mailbox_bytes,
+                         lim.total_bytes),
+                    ).fetchone()
+                    assert row is not None
+                    cursor, duplicate, refused = row
+                    if refused == "unregistered":
+                        raise StoreError("mailbox is not registered")
+                    if refused is not None:
+                        err = RelayQuotaExceeded("the mailbox quota on this relay is used up"
+                                                 if refused == "mailbox" else "this relay is full")
+                        if raise_first:
+                            raise err
+                        out.append(err)
+                        continue
+                    stored = stored or not duplicate
+                    out.append(PutResult(eid, int(cursor), bool(duplicate)))
+            if stored:
+                self._notify(conn, mailbox)
+        return out
+
+    def _notify(self, conn: psycopg.Connection[Any], mailbox: bytes) -> None:
+        try:
+            conn.execute("SELECT pg_notify(%s, %s)",
+                         (CHANNEL, self.process_id.hex() + ":" + mailbox.hex()))
+        except psycopg.Error as e:
+            # The envelope is committed; other processes pick it up on their next wake.
+            log.warning("relay notify failed: %s", type(e).__name__)
+
+    def fetch(
+        self, mailbox: bytes, since: int, limit: int = 100, max_bytes: int = 8 * 1024 * 1024
+    ) -> list[StoredEnvelope]:
+        _check_mailbox(mailbox)
+        # The running total is computed on the small `size` column; `data` is
+        # only read for the rows that are returned.
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT cursor, data FROM ("
+                "  SELECT cursor, data, size, SUM(size) OVER (ORDER BY cursor) AS run FROM ("
+                "    SELECT cursor, data, size FROM relay_envelopes"
+                "     WHERE mailbox = %s AND cursor > %s ORDER BY cursor LIMIT %s) page"
+                ") totals WHERE run - size = 0 OR run <= %s ORDER BY cursor",
+                (mailbox, since, max(1, limit), max_bytes),
+            ).fetchall()
+        return [StoredEnvelope(int(c), bytes(d)) for c, d in rows]
+
+    def head(self, mailbox: bytes) -> int:
+        _check_mailbox(mailbox)
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(MAX(cursor), 0) FROM relay_envelopes WHERE mailbox = %s", (mailbox,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def expire(self, now: float, ttl: float) -> int:
+        cutoff = int(now - ttl)
+        dropped = 0
+        with self._conn() as conn:
+            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_EXPIRE,)).fetchone()
+            if not got or not got[0]:
+                return 0  # another process is expiring right now
+            try:
+                boxes = [bytes(r[0]) for r in conn.execute(
+                    "SELECT DISTINCT mailbox FROM relay_envelopes WHERE stored_at < %s", (cutoff,))]
+                for mailbox in boxes:
+                    with conn.transaction():
+                        if conn.execute("SELECT 1 FROM relay_mailboxes WHERE id = %s FOR UPDATE",
+                                        (mailbox,)).fetchone() is None:
+                            continue
+                        row = conn.execute(
+                            "WITH gone AS (DELETE FROM relay_envelopes WHERE mailbox = %s AND stored_at < %s"
+                            " RETURNING size) SELECT COUNT(*), COALESCE(SUM(size), 0) FROM gone",
+                            (mailbox, cutoff)).fetchone()
+                        n, size = (int(row[0]), int(row[1])) if row else (0, 0)
+                        if n:
+                            conn.execute("UPDATE relay_mailboxes SET count = count - %s, bytes = bytes - %s"
+                                         " WHERE id = %s", (n, size, mailbox))
+                            conn.execute("UPDATE relay_usage SET count = count - %s, bytes = bytes - %s"
+                                         " WHERE shard = %s", (n, size, _shard(mailbox)))
+                        dropped += n
+                # A put holds the row lock and raises count before it commits;
+                # this DELETE re-checks the row after waiting, so it never
+                # drops a mailbox that just got an envelope.
+                conn.execute("DELETE FROM relay_mailboxes WHERE count = 0 AND last_seen < %s", (cutoff,))
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_EXPIRE,))
+        return dropped
+
+    def usage(self, mailbox: bytes) -> Usage:
+        _check_mailbox(mailbox)
+        with self._conn() as conn:
+            row = conn.execute("SELECT count, bytes FROM relay_mailboxes WHERE id = %s", (mailbox,)).fetchone()
+        return Usage(int(row[0]), int(row[1])) if row else Usage(0, 0)
+
+    def total_usage(self) -> Usage:
+        with self._conn() as conn:
+            row = conn.execute("SELECT COALESCE(SUM(count), 0), COALESCE(SUM(bytes), 0) FROM relay_usage").fetchone()
+        return Usage(int(row[0]), int(row[1])) if row else Usage(0, 0)
+
+    def mailbox_count(self) -> int:
+        with self._conn() as conn:
+            row = conn.execute("SELECT COUNT(*) FROM relay_mailboxes").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # --- operator stats (relay/stats.py) ---------------------------------
+
+    def publish_counters(self, process: bytes, started: int, now: int, counters_json: str) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT INTO relay_processes (id, started_at, updated_at, counters) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at, counters = EXCLUDED.counters",
+                (process, started, now, counters_json))
+            # forget processes that stopped reporting a day ago
+            conn.execute("DELETE FROM relay_processes WHERE updated_at < %s", (now - 86400,))
+
+    def read_counters(self) -> list[tuple[int, int, dict[str, int]]]:
+        """(started_at, updated_at, counters) for every process that reported."""
+        with self._conn() as conn:
+            rows = conn.execute("SELECT started_at, updated_at, counters FROM relay_processes").fetchall()
+        return [(int(a), int(b), dict(c)) for a, b, c in rows]
+
+    def forget_process(self, process: bytes) -> None:
+        with self._conn() as conn:
+            conn.execute("DELETE FROM relay_processes WHERE id = %s", (process,))
+
+    # --- live push across processes --------------------------------------
+
+    async def follow(self, on_stored: Callable[[bytes | None], None], retry: float = 1.0) -> None:
+        """LISTEN for envelopes stored by other processes; call `on_stored(mailbox)`.
+
+        `on_stored(None)` means "wake everyone": called whenever the listener
+        (re)connects, since notifications sent while it was away are gone.
+        Runs until cancelled; reconnects on failure."""
+        own = self.process_id.hex() + ":"
+        while True:
+            try:
+                aconn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            except psycopg.Error as e:
+                log.warning("relay listener cannot connect: %s", type(e).__name__)
+                await asyncio.sleep(retry)
+                continue
+            try:
+                async with aconn:
+                    await aconn.execute(f"LISTEN {CHANNEL}")
+                    on_stored(None)
+                    async for note in aconn.notifies():
+                        payload = note.payload
+                        if payload.startswith(own):
+                            continue
+                        _, _, hexbox = payload.partition(":")
+                        try:
+                            mailbox = bytes.fromhex(hexbox)
+                        except ValueError:
+                            continue
+                        if len(mailbox) == MAILBOX_LEN:
+                            on_stored(mailbox)
+            except psycopg.Error as e:
+                log.warning("relay listener lost its connection: %s", type(e).__name__)
+                await asyncio.sleep(retry)
+
+
+def _reason(e: psycopg.Error) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:200]
+
+
+def migrate(conn: psycopg.Connection[Any]) -> int:
+    """Bring the schema up to date; returns the version. Safe to call from
+    several processes at once (an advisory lock serializes them)."""
+    newest = MIGRATIONS[-1][0]
+    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_MIGRATE,))
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS relay_schema (version integer PRIMARY KEY,"
+                     " applied_at timestamptz NOT NULL DEFAULT now())")
+        row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM relay_schema").fetchone()
+        current = int(row[0]) if row else 0
+        if current > newest:
+            raise StoreCorrupt(f"the relay database has schema version {current}, newer than this "
+                               f"relay ({newest}): upgrade circle")
+        for version, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            with conn.transaction():
+                conn.execute(sql)  # type: ignore[arg-type]  # our own constant text
+                conn.execute("INSERT INTO relay_schema (version) VALUES (%s)", (version,))
+            current = version
+        return current
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_MIGRATE,))
+
+
+def _init_instance(conn: psycopg.Connection[Any]) -> bytes:
+    conn.execute("INSERT INTO relay_meta (key, value) VALUES ('instance', %s) ON CONFLICT (key) DO NOTHING",
+                 (os.urandom(INSTANCE_ID_LEN),))
+    row = conn.execute("SELECT value FROM relay_meta WHERE key = 'instance'").fetchone()
+    if row is None or len(row[0]) != INSTANCE_ID_LEN:
+        raise StoreCorrupt("the relay database has no valid instance id")
+    return bytes(row[0])
+
+
+__all__ = ["CHANNEL", "MIGRATIONS", "PostgresStore", "migrate", "redact_dsn"]
