@@ -127,14 +127,14 @@ class PgServer:
 
         name = name or "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+            conn.execute(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
     def drop_database(self, name: str) -> None:
         import psycopg
 
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def postmaster_pid(self) -> int:
         return int((self.data / "postmaster.pid").read_text().split()[0])
@@ -155,7 +155,8 @@ class PgServer:
 
     def stop(self) -> None:
         if self.started:
-            subprocess.run(self._cmd("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop"),
+            # immediate: no shutdown checkpoint, since the directory is deleted next
+            subprocess.run(self._cmd("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"),
                            capture_output=True)
             self.started = False
         self.cleanup()

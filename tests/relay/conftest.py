@@ -53,8 +53,9 @@ def circle() -> Circle:
 
 
 class RelayProcess:
-    def __init__(self, data: Path, log: Path, args: list[str]) -> None:
+    def __init__(self, data: Path, log: Path, args: list[str], store: str | None = None) -> None:
         self.data = data
+        self.store = store  # e.g. a postgresql:// URL instead of the SQLite file in `data`
         self.log = log
         self.args = args
         self.port = 0
@@ -66,7 +67,9 @@ class RelayProcess:
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "circle.relay.server", "--host", "127.0.0.1",
-               "--port", str(self.port), "--data", str(self.data), "--log-interval", "0.5",
+               "--port", str(self.port),
+               *(["--store", self.store] if self.store else ["--data", str(self.data)]),
+               "--log-interval", "0.5",
                *self.args]
         logf = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         env = dict(os.environ, PYTHONUNBUFFERED="1")

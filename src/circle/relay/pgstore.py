@@ -30,8 +30,9 @@ Rules that keep several processes correct at once:
   transaction per mailbox, taking locks in the same order as a put
   (mailbox row, then usage shard) so the two cannot deadlock.
 
-The schema is created and upgraded by `MIGRATIONS` (applied under an
-advisory lock, so processes starting together do not race). The database
+The schema is created and upgraded by the migrations in `pgschema.py`
+(applied under an advisory lock, so processes starting together do not
+race). The database
 holds what the SQLite store holds: mailbox ids, token hashes, ciphertext,
 sizes and coarse times. Never the token, never a client address.
 """
@@ -53,104 +54,13 @@ from psycopg_pool import ConnectionPool
 from circle.errors import RelayQuotaExceeded, StoreCorrupt, StoreError
 from circle.net.envelope import envelope_id
 from circle.net.relay_protocol import INSTANCE_ID_LEN, MAILBOX_LEN
+from circle.relay.pgschema import LOCK_EXPIRE, migrate
 from circle.relay.store import AuthResult, PutResult, StoredEnvelope, StoreLimits, Usage
 
 log = logging.getLogger("circle.relay")
 
 CHANNEL = "circle_relay"
 USAGE_SHARDS = 64
-#: Arbitrary constants for pg_advisory_lock: schema migration, expiry.
-_LOCK_MIGRATE = 0x63697263_6C650001
-_LOCK_EXPIRE = 0x63697263_6C650002
-
-# Each entry: (version, SQL). Append only; never edit an applied one.
-MIGRATIONS: list[tuple[int, str]] = [
-    (1, """
-CREATE TABLE relay_meta (key text PRIMARY KEY, value bytea NOT NULL);
-CREATE TABLE relay_mailboxes (
-    id bytea PRIMARY KEY CHECK (octet_length(id) = 16),
-    token_hash bytea NOT NULL,
-    last_seen bigint NOT NULL,
-    count bigint NOT NULL DEFAULT 0,
-    bytes bigint NOT NULL DEFAULT 0
-);
-CREATE SEQUENCE relay_cursor AS bigint MINVALUE 1 NO CYCLE;
-CREATE TABLE relay_envelopes (
-    mailbox bytea NOT NULL,
-    cursor bigint NOT NULL,
-    eid bytea NOT NULL,
-    stored_at bigint NOT NULL,
-    size integer NOT NULL,
-    data bytea NOT NULL,
-    -- "everything in mailbox M after cursor C" is a range scan of this key
-    PRIMARY KEY (mailbox, cursor),
-    UNIQUE (mailbox, eid)
-);
--- ciphertext does not compress: store large values out of line, as they are
-ALTER TABLE relay_envelopes ALTER COLUMN data SET STORAGE EXTERNAL;
-CREATE INDEX relay_envelopes_by_time ON relay_envelopes (stored_at);
-CREATE TABLE relay_usage (
-    shard smallint PRIMARY KEY,
-    count bigint NOT NULL DEFAULT 0,
-    bytes bigint NOT NULL DEFAULT 0
-);
--- one row per running relay process: counts only (see relay/stats.py)
-CREATE TABLE relay_processes (
-    id bytea PRIMARY KEY,
-    started_at bigint NOT NULL,
-    updated_at bigint NOT NULL,
-    counters jsonb NOT NULL
-);
-
--- One put, one round trip. Returns the cursor, whether it was a duplicate,
--- and why it was refused (NULL when stored).
-CREATE FUNCTION relay_put(p_mailbox bytea, p_eid bytea, p_t bigint, p_data bytea,
-                          p_shard smallint, p_max_count bigint, p_max_bytes bigint,
-                          p_total_bytes bigint,
-                          OUT o_cursor bigint, OUT o_duplicate boolean, OUT o_refused text)
-LANGUAGE plpgsql AS $$
-DECLARE
-    b_count bigint;
-    b_bytes bigint;
-    n bigint := octet_length(p_data);
-    total bigint;
-BEGIN
-    o_cursor := 0;
-    o_duplicate := false;
-    o_refused := NULL;
-    -- the row lock orders this mailbox's cursors by commit (see pgstore.py)
-    SELECT m.count, m.bytes INTO b_count, b_bytes
-      FROM relay_mailboxes m WHERE m.id = p_mailbox FOR UPDATE;
-    IF NOT FOUND THEN
-        o_refused := 'unregistered';
-        RETURN;
-    END IF;
-    SELECT e.cursor INTO o_cursor FROM relay_envelopes e
-     WHERE e.mailbox = p_mailbox AND e.eid = p_eid;
-    IF FOUND THEN
-        o_duplicate := true;
-        RETURN;
-    END IF;
-    o_cursor := 0;
-    IF b_count + 1 > p_max_count OR b_bytes + n > p_max_bytes THEN
-        o_refused := 'mailbox';
-        RETURN;
-    END IF;
-    SELECT COALESCE(SUM(u.bytes), 0) INTO total FROM relay_usage u;
-    IF total + n > p_total_bytes THEN
-        o_refused := 'total';
-        RETURN;
-    END IF;
-    o_cursor := nextval('relay_cursor');
-    INSERT INTO relay_envelopes (mailbox, cursor, eid, stored_at, size, data)
-         VALUES (p_mailbox, o_cursor, p_eid, p_t, n, p_data);
-    UPDATE relay_mailboxes SET count = count + 1, bytes = bytes + n, last_seen = p_t
-     WHERE id = p_mailbox;
-    INSERT INTO relay_usage AS u (shard, count, bytes) VALUES (p_shard, 1, n)
-        ON CONFLICT (shard) DO UPDATE SET count = u.count + 1, bytes = u.bytes + n;
-END $$;
-"""),
-]
 
 
 def redact_dsn(dsn: str) -> str:
@@ -341,7 +251,7 @@ class PostgresStore:
         cutoff = int(now - ttl)
         dropped = 0
         with self._conn() as conn:
-            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_EXPIRE,)).fetchone()
+            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_EXPIRE,)).fetchone()
             if not got or not got[0]:
                 return 0  # another process is expiring right now
             try:
@@ -368,7 +278,7 @@ class PostgresStore:
                 # drops a mailbox that just got an envelope.
                 conn.execute("DELETE FROM relay_mailboxes WHERE count = 0 AND last_seen < %s", (cutoff,))
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_EXPIRE,))
+                conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_EXPIRE,))
         return dropped
 
     def usage(self, mailbox: bytes) -> Usage:
@@ -452,31 +362,6 @@ def _reason(e: psycopg.Error) -> str:
     return text[:200]
 
 
-def migrate(conn: psycopg.Connection[Any]) -> int:
-    """Bring the schema up to date; returns the version. Safe to call from
-    several processes at once (an advisory lock serializes them)."""
-    newest = MIGRATIONS[-1][0]
-    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_MIGRATE,))
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS relay_schema (version integer PRIMARY KEY,"
-                     " applied_at timestamptz NOT NULL DEFAULT now())")
-        row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM relay_schema").fetchone()
-        current = int(row[0]) if row else 0
-        if current > newest:
-            raise StoreCorrupt(f"the relay database has schema version {current}, newer than this "
-                               f"relay ({newest}): upgrade circle")
-        for version, sql in MIGRATIONS:
-            if version <= current:
-                continue
-            with conn.transaction():
-                conn.execute(sql)  # type: ignore[arg-type]  # our own constant text
-                conn.execute("INSERT INTO relay_schema (version) VALUES (%s)", (version,))
-            current = version
-        return current
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_MIGRATE,))
-
-
 def _init_instance(conn: psycopg.Connection[Any]) -> bytes:
     conn.execute("INSERT INTO relay_meta (key, value) VALUES ('instance', %s) ON CONFLICT (key) DO NOTHING",
                  (os.urandom(INSTANCE_ID_LEN),))
@@ -486,4 +371,4 @@ def _init_instance(conn: psycopg.Connection[Any]) -> bytes:
     return bytes(row[0])
 
 
-__all__ = ["CHANNEL", "MIGRATIONS", "PostgresStore", "migrate", "redact_dsn"]
+__all__ = ["CHANNEL", "PostgresStore", "redact_dsn"]
