@@ -103,7 +103,8 @@ def test_registration_race_has_one_winner(stores: Callable[..., PostgresStore]) 
         tokens = [token_hash(os.urandom(32)) for _ in range(2)]
         barrier = threading.Barrier(2)
 
-        def claim(store: PostgresStore, tok: bytes) -> AuthResult:
+        def claim(store: PostgresStore, tok: bytes, mb: bytes = mb,
+                  barrier: threading.Barrier = barrier) -> AuthResult:
             barrier.wait()
             return store.authorize(mb, tok, T0)
 

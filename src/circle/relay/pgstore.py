@@ -109,6 +109,10 @@ class PostgresStore:
         self._pool = ConnectionPool(
             dsn, min_size=1, max_size=pool_size, open=False, name="circle-relay",
             kwargs={"autocommit": True}, timeout=connect_timeout,
+            # one empty round trip before handing out a connection: after a
+            # database restart or failover, stale connections are replaced
+            # instead of failing a member's request
+            check=ConnectionPool.check_connection,
         )
         try:
             self._pool.open(wait=True, timeout=connect_timeout)

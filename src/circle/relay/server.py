@@ -43,6 +43,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from circle.errors import StoreError
 from circle.net.relay_protocol import (
     DEFAULT_FRAME_CAP,
     ErrorCode,
@@ -52,7 +53,7 @@ from circle.net.relay_protocol import Error as ErrorMsg
 from circle.relay.backends import open_store, parse_store
 from circle.relay.core import ServerCore, ServerLimits, ServerStats, TokenBucket
 from circle.relay.stats import publish_loop, sink_for
-from circle.relay.store import MailboxStore, StoreLimits
+from circle.relay.store import MailboxStore, StoreLimits, Usage
 
 log = logging.getLogger("circle.relay")
 _T = TypeVar("_T")
@@ -220,14 +221,17 @@ class RelayServer:
 
     def _log_summary(self, what: str) -> None:
         c, st = self.counters, self.stats
-        usage = self.store.total_usage()
+        try:
+            usage, boxes = self.store.total_usage(), self.store.mailbox_count()
+        except StoreError:  # the database is away for a moment: log the counts we have
+            usage, boxes = Usage(-1, -1), -1
         log.info(
             "%s: open=%d connections=%d refused_busy=%d refused_path=%d auth_timeouts=%d "
             "protocol_errors=%d auth_failures=%d puts=%d duplicates=%d fetches=%d "
             "quota_refusals=%d bytes_in=%d bytes_out=%d mailboxes=%d stored=%d stored_bytes=%d",
             what, c.open, c.connections_total, c.refused_busy, c.refused_path, c.auth_timeouts,
             c.protocol_errors, st.auth_failures, st.puts, st.duplicates, st.fetches,
-            st.quota_refusals, st.bytes_in, st.bytes_out, self.store.mailbox_count(),
+            st.quota_refusals, st.bytes_in, st.bytes_out, boxes,
             usage.count, usage.bytes,
         )
 
@@ -336,6 +340,13 @@ class RelayServer:
                     await ws.send(frame)
         except ConnectionClosed:
             pass
+        except StoreError:
+            # Storage failed under this subscription (a database restart): end
+            # the connection as for any storage failure; the client reconnects
+            # and resumes from its cursor.
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(encode(ErrorMsg(ErrorCode.INTERNAL, "relay storage failed", 0, True)))
+                await ws.close(1011, "storage failed")
 
 
 async def run_relay(
