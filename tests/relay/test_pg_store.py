@@ -18,8 +18,9 @@ import pytest
 from circle.errors import RelayQuotaExceeded, StoreCorrupt, StoreError
 from circle.net.envelope import Kind, envelope_id, seal
 from circle.net.keys import DeviceIdentity, new_epoch_key
+from circle.relay.backends import redact_dsn
 from circle.relay.pgschema import MIGRATIONS
-from circle.relay.pgstore import PostgresStore, redact_dsn
+from circle.relay.pgstore import PostgresStore
 from circle.relay.store import AuthResult, StoreLimits, iter_all, token_hash
 
 T0 = 1_700_000_000.0

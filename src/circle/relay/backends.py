@@ -4,11 +4,13 @@
     --store sqlite:PATH             SQLite file PATH (or PATH/relay.sqlite3 if PATH is a directory)
     --store postgresql://...        PostgreSQL, shared by any number of relay processes
 
-The PostgreSQL driver is imported only when that store is chosen.
+The PostgreSQL driver (the `postgres` extra: psycopg, psycopg_pool) is
+imported only when that store is chosen.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +30,13 @@ class StoreSpec:
         """For logs and messages: never shows a password."""
         if self.kind == "sqlite":
             return f"sqlite:{self.path}"
-        from circle.relay.pgstore import redact_dsn
-
         return redact_dsn(self.dsn or "")
+
+
+def redact_dsn(dsn: str) -> str:
+    """The connection string with any password replaced, for messages."""
+    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
 
 
 def parse_store(store: str | None, data_dir: Path | str | None = None) -> StoreSpec:
@@ -55,7 +61,12 @@ def parse_store(store: str | None, data_dir: Path | str | None = None) -> StoreS
 
 def open_store(spec: StoreSpec, limits: StoreLimits | None = None) -> MailboxStore:
     if spec.kind == "postgresql":
-        from circle.relay.pgstore import PostgresStore
+        try:
+            from circle.relay.pgstore import PostgresStore
+        except ImportError as e:
+            if e.name not in ("psycopg", "psycopg_pool"):
+                raise
+            raise UsageError("the PostgreSQL driver is not installed: pip install 'circle[postgres]'") from None
 
         assert spec.dsn is not None
         return PostgresStore(spec.dsn, limits)

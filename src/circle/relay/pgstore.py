@@ -43,7 +43,6 @@ import asyncio
 import hmac
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -61,12 +60,6 @@ log = logging.getLogger("circle.relay")
 
 CHANNEL = "circle_relay"
 USAGE_SHARDS = 64
-
-
-def redact_dsn(dsn: str) -> str:
-    """The connection string with any password replaced, for messages."""
-    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
 
 
 def _check_mailbox(mailbox: bytes) -> None:
@@ -104,7 +97,7 @@ class PostgresStore:
             psycopg.connect(dsn, connect_timeout=max(1, int(connect_timeout))).close()
         except psycopg.Error as e:
             raise StoreError(
-                f"cannot connect to the relay database {redact_dsn(dsn)}: {_reason(e)}"
+                f"cannot connect to the relay database: {_reason(e)}"
             ) from None
         self._pool = ConnectionPool(
             dsn, min_size=1, max_size=pool_size, open=False, name="circle-relay",
@@ -119,7 +112,7 @@ class PostgresStore:
         except psycopg.Error as e:
             self._pool.close()
             raise StoreError(
-                f"cannot connect to the relay database {redact_dsn(dsn)}: {_reason(e)}"
+                f"cannot connect to the relay database: {_reason(e)}"
             ) from None
         try:
             with self._conn() as conn:
@@ -375,4 +368,4 @@ def _init_instance(conn: psycopg.Connection[Any]) -> bytes:
     return bytes(row[0])
 
 
-__all__ = ["CHANNEL", "PostgresStore", "redact_dsn"]
+__all__ = ["CHANNEL", "PostgresStore"]
