@@ -338,6 +338,12 @@ class RelayServer:
                     continue
                 for frame in frames:
                     await ws.send(frame)
+                if (len(frames) < self._limits.fetch_page_items
+                        and sum(map(len, frames)) + self._limits.frame_cap < self._limits.fetch_page_bytes):
+                    # A page cut by neither limit was the whole backlog: sleep
+                    # until the next wake instead of asking the store again
+                    # (a put since the clear above has set `wake` already).
+                    await wake.wait()
         except ConnectionClosed:
             pass
         except StoreError:
