@@ -72,13 +72,61 @@ async def test_live_push_crosses_processes(pg_relays: Callable[..., RelayProcess
     assert a.errors == b.errors == []
 
 
-async def test_members_on_two_processes_converge(tmp_path: Path, pg_relays: Callable[..., RelayProcess]) -> None:
-    """Real members (CircleService + RelaySync), live at the same time, each
-    first told only about its own relay process."""
+class RoundRobinProxy:
+    """A plain TCP proxy on 127.0.0.1 that hands each new connection to the
+    next relay process, as a deployment's reverse proxy does: members know
+    one URL (their mailbox credentials depend on it), not the processes."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self.served = [0] * len(ports)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"ws://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        i = sum(self.served) % len(self.ports)
+        self.served[i] += 1
+        try:
+            r2, w2 = await asyncio.open_connection("127.0.0.1", self.ports[i])
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, w2}
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(reader, w2), pipe(r2, writer))
+        self._writers -= {writer, w2}
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for w in list(self._writers):
+            w.close()
+
+
+async def test_members_behind_one_url_on_two_processes_converge(
+        tmp_path: Path, pg_relays: Callable[..., RelayProcess]) -> None:
+    """Real members (CircleService + RelaySync), live at the same time, using
+    one relay URL that a proxy spreads over two processes."""
     ra, rb = pg_relays(), pg_relays()
+    proxy = RoundRobinProxy([ra.port, rb.port])
+    url = await proxy.start()
     homes = member_homes(tmp_path, ["sam", "alex"])
-    open_svc(homes[0]).board.add_relay(ra.url)
-    open_svc(homes[1]).board.add_relay(rb.url)
+    for path in homes:
+        open_svc(path).board.add_relay(url)
     a, b = open_svc(homes[0]), open_svc(homes[1])
     rs_a, rs_b = RelaySync(a, backoff=FAST), RelaySync(b, backoff=FAST)
     await rs_a.start()
@@ -95,7 +143,9 @@ async def test_members_on_two_processes_converge(tmp_path: Path, pg_relays: Call
     finally:
         await rs_a.close()
         await rs_b.close()
+        await proxy.close()
     assert titles(a) == titles(b) >= {"firewood for the shed", "a ladder"}
+    assert all(n > 0 for n in proxy.served)  # both processes served members
 
 
 async def test_kill9_mid_write_loses_no_acknowledged_envelope(pg_relays: Callable[..., RelayProcess],

@@ -27,9 +27,12 @@ CREATE TABLE relay_mailboxes (
     token_hash bytea NOT NULL,
     last_seen bigint NOT NULL,
     count bigint NOT NULL DEFAULT 0,
-    bytes bigint NOT NULL DEFAULT 0
+    bytes bigint NOT NULL DEFAULT 0,
+    -- cursors are counted per mailbox: a client learns nothing of other circles
+    next_cursor bigint NOT NULL DEFAULT 1
 );
-CREATE SEQUENCE relay_cursor AS bigint MINVALUE 1 NO CYCLE;
+-- the least recently used empty mailbox (eviction when full, expiry of empty ones)
+CREATE INDEX relay_mailboxes_empty ON relay_mailboxes (count, last_seen);
 CREATE TABLE relay_envelopes (
     mailbox bytea NOT NULL,
     cursor bigint NOT NULL,
@@ -67,6 +70,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     b_count bigint;
     b_bytes bigint;
+    b_next bigint;
     n bigint := octet_length(p_data);
     total bigint;
 BEGIN
@@ -74,7 +78,7 @@ BEGIN
     o_duplicate := false;
     o_refused := NULL;
     -- the row lock orders this mailbox's cursors by commit (see pgstore.py)
-    SELECT m.count, m.bytes INTO b_count, b_bytes
+    SELECT m.count, m.bytes, m.next_cursor INTO b_count, b_bytes, b_next
       FROM relay_mailboxes m WHERE m.id = p_mailbox FOR UPDATE;
     IF NOT FOUND THEN
         o_refused := 'unregistered';
@@ -96,10 +100,11 @@ BEGIN
         o_refused := 'total';
         RETURN;
     END IF;
-    o_cursor := nextval('relay_cursor');
+    o_cursor := b_next;
     INSERT INTO relay_envelopes (mailbox, cursor, eid, stored_at, size, data)
          VALUES (p_mailbox, o_cursor, p_eid, p_t, n, p_data);
-    UPDATE relay_mailboxes SET count = count + 1, bytes = bytes + n, last_seen = p_t
+    UPDATE relay_mailboxes SET count = count + 1, bytes = bytes + n, last_seen = p_t,
+                               next_cursor = b_next + 1
      WHERE id = p_mailbox;
     INSERT INTO relay_usage AS u (shard, count, bytes) VALUES (p_shard, 1, n)
         ON CONFLICT (shard) DO UPDATE SET count = u.count + 1, bytes = u.bytes + n;

@@ -2,12 +2,13 @@
 
 Rules that keep several processes correct at once:
 
-- **Cursors.** One global sequence, so a cursor is never reused (not even
-  after expiry). A put takes the mailbox's row lock (`FOR UPDATE`) *before*
-  it draws from the sequence and keeps it until commit, so within one
-  mailbox cursor order is commit order: a reader that has seen cursor N can
-  never later meet a newly committed envelope below N. ("Everything after N"
-  stays a complete, gap-free read across processes.)
+- **Cursors** are counted per mailbox (`next_cursor`, as in the SQLite
+  store: a client learns nothing of other circles from them). A put takes
+  the mailbox's row lock (`FOR UPDATE`), draws the next cursor and keeps the
+  lock until commit, so within one mailbox cursor order is commit order: a
+  reader that has seen cursor N can never later meet a newly committed
+  envelope below N ("everything after N" stays a complete, gap-free read
+  across processes).
 - **Quotas.** The per-mailbox quota is checked and counted under that row
   lock: exact across processes. The whole-store byte total lives in
   `relay_usage`, spread over `USAGE_SHARDS` rows by mailbox so that puts in
@@ -145,7 +146,7 @@ class PostgresStore:
 
     # --- MailboxStore -----------------------------------------------------
 
-    def authorize(self, mailbox: bytes, token_hash: bytes, now: float) -> AuthResult:
+    def authorize(self, mailbox: bytes, token_hash: bytes, now: float, register: bool = True) -> AuthResult:
         _check_mailbox(mailbox)
         t = _coarse(now, self.limits.time_granularity)
 
@@ -161,9 +162,18 @@ class PostgresStore:
                         conn.execute("UPDATE relay_mailboxes SET last_seen = %s WHERE id = %s AND last_seen < %s",
                                      (t, mailbox, t))
                     return AuthResult.OK
+                if not register:
+                    return AuthResult.UNKNOWN
                 (n,) = conn.execute("SELECT COUNT(*) FROM relay_mailboxes").fetchone() or (0,)
                 if n >= self.limits.max_mailboxes:
-                    return AuthResult.FULL
+                    # give up the least recently used empty mailbox (never one
+                    # with envelopes; one being written to is locked: skipped)
+                    gone = conn.execute(
+                        "DELETE FROM relay_mailboxes WHERE id = (SELECT id FROM relay_mailboxes"
+                        " WHERE count = 0 ORDER BY last_seen LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                        " AND count = 0 RETURNING id").fetchone()
+                    if gone is None:
+                        return AuthResult.FULL
                 made = conn.execute(
                     "INSERT INTO relay_mailboxes (id, token_hash, last_seen) VALUES (%s, %s, %s) "
                     "ON CONFLICT (id) DO NOTHING RETURNING id", (mailbox, token_hash, t),
@@ -251,7 +261,8 @@ class PostgresStore:
 
     def expire(self, now: float, ttl: float) -> int:
         cutoff = int(now - ttl)
-        return self._run(lambda conn: _expire(conn, cutoff))
+        empty_cutoff = int(now - min(ttl, self.limits.empty_mailbox_ttl))
+        return self._run(lambda conn: _expire(conn, cutoff, empty_cutoff))
 
     def usage(self, mailbox: bytes) -> Usage:
         _check_mailbox(mailbox)
@@ -382,7 +393,7 @@ def _setup(conn: psycopg.Connection[Any]) -> bytes:
     return _init_instance(conn)
 
 
-def _expire(conn: psycopg.Connection[Any], cutoff: int) -> int:
+def _expire(conn: psycopg.Connection[Any], cutoff: int, empty_cutoff: int) -> int:
     got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_EXPIRE,)).fetchone()
     if not got or not got[0]:
         return 0  # another process is expiring right now
@@ -409,7 +420,7 @@ def _expire(conn: psycopg.Connection[Any], cutoff: int) -> int:
         # A put holds the row lock and raises count before it commits; this
         # DELETE re-checks the row after waiting, so it never drops a mailbox
         # that just got an envelope.
-        conn.execute("DELETE FROM relay_mailboxes WHERE count = 0 AND last_seen < %s", (cutoff,))
+        conn.execute("DELETE FROM relay_mailboxes WHERE count = 0 AND last_seen < %s", (empty_cutoff,))
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_EXPIRE,))
     return dropped

@@ -185,7 +185,8 @@ def read_report(spec: StoreSpec, interval: float, now: float | None = None) -> S
             rows = FileSink(stats_file(spec)).read()
     finally:
         store.close()
-    live = [c for _started, updated, c in rows if updated >= now - LIVE_INTERVALS * interval]
+    # (times are stored in whole seconds: one second of slack)
+    live = [c for _started, updated, c in rows if updated >= now - LIVE_INTERVALS * interval - 1]
     total: dict[str, int] = {name: 0 for name, _, _ in COUNTERS}
     for counters in live:
         for name in total:
