@@ -52,7 +52,11 @@ from circle.net.relay_client import RelayConnection, RelayCredentials  # noqa: E
 RELAY_FLAGS = ["--max-connections-per-ip", "10000", "--max-connections", "10000",
                "--messages-per-second", "100000", "--message-burst", "100000",
                "--mailbox-quota-envelopes", "10000000", "--mailbox-quota-bytes", str(8 * 1024**3),
-               "--total-quota-bytes", str(64 * 1024**3), "--log-level", "WARNING"]
+               "--total-quota-bytes", str(64 * 1024**3), "--log-level", "WARNING",
+               # every client is 127.0.0.1: lift the per-address limits as bench_relay.py does
+               "--address-messages-per-second", "1000000", "--address-message-burst", "1000000",
+               "--address-bytes-per-second", str(1024**3), "--address-byte-burst", str(1024**3),
+               "--registrations-per-hour", "1000000", "--registration-burst", "100000"]
 
 
 def mem_kib(pid: int, field_name: str = "VmRSS:") -> int:
