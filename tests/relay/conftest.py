@@ -53,8 +53,9 @@ def circle() -> Circle:
 
 
 class RelayProcess:
-    def __init__(self, data: Path, log: Path, args: list[str]) -> None:
+    def __init__(self, data: Path, log: Path, args: list[str], store: str | None = None) -> None:
         self.data = data
+        self.store = store  # e.g. a postgresql:// URL instead of the SQLite file in `data`
         self.log = log
         self.args = args
         self.port = 0
@@ -66,7 +67,9 @@ class RelayProcess:
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "circle.relay.server", "--host", "127.0.0.1",
-               "--port", str(self.port), "--data", str(self.data), "--log-interval", "0.5",
+               "--port", str(self.port),
+               *(["--store", self.store] if self.store else ["--data", str(self.data)]),
+               "--log-interval", "0.5",
                *self.args]
         logf = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -120,3 +123,21 @@ def relay_factory(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
     yield make
     for p in procs:
         p.stop()
+
+
+# --- a real PostgreSQL server (tests/pghelp.py), one per test session -----
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[object]:
+    from pghelp import PgServer, require_postgres
+
+    require_postgres()
+    with PgServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_dsn(pg_server) -> str:  # type: ignore[no-untyped-def]
+    """A fresh, empty database on the session's server (its URL)."""
+    return str(pg_server.create_database())

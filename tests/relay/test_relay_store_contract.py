@@ -1,4 +1,6 @@
-"""One contract, two stores: every test runs against MemoryStore and SQLiteStore."""
+"""One contract, three stores: every test runs against MemoryStore, SQLiteStore and
+PostgresStore (on a real PostgreSQL server, tests/pghelp.py; skipped with the
+reason when none can run here)."""
 
 from __future__ import annotations
 
@@ -31,15 +33,20 @@ def env(i: int) -> bytes:
     return seal(IDENT, 1, KEY, Kind.CHANGES, [i.to_bytes(4, "big")])
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
     made: list[MailboxStore] = []
+    pg = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
 
     def make(limits: StoreLimits | None = None, path: Path | None = None) -> MailboxStore:
         s: MailboxStore
         limits = limits or StoreLimits(time_granularity=1)
         if request.param == "memory":
             s = MemoryStore(limits)
+        elif pg is not None:
+            from circle.relay.pgstore import PostgresStore
+
+            s = PostgresStore(pg.create_database(), limits)
         else:
             s = SQLiteStore(path or tmp_path / f"s{len(made)}.sqlite3", limits)
         made.append(s)

@@ -1,7 +1,10 @@
 """`circle relay`: an untrusted store-and-forward WebSocket server.
 
-A thin asyncio driver around `circle.relay.core.ServerCore` and a SQLite
-`MailboxStore`. It speaks plain `ws://` and is meant to sit behind an
+A thin asyncio driver around `circle.relay.core.ServerCore` and a
+`MailboxStore`: SQLite for one process (the default), or PostgreSQL shared
+by any number of relay processes (`--store postgresql://...`; then store
+calls run in worker threads, and envelopes stored by another process wake
+this process's subscribers through the store's `follow()`). It speaks plain `ws://` and is meant to sit behind an
 ordinary reverse proxy that terminates TLS (see docs/relay.md); it binds
 127.0.0.1 unless told otherwise.
 
@@ -13,6 +16,7 @@ a circle's activity across log lines) or a client IP address.
 Run it directly for tests or by hand::
 
     python -m circle.relay.server --host 127.0.0.1 --port 0 --data DIR
+    python -m circle.relay.server --port 0 --store postgresql://...
 
 With `--port 0` the OS picks a free port; the first line on stdout says
 which: ``circle relay listening on ws://127.0.0.1:PORT/``.
@@ -28,9 +32,11 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -39,6 +45,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import CONNECTING
 from websockets.server import ServerProtocol
 
+from circle.errors import StoreError
 from circle.net.relay_protocol import (
     CLOSE_UNSUPPORTED_DATA,
     DEFAULT_FRAME_CAP,
@@ -48,10 +55,13 @@ from circle.net.relay_protocol import (
     encode,
 )
 from circle.net.relay_protocol import Error as ErrorMsg
+from circle.relay.backends import open_store, parse_store
 from circle.relay.core import ServerCore, ServerLimits, ServerStats, TokenBucket
-from circle.relay.store import MailboxStore, SQLiteStore, StoreLimits
+from circle.relay.stats import publish_loop, sink_for
+from circle.relay.store import MailboxStore, StoreLimits, Usage
 
 log = logging.getLogger("circle.relay")
+_T = TypeVar("_T")
 
 DEFAULT_PORT = 7733
 MIB = 1024 * 1024
@@ -123,6 +133,8 @@ class RelaySettings:
     log_interval: float = 300.0
     #: Stored timestamps are rounded down to this many seconds.
     time_granularity: int = 600
+    #: Seconds between publishing this process's counters for `circle relay stats`.
+    stats_interval: float = 10.0
 
     def store_limits(self) -> StoreLimits:
         return StoreLimits(
@@ -192,6 +204,26 @@ class RelayServer:
                                     pre_auth_frame_cap=self.settings.pre_auth_frame_cap,
                                     registration_bits=self.settings.registration_bits)
         self._addresses: dict[str, _Address] = {}
+        # A store that is safe to call from threads (PostgreSQL) runs off the
+        # event loop, so a slow query or commit does not stall every connection.
+        self._executor: ThreadPoolExecutor | None = None
+        if getattr(store, "concurrent", False):
+            self._executor = ThreadPoolExecutor(getattr(store, "pool_size", 8), "relay-store")
+
+    async def _call(self, fn: Callable[..., _T], *args: object) -> _T:
+        if self._executor is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def wake(self, mailbox: bytes | None) -> None:
+        """A mailbox got a new envelope (None: maybe any did): its subscribers fetch."""
+        if mailbox is None:
+            for subs in self._subscribers.values():
+                for ev in subs:
+                    ev.set()
+            return
+        for ev in self._subscribers.get(mailbox, ()):
+            ev.set()
 
     def _address(self, addr: str) -> _Address:
         a = self._addresses.get(addr)
@@ -250,12 +282,14 @@ class RelayServer:
             self._server.close()
             await self._server.wait_closed()
         self._log_summary("stopped")
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
         self.store.close()
 
     async def _expire_loop(self) -> None:
         while True:
             try:
-                dropped = self.store.expire(time.time(), self.settings.retention_seconds)
+                dropped = await self._call(self.store.expire, time.time(), self.settings.retention_seconds)
                 if dropped:
                     log.info("expired %d envelopes", dropped)
             except Exception as e:  # never let expiry kill the relay
@@ -270,7 +304,10 @@ class RelayServer:
 
     def _log_summary(self, what: str) -> None:
         c, st = self.counters, self.stats
-        usage = self.store.total_usage()
+        try:
+            usage, boxes = self.store.total_usage(), self.store.mailbox_count()
+        except StoreError:  # the database is away for a moment: log the counts we have
+            usage, boxes = Usage(-1, -1), -1
         log.info(
             "%s: open=%d connections=%d refused_busy=%d refused_path=%d auth_timeouts=%d "
             "protocol_errors=%d slow_readers=%d auth_failures=%d registrations=%d "
@@ -279,7 +316,7 @@ class RelayServer:
             what, c.open, c.connections_total, c.refused_busy, c.refused_path, c.auth_timeouts,
             c.protocol_errors, c.slow_readers, st.auth_failures, st.registrations,
             st.registrations_refused, st.puts, st.duplicates, st.fetches,
-            st.quota_refusals, st.bytes_in, st.bytes_out, self.store.mailbox_count(),
+            st.quota_refusals, st.bytes_in, st.bytes_out, boxes,
             usage.count, usage.bytes,
         )
 
@@ -386,7 +423,7 @@ class RelayServer:
                 if delay > 0:
                     await asyncio.sleep(delay)  # back-pressure: we stop reading, TCP does the rest
                 was_authenticated = core.authenticated
-                out = core.receive(data)
+                out = await self._call(core.receive, data)
                 if core.authenticated and not was_authenticated:
                     ws.protocol.max_message_size = s.frame_cap
                 sent = sum(len(b) for b in out.send)
@@ -397,8 +434,7 @@ class RelayServer:
                 for frame in out.send:
                     await self._send(ws, frame)
                 if out.stored_in is not None:
-                    for ev in self._subscribers.get(out.stored_in, ()):
-                        ev.set()
+                    self.wake(out.stored_in)
                 if out.close:
                     c.protocol_errors += 1
                     await self._close(ws, out.close_code, "")
@@ -431,30 +467,55 @@ class RelayServer:
         try:
             while True:
                 wake.clear()
-                frames = core.pending_pushes()
+                frames = await self._call(core.pending_pushes)
                 if not frames:
                     await wake.wait()
                     continue
                 for frame in frames:
                     await self._send(ws, frame)
+                if (len(frames) < self._limits.fetch_page_items
+                        and sum(map(len, frames)) + self._limits.frame_cap < self._limits.fetch_page_bytes):
+                    # A page cut by neither limit was the whole backlog: sleep
+                    # until the next wake instead of asking the store again
+                    # (a put since the clear above has set `wake` already).
+                    await wake.wait()
         except (ConnectionClosed, _Dropped):
             pass
+        except StoreError:
+            # Storage failed under this subscription (a database restart): end
+            # the connection as for any storage failure; the client reconnects
+            # and resumes from its cursor.
+            with contextlib.suppress(ConnectionClosed, _Dropped):
+                await self._send(ws, encode(ErrorMsg(ErrorCode.INTERNAL, "relay storage failed", 0, True)))
+                await self._close(ws, 1011, "storage failed")
 
 
 async def run_relay(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
-    data_dir: Path | str = ".",
+    data_dir: Path | str | None = None,
     settings: RelaySettings | None = None,
     stop: asyncio.Event | None = None,
     ready: asyncio.Future[int] | None = None,
+    store: str | None = None,
 ) -> None:
-    """Run a relay until `stop` is set (or SIGINT/SIGTERM when `stop` is None)."""
+    """Run a relay until `stop` is set (or SIGINT/SIGTERM when `stop` is None).
+
+    `store` is `sqlite:PATH` or a `postgresql://` URL; without it, the SQLite
+    file in `data_dir`."""
     settings = settings or RelaySettings()
-    store = SQLiteStore(Path(data_dir) / SQLiteStore.FILENAME, settings.store_limits())
-    server = RelayServer(store, settings)
+    spec = parse_store(store, data_dir)
+    opened = open_store(spec, settings.store_limits())
+    server = RelayServer(opened, settings)
     bound = await server.start(host, port)
-    log.info("listening on %s:%d", host, bound)
+    log.info("listening on %s:%d, store %s", host, bound, spec.kind)
+    side: list[asyncio.Task[None]] = []
+    follow = getattr(opened, "follow", None)
+    if follow is not None:  # envelopes stored by other relay processes
+        side.append(asyncio.create_task(follow(server.wake)))
+    if settings.stats_interval > 0:
+        side.append(asyncio.create_task(
+            publish_loop(server, sink_for(spec, opened), settings.stats_interval)))
     print(f"circle relay listening on ws://{host}:{bound}/", flush=True)
     if ready is not None and not ready.done():
         ready.set_result(bound)
@@ -468,6 +529,11 @@ async def run_relay(
     try:
         await stop_event.wait()
     finally:
+        for t in side:
+            t.cancel()
+        for t in side:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
         await server.close()
 
 
@@ -475,7 +541,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="circle relay", description="Run a circle relay.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
-    p.add_argument("--data", required=True, help="directory for relay.sqlite3")
+    p.add_argument("--data", default=None, help="directory for relay.sqlite3")
+    p.add_argument("--store", default=None, help="sqlite:PATH or postgresql://... (instead of --data)")
     p.add_argument("--log-level", default="INFO")
     d = RelaySettings()
     for f in fields(RelaySettings):
@@ -500,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_relay(ns.host, ns.port, ns.data, settings_from_args(ns)))
+        asyncio.run(run_relay(ns.host, ns.port, ns.data, settings_from_args(ns), store=ns.store))
     return 0
 
 
