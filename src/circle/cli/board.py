@@ -70,6 +70,7 @@ def status(ctx: Ctx) -> None:
     """The circle at a glance: counts, conflicts, storage protection."""
     svc = ctx.service()
     data = svc.status()
+    data["storage"]["in_clear"] = svc.home.in_clear()
     def human() -> None:
         c, me, n, st = data["circle"], data["me"], data["counts"], data["storage"]
         click.echo(f"Circle {c['name']} ({c['id']}), key generation {c['key_generation']}")
@@ -82,6 +83,8 @@ def status(ctx: Ctx) -> None:
         for bad in data["malformed"]:
             click.echo(f"Unreadable record {bad['collection']}/{bad['id']}: {bad['reason']}")
         click.echo(f"Storage: {st['protection']} ({st['path']})")
+        for item in st["in_clear"]:
+            click.echo(f"  not encrypted: {item}")
         for peer in data.get("peers", []):
             seen = peer.get("last_seen")
             when = ago(int(seen * 1000)) if isinstance(seen, int | float) else "never"

@@ -199,6 +199,18 @@ class Home:
         except nacl.exceptions.CryptoError:
             raise StoreCorrupt("a sealed secret failed to open: the file is damaged") from None
 
+    def in_clear(self) -> list[str]:
+        """Exactly what this home keeps unencrypted (`circle status` lists it)."""
+        if not self.encrypted:
+            return ["everything: identity and circle keys, the board, members' handles and zones, peers' "
+                    "addresses (no passphrase: protected only by file permissions)"]
+        return [
+            "each circle's random id (also its directory name) and current key epoch number (circle.json)",
+            "the passphrase's salt and argon2id settings (device.json)",
+            "file sizes and modification times: roughly how much and when circle was used",
+            "names of damaged-* files set aside by `circle doctor` (their content stays as it was on disk)",
+        ]
+
     def config_tag(self, record: dict[str, Any]) -> bytes:
         """Keyed tag over a circle.json record (everything but the tag itself)."""
         body = json.dumps({k: v for k, v in record.items() if k != "tag"}, sort_keys=True).encode()
