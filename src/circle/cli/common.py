@@ -65,8 +65,17 @@ class Ctx:
         if self._service is None:
             self._service = CircleService.open(self.home(), self.circle)
             warn_about_store(self._service)
+            svc = self._service
+            click.get_current_context().call_on_close(lambda: show_warnings(svc))
             self._service.refresh()
         return self._service
+
+
+def show_warnings(svc: CircleService) -> None:
+    """What happened after an edit was saved (e.g. compaction failed): said, not an error."""
+    for message in dict.fromkeys(svc.warnings):
+        click.echo(f"circle: note: {message}", err=True)
+    svc.warnings.clear()
 
 
 def warn_about_store(svc: CircleService) -> None:
