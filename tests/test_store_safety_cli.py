@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clihelp import CLI
 
 from circle.node.home import CircleConfig, Home
+from clihelp import CLI
 
 
 @pytest.fixture
