@@ -27,7 +27,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -72,6 +71,7 @@ from circle.tui.rows import (
     offer_row,
     tool_row,
 )
+from circle.tui.safetext import SafeText as Text
 from circle.tui.screens import (
     ConfirmScreen,
     FieldSpec,

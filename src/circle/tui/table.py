@@ -23,6 +23,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from circle.crdt.text import printable
+
 
 @dataclass(frozen=True)
 class Column:
@@ -39,6 +41,8 @@ class Row:
 
 
 def make_row(key: str, cells: Sequence[str], tone: str = "", extra: str = "") -> Row:
+    # Cells hold members' text: controls, escapes and bidi overrides are shown escaped, never sent raw.
+    cells = tuple(printable(c) for c in cells)
     text = " ".join(cells)
     return Row(key, tuple(cells), tone, f"{key} {text} {extra}".lower())
 
