@@ -182,6 +182,7 @@ class RelaySync:
         self._live = False
         self._unsubscribe: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.unsendable: str | None = None  # why the last snapshot could not be sealed, if it could not
         self._last_save = 0.0
         self._dirty = False
         self._unsubscribe = svc.subscribe(self._on_service_change)
@@ -413,7 +414,8 @@ class RelaySync:
                 results[(url, which)] = err
         self._dirty = True
         self.save_state(force=True)
-        return [RelayRoundResult(url, which, err) for (url, which), err in sorted(results.items())]
+        return [RelayRoundResult(url, which, err if err is not None or which != "current" else self.unsendable)
+                for (url, which), err in sorted(results.items())]
 
     # --- reading ---------------------------------------------------------------
 
@@ -591,8 +593,12 @@ class RelaySync:
         try:
             env = seal_snapshot(self.svc.home.identity, epoch, key, saved)
         except LocalProtocolError as exc:
-            self.stats.last_error = str(exc)
+            # Nothing went out: say so in every round's result, never "in sync" (issue 16 case 3).
+            self.unsendable = (f"the circle ({len(saved) / 1e6:.1f} MB saved) is too large to send through a "
+                               f"relay as one snapshot ({exc}); nothing was sent")
+            self.stats.last_error = self.unsendable
             return False
+        self.unsendable = None
         self._push([env], url)
         if self._state.sealed_epoch is None:
             self._state.sealed_epoch = epoch
