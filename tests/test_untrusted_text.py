@@ -97,3 +97,28 @@ def test_import_hostile_numbers_and_ids_are_one_sentence(evil: CLI, tmp_path: Pa
     path.write_text(json.dumps(data))
     proc = evil.run("import", str(path), check=False)
     assert proc.returncode == 2 and why in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_serve_log_shows_a_hostile_handle_escaped(tmp_path: Path) -> None:
+    """A member who joined with escapes in their handle connects to `circle serve`."""
+    import subprocess
+    import sys
+
+    from factories import member_homes
+
+    homes = member_homes(tmp_path, ["sam", "bo\x1b]0;PWNED\x07\u202e"])
+    a, b = CLI(homes[0]), CLI(homes[1])
+    server = subprocess.Popen([sys.executable, "-m", "circle", "serve", "--no-discovery", "--listen",
+                               "127.0.0.1:0"], env=a.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        port = first.split("Listening on ")[1].split(";")[0].rsplit(":", 1)[1]
+        b.run("sync", "--no-discovery", "--listen", "127.0.0.1:0", "--peer", f"127.0.0.1:{port}",
+              "--timeout", "20")
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=20)
+    log = first + out + err
+    assert "PWNED" in log and _clean(log), log

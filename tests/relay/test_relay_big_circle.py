@@ -7,11 +7,10 @@ import string
 from collections.abc import Callable
 from pathlib import Path
 
-from clihelp import CLI
-from factories import member_homes
-
 from circle.node.home import Home
 from circle.node.service import CircleService
+from clihelp import CLI
+from factories import member_homes
 
 from .conftest import RelayProcess
 
