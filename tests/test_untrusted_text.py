@@ -122,3 +122,21 @@ def test_serve_log_shows_a_hostile_handle_escaped(tmp_path: Path) -> None:
         out, err = server.communicate(timeout=20)
     log = first + out + err
     assert "PWNED" in log and _clean(log), log
+
+
+def test_over_long_fields_from_a_peer_are_malformed_or_cut(tmp_path: Path) -> None:
+    """The sync path: a peer's client wrote what the board would refuse (no CLI check ran)."""
+    from circle.node.home import Home
+    from circle.node.service import CircleService
+
+    svc = CircleService.create(Home.create(tmp_path / "h", None), "Tenants", "ro")
+    rid = svc.board.add_need("honest")
+    with svc.doc.edit() as ed:  # as a hostile peer's device would write it
+        ed.put_record("needs", "zzzzzzzz", {**svc.doc.records("needs")[rid], "title": "x" * 2_000_000})
+        ed.put_record("members", svc.me, {**svc.doc.records("members")[svc.me], "handle": "h" * 5000})
+    svc.board.invalidate()
+    view = svc.board.view()
+    assert [n.title for n in svc.board.needs()] == ["honest"]
+    assert any(m.id == "zzzzzzzz" and "longer than" in m.reason for m in view.malformed)
+    me = view.members[svc.me]
+    assert me.active and len(me.handle) == LIMITS["handle"]  # cut, never dropped from the circle
