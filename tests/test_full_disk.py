@@ -106,3 +106,35 @@ def test_edit_saved_but_compaction_failed_says_saved(two_mb_disk: Path) -> None:
     for p in two_mb_disk.glob("filler*"):
         p.unlink()
     assert "the one that fits" in cli.run("need", "list").stdout  # and the store still works
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16 case 4: needs the session to advertise only persisted heads "
+                   "(net/session.py Idle after the owner confirms persist; see notes/16-safety.md)")
+def test_peer_that_could_not_save_is_not_counted_as_in_sync(two_mb_disk: Path, tmp_path: Path) -> None:
+    """B's `circle serve` runs on a full disk; A's `circle sync` must not say B has everything."""
+    import sys
+
+    from clihelp import CLI
+    from factories import member_homes
+
+    homes = member_homes(tmp_path, ["ana", "bo"])
+    bo_home = two_mb_disk / "bo"
+    shutil.copytree(homes[1], bo_home)
+    a, b = CLI(homes[0]), CLI(bo_home)
+    for i in range(4):  # more than the slack in the last page of bo's log
+        a.run("need", "add", f"too big for bo's disk {i}", "--details", os.urandom(1950).hex())
+    _fill(two_mb_disk / "filler", leave=1024)
+    server = subprocess.Popen([sys.executable, "-m", "circle", "serve", "--no-discovery", "--listen",
+                               "127.0.0.1:0"], env=b.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().split("Listening on ")[1].split(";")[0].rsplit(":", 1)[1]
+        proc = a.run("sync", "--no-discovery", "--listen", "127.0.0.1:0", "--peer", f"127.0.0.1:{port}",
+                     "--timeout", "15", "--json", check=False)
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)
+    for p in two_mb_disk.glob("filler*"):
+        p.unlink()
+    saved = "too big for bo's disk 3" in b.run("need", "list").stdout
+    assert saved or proc.returncode != 0, proc.stdout  # never "in sync" for an edit bo does not have
