@@ -140,3 +140,12 @@ def test_over_long_fields_from_a_peer_are_malformed_or_cut(tmp_path: Path) -> No
     assert any(m.id == "zzzzzzzz" and "longer than" in m.reason for m in view.malformed)
     me = view.members[svc.me]
     assert me.active and len(me.handle) == LIMITS["handle"]  # cut, never dropped from the circle
+
+
+def test_an_undecodable_argument_is_one_sentence(evil: CLI) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable.encode(), b"-m", b"circle", b"need", b"add", b"bad \xff byte"],
+                          env=evil.env, capture_output=True, timeout=60)
+    assert proc.returncode == 2 and b"not valid Unicode" in proc.stderr and b"Traceback" not in proc.stderr

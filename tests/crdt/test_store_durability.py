@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -265,3 +266,29 @@ def test_scan_records_states() -> None:
     assert scan_records(b"") == ([], 0, "ok")
     assert scan_records(b"\x00\x00")[2] == "torn"
     assert scan_records(b"\x01" * 64)[2] == "corrupt"
+
+
+@pytest.mark.parametrize("err", [errno.ENOLCK, errno.EIO])
+def test_lock_failures_are_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int) -> None:
+    """flock returning ENOLCK (NFS) or EIO: a StoreError naming the cause, never an OSError."""
+    import fcntl
+
+    doc, _ = _doc_with(1)
+    store = DocStore(tmp_path / "s")
+    store.create(doc.save())
+
+    def failing(fd: int, op: int) -> None:
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(fcntl, "flock", failing)
+    with pytest.raises(StoreError) as info:
+        DocStore(tmp_path / "s").load()
+    assert ("file locks" if err == errno.ENOLCK else "input/output error") in str(info.value)
+
+
+def test_os_error_sentences_name_the_cause() -> None:
+    from circle.crdt.store import os_error_sentence
+
+    assert "read-only" in os_error_sentence(OSError(errno.EROFS, "x"), "/h")
+    assert "directory" in os_error_sentence(OSError(errno.EISDIR, "x"), "/h/log")
+    assert "/h" in os_error_sentence(OSError(errno.EBADMSG, "Bad message"), "/h")

@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"circle: {os_error_sentence(exc)}; whether the last change was saved is unknown "
                    "(check with `circle status`)", err=True)
         sys.exit(5)
-    except (UnicodeError, OverflowError, RecursionError) as exc:
+    except UnicodeError:
+        click.echo("circle: some text is not valid Unicode (a byte that is not UTF-8, or a lone surrogate); "
+                   "nothing was changed", err=True)
+        sys.exit(2)
+    except (OverflowError, RecursionError) as exc:
         click.echo(f"circle: the input cannot be handled ({exc.__class__.__name__}: {str(exc)[:120]})", err=True)
         sys.exit(2)
