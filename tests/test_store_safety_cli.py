@@ -45,7 +45,7 @@ def test_damaged_tail_is_reported_on_every_command_until_doctor(cli: CLI) -> Non
     for args in (("status",), ("need", "list"), ("members",)):
         proc = cli.run(*args)
         assert "WARNING" in proc.stderr and "circle doctor" in proc.stderr, args
-    assert cli.run("status", "--json").returncode == 0
+    assert cli.json("status")["storage"]["damage"]["kind"] == "tail"
     edit = cli.run("need", "add", "after damage", check=False)
     assert edit.returncode == 5 and "nothing was saved" in edit.stderr
     assert log.read_bytes() == bytes(data)  # the damaged bytes are never cut away silently

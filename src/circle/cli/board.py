@@ -71,6 +71,8 @@ def status(ctx: Ctx) -> None:
     svc = ctx.service()
     data = svc.status()
     data["storage"]["in_clear"] = svc.home.in_clear()
+    damage = svc.store.damage
+    data["storage"]["damage"] = None if damage is None else {"kind": damage.kind, "message": damage.message}
     def human() -> None:
         c, me, n, st = data["circle"], data["me"], data["counts"], data["storage"]
         click.echo(f"Circle {c['name']} ({c['id']}), key generation {c['key_generation']}")
