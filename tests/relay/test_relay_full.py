@@ -33,11 +33,13 @@ def test_refused_envelopes_stay_queued_and_are_delivered_later(
     assert "relay full" in full.stdout and "still queued" in full.stdout
     again = a.run(*SYNC, "--json", check=False)  # a new process: the edit is still owed to the relay
     assert again.returncode == 6
+    assert a.json("status")["relays_undelivered_changes"] >= 1
 
     relay.stop()
     relay.args = ["--mailbox-quota-envelopes", "1000"]
     relay.start()  # same port, same data: now it has room
     relay_ok = a.run(*SYNC, "--json", check=False)
     assert relay_ok.returncode == 0, relay_ok.stdout
+    assert a.json("status")["relays_undelivered_changes"] == 0
     b.run(*SYNC, "--json")
     assert [n["title"] for n in b.json("need", "list")] == ["Insulin run to the pharmacy"]

@@ -71,6 +71,9 @@ def status(ctx: Ctx) -> None:
     svc = ctx.service()
     data = svc.status()
     data["storage"]["in_clear"] = svc.home.in_clear()
+    from circle.node.relays import undelivered
+
+    data["relays_undelivered_changes"] = undelivered(svc)
     damage = svc.store.damage
     data["storage"]["damage"] = None if damage is None else {"kind": damage.kind, "message": damage.message}
     def human() -> None:
@@ -84,6 +87,9 @@ def status(ctx: Ctx) -> None:
                        f"open loans made concurrently; current is {conflict['current_loan']}")
         for bad in data["malformed"]:
             click.echo(f"Unreadable record {bad['collection']}/{bad['id']}: {bad['reason']}")
+        if data["relays_undelivered_changes"]:
+            click.echo(f"Relays: {data['relays_undelivered_changes']} change(s) not yet stored by every relay "
+                       "(run `circle sync`; `circle relays` shows why)")
         click.echo(f"Storage: {st['protection']} ({st['path']})")
         for item in st["in_clear"]:
             click.echo(f"  not encrypted: {item}")

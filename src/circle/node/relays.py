@@ -683,6 +683,26 @@ def seal_bundle_envelopes(svc: CircleService) -> list[bytes]:
     return out
 
 
+def undelivered(svc: CircleService) -> int | None:
+    """Changes on this device that no relay has acknowledged storing (None: no relay listed, or unknown).
+
+    Read from the sealed relay state (`pushed_heads` only moves once every
+    relay of the current mailbox acknowledged), so `circle status` can say
+    what is still owed to the relays without connecting to them."""
+    if not svc.board.relays():
+        return None
+    raw = svc.config.settings.get(STATE_KEY)
+    if not isinstance(raw, str):
+        return len(svc.doc.changes_since([]))
+    try:
+        heads = json.loads(svc.home.unseal(base64.b64decode(raw))).get("pushed_heads")
+        if not isinstance(heads, list):
+            return len(svc.doc.changes_since([]))
+        return len(svc.doc.changes_since([bytes.fromhex(h) for h in heads]))
+    except (CircleError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def is_envelope(data: bytes) -> bool:
     try:
         peek_header(data)
@@ -691,4 +711,4 @@ def is_envelope(data: bytes) -> bool:
     return True
 
 
-__all__ = ["RelayRoundResult", "RelayRow", "RelayStats", "RelaySync", "seal_bundle_envelopes"]
+__all__ = ["RelayRoundResult", "RelayRow", "RelayStats", "RelaySync", "seal_bundle_envelopes", "undelivered"]
