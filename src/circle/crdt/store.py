@@ -591,7 +591,11 @@ class DocStore:
         Returns (changes, reloaded): when a compaction replaced the files,
         `reloaded` is True and `changes` starts with the new snapshot's
         document followed by the new log's changes (the caller merges the
-        snapshot, then applies the rest)."""
+        snapshot, then applies the rest). While the store is damaged nothing
+        is followed (the damaged bytes would be read as new records): the
+        good prefix stays what was loaded until `circle doctor` repairs it."""
+        if self.damage is not None:
+            return [], False
         with self.locked(exclusive=False):
             try:
                 st = os.stat(self._log)
