@@ -24,32 +24,40 @@ def _check_circle(home: Home, circle_id: str, repair: bool) -> dict[str, Any]:
         CircleConfig.load(home, circle_id)
     except CircleError as exc:
         out["problems"].append(f"circle.json: {exc}")
-    store = DocStore(home.circle_dir(circle_id) / "doc", home.doc_cipher(circle_id))
+        out["config_problem"] = True  # not repaired here: restore it from a backup (it holds the keys)
+    for name in ("doc", "sigs"):  # the document, and this device's store of change signatures
+        path = home.circle_dir(circle_id) / name
+        if name != "doc" and not path.exists():
+            continue
+        _check_store(DocStore(path, home.doc_cipher(circle_id)), name, repair, out)
+    return out
+
+
+def _check_store(store: DocStore, name: str, repair: bool, out: dict[str, Any]) -> None:
     try:
         loaded = store.load()
         if loaded.damage is not None:
-            out["problems"].append(loaded.damage.message)
+            out["problems"].append(f"{name}: {loaded.damage.message}")
         load_error: CircleError | None = None
     except CircleError as exc:
         load_error = exc
-        out["problems"].append(str(exc))
+        out["problems"].append(f"{name}: {exc}")
     earlier = sorted(p.name for p in store.path.glob("damaged-*"))
     if earlier:
-        out["kept_from_earlier_repairs"] = earlier
-    if repair and out["problems"]:
+        out.setdefault("kept_from_earlier_repairs", []).extend(earlier)
+    if repair and (load_error is not None or store.damage is not None):
         try:
             report = store.repair()
             out["actions"] += report.actions
             out["saved_aside"] += [str(p) for p in report.saved_aside]
             store.load()  # the result must load cleanly
-            out["repaired"] = store.damage is None
+            out["repaired"] = out.get("repaired", True) and store.damage is None
         except CircleError as exc:
             out["repaired"] = False
             out["actions"].append(f"could not repair: {exc}")
             if load_error is not None and "snapshot" in str(load_error):
                 out["actions"].append("the snapshot itself is unusable: restore this home from a backup, "
                                       "or join the circle again from another member's invite")
-    return out
 
 
 @click.command()
@@ -61,7 +69,7 @@ def doctor(ctx: Ctx, repair: bool) -> None:
     """Check this device's stored data; explain any damage; repair with --repair."""
     home = ctx.home()
     results = [_check_circle(home, cid, repair) for cid in home.circle_ids()]
-    healthy = all(not r["problems"] or r.get("repaired") for r in results)
+    healthy = all(not r["problems"] or (r.get("repaired") and not r.get("config_problem")) for r in results)
     data = {"home": str(home.path), "circles": results, "healthy": healthy}
 
     def human() -> None:

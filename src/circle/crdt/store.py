@@ -513,8 +513,11 @@ class DocStore:
             raise StoreCorrupt(f"{self.damage.message}; nothing was saved. Run `circle doctor` to set the damaged "
                                "part aside and continue")
 
-    def append(self, changes: list[bytes]) -> None:
-        """Durably append changes (one fsync for the batch)."""
+    def append(self, changes: list[bytes], durable: bool = True) -> None:
+        """Durably append changes (one fsync for the batch). `durable=False`
+        skips the fsync, for data that can be rebuilt (this device's change
+        proofs) or fetched again: a crash may lose a tail, never corrupt.
+        Only durable appends move `head` (a lost unsynced tail is a crash, not damage)."""
         if not changes:
             return
         self.refuse_if_damaged()
@@ -540,14 +543,15 @@ class DocStore:
                     view = memoryview(bytes(blob))
                     while view:
                         view = view[os.write(fd, view) :]
-                    os.fsync(fd)
+                    if durable:
+                        os.fsync(fd)
                 except OSError as exc:
                     try:
                         os.ftruncate(fd, good_end)  # never leave half a record (e.g. disk full)
                     except OSError:
                         pass
                     raise _storage_error(exc, self._log) from None
-                if self._follow_gen is not None:
+                if durable and self._follow_gen is not None:
                     self._write_head(self._current_gen(fd), good_end + len(blob), sync=False)
                 if caught_up:  # our own records need not be read back by poll()
                     self._follow_offset = good_end + len(blob)
