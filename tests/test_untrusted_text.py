@@ -36,12 +36,26 @@ def test_check_field_limits_and_surrogates() -> None:
     assert "surrogate" in (check_field("details", "a\udc80b") or "")
 
 
+# What a member's own device may put in its signed profile (statements refuse C0/C1 controls,
+# not direction overrides): the second member's handle and zone carry bidi controls.
+PEER_HANDLE = "bo\u202ePWN\u2066"
+
+
 @pytest.fixture
 def evil(tmp_path: Path) -> CLI:
-    cli = CLI(tmp_path / "home")
-    cli.run("init", "--name", "Tenants", "--handle", "ro\x1b[8mhidden", "--zone", "north\u202e", "--no-passphrase")
+    from factories import member_homes
+
+    homes = member_homes(tmp_path, ["ro", PEER_HANDLE])
+    cli = CLI(homes[0])
     cli.run("need", "add", EVIL, "--details", "line one\n\x1b[2Jline two", "--zone", "\x1b]8;;http://x\x07z")
     return cli
+
+
+def test_init_refuses_a_handle_with_controls_in_one_sentence(tmp_path: Path) -> None:
+    cli = CLI(tmp_path / "h")
+    proc = cli.run("init", "--name", "T", "--handle", "ro\x1b[8mhidden", "--no-passphrase", check=False)
+    assert proc.returncode == 2 and "control characters" in proc.stderr and _clean(proc.stderr)
+    assert not (tmp_path / "h" / "circles").exists() or not any((tmp_path / "h" / "circles").iterdir())
 
 
 @pytest.mark.parametrize("args", [("need", "list"), ("members",), ("status",), ("match",),
@@ -106,7 +120,7 @@ def test_serve_log_shows_a_hostile_handle_escaped(tmp_path: Path) -> None:
 
     from factories import member_homes
 
-    homes = member_homes(tmp_path, ["sam", "bo\x1b]0;PWNED\x07\u202e"])
+    homes = member_homes(tmp_path, ["sam", "bo\u202ePWNED\u2066"])
     a, b = CLI(homes[0]), CLI(homes[1])
     server = subprocess.Popen([sys.executable, "-m", "circle", "serve", "--no-discovery", "--listen",
                                "127.0.0.1:0"], env=a.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -124,7 +138,7 @@ def test_serve_log_shows_a_hostile_handle_escaped(tmp_path: Path) -> None:
     assert "PWNED" in log and _clean(log), log
 
 
-def test_over_long_fields_from_a_peer_are_malformed_or_cut(tmp_path: Path) -> None:
+def test_over_long_fields_from_a_peer_are_malformed(tmp_path: Path) -> None:
     """The sync path: a peer's client wrote what the board would refuse (no CLI check ran)."""
     from circle.node.home import Home
     from circle.node.service import CircleService
@@ -133,13 +147,10 @@ def test_over_long_fields_from_a_peer_are_malformed_or_cut(tmp_path: Path) -> No
     rid = svc.board.add_need("honest")
     with svc.doc.edit() as ed:  # as a hostile peer's device would write it
         ed.put_record("needs", "zzzzzzzz", {**svc.doc.records("needs")[rid], "title": "x" * 2_000_000})
-        ed.put_record("members", svc.me, {**svc.doc.records("members")[svc.me], "handle": "h" * 5000})
     svc.board.invalidate()
     view = svc.board.view()
     assert [n.title for n in svc.board.needs()] == ["honest"]
     assert any(m.id == "zzzzzzzz" and "longer than" in m.reason for m in view.malformed)
-    me = view.members[svc.me]
-    assert me.active and len(me.handle) == LIMITS["handle"]  # cut, never dropped from the circle
 
 
 def test_an_undecodable_argument_is_one_sentence(evil: CLI) -> None:

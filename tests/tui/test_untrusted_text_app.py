@@ -16,7 +16,7 @@ FORBIDDEN = ("\x1b", "\x07", "\u202e")
 
 
 async def test_table_and_detail_show_controls_escaped(tmp_path: Path) -> None:
-    svc = CircleService.create(Home.create(tmp_path / "h", None), "Tenants", "ro\x1b[8m")
+    svc = CircleService.create(Home.create(tmp_path / "h", None), "Tenants", "ro\u202e")
     svc.board.add_need(EVIL, details="first\n\x1b[2Jsecond", zone="\u202enorth")
     app = CircleApp(svc)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -15,7 +15,7 @@ from typing import Any, TextIO, TypeVar
 import click
 
 from circle.crdt.model import Need, Offer, Tool
-from circle.crdt.text import printable
+from circle.crdt.text import is_clean, printable
 from circle.crdt.transfer import record_dict
 from circle.errors import UsageError
 from circle.node.home import PASSPHRASE_ENV, Home
@@ -76,6 +76,15 @@ def show_warnings(svc: CircleService) -> None:
     for message in dict.fromkeys(svc.warnings):
         click.echo(f"circle: note: {message}", err=True)
     svc.warnings.clear()
+
+
+def check_profile_text(handle: str, zone: str) -> None:
+    """Your handle and zone go into signed membership statements, which refuse control
+    characters: refuse them here, in one sentence, before anything is created."""
+    for what, text in (("handle", handle), ("zone", zone)):
+        if not is_clean(text):
+            raise UsageError(f"the {what} may not contain control characters or direction overrides "
+                             f"(it reads {printable(text)})")
 
 
 def warn_about_store(svc: CircleService) -> None:

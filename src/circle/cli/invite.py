@@ -9,7 +9,7 @@ import time
 
 import click
 
-from circle.cli.common import Ctx, emit, json_option, pass_ctx
+from circle.cli.common import Ctx, check_profile_text, emit, json_option, pass_ctx
 from circle.errors import InviteError, UsageError
 from circle.net.discovery import local_addresses
 from circle.net.invite import InviteCode
@@ -111,6 +111,7 @@ def join_command(ctx: Ctx, code: str, handle: str, zone: str, no_passphrase: boo
         raise InviteError("this invite has expired; ask for a new one")
     if not handle.strip():
         raise UsageError("a handle is required")
+    check_profile_text(handle, zone)
     if not ctx.json:
         click.echo(f"Code fingerprint (compare aloud with the inviter): {parsed.fingerprint}")
     if Home.exists(ctx.home_path):

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from circle.cli.common import Ctx, emit, guard_terminal, json_option, pass_ctx
+from circle.cli.common import Ctx, check_profile_text, emit, guard_terminal, json_option, pass_ctx
 from circle.crdt.store import os_error_sentence
 from circle.errors import CircleError
 from circle.node.home import PASSPHRASE_ENV, Home, default_home
@@ -63,6 +63,7 @@ def cli(ctx: click.Context, home: Path | None, circle_sel: str | None, json_out:
 @pass_ctx
 def init(ctx: Ctx, name: str, handle: str, zone: str, no_passphrase: bool) -> None:
     """Create this device's identity (if needed) and a new circle."""
+    check_profile_text(handle, zone)
     if Home.exists(ctx.home_path):
         home = ctx.home()
     else:
