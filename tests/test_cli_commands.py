@@ -136,10 +136,12 @@ def test_unreadable_home_files_give_clear_errors(cli: CLI) -> None:
     cli.json("need", "add", "one")
     cli.json("need", "add", "two")
     data = bytearray(log.read_bytes())
-    data[30] ^= 0xFF
+    data[50] ^= 0xFF  # inside the first record
     log.write_bytes(bytes(data))
-    proc = cli.run("need", "list", check=False)
-    assert proc.returncode == 5 and "damaged at byte" in proc.stderr
+    proc = cli.run("need", "list", check=False)  # reading still works, and says what is wrong
+    assert proc.returncode == 0 and "damaged at byte" in proc.stderr and "circle doctor" in proc.stderr
+    proc = cli.run("need", "add", "three", check=False)  # writing is refused until the user acts
+    assert proc.returncode == 5 and "nothing was saved" in proc.stderr
     assert log.read_bytes() == bytes(data)  # left exactly as found
 
 

@@ -159,3 +159,17 @@ async def test_concurrent_removals_converge_on_one_key(tmp_path: Path) -> None:
     assert {m.handle for m in a.board.members() if m.active} == {"ana", "bo"}
     for outsider in (c, d):
         assert ea.number not in outsider.config.epoch_keys
+
+
+async def test_a_joiner_whose_clock_is_an_hour_fast_can_join(founder: CircleService, tmp_path: Path) -> None:
+    """Issue 16 case 7: expiry is the inviter's rule on the inviter's clock (fixed clock per device)."""
+    host, joined, _ = await _host(founder)
+    assert host.bound is not None
+    code = host.create(10, (f"127.0.0.1:{host.bound[1]}",))
+    fast = time.time() + 3600  # the joiner's clock: an hour ahead, frozen
+    result = await join(Home.create(tmp_path / "bo", None), code, "bo", clock=lambda: fast)
+    await host.close()
+    assert [e.handle for e in joined] == ["bo"] and result.service.board.member("bo")
+    far = time.time() + 7 * 3600  # beyond the stated skew: refused on this device, before any connection
+    with pytest.raises(InviteError, match="expired"):
+        await join(Home.create(tmp_path / "cy", None), code, "cy", clock=lambda: far)

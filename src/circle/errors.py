@@ -81,6 +81,10 @@ class SchemaTooNew(StoreError):
     """The document was written by a newer circle than this one."""
 
 
+class CompactionFailed(StoreError):
+    """Every change is saved; only rewriting the snapshot (tidying) failed."""
+
+
 class StoreLocked(StoreError):
     """Another process holds the store lock for too long."""
 

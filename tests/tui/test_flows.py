@@ -105,7 +105,7 @@ async def test_first_run_creates_a_circle(tmp_path: Path) -> None:
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert isinstance(app.screen, WelcomeScreen), "a too-short passphrase must be refused"
-        assert "at least 8" in text_of(app.screen.query_one("#welcome-error", Static))
+        assert "at least 12" in text_of(app.screen.query_one("#welcome-error", Static))
         await fill(pilot, "#w-pass", "")
         await fill(pilot, "#w-pass2", "")
         await pilot.click("#create")

@@ -79,6 +79,12 @@ def status(ctx: Ctx) -> None:
             peer["last_seen"] = int(seen * 1000)
         if peer.get("path") in ("incoming", "manual"):
             peer["path"] = "direct"
+    data["storage"]["in_clear"] = svc.home.in_clear()
+    from circle.node.relays import undelivered
+
+    data["relays_undelivered_changes"] = undelivered(svc)
+    damage = svc.store.damage
+    data["storage"]["damage"] = None if damage is None else {"kind": damage.kind, "message": damage.message}
     def human() -> None:
         c, me, n, st = data["circle"], data["me"], data["counts"], data["storage"]
         click.echo(f"Circle {c['name']} ({c['id']}), key generation {c['key_generation']}")
@@ -97,7 +103,12 @@ def status(ctx: Ctx) -> None:
                        f"member's device (last: {data['membership']['last_refusal']})")
         for bad in data["malformed"]:
             click.echo(f"Unreadable record {bad['collection']}/{bad['id']}: {bad['reason']}")
+        if data["relays_undelivered_changes"]:
+            click.echo(f"Relays: {data['relays_undelivered_changes']} change(s) not yet stored by every relay "
+                       "(run `circle sync`; `circle relays` shows why)")
         click.echo(f"Storage: {st['protection']} ({st['path']})")
+        for item in st["in_clear"]:
+            click.echo(f"  not encrypted: {item}")
         for peer in data.get("peers", []):
             seen = peer.get("last_seen")
             when = ago(int(seen)) if isinstance(seen, int | float) else "never"

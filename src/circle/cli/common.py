@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import getpass
+import io
 import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
 from circle.crdt.model import Need, Offer, Tool
+from circle.crdt.text import is_clean, printable
 from circle.crdt.transfer import record_dict
 from circle.errors import PassphraseRequired, UsageError
 from circle.node.home import PASSPHRASE_ENV, Home
@@ -74,8 +76,35 @@ class Ctx:
 
             home = self.home()
             self._service = CircleService.open(home, pick(home, self.circle))
+            warn_about_store(self._service)
+            svc = self._service
+            click.get_current_context().call_on_close(lambda: show_warnings(svc))
             self._service.refresh()
         return self._service
+
+
+def show_warnings(svc: CircleService) -> None:
+    """What happened after an edit was saved (e.g. compaction failed): said, not an error."""
+    for message in dict.fromkeys(svc.warnings):
+        click.echo(f"circle: note: {message}", err=True)
+    svc.warnings.clear()
+
+
+def check_profile_text(handle: str, zone: str) -> None:
+    """Your handle and zone go into signed membership statements, which refuse control
+    characters: refuse them here, in one sentence, before anything is created."""
+    for what, text in (("handle", handle), ("zone", zone)):
+        if not is_clean(text):
+            raise UsageError(f"the {what} may not contain control characters or direction overrides "
+                             f"(it reads {printable(text)})")
+
+
+def warn_about_store(svc: CircleService) -> None:
+    """Damage is reported in words on every command until `circle doctor` repairs it."""
+    damage = svc.store.damage
+    if damage is not None:
+        click.echo(f"circle: WARNING: {damage.message}. Reading works; nothing new can be saved until you run "
+                   "`circle doctor` (it keeps every good record and sets the damaged bytes aside).", err=True)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -116,9 +145,11 @@ def ago(ms: int, now: int | None = None) -> str:
 
 
 def table(rows: list[list[str]], header: list[str]) -> None:
+    """Columns of text; every cell is shown with controls made visible (cells hold peers' text)."""
     if not rows:
         click.echo("(nothing)")
         return
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     click.echo("  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for row in rows:
@@ -127,7 +158,7 @@ def table(rows: list[list[str]], header: list[str]) -> None:
 
 def handle_of(svc: CircleService, member_id: str) -> str:
     m = svc.board.view().members.get(member_id)  # type: ignore[call-overload]
-    return m.handle if m else member_id
+    return printable(m.handle if m else member_id)
 
 
 def show_record(svc: CircleService, rec: Need | Offer | Tool) -> None:
@@ -145,7 +176,9 @@ def show_record(svc: CircleService, rec: Need | Offer | Tool) -> None:
             value = "-"
         elif isinstance(value, bool):
             value = "yes" if value else "no"
-        click.echo(f"{key:>18}: {value}")
+        # Details may span lines; each further line is indented under the value.
+        text = printable(value, multiline=True).replace("\n", "\n" + " " * 20)
+        click.echo(f"{key:>18}: {text}")
 
 
 def status_action(group: click.Group, kind: str, name: str, method: str, verb: str) -> None:
@@ -164,3 +197,56 @@ def status_action(group: click.Group, kind: str, name: str, method: str, verb: s
         emit(ctx, record_dict(rec),
              lambda: click.echo(f"{kind.capitalize()} “{getattr(rec, 'title', rec.id)}” ({rec.id}) is now "
                                 f"{rec.status.value}."))
+
+
+# --- the terminal guard -------------------------------------------------------------
+
+
+class GuardedStream(io.TextIOBase):
+    """stdout/stderr for every command but the app: nothing written can drive the terminal.
+
+    Commands format peers' text with `printable` themselves (so columns line
+    up); this is the second line of defence for any message that quotes a
+    peer's text without it. Newlines, tabs and carriage returns (our own
+    progress line) pass; every other control or bidi character is shown
+    escaped. Click accepts it as a text stream (it has an encoding and refuses
+    bytes), so `click.echo` writes through it."""
+
+    def __init__(self, inner: TextIO) -> None:
+        super().__init__()
+        self._inner = inner
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._inner, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str:  # type: ignore[override]
+        return getattr(self._inner, "errors", None) or "strict"
+
+    def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            raise TypeError("write() argument must be str")
+        safe = printable(s, multiline=True, keep="\t\r")
+        # Text that cannot be encoded for this terminal is escaped, never a crash.
+        self._inner.write(safe.encode(self.encoding, "backslashreplace").decode(self.encoding))
+        return len(s)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def isatty(self) -> bool:
+        return self._inner.isatty()
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+
+def guard_terminal() -> None:
+    if not isinstance(sys.stdout, GuardedStream):
+        sys.stdout = GuardedStream(sys.stdout)
+    if not isinstance(sys.stderr, GuardedStream):
+        sys.stderr = GuardedStream(sys.stderr)

@@ -9,7 +9,7 @@ import time
 
 import click
 
-from circle.cli.common import Ctx, emit, json_option, pass_ctx
+from circle.cli.common import Ctx, check_profile_text, emit, json_option, pass_ctx
 from circle.errors import InviteError, UsageError
 from circle.net.discovery import local_addresses
 from circle.net.invite import InviteCode
@@ -133,6 +133,7 @@ def join_command(ctx: Ctx, code: str, handle: str, zone: str, no_passphrase: boo
     if len(zone.strip()) > 60:
         raise UsageError("a zone has at most 60 characters")
     handle, zone = handle.strip(), zone.strip()
+    check_profile_text(handle, zone)
     if Home.exists(ctx.home_path):
         home = ctx.home()
     else:

@@ -1,7 +1,9 @@
 """`circle`: every board action as a command, with `--json` for scripts.
 
 Errors are turned into one sentence on stderr and a non-zero exit code here,
-and only here (besides the TUI).
+and only here (besides the TUI). Exit codes: 1 other, 2 usage or bad input,
+3 not found, 4 refused, 5 storage (filesystem failures included), 6 network,
+7 invite, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from circle.cli.common import Ctx, emit, json_option, pass_ctx
+from circle.cli.common import Ctx, check_profile_text, emit, guard_terminal, json_option, pass_ctx
+from circle.crdt.store import os_error_sentence
 from circle.errors import CircleError, UsageError
 from circle.node.home import PASSPHRASE_ENV, Home, default_home
 from circle.node.panic import check_not_wiped
@@ -37,6 +40,7 @@ COMMAND_MODULES = {
     "circles": "circles", "use": "circles", "forget": "circles", "profile": "circles", "activity": "circles",
     "search": "circles", "report": "circles",
     "alert": "alerts", "checkin": "checkin", "resource": "resources", "lock": "lock", "wipe": "lock",
+    "doctor": "doctor",
 }
 
 
@@ -78,6 +82,9 @@ def cli(ctx: click.Context, home: Path | None, circle_sel: str | None, json_out:
         passphrase_file: Path | None) -> None:
     """circle: a local-first, end-to-end encrypted mutual-aid board."""
     ctx.obj = Ctx(home if home is not None else default_home(), circle_sel, json_out, passphrase_file)
+    if ctx.invoked_subcommand not in (None, "app", "demo"):
+        guard_terminal()  # peers' text never reaches the terminal as control sequences
+        ctx.color = True  # so click does not silently strip escapes: the guard shows them instead
     if ctx.invoked_subcommand is None:
         try:
             from circle.tui.launch import launch
@@ -101,6 +108,7 @@ def cli(ctx: click.Context, home: Path | None, circle_sel: str | None, json_out:
 def init(ctx: Ctx, name: str, handle: str, zone: str, no_passphrase: bool, another: bool) -> None:
     """Create this device's identity (if needed) and a new circle."""
     check_not_wiped(ctx.home_path)
+    check_profile_text(handle, zone)
     if Home.exists(ctx.home_path):
         home = ctx.home()
         existing = home.circle_ids()
@@ -182,6 +190,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:  # a filesystem failure no layer below turned into a sentence
+        click.echo(f"circle: {os_error_sentence(exc)}; whether the last change was saved is unknown "
+                   "(check with `circle status`)", err=True)
+        sys.exit(5)
+    except UnicodeError:
+        click.echo("circle: some text is not valid Unicode (a byte that is not UTF-8, or a lone surrogate); "
+                   "nothing was changed", err=True)
+        sys.exit(2)
+    except (OverflowError, RecursionError) as exc:
+        click.echo(f"circle: the input cannot be handled ({exc.__class__.__name__}: {str(exc)[:120]})", err=True)
+        sys.exit(2)
 
 
 _with_global_options(init)

@@ -14,6 +14,7 @@ import base64
 import csv
 import io
 import json
+import re
 from dataclasses import asdict, fields, is_dataclass
 from enum import Enum
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from circle.crdt.am import Field, Scalar
 from circle.crdt.board import Board, clean_tags
 from circle.crdt.model import Condition, ToolState, Urgency
+from circle.crdt.text import check_field, printable
 from circle.errors import ImportError_
 
 FORMAT = "circle-export"
@@ -73,6 +75,15 @@ def export_json(board: Board) -> dict[str, Any]:
     }
 
 
+def _csv_cell(value: Any) -> Any:
+    """Members' text in a CSV cell: controls shown escaped (the file is often `cat`ed), and a
+    leading = + - @ quoted with ' so a spreadsheet never runs it as a formula."""
+    if not isinstance(value, str):
+        return value
+    text = printable(value, multiline=True)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
 def export_csv(board: Board) -> str:
     """One section per collection: a `# name` line, a header row, the rows."""
     data = export_json(board)
@@ -87,7 +98,8 @@ def export_csv(board: Board) -> str:
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()})
+            writer.writerow({k: _csv_cell(json.dumps(v) if isinstance(v, list | dict) else v)
+                             for k, v in row.items()})
         out.write("\n")
     return out.getvalue()
 
@@ -114,36 +126,49 @@ _SCHEMA: dict[str, dict[str, str]] = {
 _ENUMS: dict[str, type[Enum]] = {"urgency": Urgency, "condition": Condition, "state": ToolState}
 
 
+# Whole numbers are stored as 64-bit integers; times and counts never need
+# more than JavaScript's safe range (year 285,000), so that is the bound.
+MAX_INT = 2**53 - 1
+_MEMBER_ID = re.compile(r"^[a-z2-9]{1,64}$")
+
+
 def _convert(kind: str, value: Any, where: str, key: str) -> Field:
     def bad(expected: str) -> ImportError_:
-        return ImportError_(f"{where}: field '{key}' must be {expected}, got {json.dumps(value)[:40]}")
+        shown = printable(json.dumps(value)[:40]) if not isinstance(value, int) else str(value)[:40]
+        return ImportError_(f"{where}: field '{key}' must be {expected}, got {shown}")
 
-    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_int = isinstance(value, int) and not isinstance(value, bool) and -MAX_INT <= value <= MAX_INT
     if kind == _STR:
         if not isinstance(value, str):
             raise bad("text")
+        problem = check_field(key, value)
+        if problem is not None:
+            raise ImportError_(f"{where}: field '{key}' {problem}")
         return value
     if kind == _INT:
         if not is_int:
-            raise bad("a whole number")
+            raise bad(f"a whole number between -{MAX_INT} and {MAX_INT}")
         return int(value)
     if kind == _OPT_INT:
         if value is not None and not is_int:
-            raise bad("a whole number or null")
+            raise bad(f"a whole number between -{MAX_INT} and {MAX_INT}, or null")
         return value  # type: ignore[no-any-return]
     if kind == _BOOL:
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
     if kind == "tags":
-        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        if not isinstance(value, list) or not all(isinstance(t, str) and check_field("tag", t) is None
+                                                  for t in value):
             raise bad("a list of text tags")
         return clean_tags(value)
     if kind == "claims":
-        if not isinstance(value, dict) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value.values()
+        if not isinstance(value, dict) or len(value) > 1000 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT for v in value.values()
         ):
             raise bad("a map of member id to time")
+        if not all(isinstance(k, str) and _MEMBER_ID.match(k) for k in value):
+            raise bad("a map whose keys are member ids")
         claims: dict[str, Scalar] = {str(k): int(v) for k, v in value.items()}
         return claims
     if kind == "opt_condition":

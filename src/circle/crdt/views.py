@@ -37,6 +37,7 @@ from circle.crdt.model import (
     offer_status,
     tool_availability,
 )
+from circle.crdt.text import LIMITS as TEXT_LIMITS
 
 E = TypeVar("E")
 T = TypeVar("T")
@@ -52,7 +53,20 @@ def _str(rec: Record, key: str, default: str | None = None) -> str:
         if value is None and default is not None:
             return default
         raise _Bad(f"field '{key}' is not text")
+    # issue 10: lengths hold on the sync path too (a peer's client may skip the board's checks).
+    limit = TEXT_LIMITS.get(key)
+    if limit is not None and len(value) > limit:
+        raise _Bad(f"field '{key}' is longer than {limit} characters")
     return value
+
+
+def _cut(rec: Record, key: str, default: str | None = None) -> str:
+    """Member fields: an over-long handle or zone is shown cut, never makes the member malformed
+    (which would drop an honest member whose record someone else padded)."""
+    value = rec.get(key, default)
+    if not isinstance(value, str):
+        return _str(rec, key, default)
+    return value[: TEXT_LIMITS.get(key, len(value))]
 
 
 def _int(rec: Record, key: str) -> int:
@@ -111,8 +125,8 @@ def parse_member(rid: str, rec: Record) -> Member:
     invited = _opt_str(rec, "invited_by")
     removed_by = _opt_str(rec, "removed_by")
     return Member(
-        id=MemberId(rid), handle=_str(rec, "handle"), sign_key=_bytes(rec, "sign_key"),
-        box_key=_bytes(rec, "box_key"), zone=_str(rec, "zone", ""), joined_at=_int(rec, "joined_at"),
+        id=MemberId(rid), handle=_cut(rec, "handle"), sign_key=_bytes(rec, "sign_key"),
+        box_key=_bytes(rec, "box_key"), zone=_cut(rec, "zone", ""), joined_at=_int(rec, "joined_at"),
         invited_by=MemberId(invited) if invited else None, removed_at=_opt_int(rec, "removed_at"),
         removed_by=MemberId(removed_by) if removed_by else None,
     )

@@ -26,11 +26,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import struct
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from circle.errors import BundleCorrupt, RemoteProtocolError, StoreError
 from circle.net.envelope import (
@@ -126,51 +128,70 @@ def _read_exact(f: object, n: int, what: str) -> bytes:
     return data
 
 
-def read_bundle(path: Path | str) -> list[bytes]:
-    """The envelopes in a bundle file, in order (not yet opened).
+def _scan(f: BinaryIO, path: Path, keep: bool) -> Iterator[bytes]:
+    """Walk a bundle's records, checking the checksum at the end; yields envelopes if `keep`.
 
+    Holds one envelope at a time (at most MAX_ENVELOPE_SIZE), never the file."""
+    h = _hasher()
+    head = f.read(_HEAD.size)
+    if len(head) < len(MAGIC) or head[: len(MAGIC)] != MAGIC:
+        raise BundleCorrupt(f"{path.name} is not a circle bundle")
+    if len(head) != _HEAD.size:
+        raise BundleCorrupt("bundle is truncated (in the header)")
+    _magic, version, flags, count = _HEAD.unpack(head)
+    if version != VERSION:
+        raise BundleCorrupt(f"bundle version {version} is not supported by this circle (knows {VERSION})")
+    if flags != 0 or count > MAX_ENVELOPES:
+        raise BundleCorrupt("bundle header is damaged")
+    h.update(head)
+    for i in range(count):
+        chunk = _read_exact(f, _LEN.size, f"envelope {i + 1} of {count}")
+        (n,) = _LEN.unpack(chunk)
+        if n > MAX_ENVELOPE_SIZE:
+            raise BundleCorrupt(f"bundle envelope {i + 1} has an impossible length")
+        env = _read_exact(f, n, f"envelope {i + 1} of {count}")
+        h.update(chunk)
+        h.update(env)
+        if keep:
+            try:
+                peek_header(env)
+            except RemoteProtocolError as e:
+                raise BundleCorrupt(f"bundle envelope {i + 1} is malformed: {e.message}") from None
+            yield env
+    checksum = _read_exact(f, CHECKSUM_LEN, "the checksum")
+    if f.read(1):
+        raise BundleCorrupt("bundle has trailing bytes after its checksum")
+    if checksum != h.digest():
+        raise BundleCorrupt("bundle is damaged (checksum mismatch)")
+
+
+def iter_bundle(path: Path | str) -> Iterator[bytes]:
+    """The envelopes in a bundle file, in order (not yet opened), one at a time.
+
+    Two passes over the file: the first checks the whole file (checksum,
+    lengths) holding one envelope at a time, so a huge crafted or damaged
+    file is refused in bounded memory; the second yields the envelopes and
+    checks the checksum again at its end (the file may have changed in
+    between: a consumer must not act before the iterator is exhausted).
     Raises BundleCorrupt for a file that is not a bundle, is of a newer
     version, is truncated, or fails its checksum; StoreError if unreadable.
     """
     path = Path(path)
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise StoreError(f"cannot read bundle {path}: {e.strerror}") from None
-    with f:
-        h = _hasher()
-        head = f.read(_HEAD.size)
-        if len(head) < len(MAGIC) or head[: len(MAGIC)] != MAGIC:
-            raise BundleCorrupt(f"{path.name} is not a circle bundle")
-        if len(head) != _HEAD.size:
-            raise BundleCorrupt("bundle is truncated (in the header)")
-        _magic, version, flags, count = _HEAD.unpack(head)
-        if version != VERSION:
-            raise BundleCorrupt(f"bundle version {version} is not supported by this circle (knows {VERSION})")
-        if flags != 0 or count > MAX_ENVELOPES:
-            raise BundleCorrupt("bundle header is damaged")
-        h.update(head)
-        envs: list[bytes] = []
-        for i in range(count):
-            chunk = _read_exact(f, _LEN.size, f"envelope {i + 1} of {count}")
-            (n,) = _LEN.unpack(chunk)
-            if n > MAX_ENVELOPE_SIZE:
-                raise BundleCorrupt(f"bundle envelope {i + 1} has an impossible length")
-            env = _read_exact(f, n, f"envelope {i + 1} of {count}")
-            h.update(chunk)
-            h.update(env)
-            envs.append(env)
-        checksum = _read_exact(f, CHECKSUM_LEN, "the checksum")
-        if f.read(1):
-            raise BundleCorrupt("bundle has trailing bytes after its checksum")
-    if checksum != h.digest():
-        raise BundleCorrupt("bundle is damaged (checksum mismatch)")
-    for i, env in enumerate(envs):
-        try:
-            peek_header(env)
-        except RemoteProtocolError as e:
-            raise BundleCorrupt(f"bundle envelope {i + 1} is malformed: {e.message}") from None
-    return envs
+    for keep in (False, True):
+        try:  # non-blocking open: a FIFO in the bundle's place must not hang the command
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise StoreError(f"cannot read bundle {path}: {e.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise BundleCorrupt(f"{path.name} is not a regular file (a bundle is read twice: copy it first)")
+        with os.fdopen(fd, "rb") as f:
+            yield from _scan(f, path, keep)
+
+
+def read_bundle(path: Path | str) -> list[bytes]:
+    """Every envelope of a bundle (see `iter_bundle`); the file is checked before any is kept."""
+    return list(iter_bundle(path))
 
 
 @dataclass
@@ -198,7 +219,7 @@ def open_bundle(
     """
     inbox = EnvelopeInbox(epoch_keys, is_active_member, set(seen) if seen is not None else set())
     out = BundleContents()
-    for i, env in enumerate(read_bundle(path)):
+    for i, env in enumerate(iter_bundle(path)):
         try:
             opened = inbox.accept(env)
         except RemoteProtocolError as e:
@@ -215,4 +236,4 @@ def open_bundle(
     return out
 
 
-__all__ = ["BundleContents", "open_bundle", "read_bundle", "write_bundle"]
+__all__ = ["BundleContents", "iter_bundle", "open_bundle", "read_bundle", "write_bundle"]

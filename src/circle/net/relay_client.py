@@ -75,6 +75,7 @@ from circle.net.relay_protocol import (
 
 log = logging.getLogger("circle.relay.client")
 
+REFUSED_RETRY_S = 30.0  # a relay that refused (full, too large) is retried this often
 _PUSH_QUEUE = 1024  # pushed envelopes buffered before we stop reading (back-pressure)
 
 
@@ -418,6 +419,7 @@ class _Relay:
         self.caught_up = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.conn: RelayConnection | None = None
+        self.refused_since: float | None = None
 
     def enqueue(self, eid: bytes, env: bytes) -> None:
         if eid in self.outbox:
@@ -429,6 +431,27 @@ class _Relay:
         self.status.pending = len(self.outbox)
         self.drained.clear()
         self.outbox_changed.set()
+
+    def settle(self, batch: list[tuple[bytes, bytes]], results: Sequence[object]) -> int:
+        """Drop what the relay stored; keep what it refused (queued, retried later).
+
+        A refused envelope was *not* delivered: reporting it as sent is how an
+        edit got lost behind a full relay (issue 16). Returns how many were refused."""
+        refused = 0
+        for (eid, _env), res in zip(batch, results, strict=True):
+            if isinstance(res, RelayError):
+                refused += 1
+                if self.refused_since is None:
+                    self.refused_since = time.time()
+                since = time.strftime("%H:%M", time.localtime(self.refused_since))
+                what = "relay full" if isinstance(res, RelayQuotaExceeded) else "relay refused"
+                self.status.last_error = (f"{what} since {since}: {res.message}; {len(self.outbox)} envelope(s) "
+                                          "still queued and retried")
+            else:
+                self.done(eid)
+        if not refused:
+            self.refused_since = None
+        return refused
 
     def done(self, eid: bytes) -> None:
         self.outbox.pop(eid, None)
@@ -685,16 +708,10 @@ class RelayPool:
                     await r.outbox_changed.wait()
                     continue
                 results = await conn.push_many([env for _eid, env in batch])
-                for (eid, _env), res in zip(batch, results, strict=True):
-                    if isinstance(res, RelayQuotaExceeded):
-                        r.status.last_error = res.message
-                        r.done(eid)  # the other relays still carry it
-                    elif isinstance(res, RelayError):
-                        r.status.last_error = res.message
-                        r.done(eid)
-                    else:
-                        r.done(eid)
+                refused = r.settle(batch, results)
                 r.status.last_seen = conn.last_seen
+                if refused:  # kept queued: retry after a pause (the relay may get room)
+                    await asyncio.sleep(REFUSED_RETRY_S)
 
         tasks = [asyncio.create_task(reader()), asyncio.create_task(writer())]
         try:
@@ -739,10 +756,7 @@ class RelayPool:
                 c.instance = instance
                 batch = list(r.outbox.items())
                 results = await conn.push_many([env for _eid, env in batch])
-                for (eid, _env), res in zip(batch, results, strict=True):
-                    if isinstance(res, RelayError):
-                        r.status.last_error = res.message
-                    r.done(eid)
+                refused = r.settle(batch, results)
                 since = c.cursor
                 while True:
                     page = await conn.fetch(since)
@@ -752,6 +766,8 @@ class RelayPool:
                     if not page.more or not page.items:
                         break
                 r.status.last_seen = conn.last_seen
+                if refused:
+                    return r.status.last_error
                 r.status.last_error = None
                 return None
             except NetworkError as e:

@@ -29,7 +29,14 @@ import nacl.secret
 import nacl.utils
 import platformdirs
 
-from circle.crdt.store import SecretBoxCipher, atomic_write
+from circle.crdt.store import (
+    Cipher,
+    PlainCipher,
+    SecretBoxCipher,
+    atomic_write,
+    os_error_sentence,
+    read_regular,
+)
 from circle.errors import (
     NotFound,
     PassphraseRequired,
@@ -44,11 +51,13 @@ HOME_ENV = "CIRCLE_HOME"
 PASSPHRASE_ENV = "CIRCLE_PASSPHRASE"
 DEVICE_FILE = "device.json"
 FORMAT_VERSION = 1
-# INTERACTIVE limits (64 MiB, 2 passes): every CLI command pays this once, so
-# it must stay well under a second on an old laptop. Stored per home so it
-# can be raised later without breaking existing homes.
-KDF_OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
-KDF_MEM = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+# MODERATE limits (256 MiB, 3 passes): every CLI command pays this once
+# (measured in docs/storage.md), and a seized laptop's passphrase costs an
+# attacker that much per guess. Stored per home, so older homes keep opening
+# and the level can be raised later.
+KDF_OPS = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
+KDF_MEM = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
+MIN_PASSPHRASE = 12
 
 
 def default_home() -> Path:
@@ -73,10 +82,10 @@ def _unb64(text: object, what: str) -> bytes:
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = json.loads(read_regular(path, what).decode("utf-8"))
     except FileNotFoundError:
         raise NotFound(f"{what} not found at {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise StoreCorrupt(f"{path} is damaged or not a circle file ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise StoreCorrupt(f"{path} is not a circle file")
@@ -98,25 +107,31 @@ class Home:
 
     @staticmethod
     def exists(path: Path) -> bool:
-        return (path / DEVICE_FILE).exists()
+        try:
+            (path / DEVICE_FILE).stat()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StoreError(os_error_sentence(exc, path / DEVICE_FILE)) from None
+        return True
 
     @classmethod
     def create(cls, path: Path, passphrase: str | None) -> Home:
         if cls.exists(path):
             raise StoreError(f"{path} already holds a circle device identity")
-        if passphrase is not None and len(passphrase) < 8:
-            raise UsageError("a passphrase must have at least 8 characters")
+        if passphrase is not None and len(passphrase) < MIN_PASSPHRASE:
+            raise UsageError(f"a passphrase must have at least {MIN_PASSPHRASE} characters "
+                             "(several words are easiest to remember)")
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path, 0o700)
         identity = DeviceIdentity.generate()
         data_key = nacl.utils.random(32)
-        record: dict[str, Any] = {
-            "format": FORMAT_VERSION,
-            "verify_key": _b64(identity.verify_key),
-            "box_key": _b64(identity.box_public),
-        }
+        record: dict[str, Any] = {"format": FORMAT_VERSION}
         if passphrase is None:
             record["data_key"] = _b64(data_key)
+            # Public keys name the member (its id is their fingerprint): in clear only without a passphrase.
+            record["verify_key"] = _b64(identity.verify_key)
+            record["box_key"] = _b64(identity.box_public)
         else:
             salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
             kek = nacl.pwhash.argon2id.kdf(32, passphrase.encode(), salt, opslimit=KDF_OPS, memlimit=KDF_MEM)
@@ -165,7 +180,7 @@ class Home:
             home.identity = DeviceIdentity.from_secret_bytes(secret)
         except (ValueError, StoreCorrupt):
             raise StoreCorrupt(f"{path / DEVICE_FILE} holds a damaged identity") from None
-        if home.identity.verify_key != _unb64(record.get("verify_key"), "verify key"):
+        if "verify_key" in record and home.identity.verify_key != _unb64(record.get("verify_key"), "verify key"):
             raise StoreCorrupt(f"{path / DEVICE_FILE} identity does not match its public key")
         return home
 
@@ -184,11 +199,33 @@ class Home:
         except nacl.exceptions.CryptoError:
             raise StoreCorrupt("a sealed secret failed to open: the file is damaged") from None
 
-    def doc_cipher(self, circle_id: str) -> SecretBoxCipher | None:
-        """Per-circle document key, derived so one circle's files say nothing of another's."""
+    def in_clear(self) -> list[str]:
+        """Exactly what this home keeps unencrypted (`circle status` lists it)."""
         if not self.encrypted:
-            return None
-        return SecretBoxCipher(keyed_hash(self.data_key, Purpose.AT_REST, circle_id.encode()))
+            return ["everything: identity and circle keys, the board, members' handles and zones, peers' "
+                    "addresses (no passphrase: protected only by file permissions)"]
+        return [
+            "each circle's random id (also its directory name) and current key epoch number (circle.json)",
+            "the passphrase's salt and argon2id settings (device.json)",
+            "file sizes and modification times: roughly how much and when circle was used",
+            "names of damaged-* files set aside by `circle doctor` (their content stays as it was on disk)",
+        ]
+
+    def config_tag(self, record: dict[str, Any]) -> bytes:
+        """Keyed tag over a circle.json record (everything but the tag itself)."""
+        body = json.dumps({k: v for k, v in record.items() if k != "tag"}, sort_keys=True).encode()
+        return keyed_hash(self.data_key, Purpose.AT_REST, b"circle.json:" + body, size=16)
+
+    def doc_cipher(self, circle_id: str) -> Cipher:
+        """Per-circle document key, derived so one circle's files say nothing of another's.
+
+        Without a passphrase nothing is encrypted, but the files are still
+        bound (keyed tags) to this home and circle: another circle's log or
+        snapshot copied in is refused."""
+        binding = keyed_hash(self.data_key, Purpose.AT_REST, b"bind:" + circle_id.encode())
+        if not self.encrypted:
+            return PlainCipher(binding)
+        return SecretBoxCipher(keyed_hash(self.data_key, Purpose.AT_REST, circle_id.encode()), binding)
 
     # --- circles -------------------------------------------------------------
 
@@ -221,14 +258,23 @@ class CircleConfig:
 
     @classmethod
     def load(cls, home: Home, circle_id: str) -> CircleConfig:
-        raw = read_json(home.circle_dir(circle_id) / "circle.json", f"circle {circle_id}")
+        path = home.circle_dir(circle_id) / "circle.json"
+        raw = read_json(path, f"circle {circle_id}")
+        # The tag binds the file to this home and this circle: another circle's
+        # circle.json (or another device's) is refused, with or without a passphrase.
+        if raw.get("circle_id") != circle_id or raw.get("tag") != _b64(home.config_tag(raw)):
+            raise StoreCorrupt(f"{path} belongs to another circle or another device (or was edited); refusing it")
         try:
             keys = {
                 int(n): EpochKey(home.unseal(_unb64(k, "epoch key")))
                 for n, k in dict(raw["epoch_keys"]).items()
             }
             name = home.unseal(_unb64(raw["name"], "circle name")).decode("utf-8")
-            cfg = cls(str(raw["circle_id"]), name, int(raw["epoch"]), keys, dict(raw.get("settings", {})))
+            if "sealed_settings" in raw:
+                settings = json.loads(home.unseal(_unb64(raw["sealed_settings"], "settings")))
+            else:
+                settings = raw.get("settings", {})
+            cfg = cls(str(raw["circle_id"]), name, int(raw["epoch"]), keys, dict(settings))
         except (KeyError, ValueError, TypeError, UnicodeDecodeError):
             raise StoreCorrupt(f"circle {circle_id}'s circle.json is damaged") from None
         if cfg.epoch not in cfg.epoch_keys or any(len(k) != 32 for k in keys.values()):
@@ -258,9 +304,16 @@ class CircleConfig:
             os.close(lock)
 
     def _write(self, home: Home, path: Path) -> None:
-        write_json(path, {
+        record: dict[str, Any] = {
             # The name is sealed too: with a passphrase, nothing on disk says what the circle is.
             "circle_id": self.circle_id, "name": _b64(home.seal(self.name.encode("utf-8"))), "epoch": self.epoch,
             "epoch_keys": {str(n): _b64(home.seal(k)) for n, k in self.epoch_keys.items()},
-            "settings": self.settings, "encrypted_at_rest": home.encrypted,
-        })
+            "encrypted_at_rest": home.encrypted,
+        }
+        if home.encrypted:
+            # Peers' handles, member ids, addresses and last-seen times: the social graph.
+            record["sealed_settings"] = _b64(home.seal(json.dumps(self.settings, sort_keys=True).encode()))
+        else:
+            record["settings"] = self.settings
+        record["tag"] = _b64(home.config_tag(record))
+        write_json(path, record)

@@ -38,6 +38,9 @@ from circle.node.home import Home
 from circle.node.service import CircleService
 
 JOIN_TIMEOUT_S = 30.0
+#: How far a joiner's clock may be ahead of the inviter's before it refuses a code itself
+#: (the inviter always checks expiry on its own clock).
+INVITE_CLOCK_SKEW_S = 6 * 3600.0
 KEYS_FOR_JOINER = 8  # the newest epoch keys a joiner gets (so it can talk to members not yet rotated)
 
 
@@ -201,9 +204,14 @@ class JoinResult:
 
 
 async def join(home: Home, code: InviteCode, handle: str, zone: str = "",
-               timeout: float = JOIN_TIMEOUT_S) -> JoinResult:
-    """Reach the inviter (LAN addresses first, then relays) and join the circle."""
-    if code.expires_at <= time.time():
+               timeout: float = JOIN_TIMEOUT_S, clock: Callable[[], float] = time.time) -> JoinResult:
+    """Reach the inviter (LAN addresses first, then relays) and join the circle.
+
+    Expiry is the inviter's rule, on the inviter's clock: it refuses an
+    expired code itself. This device only gives up early when the code is
+    expired by more than INVITE_CLOCK_SKEW_S on its own clock, so a joiner
+    whose clock is hours fast is not told a fresh invite "has expired"."""
+    if code.expires_at + INVITE_CLOCK_SKEW_S <= clock():
         raise InviteError("this invite has expired; ask for a new one")
     if code.circle_id in home.circle_ids():
         raise StoreError("this device is already in that circle")

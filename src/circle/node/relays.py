@@ -204,6 +204,7 @@ class RelaySync:
         self._live = False
         self._unsubscribe: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.unsendable: str | None = None  # why the last snapshot could not be sealed, if it could not
         self._last_save = 0.0
         self._dirty = False
         self._unsubscribe = svc.subscribe(self._on_service_change)
@@ -453,6 +454,8 @@ class RelaySync:
             s0, s1 = start.get((url, which), (0, 0, 0)), end.get((url, which), (0, 0, 0))
             # changes are counted per relay, not per mailbox: give them to the current one
             changes = s1[2] - s0[2] if which == "current" else 0
+            if err is None and which == "current":
+                err = self.unsendable  # the snapshot could not be sealed: nothing went out
             rows.append(RelayRoundResult(url, which, err, max(0, s1[0] - s0[0]), max(0, s1[1] - s0[1]),
                                          max(0, changes)))
         return rows
@@ -637,8 +640,12 @@ class RelaySync:
         try:
             env = seal_snapshot(self.svc.home.identity, epoch, key, saved)
         except LocalProtocolError as exc:
-            self.stats.last_error = str(exc)
+            # Nothing went out: say so in every round's result, never "in sync" (issue 16 case 3).
+            self.unsendable = (f"the circle ({len(saved) / 1e6:.1f} MB saved) is too large to send through a "
+                               f"relay as one snapshot ({exc}); nothing was sent")
+            self.stats.last_error = self.unsendable
             return False
+        self.unsendable = None
         self._push([env], url)
         if self._state.sealed_epoch is None:
             self._state.sealed_epoch = epoch
@@ -751,6 +758,26 @@ def seal_bundle_envelopes(svc: CircleService) -> list[bytes]:
     return out
 
 
+def undelivered(svc: CircleService) -> int | None:
+    """Changes on this device that no relay has acknowledged storing (None: no relay listed, or unknown).
+
+    Read from the sealed relay state (`pushed_heads` only moves once every
+    relay of the current mailbox acknowledged), so `circle status` can say
+    what is still owed to the relays without connecting to them."""
+    if not svc.board.relays():
+        return None
+    raw = svc.config.settings.get(STATE_KEY)
+    if not isinstance(raw, str):
+        return len(svc.doc.changes_since([]))
+    try:
+        heads = json.loads(svc.home.unseal(base64.b64decode(raw))).get("pushed_heads")
+        if not isinstance(heads, list):
+            return len(svc.doc.changes_since([]))
+        return len(svc.doc.changes_since([bytes.fromhex(h) for h in heads]))
+    except (CircleError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def is_envelope(data: bytes) -> bool:
     try:
         peek_header(data)
@@ -759,4 +786,4 @@ def is_envelope(data: bytes) -> bool:
     return True
 
 
-__all__ = ["RelayRoundResult", "RelayRow", "RelayStats", "RelaySync", "seal_bundle_envelopes"]
+__all__ = ["RelayRoundResult", "RelayRow", "RelayStats", "RelaySync", "seal_bundle_envelopes", "undelivered"]

@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -41,6 +40,7 @@ from circle.tui.commands import BoardCommands
 from circle.tui.defence import HELP_KEYS, DefenceUI, resource_lines
 from circle.tui.exchange import import_report_text
 from circle.tui.providers import InviteProvider, JoinProvider
+from circle.tui.safetext import SafeText as Text
 from circle.tui.screens import (
     CircleSwitchScreen,
     HelpScreen,

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import segno
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -23,6 +22,7 @@ from textual.widgets.option_list import Option
 
 from circle.errors import CircleError
 from circle.tui.providers import InviteInfo
+from circle.tui.safetext import SafeText as Text
 
 FieldKind = Literal["text", "select", "check", "password", "int"]
 

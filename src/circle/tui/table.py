@@ -23,6 +23,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from circle.crdt.text import printable
+
 MIN_FLEX = 20
 
 # Row tones with at least 4.5:1 contrast (WCAG AA) on the table's surface in
@@ -32,6 +34,7 @@ TONES: dict[bool, dict[str, str]] = {
     True: {"good": "#3fb950", "warn": "#d29922", "bad": "#ff7b72", "dim": "#8b949e"},
     False: {"good": "#116329", "warn": "#7d4e00", "bad": "#a40e26", "dim": "#4d5560"},
 }
+
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class Row:
 
 
 def make_row(key: str, cells: Sequence[str], tone: str = "", extra: str = "") -> Row:
+    # Cells hold members' text: controls, escapes and bidi overrides are shown escaped, never sent raw.
+    cells = tuple(printable(c) for c in cells)
     text = " ".join(cells)
     return Row(key, tuple(cells), tone, f"{key} {text} {extra}".lower())
 
