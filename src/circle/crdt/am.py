@@ -9,8 +9,15 @@ Traps in automerge 1.0.0rc1 this module exists to contain:
   only ever write Str, Int, Boolean, Bytes, F64 and Null.
 - A transaction not closed with `with` can use freed memory: every write goes
   through `with self._doc.transaction()`.
-- Reading a Counter (or anything exotic) written by a peer may raise pyo3's
-  `PanicException`, a `BaseException`: reads turn it into `MALFORMED`.
+- Reading a Counter, an Unknown value, an out-of-range Timestamp or a Table
+  written by a peer panics inside the binding (pyo3's `PanicException`, a
+  `BaseException`, after the Rust panic hook printed a trace on fd 2), and one
+  such value makes `values()` of its whole map panic. Reads never call into
+  that path: `amscan` checks the document's bytes first, and only a document
+  that holds such values pays for a patch diff that names each bad key, which
+  then reads as `MALFORMED` while the rest of its map stays readable.
+- Strings written by current JavaScript Automerge are Text objects, not
+  scalar strings: reads turn them into `str` with `Document.text`.
 - Timestamps come back as naive local datetimes: times are integer
   milliseconds, and a Timestamp from a peer reads as `MALFORMED`.
 - Bad bytes raise a plain `Exception`: wrapped into `MalformedDocument`.
@@ -21,6 +28,7 @@ Traps in automerge 1.0.0rc1 this module exists to contain:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +36,7 @@ from typing import Final, TypeAlias
 
 import automerge.core as am
 
+from circle.crdt.amscan import has_exotic_values
 from circle.errors import MalformedDocument
 
 
@@ -48,8 +57,11 @@ class _Malformed:
 MALFORMED: Final = _Malformed()
 
 Scalar: TypeAlias = str | int | bool | bytes | float | None
-Field: TypeAlias = Scalar | dict[str, Scalar] | _Malformed
-Record = dict[str, Field]
+Field: TypeAlias = Scalar | dict[str, Scalar] | _Malformed  # what circle writes
+# What a read returns: a nested map keeps its unreadable entries as MALFORMED
+# so views can report them (and keep the good ones).
+ReadField: TypeAlias = Scalar | dict[str, Scalar | _Malformed] | _Malformed
+Record = dict[str, ReadField]
 SyncState = am.SyncState
 
 _SYNC_MESSAGE_TYPE = 0x42
@@ -109,6 +121,87 @@ _PY_TYPES: dict[int, type | tuple[type, ...]] = {
     _STR: str, _INT: int, _BOOL: bool, _BYTES: (bytes, list), _F64: float, _NULL: type(None),
 }
 _MAP = am.ObjType.Map
+_TEXT = am.ObjType.Text
+# Longest text a field may hold: a hostile peer's 60 MB string must not be
+# copied into every view (circle itself writes at most a few KB per field).
+MAX_TEXT = 64 * 1024
+
+# Patches (Debug text) that put a value the binding cannot convert, or
+# overwrite/delete a key we had marked as such. Strings in the Debug text
+# escape `"` and `\`, so `_DSTR` cannot run past the end of a string.
+_DSTR = r'"(?:[^"\\]|\\.)*"'
+_DID = r'Id\((\d+), ActorID\("([0-9a-f]*)"\), \d+\)'
+_DPATH = (r'\[(?:\((?:Root|Id\(\d+, ActorID\("[0-9a-f]*"\), \d+\)), (?:Map\(' + _DSTR
+          + r'\)|Seq\(\d+\))\)(?:, )?)*\]')
+_KEY_PATCH = re.compile(
+    r'^Patch \{ obj: (?:Root|' + _DID + r'), path: ' + _DPATH
+    + r', action: (PutMap|DeleteMap|Increment) \{ (?:key: |prop: Map\()(' + _DSTR + r')'
+    + r'(?:\)?, value: \((Scalar\((?:Counter|Timestamp|Unknown)\b|Object\(Table\))?)?'
+)
+# The op id of the value a PutMap puts: the fixed tail of its Debug text.
+_VALUE_ID = re.compile(_DID + r'\), conflict: (?:true|false) \} \}$')
+_EXOTIC_MARKERS = ("Counter(", "Timestamp(", "Unknown {", "Object(Table)", "action: Increment")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
+_ObjKey: TypeAlias = tuple[int, bytes] | None  # (op counter, actor) of a map; None = root
+
+
+def _debug_str(quoted: str) -> str | None:
+    """Undo Rust's Debug escaping of a string (None if it has an escape we do not know)."""
+    out: list[str] = []
+    i, body = 0, quoted[1:-1]
+    while i < len(body):
+        ch = body[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = body[i + 1 : i + 2]
+        if nxt in _ESCAPES:
+            out.append(_ESCAPES[nxt])
+            i += 2
+        elif nxt == "u" and body[i + 2 : i + 3] == "{":
+            end = body.find("}", i)
+            try:
+                out.append(chr(int(body[i + 3 : end], 16)))
+            except ValueError:
+                return None
+            i = end + 1
+        else:
+            return None
+    return "".join(out)
+
+
+def _exid(actor_hex: str, counter: str) -> bytes:
+    """An op id in the binding's byte form (as `op_writer` reads it; actor index 0)."""
+    actor = bytes.fromhex(actor_hex)
+    return bytes([0x10]) + _uleb(len(actor)) + actor + _uleb(0) + _uleb(int(counter))
+
+
+def _obj_key(obj: bytes) -> _ObjKey:
+    if obj == am.ROOT:
+        return None
+    who = op_writer(obj)
+    return None if who is None else (who[1], who[0])
+
+
+@contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    """Silence fd 2 (the Rust panic hook's output) for a retry we know may
+    panic. Only used after the byte scan missed something: never on a clean
+    document, so no other thread's stderr is lost in normal running."""
+    try:
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def warm_sync_message(heads: tuple[bytes, ...]) -> bytes:
@@ -156,6 +249,8 @@ def _scalar_out(value: tuple[am.ScalarType, object]) -> Scalar | _Malformed:
         except (TypeError, ValueError):
             return MALFORMED
     if kind == _INT and isinstance(raw, bool):
+        return MALFORMED
+    if kind == _STR and len(raw) > MAX_TEXT:  # type: ignore[arg-type]
         return MALFORMED
     return raw  # type: ignore[return-value]
 
@@ -270,11 +365,30 @@ def op_writer(exid: bytes) -> tuple[bytes, int] | None:
     return bytes(actor), value
 
 
+_ANY_KEY: Final = "\x00any"  # a poisoned map whose bad key could not be named: every key is bad
+
+
+class _Guard:
+    """What the reads know about values the binding cannot convert."""
+
+    __slots__ = ("seen", "loaded", "loaded_heads", "exotic", "careful", "poison", "poison_heads")
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] | None = None  # heads the byte scan has covered
+        self.loaded: bytes | None = None  # what `load` was given, until the first scan
+        self.loaded_heads: list[bytes] = []
+        self.exotic = False  # some change holds such a value (then `poison` is kept)
+        self.careful = False  # the diff could not place one: read every key alone, fd 2 quiet
+        self.poison: dict[_ObjKey, dict[str, bytes]] = {}  # map -> bad key -> op id of its value
+        self.poison_heads: list[bytes] = []
+
+
 class AmDoc:
     """One Automerge document, with a safe, typed surface."""
 
     def __init__(self, doc: am.Document) -> None:
         self._doc = doc
+        self._guard_state = _Guard()
 
     # --- lifecycle ------------------------------------------------------
 
@@ -286,7 +400,10 @@ class AmDoc:
     def load(cls, data: bytes) -> AmDoc:
         """Load a saved document, optionally followed by change chunks."""
         try:
-            return cls(am.Document.load(data))
+            doc = cls(am.Document.load(data))
+            doc._guard_state.loaded = data  # scanned on first read instead of a save()
+            doc._guard_state.loaded_heads = doc._doc.get_heads()
+            return doc
         except BaseException as exc:  # pyo3 panics derive from BaseException
             if _fatal(exc):
                 raise
@@ -394,14 +511,97 @@ class AmDoc:
             yield Editor(tx)
 
     # --- reads ----------------------------------------------------------
+    #
+    # Every public read starts with `_guard()`. On a document whose bytes hold
+    # no value the binding cannot convert (all of circle's own), that costs one
+    # get_heads() call per read and a byte scan of new changes; reads then go
+    # straight to `values()`. Otherwise the keys holding such values are known
+    # (`_Guard.poison`) and are never handed to the binding.
 
-    def _get(self, obj: bytes, key: str) -> tuple[object, bytes] | None:
+    def _guard(self) -> None:
+        g = self._guard_state
+        heads = self._doc.get_heads()
+        if heads == g.seen:
+            return
+        if not g.exotic:
+            g.exotic = has_exotic_values(self._unscanned(g))
+        if g.exotic:
+            self._update_poison(g, heads)
+        g.seen, g.loaded = heads, None
+
+    def _unscanned(self, g: _Guard) -> bytes:
+        """The chunks not yet scanned: what `load` was given plus later
+        changes, or the changes since the last scan, or a fresh save()."""
+        since: list[bytes] | None = g.seen
+        prefix = b""
+        if since is None and g.loaded is not None:
+            prefix, since = g.loaded, g.loaded_heads
+        if since:  # an empty list would mean every change: one save() is cheaper
+            try:
+                return prefix + b"".join(bytes(c.bytes) for c in self._doc.get_changes(since))
+            except BaseException as exc:
+                if _fatal(exc):
+                    raise
+        return bytes(self._doc.save())
+
+    def _update_poison(self, g: _Guard, heads: list[bytes]) -> None:
+        """Learn which map keys hold a value the binding cannot convert, from
+        the patches between the last heads looked at and now."""
         try:
-            got = self._doc.get(obj, key)
+            patches = self._doc.diff(g.poison_heads, heads)
         except BaseException as exc:
             if _fatal(exc):
                 raise
+            g.careful = True
+            return
+        g.poison_heads = heads
+        for patch in patches:
+            text = repr(patch)
+            exotic = any(marker in text for marker in _EXOTIC_MARKERS)
+            if not exotic and not g.poison:
+                continue
+            m = _KEY_PATCH.match(text)
+            if m is None:
+                if exotic and "action: PutMap" in text:
+                    g.careful = True  # a map patch we cannot place: read every key with care
+                continue
+            ctr, actor_hex, action, quoted, bad = m.groups()
+            obj: _ObjKey = None if ctr is None else (int(ctr), bytes.fromhex(actor_hex))
+            key = _debug_str(quoted)
+            if key is None:
+                if exotic:
+                    g.poison.setdefault(obj, {})[_ANY_KEY] = b""
+                continue
+            if action == "Increment" or bad:
+                v = _VALUE_ID.search(text) if bad else None
+                keys = g.poison.setdefault(obj, {})
+                if v is not None or key not in keys:
+                    keys[key] = _exid(v.group(2), v.group(1)) if v is not None else b""
+            elif obj in g.poison:  # overwritten or deleted: readable again
+                g.poison[obj].pop(key, None)
+
+    def _bad_keys(self, obj: bytes) -> dict[str, bytes] | None:
+        g = self._guard_state
+        if not g.poison:
             return None
+        return g.poison.get(_obj_key(obj))
+
+    def _get(self, obj: bytes, key: str) -> tuple[object, bytes] | None:
+        g = self._guard_state
+        if g.exotic:
+            bad = self._bad_keys(obj)
+            if bad is not None and (key in bad or _ANY_KEY in bad):
+                return (MALFORMED, bad.get(key, b""))
+        try:
+            if g.careful:
+                with _quiet_fd2():
+                    got = self._doc.get(obj, key)
+            else:
+                got = self._doc.get(obj, key)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return (MALFORMED, b"")
         return got
 
     def _map_of(self, obj: bytes, key: str) -> bytes | None:
@@ -411,18 +611,40 @@ class AmDoc:
         return got[1]
 
     def has_collection(self, name: str) -> bool:
+        self._guard()
         return self._map_of(am.ROOT, name) is not None
 
     def root_scalars(self, collection: str) -> dict[str, Scalar | _Malformed]:
+        """The scalar keys of a root map (meta); Text reads as str, anything else
+        that is not a scalar we write as MALFORMED."""
+        self._guard()
         obj = self._map_of(am.ROOT, collection)
         if obj is None:
             return {}
         out: dict[str, Scalar | _Malformed] = {}
-        for key, value in self._pairs(obj):
-            out[key] = MALFORMED if isinstance(value[0], am.ObjType) else _scalar_out(value[0])  # type: ignore[arg-type]
+        for key, (value, obj_id) in self._pairs(obj):
+            if type(value) is tuple:
+                out[key] = _scalar_out(value)
+            elif value == _TEXT:
+                out[key] = self._text(obj_id)
+            else:
+                out[key] = MALFORMED
         return out
 
+    def _text(self, obj: bytes) -> str | _Malformed:
+        try:
+            if self._doc.length(obj) > MAX_TEXT:
+                return MALFORMED
+            return self._doc.text(obj)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return MALFORMED
+
     def _pairs(self, obj: bytes, maybe_empty: bool = False) -> list[tuple[str, tuple[object, bytes]]]:
+        g = self._guard_state
+        if g.exotic and (g.careful or self._bad_keys(obj) is not None):
+            return self._pairs_by_key(obj)
         try:
             values = self._doc.values(obj)
             if maybe_empty and not values:
@@ -431,10 +653,27 @@ class AmDoc:
         except BaseException as exc:
             if _fatal(exc):
                 raise
-            return []
+            # The byte scan missed a value the binding cannot convert (it has
+            # just printed a panic): read this document key by key from now on.
+            g.careful = g.exotic = True
+            return self._pairs_by_key(obj)
         if len(keys) != len(values):
             return []
         return [(k, (v[0], v[1])) for k, v in zip(keys, values, strict=True)]
+
+    def _pairs_by_key(self, obj: bytes) -> list[tuple[str, tuple[object, bytes]]]:
+        try:
+            keys = self._doc.keys(obj)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return []
+        out: list[tuple[str, tuple[object, bytes]]] = []
+        for key in keys:
+            got = self._get(obj, key)
+            if got is not None:
+                out.append((key, got))
+        return out
 
     def _record_at(self, obj: bytes) -> Record:
         record: Record = {}
@@ -442,12 +681,17 @@ class AmDoc:
             if type(value) is tuple:
                 record[key] = _scalar_out(value)
             elif value == _MAP:
-                inner: dict[str, Scalar] = {}
-                for k, (v, _) in self._pairs(obj_id, maybe_empty=True):
-                    out = _scalar_out(v) if type(v) is tuple else MALFORMED
-                    if not isinstance(out, _Malformed):
-                        inner[k] = out
+                inner: dict[str, Scalar | _Malformed] = {}
+                for k, (v, inner_id) in self._pairs(obj_id, maybe_empty=True):
+                    if type(v) is tuple:
+                        inner[k] = _scalar_out(v)
+                    elif v == _TEXT:
+                        inner[k] = self._text(inner_id)
+                    else:
+                        inner[k] = MALFORMED
                 record[key] = inner
+            elif value == _TEXT:
+                record[key] = self._text(obj_id)
             else:
                 record[key] = MALFORMED
         return record
@@ -464,6 +708,7 @@ class AmDoc:
             return []
 
     def record(self, collection: str, record_id: str) -> Record | None:
+        self._guard()
         obj = self._map_of(am.ROOT, collection)
         if obj is None:
             return None
@@ -474,6 +719,7 @@ class AmDoc:
 
     def record_writer(self, collection: str, record_id: str) -> tuple[bytes, int] | None:
         """Who created a record: the (actor, op counter) of the op that put its map."""
+        self._guard()
         obj = self._map_of(am.ROOT, collection)
         if obj is None:
             return None
@@ -484,6 +730,7 @@ class AmDoc:
 
     def field_writers(self, collection: str, record_id: str) -> dict[str, tuple[bytes, int]]:
         """Who wrote the current value of each field of a record."""
+        self._guard()
         obj = self._map_of(am.ROOT, collection)
         rec = None if obj is None else self._map_of(obj, record_id)
         if rec is None:
@@ -495,6 +742,15 @@ class AmDoc:
                 out[key] = who
         return out
 
+    def entry_writer(self, collection: str, record_id: str, field: str, key: str) -> tuple[bytes, int] | None:
+        """Who wrote one entry of a nested map field (a claim, a grant)."""
+        self._guard()
+        obj = self._map_of(am.ROOT, collection)
+        rec = None if obj is None else self._map_of(obj, record_id)
+        inner = None if rec is None else self._map_of(rec, field)
+        got = None if inner is None else self._get(inner, key)
+        return None if got is None else op_writer(bytes(got[1]))
+
     def actor(self) -> bytes:
         return bytes(self._doc.get_actor())
 
@@ -503,6 +759,7 @@ class AmDoc:
 
     def records(self, collection: str) -> dict[str, Record | _Malformed]:
         """Every record of a collection; a non-map entry reads as MALFORMED."""
+        self._guard()
         obj = self._map_of(am.ROOT, collection)
         if obj is None:
             return {}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from circle.crdt.am import MALFORMED, AmDoc, Field, Scalar
+from circle.crdt.am import AmDoc, Field, Scalar
 from circle.crdt.model import (
     COLLECTIONS,
     DAY_MS,
@@ -45,7 +45,6 @@ from circle.crdt.views import BoardView, build_view, parse_member
 from circle.errors import (
     ActionRefused,
     AmbiguousId,
-    MalformedDocument,
     NotAMember,
     NotFound,
     SchemaTooNew,
@@ -147,9 +146,9 @@ class Board:
         if self.doc.is_empty():
             return
         schema = self.doc.root_scalars("meta").get("schema")
-        if schema is MALFORMED or (schema is not None and not isinstance(schema, int)):
-            raise MalformedDocument("the document's schema version is unreadable")
-        if isinstance(schema, int) and schema > SCHEMA_VERSION:
+        # An unreadable schema is a value some peer wrote over ours (LWW): it
+        # must not lock everyone out, so it opens as this version (status warns).
+        if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
             raise SchemaTooNew(
                 f"this circle was written by a newer version of circle (schema {schema}, "
                 f"this one knows {SCHEMA_VERSION}); upgrade circle to open it"

@@ -1,0 +1,69 @@
+// JavaScript Automerge (the reference implementation) against circle's documents.
+//
+//   node amtool.mjs edit IN OUT OPS_JSON   load IN, apply OPS as one change, save to OUT
+//   node amtool.mjs read IN                 print the board as JSON (titles, names, meta)
+//
+// OPS is a list of {"path": [..keys], "value": V} or {"path": [...], "delete": true}.
+// V is {"counter": n} | {"timestamp": ms} | {"text": s} (a Text object, what JS
+// writes for a plain string) | {"str": s} (an immutable scalar string) |
+// {"int": n} | {"float": x} | {"bool": b} | {"null": true} | {"list": [V...]} |
+// {"map": {k: V}} | {"big": n} (an n-character string) | {"increment": n}
+// (increment the counter at path).
+import * as A from "@automerge/automerge";
+import fs from "node:fs";
+
+function make(v) {
+  if ("counter" in v) return new A.Counter(v.counter);
+  if ("timestamp" in v) return new Date(v.timestamp);
+  if ("text" in v) return v.text;
+  if ("str" in v) return new A.ImmutableString(v.str);
+  if ("int" in v) return new A.Int(v.int);
+  if ("float" in v) return new A.Float64(v.float);
+  if ("bool" in v) return v.bool;
+  if ("null" in v) return null;
+  if ("list" in v) return v.list.map(make);
+  if ("map" in v) return Object.fromEntries(Object.entries(v.map).map(([k, x]) => [k, make(x)]));
+  if ("big" in v) return new A.ImmutableString("x".repeat(v.big));
+  throw new Error("unknown value " + JSON.stringify(v));
+}
+
+function plain(x) {
+  if (x === null || x === undefined) return x ?? null;
+  if (x instanceof A.ImmutableString) return x.toString();
+  if (typeof x === "string" || typeof x === "number" || typeof x === "boolean") return x;
+  if (x instanceof A.Counter) return { counter: x.value };
+  if (x instanceof Date) return { timestamp: x.getTime() };
+  if (x instanceof Uint8Array) return { bytes: x.length };
+  if (Array.isArray(x)) return x.map(plain);
+  return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, plain(v)]));
+}
+
+const [cmd, input, ...rest] = process.argv.slice(2);
+let doc = A.load(new Uint8Array(fs.readFileSync(input)));
+if (cmd === "edit") {
+  const [output, opsJson] = rest;
+  const ops = JSON.parse(opsJson);
+  doc = A.change(doc, (d) => {
+    for (const op of ops) {
+      let obj = d;
+      for (const key of op.path.slice(0, -1)) obj = obj[key];
+      const last = op.path[op.path.length - 1];
+      if (op.delete) delete obj[last];
+      else if (op.value && "increment" in op.value) obj[last].increment(op.value.increment);
+      else obj[last] = make(op.value);
+    }
+  });
+  fs.writeFileSync(output, A.save(doc));
+} else if (cmd === "read") {
+  const titles = (coll, field) =>
+    Object.fromEntries(Object.entries(doc[coll] ?? {}).map(([id, r]) => [id, plain(r[field])]));
+  console.log(JSON.stringify({
+    meta: plain(doc.meta),
+    needs: titles("needs", "title"),
+    offers: titles("offers", "title"),
+    tools: titles("tools", "name"),
+    members: titles("members", "handle"),
+  }));
+} else {
+  throw new Error("usage: amtool.mjs edit IN OUT OPS | read IN");
+}
