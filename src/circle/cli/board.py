@@ -79,6 +79,8 @@ def status(ctx: Ctx) -> None:
         for conflict in data["conflicts"]:
             click.echo(f"CONFLICT: {conflict['name']} ({conflict['tool']}) has {len(conflict['conflicting_loans']) + 1} "
                        f"open loans made concurrently; current is {conflict['current_loan']}")
+        for warning in data.get("warnings", []):
+            click.echo(f"WARNING: {warning}")
         for bad in data["malformed"]:
             click.echo(f"Unreadable record {bad['collection']}/{bad['id']}: {bad['reason']}")
         click.echo(f"Storage: {st['protection']} ({st['path']})")

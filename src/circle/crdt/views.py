@@ -443,3 +443,27 @@ def build_view(doc: AmDoc, now: Millis, previous: BoardView | None = None,
                changed: dict[str, set[str]] | None = None,
                writer_name: Callable[[bytes], str | None] | None = None) -> BoardView:
     return BoardView(doc, now, previous, changed, writer_name)
+
+
+def meta_warnings(doc: AmDoc, circle_id: str) -> list[str]:
+    """What is wrong with the circle's `meta` map, in words for `status`.
+
+    Any member can overwrite these last-writer-wins fields, so none of them
+    may stop the circle from opening: the circle opens and this says why it
+    looks odd."""
+    meta = doc.root_scalars("meta")
+    out: list[str] = []
+    if not meta:
+        return ["the circle's settings (meta) are unreadable: some device overwrote them; "
+                f"this device keeps using circle {circle_id}"]
+    got = meta.get("circle_id")
+    if got is MALFORMED:
+        out.append(f"the circle id stored in the document is unreadable (some device wrote an odd value); "
+                   f"this device keeps using circle {circle_id}")
+    elif got != circle_id:
+        out.append(f"the document says it is circle {got!r}, but this device joined circle {circle_id}: "
+                   "some device overwrote the id; this device keeps using its own")
+    for key in ("schema", "name"):
+        if meta.get(key) is MALFORMED:
+            out.append(f"the circle's {key} in the document is unreadable (some device wrote an odd value)")
+    return out

@@ -17,6 +17,7 @@ from circle.crdt.am import AmDoc
 from circle.crdt.board import Board, Profile, now_ms
 from circle.crdt.model import MemberId, Millis
 from circle.crdt.store import DocStore
+from circle.crdt.views import meta_warnings
 from circle.errors import (
     AmbiguousId,
     CircleError,
@@ -92,9 +93,9 @@ class CircleService:
             doc.apply_changes(loaded.changes)
         except MalformedDocument:
             raise StoreCorrupt(f"the change log of circle {circle_id} holds data automerge rejects") from None
-        got_id = doc.root_scalars("meta").get("circle_id")
-        if got_id != circle_id:
-            raise StoreCorrupt(f"the stored document is not circle {circle_id} (it says {got_id!r})")
+        # No identity check on `meta.circle_id` here: any member can overwrite
+        # that field, and the file is this circle's own (its directory, its
+        # at-rest key). A mismatch is reported by `status` (meta_warnings).
         return cls(home, config, store, doc, clock)
 
     # --- persistence -------------------------------------------------------
@@ -245,6 +246,7 @@ class CircleService:
                 for t in board.loan_conflicts()
             ],
             "malformed": [{"collection": m.collection, "id": m.id, "reason": m.reason} for m in view.malformed],
+            "warnings": meta_warnings(self.doc, self.config.circle_id),
             "peers": [
                 {**info, "address": f"{info.get('address')}:{info.get('port')}"}
                 for info in self.config.settings.get("peers", {}).values() if isinstance(info, dict)
