@@ -21,10 +21,18 @@ function make(v) {
   if ("float" in v) return new A.Float64(v.float);
   if ("bool" in v) return v.bool;
   if ("null" in v) return null;
-  if ("list" in v) return v.list.map(make);
-  if ("map" in v) return Object.fromEntries(Object.entries(v.map).map(([k, x]) => [k, make(x)]));
+  if ("list" in v) return [];
+  if ("map" in v) return {};
   if ("big" in v) return new A.ImmutableString("x".repeat(v.big));
   throw new Error("unknown value " + JSON.stringify(v));
+}
+
+// Maps and lists are filled one entry at a time: a plain object holding
+// `Int` instances, assigned at once, would store each of them as a map.
+function assign(obj, key, v) {
+  obj[key] = make(v);
+  if ("map" in v) for (const [k, x] of Object.entries(v.map)) assign(obj[key], k, x);
+  if ("list" in v) v.list.forEach((x, i) => assign(obj[key], i, x));
 }
 
 function plain(x) {
@@ -50,7 +58,7 @@ if (cmd === "edit") {
       const last = op.path[op.path.length - 1];
       if (op.delete) delete obj[last];
       else if (op.value && "increment" in op.value) obj[last].increment(op.value.increment);
-      else obj[last] = make(op.value);
+      else assign(obj, last, op.value);
     }
   });
   fs.writeFileSync(output, A.save(doc));
