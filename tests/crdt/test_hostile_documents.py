@@ -239,3 +239,19 @@ def test_strings_written_by_javascript_read_as_text(clock: Clock) -> None:
     assert board.view().needs[need].title == "Soup for six"
     assert board.name == "Eastside tenants"
     assert _bad(board, need) == []
+
+
+def test_writes_over_odd_values_heal_or_fail_in_words(clock: Clock, capfd: pytest.CaptureFixture[str]) -> None:
+    """Writing next to a value the binding cannot read never raises the
+    binding's PanicException (a BaseException that would end the process)."""
+    board = make_board(clock)
+    need = board.add_need("Soup for four")
+    _via_js(board, [{"path": ["needs", need, "claims"], "value": {"counter": 1}}])
+    board.claim_need(need)  # the claims map is written afresh over the counter
+    assert set(board.view().needs[need].claims) == {board.me}
+    assert _bad(board, need) == []
+    _via_js(board, [{"path": ["needs"], "value": {"counter": 1}}])
+    with pytest.raises(MalformedDocument, match="no 'needs' collection"):
+        board.add_need("Ride to clinic")
+    board.add_offer("Bike repair")  # the rest of the circle still takes writes
+    _no_panic(capfd)

@@ -275,24 +275,41 @@ def _scalar_in(value: Scalar) -> tuple[am.ScalarType, Scalar]:
 class Editor:
     """Write operations inside one open transaction. Only valid inside `AmDoc.edit()`."""
 
-    def __init__(self, tx: am.Transaction) -> None:
+    def __init__(self, tx: am.Transaction, doc: AmDoc | None = None) -> None:
         self._tx = tx
+        self._doc = doc
+
+    def _get(self, obj: bytes, key: str) -> tuple[object, bytes] | None:
+        """`tx.get`, except for a key holding a value the binding cannot
+        convert: that reads as MALFORMED (so the write replaces it) instead
+        of a PanicException out of the middle of a transaction."""
+        doc = self._doc
+        if doc is not None and doc._guard_state.exotic:
+            bad = doc._bad_keys(obj)
+            if bad is not None and (key in bad or _ANY_KEY in bad):
+                return (MALFORMED, b"")
+        try:
+            return self._tx.get(obj, key)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return (MALFORMED, b"")
 
     def _collection(self, name: str) -> bytes:
-        got = self._tx.get(am.ROOT, name)
+        got = self._get(am.ROOT, name)
         if got is None or got[0] != am.ObjType.Map:
             raise MalformedDocument(f"the document has no '{name}' collection")
         return got[1]
 
     def _record(self, collection: str, record_id: str) -> bytes:
-        got = self._tx.get(self._collection(collection), record_id)
+        got = self._get(self._collection(collection), record_id)
         if got is None or got[0] != am.ObjType.Map:
             raise MalformedDocument(f"record {record_id} in {collection} is missing")
         return got[1]
 
     def create_collections(self, names: list[str]) -> None:
         for name in names:
-            if self._tx.get(am.ROOT, name) is None:
+            if self._get(am.ROOT, name) is None:
                 self._tx.put_object(am.ROOT, name, am.ObjType.Map)
 
     def put_record(self, collection: str, record_id: str, fields: Mapping[str, Field]) -> None:
@@ -320,7 +337,7 @@ class Editor:
     def map_put(self, collection: str, record_id: str, field: str, key: str, value: Scalar) -> None:
         """Put one key of a nested map (claims, tags): merges with concurrent puts."""
         record = self._record(collection, record_id)
-        got = self._tx.get(record, field)
+        got = self._get(record, field)
         if got is None or got[0] != am.ObjType.Map:
             inner = self._tx.put_object(record, field, am.ObjType.Map)
         else:
@@ -330,8 +347,8 @@ class Editor:
 
     def map_delete(self, collection: str, record_id: str, field: str, key: str) -> None:
         record = self._record(collection, record_id)
-        got = self._tx.get(record, field)
-        if got is not None and got[0] == am.ObjType.Map and self._tx.get(got[1], key) is not None:
+        got = self._get(record, field)
+        if got is not None and got[0] == am.ObjType.Map and self._get(got[1], key) is not None:
             self._tx.delete(got[1], key)
 
     def put_root_scalar(self, collection: str, key: str, value: Scalar) -> None:
@@ -507,8 +524,9 @@ class AmDoc:
     @contextmanager
     def edit(self) -> Iterator[Editor]:
         """One transaction: all writes inside commit as one change."""
+        self._guard()  # learn odd keys before the transaction: the binding cannot diff inside one
         with self._doc.transaction() as tx:
-            yield Editor(tx)
+            yield Editor(tx, self)
 
     # --- reads ----------------------------------------------------------
     #
