@@ -525,8 +525,13 @@ class AmDoc:
     def edit(self) -> Iterator[Editor]:
         """One transaction: all writes inside commit as one change."""
         self._guard()  # learn odd keys before the transaction: the binding cannot diff inside one
+        g = self._guard_state
+        before = g.seen
         with self._doc.transaction() as tx:
             yield Editor(tx, self)
+        if not g.exotic and g.seen is before:
+            # Our own change holds only types we write: no need to scan it.
+            g.seen = self._doc.get_heads()
 
     # --- reads ----------------------------------------------------------
     #
@@ -566,6 +571,8 @@ class AmDoc:
         """Learn which map keys hold a value the binding cannot convert, from
         the patches between the last heads looked at and now."""
         try:
+            if not g.poison_heads:
+                g.poison_heads = self._before_first_exotic()
             patches = self._doc.diff(g.poison_heads, heads)
         except BaseException as exc:
             if _fatal(exc):
@@ -597,6 +604,16 @@ class AmDoc:
                     keys[key] = _exid(v.group(2), v.group(1)) if v is not None else b""
             elif obj in g.poison:  # overwritten or deleted: readable again
                 g.poison[obj].pop(key, None)
+
+    def _before_first_exotic(self) -> list[bytes]:
+        """The dependencies of the first change (in causal order) that holds
+        an odd value: every such value was written after them, so a diff
+        from there finds them all, at the cost of the changes since rather
+        than of the whole document (a full diff is ~1.5 s at 10k records)."""
+        for change in self._doc.get_changes([]):
+            if has_exotic_values(bytes(change.bytes)):
+                return [bytes(h) for h in change.deps]
+        return []
 
     def _bad_keys(self, obj: bytes) -> dict[str, bytes] | None:
         g = self._guard_state
