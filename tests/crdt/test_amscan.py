@@ -108,3 +108,104 @@ def test_anything_not_understood_counts_as_exotic(clock: Clock) -> None:
     checksum = hashlib.sha256(b"\x01" + _uleb(len(body)) + body).digest()[:4]
     chunk = b"\x85\x6f\x4a\x83" + checksum + b"\x02" + _uleb(len(bomb)) + bomb
     assert has_exotic_values(chunk, inflate_cap=1 << 20)
+
+
+def _read_uleb(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _bomb(clock: Clock, size: int) -> tuple[bytes, bytes]:
+    """(a document, a valid ~size/1000-byte compressed change chunk for it
+    whose message inflates to `size` bytes)."""
+    board = make_board(clock)
+    board.claim_need(board.add_need("x"))
+    *history, small = board.doc.changes_since([])
+    assert small[8] == 1
+    length, pos = _read_uleb(small, 9)
+    body = small[pos : pos + length]
+    q = 0
+    deps, q = _read_uleb(body, q)
+    q += 32 * deps
+    actor, q = _read_uleb(body, q)
+    q += actor
+    _, q = _read_uleb(body, q)  # seq
+    _, q = _read_uleb(body, q)  # start op
+    _, q = _read_uleb(body, q)  # time (one sleb: same shape)
+    message, after = _read_uleb(body, q)
+    assert message == 0
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = body[:q] + _uleb(size)
+    packed = packer.compress(head)
+    step = b"a" * (1 << 20)
+    for _ in range(size >> 20):
+        packed += packer.compress(step)
+    packed += packer.compress(body[after:]) + packer.flush()
+    digest = hashlib.sha256(b"\x01" + _uleb(len(head) + size + len(body) - after))
+    digest.update(head)
+    for _ in range(size >> 20):
+        digest.update(step)
+    digest.update(body[after:])
+    chunk = small[:4] + digest.digest()[:4] + b"\x02" + _uleb(len(packed)) + packed
+    return b"".join(history), chunk
+
+
+def test_a_compressed_change_bomb_is_refused_before_automerge_sees_it(clock: Clock) -> None:
+    import tracemalloc
+
+    from circle.crdt.amscan import Oversized, check_inflation, check_sync_message
+
+    history, chunk = _bomb(clock, 80 << 20)
+    assert len(chunk) < 100_000
+    tracemalloc.start()
+    with pytest.raises(Oversized):
+        check_inflation(chunk)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 4 << 20, peak  # counted in 1 MiB steps, never held
+    message = b"\x42" + _uleb(0) * 3 + _uleb(1) + _uleb(len(chunk)) + chunk
+    with pytest.raises(Oversized):
+        check_sync_message(message)
+    bloom = bytes(range(40))  # a `have` entry (last-sync hashes + Bloom filter) before the changes
+    with_have = (b"\x42" + _uleb(0) * 2 + _uleb(1) + _uleb(1) + bytes(32) + _uleb(len(bloom)) + bloom
+                 + _uleb(1) + _uleb(len(chunk)) + chunk)
+    with pytest.raises(Oversized):
+        check_sync_message(with_have)
+    # the same shape under the cap is a real change automerge accepts
+    history, small_bomb = _bomb(clock, 2 << 20)
+    check_inflation(small_bomb)
+    doc = AmDoc.load(history)
+    doc.apply_changes([small_bomb])
+    assert len(doc.heads()) == 1 and doc.heads() != AmDoc.load(history).heads()
+
+
+def test_what_circle_sends_passes_the_inflation_check(clock: Clock) -> None:
+    from circle.crdt.amscan import check_inflation, check_sync_message
+
+    board = make_board(clock)
+    for i in range(300):
+        board.add_need(f"Need {i}", details="hot " * 50)
+    check_inflation(board.doc.save())
+    check_inflation(b"".join(board.doc.changes_since([])))
+    other = AmDoc.new()
+    ours, theirs = board.doc.new_sync_state(), other.new_sync_state()
+    sizes = []
+    for _ in range(10):  # a real sync, every message checked on the way
+        sent = False
+        for src, dst, s_src, s_dst in ((board.doc, other, ours, theirs), (other, board.doc, theirs, ours)):
+            message = src.generate_sync_message(s_src)
+            if message is not None:
+                check_sync_message(message)
+                sizes.append(len(message))
+                dst.receive_sync_message(s_dst, message)
+                sent = True
+        if not sent:
+            break
+    assert other.heads() == board.doc.heads()
+    assert max(sizes) > 20_000  # the changes went through the checked messages
