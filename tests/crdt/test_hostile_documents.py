@@ -12,7 +12,7 @@ from circle.crdt.am import AmDoc
 from circle.crdt.board import Board
 from circle.crdt.model import Urgency
 from circle.errors import MalformedDocument, SchemaTooNew
-from factories import Clock, make_board
+from factories import Clock, add_member, make_board
 
 
 def _raw(board: Board) -> am.Document:
@@ -140,7 +140,18 @@ def test_counter_in_one_field_hides_only_that_field(clock: Clock, capfd: pytest.
     assert view.needs[need].title == "Soup for four" and view.needs[need].details == "hot"
     reasons = _bad(board, need)
     assert len(reasons) == 1 and reasons[0].startswith(f"unreadable field urgency of need {need[:4]}")
-    assert "written by" in reasons[0]
+    assert reasons[0].endswith(")") and "(written by device " in reasons[0]  # no trust binding here
+    _no_panic(capfd)
+
+
+def test_unreadable_field_names_its_writer(clock: Clock, capfd: pytest.CaptureFixture[str]) -> None:
+    board = make_board(clock)
+    need = board.add_need("Soup for four")
+    rex = add_member(board, "rex")
+    ours = board.doc.actor()
+    board.member_of_actor = lambda actor: board.me if actor == ours else rex  # as the trust layer binds them
+    _via_js(board, [{"path": ["needs", need, "urgency"], "value": {"counter": 3}}])
+    assert _bad(board, need) == [f"unreadable field urgency of need {need[:4]}\u2026 (written by rex)"]
     _no_panic(capfd)
 
 

@@ -171,7 +171,7 @@ class Board:
                 # Same minute, new heads: re-read only the records that changed.
                 changed = self.doc.changed_records(list(self._view_key[0]), list(key[0]))
                 previous = self._view if changed is not None else None
-            self._view = build_view(self.doc, now, previous, changed)
+            self._view = build_view(self.doc, now, previous, changed, lambda a: self.member_of_actor(a))
             self._view_key = key
         return self._view
 

@@ -292,15 +292,15 @@ class BoardView:
 
     def __init__(self, doc: AmDoc, now: Millis, previous: BoardView | None = None,
                  changed: dict[str, set[str]] | None = None,
-                 writer_name: Callable[[bytes], str | None] | None = None) -> None:
+                 member_of_actor: Callable[[bytes], MemberId | None] | None = None) -> None:
         """With `previous` and `changed`, collections the previous view had
         parsed are carried over and only the changed records are re-read:
         one edit on a 10k-record board costs a few records, not 10k.
 
-        `writer_name` names the member behind an Automerge actor (the trust
-        layer's binding) in reports of unreadable fields."""
+        `member_of_actor` names the member behind an Automerge actor (the
+        trust layer's binding) in reports of unreadable fields."""
         self._doc = doc
-        self._writer_name = writer_name
+        self._member_of_actor = member_of_actor
         self.now = now
         self._malformed: dict[str, list[Malformed]] = {}
         self._previous = previous
@@ -357,10 +357,17 @@ class BoardView:
         if who is None:
             writer = "written by an unknown device" if field in self._raw_keys(collection, rid) else "missing"
         else:
-            member = self._writer_name(who[0]) if self._writer_name is not None else None
-            writer = f"written by {member}" if member else f"written by device {who[0].hex()[:8]}"
+            member = self._member_of_actor(who[0]) if self._member_of_actor is not None else None
+            writer = f"written by {self._handle(member)}" if member else f"written by device {who[0].hex()[:8]}"
         what = f"{field} entry {entry}" if entry else field
         return f"unreadable field {what} of {_SINGULAR.get(collection, collection)} {rid[:4]}\u2026 ({writer})"
+
+    def _handle(self, member: MemberId) -> str:
+        """A member's handle straight from its record (the members view may be
+        the one being parsed right now)."""
+        rec = self._doc.record("members", member)
+        handle = rec.get("handle") if rec is not None else None
+        return handle if isinstance(handle, str) and handle else member
 
     def _raw_keys(self, collection: str, rid: str) -> set[str]:
         rec = self._doc.record(collection, rid)
@@ -441,8 +448,8 @@ _ATTRS = {"holds": "_raw_holds"}
 
 def build_view(doc: AmDoc, now: Millis, previous: BoardView | None = None,
                changed: dict[str, set[str]] | None = None,
-               writer_name: Callable[[bytes], str | None] | None = None) -> BoardView:
-    return BoardView(doc, now, previous, changed, writer_name)
+               member_of_actor: Callable[[bytes], MemberId | None] | None = None) -> BoardView:
+    return BoardView(doc, now, previous, changed, member_of_actor)
 
 
 def meta_warnings(doc: AmDoc, circle_id: str) -> list[str]:
