@@ -124,7 +124,7 @@ _MAP = am.ObjType.Map
 _TEXT = am.ObjType.Text
 # Longest text a field may hold: a hostile peer's 60 MB string must not be
 # copied into every view (circle itself writes at most a few KB per field).
-MAX_TEXT = 64 * 1024
+MAX_READ_TEXT = 64 * 1024
 
 # Patches (Debug text) that put a value the binding cannot convert, or
 # overwrite/delete a key we had marked as such. Strings in the Debug text
@@ -250,7 +250,7 @@ def _scalar_out(value: tuple[am.ScalarType, object]) -> Scalar | _Malformed:
             return MALFORMED
     if kind == _INT and isinstance(raw, bool):
         return MALFORMED
-    if kind == _STR and len(raw) > MAX_TEXT:  # type: ignore[arg-type]
+    if kind == _STR and len(raw) > MAX_READ_TEXT:  # type: ignore[arg-type]
         return MALFORMED
     return raw  # type: ignore[return-value]
 
@@ -668,7 +668,7 @@ class AmDoc:
 
     def _text(self, obj: bytes) -> str | _Malformed:
         try:
-            if self._doc.length(obj) > MAX_TEXT:
+            if self._doc.length(obj) > MAX_READ_TEXT:
                 return MALFORMED
             return self._doc.text(obj)
         except BaseException as exc:
