@@ -2,7 +2,8 @@
 
 Builds one circle with N needs on disk, then times, each in a fresh process
 (cold: nothing cached), "open the circle and list the needs" — the path every
-`circle need list` takes. Runs alternate between two source trees when
+`circle need list` takes — in wall time and in the process's CPU time (less
+sensitive to other processes on a shared machine). Runs alternate between two source trees when
 --base-src is given (e.g. an export of the commit before the change), so both
 are measured in the same run under the same machine load. Also times the
 same on a copy of the circle into which one hostile change (a Counter in one
@@ -68,13 +69,15 @@ def one(home_dir: str) -> None:
     from circle.node.home import Home
     from circle.node.service import CircleService
 
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     svc = CircleService.open(Home.open(Path(home_dir), None))
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     needs = svc.board.needs("active")
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), time.process_time()
     print(json.dumps({"import_ms": (t1 - t0) * 1000, "open_ms": (t2 - t1) * 1000,
-                      "list_cold_ms": (t3 - t2) * 1000, "open_list_ms": (t3 - t1) * 1000, "n": len(needs)}))
+                      "list_cold_ms": (t3 - t2) * 1000, "open_list_ms": (t3 - t1) * 1000,
+                      "open_list_cpu_ms": (c3 - c1) * 1000, "list_cold_cpu_ms": (c3 - c2) * 1000,
+                      "n": len(needs)}))
 
 
 def run(home_dir: Path, src: Path | None) -> dict[str, float]:
@@ -112,10 +115,11 @@ def main() -> None:
             for name, src, home in trees:
                 results[name].append(run(home, src))
         print(f"{args.records} records, {args.rounds} rounds, median (min) in ms")
-        print("tree | open_ms | list_cold_ms | open_list_ms")
+        cols = ("open_ms", "list_cold_ms", "open_list_ms", "list_cold_cpu_ms", "open_list_cpu_ms")
+        print("tree | " + " | ".join(cols))
         for name, rows in results.items():
             cells = []
-            for col in ("open_ms", "list_cold_ms", "open_list_ms"):
+            for col in cols:
                 values = [r[col] for r in rows]
                 cells.append(f"{statistics.median(values):.1f} ({min(values):.1f})")
             print(f"{name} | " + " | ".join(cells))
