@@ -266,3 +266,17 @@ def test_writes_over_odd_values_heal_or_fail_in_words(clock: Clock, capfd: pytes
         board.add_need("Ride to clinic")
     board.add_offer("Bike repair")  # the rest of the circle still takes writes
     _no_panic(capfd)
+
+
+def test_circle_identity_survives_an_overwritten_circle_id(clock: Clock) -> None:
+    """`meta.circle_id` is last-writer-wins: one member can change it for
+    everyone. The founding change's hash cannot be changed."""
+    board = make_board(clock)
+    board.add_need("Soup")
+    copy = AmDoc.load(board.doc.save())
+    _via_js(board, [{"path": ["meta", "circle_id"], "value": {"str": "someothercircle"}}])
+    assert board.doc.root_scalars("meta")["circle_id"] == "someothercircle"
+    assert board.doc.same_circle(copy) and copy.same_circle(board.doc)
+    other_circle = make_board(clock)  # same name and id text, different founding change
+    assert not board.doc.same_circle(other_circle.doc)
+    assert not other_circle.doc.same_circle(board.doc)

