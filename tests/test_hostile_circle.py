@@ -7,6 +7,7 @@ no Rust panic."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,6 @@ def test_counter_in_meta_does_not_brick_the_circle(tmp_path: Path, circle_id: di
 
     listed = cli.run("need", "list", "--json")
     assert "panicked" not in listed.stderr, listed.stderr
-    import json
     titles = {n["title"] for n in json.loads(listed.stdout)}
     assert titles == {"Soup for four", "Ride to clinic"}
 
@@ -45,3 +45,9 @@ def test_counter_in_meta_does_not_brick_the_circle(tmp_path: Path, circle_id: di
     assert "WARNING: " in status.stdout and "keeps using" in status.stdout
     assert f"unreadable field urgency of need {need[:4]}" in status.stdout
     assert status.stdout.count("unreadable field urgency") == 1
+
+    exported = cli.run("export")
+    assert "panicked" not in exported.stderr, exported.stderr
+    data = json.loads(exported.stdout)
+    assert {n["title"] for n in data["needs"]} == {"Soup for four", "Ride to clinic"}
+    assert data["circle"]["name"] == "Eastside"
