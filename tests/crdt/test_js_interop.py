@@ -39,6 +39,7 @@ def _sync_back(board: Board, saved: bytes) -> None:
 
 def test_javascript_edits_read_as_text(clock: Clock) -> None:
     board, need, offer, tool = _board(clock)
+    assert board.view().needs[need].title == "Soup for four"  # the next view is built incrementally
     _sync_back(board, js_edit(board.doc.save(), [
         {"path": ["needs", need, "title"], "value": {"text": "Soup for six"}},
         {"path": ["needs", need, "details"], "value": {"text": "hot ✓ vegan — ünïcode"}},
@@ -53,6 +54,9 @@ def test_javascript_edits_read_as_text(clock: Clock) -> None:
     assert view.tools[tool].name == "Long ladder" and view.tools[tool].condition == "worn"
     assert view.malformed == []
     # and our next edit of the same field wins over the Text object as usual
+    # a later JS edit inside the Text object (a splice, not a put) re-reads the record too
+    _sync_back(board, js_edit(board.doc.save(), [{"path": ["needs", need, "title"], "update_text": "Soup for seven"}]))
+    assert board.view().needs[need].title == "Soup for seven"
     board.edit_need(need, title="Soup for eight")
     assert board.view().needs[need].title == "Soup for eight"
     assert js_read(board.doc.save())["needs"][need] == "Soup for eight"

@@ -3,7 +3,8 @@
 //   node amtool.mjs edit IN OUT OPS_JSON   load IN, apply OPS as one change, save to OUT
 //   node amtool.mjs read IN                 print the board as JSON (titles, names, meta)
 //
-// OPS is a list of {"path": [..keys], "value": V} or {"path": [...], "delete": true}.
+// OPS is a list of {"path": [..keys], "value": V}, {"path": [...], "delete": true}
+// or {"path": [...], "update_text": s} (splice a Text object into s, as an editor does).
 // V is {"counter": n} | {"timestamp": ms} | {"text": s} (a Text object, what JS
 // writes for a plain string) | {"str": s} (an immutable scalar string) |
 // {"int": n} | {"float": x} | {"bool": b} | {"null": true} | {"list": [V...]} |
@@ -57,6 +58,7 @@ if (cmd === "edit") {
       for (const key of op.path.slice(0, -1)) obj = obj[key];
       const last = op.path[op.path.length - 1];
       if (op.delete) delete obj[last];
+      else if ("update_text" in op) A.updateText(d, op.path, op.update_text); // splices into the Text object
       else if (op.value && "increment" in op.value) obj[last].increment(op.value.increment);
       else assign(obj, last, op.value);
     }
