@@ -37,12 +37,14 @@ def _run(args: list[str]) -> str:
     return out.stdout
 
 
-def js_edit(saved: bytes, ops: list[dict[str, Any]]) -> bytes:
-    """Load `saved` in JavaScript Automerge, apply `ops` as one change, return the saved result."""
+def js_edit(saved: bytes, ops: list[dict[str, Any]], actor: bytes | None = None) -> bytes:
+    """Load `saved` in JavaScript Automerge, apply `ops` as one change (by
+    `actor` if given: a member's device running a modified client), return
+    the saved result."""
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.am", Path(tmp) / "out.am"
         src.write_bytes(saved)
-        _run(["edit", str(src), str(dst), json.dumps(ops)])
+        _run(["edit", str(src), str(dst), json.dumps(ops), *([actor.hex()] if actor else [])])
         return dst.read_bytes()
 
 

@@ -1,9 +1,11 @@
 """A hostile member's odd values never stop the real CLI (attack 6 of issue 9).
 
-The odd change is written by JavaScript Automerge, as a modified client would,
-and arrives as a peer's change would (`apply_remote`). Then real `circle`
-processes must open the circle, list the board, say what is odd, and print
-no Rust panic."""
+Rex is a real member of the circle running a modified client: the odd change
+is written by JavaScript Automerge under rex's device actor, signed by rex's
+device (so the trust layer lets it in, as it must for a member's writes), and
+applied on sam's device as a peer's change. Then real `circle` processes on
+sam's home must open the circle, list the board, say what is odd, export,
+and print no Rust panic."""
 
 from __future__ import annotations
 
@@ -16,24 +18,37 @@ from circle.crdt.am import AmDoc
 from circle.node.home import Home
 from circle.node.service import CircleService
 from clihelp import CLI
+from factories import member_homes
 from jsam import js_edit, require_node
 
 
-@pytest.mark.parametrize("circle_id", [{"counter": 7}, {"str": "someothercircle"}])
-def test_counter_in_meta_does_not_brick_the_circle(tmp_path: Path, circle_id: dict[str, object]) -> None:
+def _hostile_change_from_rex(sam_path: Path, rex_path: Path, ops: list[dict[str, object]]) -> None:
+    sam = CircleService.open(Home.open(sam_path, None))
+    rex = CircleService.open(Home.open(rex_path, None))
+    rex.apply_remote(sam.doc.changes_since(rex.doc.heads()), sam.gate.proofs_since(sam.doc, rex.doc.heads()))
+    before = rex.doc.heads()
+    theirs = AmDoc.load(js_edit(rex.doc.save(), ops, actor=rex.doc.actor()))
+    changes = theirs.changes_since(before)
+    rex.doc.apply_changes(changes)  # rex's own client wrote it
+    rex.gate.sign_new(rex.doc, before)  # ...and rex's device signs it, like any change of its own
+    proofs = rex.gate.proofs_since(rex.doc, before)
+    assert sam.apply_remote(changes, proofs)
+
+
+@pytest.mark.parametrize(("circle_id", "schema"), [({"counter": 7}, {"counter": 1}),
+                                                  ({"str": "someothercircle"}, {"int": 1})])
+def test_counter_in_meta_does_not_brick_the_circle(tmp_path: Path, circle_id: dict[str, object],
+                                                   schema: dict[str, object]) -> None:
     require_node()
-    cli = CLI(tmp_path / "home")
-    cli.run("init", "--name", "Eastside", "--handle", "sam", "--no-passphrase")
+    sam_path, rex_path = member_homes(tmp_path, ["sam", "rex"])
+    cli = CLI(sam_path)
     need = cli.json("need", "add", "Soup for four")["id"]
     cli.run("need", "add", "Ride to clinic")
-
-    svc = CircleService.open(Home.open(tmp_path / "home", None))
-    theirs = AmDoc.load(js_edit(svc.doc.save(), [
+    _hostile_change_from_rex(sam_path, rex_path, [
         {"path": ["meta", "circle_id"], "value": circle_id},
-        {"path": ["meta", "schema"], "value": {"counter": 1}},
+        {"path": ["meta", "schema"], "value": schema},  # 1: "an earlier circle" (refused on main)
         {"path": ["needs", need, "urgency"], "value": {"counter": 2}},
-    ]))
-    assert svc.apply_remote(theirs.changes_since(svc.doc.heads()))
+    ])
 
     listed = cli.run("need", "list", "--json")
     assert "panicked" not in listed.stderr, listed.stderr
@@ -43,7 +58,7 @@ def test_counter_in_meta_does_not_brick_the_circle(tmp_path: Path, circle_id: di
     status = cli.run("status")
     assert "panicked" not in status.stderr, status.stderr
     assert "WARNING: " in status.stdout and "keeps using" in status.stdout
-    assert f"unreadable field urgency of need {need[:4]}" in status.stdout
+    assert f"unreadable field urgency of need {need[:4]}\u2026 (written by rex)" in status.stdout
     assert status.stdout.count("unreadable field urgency") == 1
 
     exported = cli.run("export")

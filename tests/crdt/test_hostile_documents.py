@@ -228,14 +228,17 @@ def test_counter_overwritten_later_reads_again(clock: Clock, capfd: pytest.Captu
     _no_panic(capfd)
 
 
-def test_member_field_counter_keeps_the_member(clock: Clock, capfd: pytest.CaptureFixture[str]) -> None:
+def test_counter_among_the_signed_statements_keeps_membership(clock: Clock,
+                                                              capfd: pytest.CaptureFixture[str]) -> None:
+    """Membership comes from the signed statements map: an odd value in it is
+    skipped, the real statements still decide who is in."""
     board = make_board(clock)
-    me = board.me
-    assert me is not None
-    _via_js(board, [{"path": ["members", me, "zone"], "value": {"counter": 1}}])
+    rex = add_member(board, "rex")
+    _via_js(board, [{"path": ["statements", "ff" * 32], "value": {"counter": 1}}])
     capfd.readouterr()
-    assert board.active_member(me) is not None
-    assert [m.id for m in board.members()] == [me]
+    assert len(board.statement_blobs()) == 2
+    assert {m.handle for m in board.members()} == {"sam", "rex"}
+    assert board.view().members[rex].handle == "rex"
     _no_panic(capfd)
 
 
@@ -277,6 +280,6 @@ def test_circle_identity_survives_an_overwritten_circle_id(clock: Clock) -> None
     _via_js(board, [{"path": ["meta", "circle_id"], "value": {"str": "someothercircle"}}])
     assert board.doc.root_scalars("meta")["circle_id"] == "someothercircle"
     assert board.doc.same_circle(copy) and copy.same_circle(board.doc)
-    other_circle = make_board(clock)  # same name and id text, different founding change
+    other_circle = make_board(clock)  # same name, different founding change
     assert not board.doc.same_circle(other_circle.doc)
     assert not other_circle.doc.same_circle(board.doc)

@@ -1,6 +1,8 @@
 // JavaScript Automerge (the reference implementation) against circle's documents.
 //
-//   node amtool.mjs edit IN OUT OPS_JSON   load IN, apply OPS as one change, save to OUT
+//   node amtool.mjs edit IN OUT OPS_JSON [ACTOR_HEX]
+//                                          load IN, apply OPS as one change (written by
+//                                          ACTOR_HEX if given, as a member's device would), save to OUT
 //   node amtool.mjs read IN                 print the board as JSON (titles, names, meta)
 //
 // OPS is a list of {"path": [..keys], "value": V}, {"path": [...], "delete": true}
@@ -48,7 +50,8 @@ function plain(x) {
 }
 
 const [cmd, input, ...rest] = process.argv.slice(2);
-let doc = A.load(new Uint8Array(fs.readFileSync(input)));
+const actor = cmd === "edit" ? rest[2] : undefined;
+let doc = A.load(new Uint8Array(fs.readFileSync(input)), actor ? { actor } : undefined);
 if (cmd === "edit") {
   const [output, opsJson] = rest;
   const ops = JSON.parse(opsJson);
@@ -73,6 +76,7 @@ if (cmd === "edit") {
     offers: titles("offers", "title"),
     tools: titles("tools", "name"),
     members: titles("members", "handle"),
+    statements: Object.keys(doc.statements ?? {}).length,
   }));
 } else {
   throw new Error("usage: amtool.mjs edit IN OUT OPS | read IN");

@@ -32,6 +32,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 import automerge.core as am
@@ -236,6 +237,127 @@ def advertised_heads(data: bytes) -> frozenset[bytes] | None:
     return frozenset(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
 
 
+def _read_uleb(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def sync_message_change_count(data: bytes) -> int | None:
+    """How many changes an Automerge sync message carries (None if unreadable).
+
+    Layout (v1 0x42, v2 0x43): heads, need (hash lists), have (list of
+    last-sync hash list + Bloom bytes), then the changes; v2 appends more after.
+    Messages without changes can be received directly; those with changes are
+    staged and checked first (node/authorship.py)."""
+    try:
+        if not data or data[0] not in (0x42, 0x43):
+            return None
+        pos = 1
+        for _ in range(2):  # heads, need
+            n, pos = _read_uleb(data, pos)
+            pos += 32 * n
+        haves, pos = _read_uleb(data, pos)
+        for _ in range(haves):
+            n, pos = _read_uleb(data, pos)
+            pos += 32 * n
+            n, pos = _read_uleb(data, pos)
+            pos += n
+        count, pos = _read_uleb(data, pos)
+        return count if pos <= len(data) else None
+    except ValueError:
+        return None
+
+
+MAX_CHANGE_RAW = 64 << 20
+
+
+def change_hash(chunk: bytes) -> bytes | None:
+    """The Automerge hash of one change chunk as it travels (plain or
+    deflated): SHA-256 over type 1, the uncompressed length and body."""
+    import hashlib
+    import zlib
+
+    if len(chunk) < 10 or chunk[:4] != b"\x85\x6f\x4a\x83":
+        return None
+    try:
+        n, pos = _read_uleb(chunk, 9)
+    except ValueError:
+        return None
+    body = chunk[pos : pos + n]
+    if chunk[8] == 1:
+        return hashlib.sha256(chunk[8 : pos + n]).digest()
+    if chunk[8] != 2:
+        return None
+    inflater = zlib.decompressobj(-15)
+    try:
+        raw = inflater.decompress(body, MAX_CHANGE_RAW)
+    except zlib.error:
+        return None
+    if inflater.unconsumed_tail:
+        return None  # above the cap: not a change we would accept anyway
+    return hashlib.sha256(b"\x01" + _uleb(len(raw)) + raw).digest()
+
+
+def chunk_hashes(blob: bytes) -> list[bytes] | None:
+    """Hashes of the change chunks concatenated in `blob` (a v2 sync message
+    packs several into one entry); None if any is not a change chunk."""
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(blob):
+        if blob[pos : pos + 4] != b"\x85\x6f\x4a\x83" or pos + 9 > len(blob):
+            return None
+        try:
+            n, body = _read_uleb(blob, pos + 9)
+        except ValueError:
+            return None
+        end = body + n
+        if end > len(blob):
+            return None
+        h = change_hash(blob[pos:end])
+        if h is None:
+            return None
+        out.append(h)
+        pos = end
+    return out
+
+
+def sync_message_change_hashes(data: bytes) -> list[bytes] | None:
+    """Hashes of the changes an Automerge sync message carries (None if unreadable)."""
+    try:
+        if not data or data[0] not in (0x42, 0x43):
+            return None
+        pos = 1
+        for _ in range(2):
+            n, pos = _read_uleb(data, pos)
+            pos += 32 * n
+        haves, pos = _read_uleb(data, pos)
+        for _ in range(haves):
+            n, pos = _read_uleb(data, pos)
+            pos += 32 * n
+            n, pos = _read_uleb(data, pos)
+            pos += n
+        count, pos = _read_uleb(data, pos)
+        out: list[bytes] = []
+        for _ in range(count):
+            n, pos = _read_uleb(data, pos)
+            hashes = chunk_hashes(data[pos : pos + n])
+            if hashes is None:
+                return None
+            out += hashes
+            pos += n
+        return out
+    except ValueError:
+        return None
+
+
 def _scalar_out(value: tuple[am.ScalarType, object]) -> Scalar | _Malformed:
     """A scalar we write (Counter, Timestamp, Unknown read as MALFORMED)."""
     kind = _KINDS.get(int(value[0]))  # type: ignore[call-overload]
@@ -356,6 +478,17 @@ class Editor:
         self._tx.put(self._collection(collection), key, kind, raw)
 
 
+@dataclass(frozen=True)
+class ChangeMeta:
+    """One change as the trust layer checks it: its hash, writer and place."""
+
+    hash: bytes
+    actor: bytes
+    seq: int
+    max_op: int
+    data: bytes
+
+
 def op_writer(exid: bytes) -> tuple[bytes, int] | None:
     """(actor, op counter) of an Automerge object or value id, as the binding
     returns them: 0x10, uleb actor length, actor, uleb actor index, uleb counter.
@@ -399,6 +532,13 @@ class _Guard:
         self.poison: dict[_ObjKey, dict[str, bytes]] = {}  # map -> bad key -> op id of its value
         self.poison_heads: list[bytes] = []
 
+    def copy(self) -> _Guard:
+        out = _Guard()
+        out.seen, out.loaded, out.loaded_heads = self.seen, self.loaded, self.loaded_heads
+        out.exotic, out.careful, out.poison_heads = self.exotic, self.careful, self.poison_heads
+        out.poison = {obj: dict(keys) for obj, keys in self.poison.items()}
+        return out
+
 
 class AmDoc:
     """One Automerge document, with a safe, typed surface."""
@@ -410,8 +550,11 @@ class AmDoc:
     # --- lifecycle ------------------------------------------------------
 
     @classmethod
-    def new(cls) -> AmDoc:
-        return cls(am.Document())
+    def new(cls, actor: bytes | None = None) -> AmDoc:
+        doc = am.Document()
+        if actor is not None:
+            doc.set_actor(actor)
+        return cls(doc)
 
     @classmethod
     def load(cls, data: bytes) -> AmDoc:
@@ -430,7 +573,9 @@ class AmDoc:
         return bytes(self._doc.save())
 
     def fork(self) -> AmDoc:
-        return AmDoc(self._doc.fork())
+        forked = AmDoc(self._doc.fork())
+        forked._guard_state = self._guard_state.copy()  # same heads: what we know holds there too
+        return forked
 
     def heads(self) -> list[bytes]:
         return [bytes(h) for h in self._doc.get_heads()]
@@ -809,6 +954,23 @@ class AmDoc:
 
     def set_actor(self, actor: bytes) -> None:
         self._doc.set_actor(actor)
+
+    def change_metas(self, heads: list[bytes]) -> list[ChangeMeta]:
+        """Every change not covered by `heads`, with who wrote it (causal order)."""
+        try:
+            return [ChangeMeta(bytes(c.hash), bytes(c.actor_id), int(c.seq), int(c.max_op), bytes(c.bytes))
+                    for c in self._doc.get_changes(heads)]
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            raise MalformedDocument(f"unknown heads ({exc})") from None
+
+    def adopt(self, other: AmDoc) -> None:
+        """Become `other` (a fork this document was staged into), keeping our actor."""
+        actor = self._doc.get_actor()
+        self._doc = other._doc
+        self._doc.set_actor(actor)
+        self._guard_state = other._guard_state
 
     def records(self, collection: str) -> dict[str, Record | _Malformed]:
         """Every record of a collection; a non-map entry reads as MALFORMED."""

@@ -363,8 +363,12 @@ class BoardView:
         return f"unreadable field {what} of {_SINGULAR.get(collection, collection)} {rid[:4]}\u2026 ({writer})"
 
     def _handle(self, member: MemberId) -> str:
-        """A member's handle straight from its record (the members view may be
-        the one being parsed right now)."""
+        """A member's handle: from the members the board set on this view
+        (signed statements), else straight from a member record (never by
+        parsing members here: that may be the collection being parsed)."""
+        members = self.__dict__.get("members")
+        if isinstance(members, dict) and member in members:
+            return str(members[member].handle)
         rec = self._doc.record("members", member)
         handle = rec.get("handle") if rec is not None else None
         return handle if isinstance(handle, str) and handle else member
