@@ -222,3 +222,35 @@ def test_a_snapshot_without_proofs_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CircleError):
         ana.merge_snapshot(bo.doc.save())  # a bare saved document: no proofs, no entry
     assert "unsigned" not in needs(ana)
+
+
+def test_status_says_what_was_ignored_and_tells_the_removed_device(tmp_path: Path) -> None:
+    ana, bo, cy = services(tmp_path, ["ana", "bo", "cy"])
+    membership.remove(ana, "cy")
+    forge(cy, Kind.PROFILE, handle="ana-real", zone="")
+    deliver(cy, bo)
+    deliver(ana, bo)
+    texts = [i["text"] for i in bo.status()["membership"]["ignored"]]
+    assert "1 membership change by cy ignored: cy was removed by ana before it" in texts
+    deliver(ana, cy)  # the removed device hears of it (e.g. through the old mailbox)
+    notice = cy.status()["me"]["removed_notice"]
+    assert notice is not None and notice.startswith("You were removed from Eastside by ana on ")
+
+
+def test_a_circle_from_before_signed_membership_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    from clihelp import CLI
+
+    (ana_path,) = member_homes(tmp_path, ["ana"])
+    ana = open_service(ana_path)
+    # What an old (schema 1) store looks like to this code: schema 1 and no
+    # signed statements. (schema 1 alone is a value any member can write: it
+    # must not refuse a circle whose founding statement is there; see
+    # tests/test_hostile_circle.py.)
+    with ana.doc.edit() as ed:
+        ed.put_root_scalar("meta", "schema", 1)
+        for sid in ana.board.statement_ids():
+            ed.put_root_scalar("statements", sid, None)
+    ana._local_commit()
+    proc = CLI(ana_path).run("need", "list", check=False)
+    assert proc.returncode != 0
+    assert "without signed membership" in proc.stderr and "Traceback" not in proc.stderr

@@ -81,6 +81,13 @@ def status(ctx: Ctx) -> None:
                        f"open loans made concurrently; current is {conflict['current_loan']}")
         for warning in data.get("warnings", []):
             click.echo(f"WARNING: {warning}")
+        if me.get("removed_notice"):
+            click.echo(me["removed_notice"] + " This device keeps what it had; it receives nothing new.")
+        for item in data["membership"]["ignored"]:
+            click.echo(item["text"])
+        if data["membership"]["changes_refused"]:
+            click.echo(f"Refused {data['membership']['changes_refused']} batch(es) of changes not signed by a "
+                       f"member's device (last: {data['membership']['last_refusal']})")
         for bad in data["malformed"]:
             click.echo(f"Unreadable record {bad['collection']}/{bad['id']}: {bad['reason']}")
         click.echo(f"Storage: {st['protection']} ({st['path']})")

@@ -55,6 +55,7 @@ class InviteHost:
     on_joined: Callable[[JoinedEvent], None] | None = None
     pending: dict[str, InviteCode] = field(default_factory=dict)
     used: dict[str, str] = field(default_factory=dict)  # invite id -> member id
+    links: set[str] = field(default_factory=set)  # codes that link a device of ours, not a new member
     failures: list[str] = field(default_factory=list)
     bound: tuple[str, int] | None = None
     _server: asyncio.Server | None = None
@@ -76,6 +77,13 @@ class InviteHost:
             self._server.close()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._server.wait_closed(), 5.0)
+
+    def create_link(self, expires_minutes: float = 10, addresses: tuple[str, ...] = (),
+                    relays: tuple[str, ...] = ()) -> InviteCode:
+        """A one-time code for linking another device of this member (`circle device link`)."""
+        code = self.create(expires_minutes, addresses, relays)
+        self.links.add(code.invite_id)
+        return code
 
     def create(self, expires_minutes: float = 30, addresses: tuple[str, ...] = (),
                relays: tuple[str, ...] = ()) -> InviteCode:
@@ -166,7 +174,10 @@ class InviteHost:
             return None
         svc = self.svc
         try:
-            membership.add_member(svc, request.verify_key, request.box_key, request.handle, request.zone)
+            if code.invite_id in self.links:
+                membership.link_device(svc, request.verify_key, request.box_key)
+            else:
+                membership.add_member(svc, request.verify_key, request.box_key, request.handle, request.zone)
         except CircleError as exc:
             conn.refuse(f"could not add you: {exc}")
             return None
@@ -272,7 +283,12 @@ def _install(home: Home, accepted: JoinAccepted) -> CircleService:
                                                dict(accepted.keys), accepted.epoch)
     except MalformedDocument as exc:
         raise InviteError(f"the inviter sent a document this device cannot trust: {exc}") from None
-    if svc.membership().active_device(home.identity.verify_key) is None:
+    mine = svc.membership().active_device(home.identity.verify_key)
+    if mine is None:
         raise InviteError("the inviter's document does not list this device as a member")
+    if mine.member != home.identity.verify_key:  # a linked device acts for the member that certified it
+        svc.config.settings["member_key"] = mine.member.hex()
+        svc.config.save(home)
+        svc.board.me = svc.me
     membership.reconcile(svc)
     return svc

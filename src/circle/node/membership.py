@@ -38,7 +38,7 @@ from circle.net.keys import (
     unseal,
 )
 from circle.net.membership_rules import EpochInfo, MemberInfo, Membership, derive
-from circle.net.statements import MAX_EPOCH_NUMBER, Kind, Statement, sign
+from circle.net.statements import MAX_EPOCH_NUMBER, Kind, Statement, device_cert_message, sign
 from circle.node.home import CircleConfig, Home
 
 _GRANT_MAGIC = b"circle-grant-v2"
@@ -163,6 +163,29 @@ def add_member(svc: CircleService, member_key: bytes, box: bytes, handle: str, z
     _write(svc, [add, grant])
 
 
+def link_device(svc: CircleService, device_key: bytes, box: bytes) -> None:
+    """Certify another device of this member (needs the member key: only the
+    member's first device holds it) and grant it the current key, in one change."""
+    m = svc.membership()
+    me = m.members.get(svc.member_key)
+    if me is None or not me.active:
+        raise ActionRefused("only an active member can link a device")
+    if svc.member_key != svc.home.identity.verify_key:
+        raise ActionRefused("link new devices from your first device (it holds your member key)")
+    if device_key in m.devices:
+        raise ActionRefused("that device is (or was) already part of this circle")
+    current = m.current
+    if current is None or current.number not in svc.config.epoch_keys:
+        raise ActionRefused("this device is not up to date with the circle's keys; try again after it syncs")
+    cert = svc.home.identity.sign(device_cert_message(svc.config.circle_id, device_key, box))
+    add = _statement(svc, Kind.ADD_DEVICE, m.heads, subject=device_key, box=box, cert=cert)
+    sealed = seal_grant(box, svc.config.circle_id, member_id_for(svc.member_key), current.number,
+                        svc.config.epoch_keys[current.number])
+    grant = _statement(svc, Kind.GRANT, [add.id], epoch=current.id, number=current.number,
+                       grants=((device_key, sealed),))
+    _write(svc, [add, grant])
+
+
 def _target(m: Membership, prefix: str) -> MemberInfo:
     p = prefix.strip().lower()
     hits = [x for x in m.members.values() if x.handle.lower() == p] or \
@@ -234,7 +257,7 @@ def reconcile(svc: CircleService) -> bool:
     m = svc.membership()
     identity = svc.home.identity
     me_dev = identity.verify_key
-    me_id = member_id_for(svc.member_key)
+    me_id = member_id_for(svc.member_key)  # grants are bound to the member, sealed to the device
     for epoch in m.epochs:
         sealed = epoch.grants.get(me_dev)
         if sealed is not None and not holds_key(svc, epoch):
@@ -287,6 +310,6 @@ def derive_for(board: Board, circle_id: str) -> Membership:
     return derive(board.statement_blobs(), circle_id)
 
 
-__all__ = ["add_member", "derive_for", "founding_epoch", "founding_statements", "generation", "holds_key",
+__all__ = ["add_member", "link_device", "derive_for", "founding_epoch", "founding_statements", "generation", "holds_key",
            "leave", "members_of", "open_grant", "reconcile", "remove", "remove_device", "seal_grant",
            "set_profile", "to_member"]

@@ -27,7 +27,7 @@ from circle.errors import (
     StoreCorrupt,
     StoreError,
 )
-from circle.net.keys import EpochKey, _b32, new_epoch_key
+from circle.net.keys import EpochKey, _b32, fingerprint, member_id_for, new_epoch_key
 from circle.net.membership_rules import Membership, circle_id_for, derive
 from circle.node import membership
 from circle.node.authorship import Gate, pack_snapshot, process_actor, unpack_snapshot
@@ -57,9 +57,10 @@ class CircleService:
         cid = self.config.circle_id
         # One actor per process, bound to this device (authorship.py rules).
         self.doc.set_actor(process_actor(cid, self.home.identity.verify_key))
-        self.board = Board(self.doc, self.home.identity.member_id, self.clock, on_commit=self._local_commit)
+        self.board = Board(self.doc, self.me, self.clock, on_commit=self._local_commit)
+        self._derived: dict[tuple[str, ...], Membership] = {}
         self.gate = Gate.open(cid, self.home.identity, self.home.circle_dir(cid) / "sigs",
-                              self.home.doc_cipher(cid), lambda doc: derive(Board(doc, None).statement_blobs(), cid))
+                              self.home.doc_cipher(cid), self._derive)
         self.board.members_source = lambda: membership.members_of(self.membership())
         self.board.member_of_actor = self._member_of_actor
         self.board.late_actors = self._late_actors
@@ -140,20 +141,34 @@ class CircleService:
                     f"circle {config.name!r} was made by an earlier circle (schema {schema}) without signed "
                     "membership; it cannot be opened safely: start a new circle and invite the members again")
             raise StoreCorrupt(f"the stored document is not circle {circle_id} (its founding statement is missing)")
-        return cls(home, config, store, doc, clock)
+        svc = cls(home, config, store, doc, clock)
+        svc.gate.resign_missing(svc.doc)
+        return svc
 
     # --- trust ---------------------------------------------------------------
 
     @property
     def member_key(self) -> bytes:
+        """The member key this device belongs to: its own for a member's first
+        device; for a linked device, the key that certified it (circle.json)."""
+        linked = self.config.settings.get("member_key")
+        if isinstance(linked, str):
+            return bytes.fromhex(linked)
         return self.home.identity.verify_key
 
     def membership(self) -> Membership:
         """Who is in, derived from the signed statements (cached per statement set)."""
-        ids = tuple(sorted(self.board.statement_ids()))
-        if self._membership is None or self._membership[0] != ids:
-            self._membership = (ids, derive(self.board.statement_blobs(), self.config.circle_id))
-        return self._membership[1]
+        return self._derive(self.doc)
+
+    def _derive(self, doc: AmDoc) -> Membership:
+        ids = tuple(sorted(doc.record_ids("statements")))
+        got = self._derived.get(ids)
+        if got is None:
+            got = derive(Board(doc, None).statement_blobs(), self.config.circle_id)
+            if len(self._derived) >= 4:
+                self._derived.pop(next(iter(self._derived)))
+            self._derived[ids] = got
+        return got
 
     def _member_of_actor(self, actor: bytes) -> MemberId | None:
         m = self.membership()
@@ -174,6 +189,34 @@ class CircleService:
             self._late = (heads, late)
         return self._late[1]
 
+    def removal_notice(self) -> str:
+        """"You were removed from Block 9 by ana on 2 Dec." for this device."""
+        from circle.node.live import removal_notice
+
+        return removal_notice(self, self.home.identity.verify_key)
+
+    def membership_report(self) -> dict[str, Any]:
+        """What the signed statements say, and what was ignored and why (for `status`)."""
+        m = self.membership()
+        by_author: dict[tuple[str, str], int] = {}
+        for item in m.ignored:
+            info = m.members.get(item.author)
+            who = info.handle if info is not None else "an unknown device"
+            by_author[(who, item.reason)] = by_author.get((who, item.reason), 0) + 1
+        return {
+            "statements": len(m.accepted),
+            "waiting_for_earlier_statements": m.waiting,
+            "ignored": [{"author": who, "reason": reason, "count": n,
+                         "text": f"{n} membership change{'s' if n > 1 else ''} by {who} ignored: {reason}"}
+                        for (who, reason), n in sorted(by_author.items())],
+            "current_epoch_generation": membership.generation(self),
+            "devices": [{"member": m.members[d.member].handle if d.member in m.members else "?",
+                         "fingerprint": fingerprint(d.key), "active": m.active_device(d.key) is not None}
+                        for d in m.devices.values()],
+            "changes_refused": self.gate.stats.refused,
+            "last_refusal": self.gate.stats.last_refusal or None,
+        }
+
     def actor_clock(self, actors: Iterable[bytes]) -> dict[bytes, int]:
         """For each actor of these devices (16-byte prefixes): the last op we hold."""
         prefixes = set(actors)
@@ -187,7 +230,8 @@ class CircleService:
 
     @property
     def me(self) -> MemberId:
-        return self.home.identity.member_id
+        """This device's member (a linked device acts for the member that certified it)."""
+        return member_id_for(self.member_key)
 
     def subscribe(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call `listener(origin)` after any change ("local", "remote", "disk")."""
@@ -321,7 +365,9 @@ class CircleService:
         return {
             "circle": {"id": self.config.circle_id, "name": board.name, "epoch": self.config.epoch,
                        "key_generation": membership.generation(self)},
-            "me": {"id": self.me, "handle": me.handle if me else None, "active": bool(me and me.active)},
+            "me": {"id": self.me, "handle": me.handle if me else None, "active": bool(me and me.active),
+                   "removed_notice": None if me is None or me.active else self.removal_notice()},
+            "membership": self.membership_report(),
             "counts": {
                 "members": sum(1 for m in view.members.values() if m.active),
                 "open_needs": len(board.needs("active")),
