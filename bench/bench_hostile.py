@@ -57,8 +57,12 @@ def poison(home_dir: Path) -> bool:
 
     svc = CircleService.open(Home.open(home_dir, None))
     need = svc.board.needs()[0].id
-    theirs = AmDoc.load(js_edit(svc.doc.save(), [{"path": ["needs", need, "urgency"], "value": {"counter": 1}}]))
-    svc.apply_remote(theirs.changes_since(svc.doc.heads()))
+    before = svc.doc.heads()
+    # A modified client on a member's device: written under its actor, signed by it.
+    theirs = AmDoc.load(js_edit(svc.doc.save(), [{"path": ["needs", need, "urgency"], "value": {"counter": 1}}],
+                                actor=svc.doc.actor()))
+    svc.doc.apply_changes(theirs.changes_since(before))
+    svc._local_commit()  # signs and persists it like any change of this device
     svc.compact()
     return True
 
