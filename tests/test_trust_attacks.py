@@ -242,8 +242,14 @@ def test_a_circle_from_before_signed_membership_is_refused_in_one_sentence(tmp_p
 
     (ana_path,) = member_homes(tmp_path, ["ana"])
     ana = open_service(ana_path)
-    with ana.doc.edit() as ed:  # what an old (schema 1) store looks like to this code
+    # What an old (schema 1) store looks like to this code: schema 1 and no
+    # signed statements. (schema 1 alone is a value any member can write: it
+    # must not refuse a circle whose founding statement is there; see
+    # tests/test_hostile_circle.py.)
+    with ana.doc.edit() as ed:
         ed.put_root_scalar("meta", "schema", 1)
+        for sid in ana.board.statement_ids():
+            ed.put_root_scalar("statements", sid, None)
     ana._local_commit()
     proc = CLI(ana_path).run("need", "list", check=False)
     assert proc.returncode != 0

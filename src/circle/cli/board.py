@@ -94,6 +94,8 @@ def status(ctx: Ctx) -> None:
         for conflict in data["conflicts"]:
             click.echo(f"CONFLICT: {conflict['name']} ({conflict['tool']}) has {len(conflict['conflicting_loans']) + 1} "
                        f"open loans made concurrently; current is {conflict['current_loan']}")
+        for warning in data.get("warnings", []):
+            click.echo(f"WARNING: {warning}")
         if me.get("removed_notice"):
             click.echo(me["removed_notice"] + " This device keeps what it had; it receives nothing new.")
         for item in data["membership"]["ignored"]:

@@ -9,8 +9,15 @@ Traps in automerge 1.0.0rc1 this module exists to contain:
   only ever write Str, Int, Boolean, Bytes, F64 and Null.
 - A transaction not closed with `with` can use freed memory: every write goes
   through `with self._doc.transaction()`.
-- Reading a Counter (or anything exotic) written by a peer may raise pyo3's
-  `PanicException`, a `BaseException`: reads turn it into `MALFORMED`.
+- Reading a Counter, an Unknown value, an out-of-range Timestamp or a Table
+  written by a peer panics inside the binding (pyo3's `PanicException`, a
+  `BaseException`, after the Rust panic hook printed a trace on fd 2), and one
+  such value makes `values()` of its whole map panic. Reads never call into
+  that path: `amscan` checks the document's bytes first, and only a document
+  that holds such values pays for a patch diff that names each bad key, which
+  then reads as `MALFORMED` while the rest of its map stays readable.
+- Strings written by current JavaScript Automerge are Text objects, not
+  scalar strings: reads turn them into `str` with `Document.text`.
 - Timestamps come back as naive local datetimes: times are integer
   milliseconds, and a Timestamp from a peer reads as `MALFORMED`.
 - Bad bytes raise a plain `Exception`: wrapped into `MalformedDocument`.
@@ -21,6 +28,7 @@ Traps in automerge 1.0.0rc1 this module exists to contain:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +37,7 @@ from typing import Final, TypeAlias
 
 import automerge.core as am
 
+from circle.crdt.amscan import has_exotic_values
 from circle.errors import MalformedDocument
 
 
@@ -49,8 +58,11 @@ class _Malformed:
 MALFORMED: Final = _Malformed()
 
 Scalar: TypeAlias = str | int | bool | bytes | float | None
-Field: TypeAlias = Scalar | dict[str, Scalar] | _Malformed
-Record = dict[str, Field]
+Field: TypeAlias = Scalar | dict[str, Scalar] | _Malformed  # what circle writes
+# What a read returns: a nested map keeps its unreadable entries as MALFORMED
+# so views can report them (and keep the good ones).
+ReadField: TypeAlias = Scalar | dict[str, Scalar | _Malformed] | _Malformed
+Record = dict[str, ReadField]
 SyncState = am.SyncState
 
 _SYNC_MESSAGE_TYPE = 0x42
@@ -110,6 +122,87 @@ _PY_TYPES: dict[int, type | tuple[type, ...]] = {
     _STR: str, _INT: int, _BOOL: bool, _BYTES: (bytes, list), _F64: float, _NULL: type(None),
 }
 _MAP = am.ObjType.Map
+_TEXT = am.ObjType.Text
+# Longest text a field may hold: a hostile peer's 60 MB string must not be
+# copied into every view (circle itself writes at most a few KB per field).
+MAX_READ_TEXT = 64 * 1024
+
+# Patches (Debug text) that put a value the binding cannot convert, or
+# overwrite/delete a key we had marked as such. Strings in the Debug text
+# escape `"` and `\`, so `_DSTR` cannot run past the end of a string.
+_DSTR = r'"(?:[^"\\]|\\.)*"'
+_DID = r'Id\((\d+), ActorID\("([0-9a-f]*)"\), \d+\)'
+_DPATH = (r'\[(?:\((?:Root|Id\(\d+, ActorID\("[0-9a-f]*"\), \d+\)), (?:Map\(' + _DSTR
+          + r'\)|Seq\(\d+\))\)(?:, )?)*\]')
+_KEY_PATCH = re.compile(
+    r'^Patch \{ obj: (?:Root|' + _DID + r'), path: ' + _DPATH
+    + r', action: (PutMap|DeleteMap|Increment) \{ (?:key: |prop: Map\()(' + _DSTR + r')'
+    + r'(?:\)?, value: \((Scalar\((?:Counter|Timestamp|Unknown)\b|Object\(Table\))?)?'
+)
+# The op id of the value a PutMap puts: the fixed tail of its Debug text.
+_VALUE_ID = re.compile(_DID + r'\), conflict: (?:true|false) \} \}$')
+_EXOTIC_MARKERS = ("Counter(", "Timestamp(", "Unknown {", "Object(Table)", "action: Increment")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
+_ObjKey: TypeAlias = tuple[int, bytes] | None  # (op counter, actor) of a map; None = root
+
+
+def _debug_str(quoted: str) -> str | None:
+    """Undo Rust's Debug escaping of a string (None if it has an escape we do not know)."""
+    out: list[str] = []
+    i, body = 0, quoted[1:-1]
+    while i < len(body):
+        ch = body[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = body[i + 1 : i + 2]
+        if nxt in _ESCAPES:
+            out.append(_ESCAPES[nxt])
+            i += 2
+        elif nxt == "u" and body[i + 2 : i + 3] == "{":
+            end = body.find("}", i)
+            try:
+                out.append(chr(int(body[i + 3 : end], 16)))
+            except ValueError:
+                return None
+            i = end + 1
+        else:
+            return None
+    return "".join(out)
+
+
+def _exid(actor_hex: str, counter: str) -> bytes:
+    """An op id in the binding's byte form (as `op_writer` reads it; actor index 0)."""
+    actor = bytes.fromhex(actor_hex)
+    return bytes([0x10]) + _uleb(len(actor)) + actor + _uleb(0) + _uleb(int(counter))
+
+
+def _obj_key(obj: bytes) -> _ObjKey:
+    if obj == am.ROOT:
+        return None
+    who = op_writer(obj)
+    return None if who is None else (who[1], who[0])
+
+
+@contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    """Silence fd 2 (the Rust panic hook's output) for a retry we know may
+    panic. Only used after the byte scan missed something: never on a clean
+    document, so no other thread's stderr is lost in normal running."""
+    try:
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def warm_sync_message(heads: tuple[bytes, ...]) -> bytes:
@@ -203,13 +296,19 @@ def change_hash(chunk: bytes) -> bytes | None:
         return hashlib.sha256(chunk[8 : pos + n]).digest()
     if chunk[8] != 2:
         return None
+    from circle.crdt import amscan
+
+    try:
+        amscan.check_inflation(chunk)
+    except amscan.Oversized:
+        return None  # above the cap: not a change we would accept anyway
     inflater = zlib.decompressobj(-15)
     try:
         raw = inflater.decompress(body, MAX_CHANGE_RAW)
     except zlib.error:
         return None
     if inflater.unconsumed_tail:
-        return None  # above the cap: not a change we would accept anyway
+        return None
     return hashlib.sha256(b"\x01" + _uleb(len(raw)) + raw).digest()
 
 
@@ -344,6 +443,8 @@ def _scalar_out(value: tuple[am.ScalarType, object]) -> Scalar | _Malformed:
             return MALFORMED
     if kind == _INT and isinstance(raw, bool):
         return MALFORMED
+    if kind == _STR and len(raw) > MAX_READ_TEXT:  # type: ignore[arg-type]
+        return MALFORMED
     return raw  # type: ignore[return-value]
 
 
@@ -367,24 +468,41 @@ def _scalar_in(value: Scalar) -> tuple[am.ScalarType, Scalar]:
 class Editor:
     """Write operations inside one open transaction. Only valid inside `AmDoc.edit()`."""
 
-    def __init__(self, tx: am.Transaction) -> None:
+    def __init__(self, tx: am.Transaction, doc: AmDoc | None = None) -> None:
         self._tx = tx
+        self._doc = doc
+
+    def _get(self, obj: bytes, key: str) -> tuple[object, bytes] | None:
+        """`tx.get`, except for a key holding a value the binding cannot
+        convert: that reads as MALFORMED (so the write replaces it) instead
+        of a PanicException out of the middle of a transaction."""
+        doc = self._doc
+        if doc is not None and doc._guard_state.exotic:
+            bad = doc._bad_keys(obj)
+            if bad is not None and (key in bad or _ANY_KEY in bad):
+                return (MALFORMED, b"")
+        try:
+            return self._tx.get(obj, key)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return (MALFORMED, b"")
 
     def _collection(self, name: str) -> bytes:
-        got = self._tx.get(am.ROOT, name)
+        got = self._get(am.ROOT, name)
         if got is None or got[0] != am.ObjType.Map:
             raise MalformedDocument(f"the document has no '{name}' collection")
         return got[1]
 
     def _record(self, collection: str, record_id: str) -> bytes:
-        got = self._tx.get(self._collection(collection), record_id)
+        got = self._get(self._collection(collection), record_id)
         if got is None or got[0] != am.ObjType.Map:
             raise MalformedDocument(f"record {record_id} in {collection} is missing")
         return got[1]
 
     def create_collections(self, names: list[str]) -> None:
         for name in names:
-            if self._tx.get(am.ROOT, name) is None:
+            if self._get(am.ROOT, name) is None:
                 self._tx.put_object(am.ROOT, name, am.ObjType.Map)
 
     def put_record(self, collection: str, record_id: str, fields: Mapping[str, Field]) -> None:
@@ -412,7 +530,7 @@ class Editor:
     def map_put(self, collection: str, record_id: str, field: str, key: str, value: Scalar) -> None:
         """Put one key of a nested map (claims, tags): merges with concurrent puts."""
         record = self._record(collection, record_id)
-        got = self._tx.get(record, field)
+        got = self._get(record, field)
         if got is None or got[0] != am.ObjType.Map:
             inner = self._tx.put_object(record, field, am.ObjType.Map)
         else:
@@ -422,13 +540,27 @@ class Editor:
 
     def map_delete(self, collection: str, record_id: str, field: str, key: str) -> None:
         record = self._record(collection, record_id)
-        got = self._tx.get(record, field)
-        if got is not None and got[0] == am.ObjType.Map and self._tx.get(got[1], key) is not None:
+        got = self._get(record, field)
+        if got is not None and got[0] == am.ObjType.Map and self._get(got[1], key) is not None:
             self._tx.delete(got[1], key)
 
     def put_root_scalar(self, collection: str, key: str, value: Scalar) -> None:
         kind, raw = _scalar_in(value)
         self._tx.put(self._collection(collection), key, kind, raw)
+
+
+def _check_inflation(data: bytes, sync: bool) -> None:
+    """Refuse data that would make Automerge inflate past the cap (a zlib bomb
+    in a change chunk or a document column), before Automerge allocates it."""
+    from circle.crdt import amscan
+
+    try:
+        if sync:
+            amscan.check_sync_message(data)
+        else:
+            amscan.check_inflation(data)
+    except amscan.Oversized as exc:
+        raise MalformedDocument(f"refused: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -467,11 +599,37 @@ def op_writer(exid: bytes) -> tuple[bytes, int] | None:
     return bytes(actor), value
 
 
+_ANY_KEY: Final = "\x00any"  # a poisoned map whose bad key could not be named: every key is bad
+
+
+class _Guard:
+    """What the reads know about values the binding cannot convert."""
+
+    __slots__ = ("seen", "loaded", "loaded_heads", "exotic", "careful", "poison", "poison_heads")
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] | None = None  # heads the byte scan has covered
+        self.loaded: bytes | None = None  # what `load` was given, until the first scan
+        self.loaded_heads: list[bytes] = []
+        self.exotic = False  # some change holds such a value (then `poison` is kept)
+        self.careful = False  # the diff could not place one: read every key alone, fd 2 quiet
+        self.poison: dict[_ObjKey, dict[str, bytes]] = {}  # map -> bad key -> op id of its value
+        self.poison_heads: list[bytes] = []
+
+    def copy(self) -> _Guard:
+        out = _Guard()
+        out.seen, out.loaded, out.loaded_heads = self.seen, self.loaded, self.loaded_heads
+        out.exotic, out.careful, out.poison_heads = self.exotic, self.careful, self.poison_heads
+        out.poison = {obj: dict(keys) for obj, keys in self.poison.items()}
+        return out
+
+
 class AmDoc:
     """One Automerge document, with a safe, typed surface."""
 
     def __init__(self, doc: am.Document) -> None:
         self._doc = doc
+        self._guard_state = _Guard()
 
     # --- lifecycle ------------------------------------------------------
 
@@ -485,8 +643,12 @@ class AmDoc:
     @classmethod
     def load(cls, data: bytes) -> AmDoc:
         """Load a saved document, optionally followed by change chunks."""
+        _check_inflation(data, sync=False)  # cap what Automerge would inflate, before it does
         try:
-            return cls(am.Document.load(data))
+            doc = cls(am.Document.load(data))
+            doc._guard_state.loaded = data  # scanned on first read instead of a save()
+            doc._guard_state.loaded_heads = doc._doc.get_heads()
+            return doc
         except BaseException as exc:  # pyo3 panics derive from BaseException
             if _fatal(exc):
                 raise
@@ -496,7 +658,9 @@ class AmDoc:
         return bytes(self._doc.save())
 
     def fork(self) -> AmDoc:
-        return AmDoc(self._doc.fork())
+        forked = AmDoc(self._doc.fork())
+        forked._guard_state = self._guard_state.copy()  # same heads: what we know holds there too
+        return forked
 
     def heads(self) -> list[bytes]:
         return [bytes(h) for h in self._doc.get_heads()]
@@ -577,6 +741,7 @@ class AmDoc:
         self._receive(state, data)
 
     def _receive(self, state: am.SyncState, data: bytes) -> None:
+        _check_inflation(data, sync=True)
         try:
             message = am.Message.decode(data)
             self._doc.receive_sync_message(state, message)
@@ -590,18 +755,119 @@ class AmDoc:
     @contextmanager
     def edit(self) -> Iterator[Editor]:
         """One transaction: all writes inside commit as one change."""
+        self._guard()  # learn odd keys before the transaction: the binding cannot diff inside one
+        g = self._guard_state
+        before = g.seen
         with self._doc.transaction() as tx:
-            yield Editor(tx)
+            yield Editor(tx, self)
+        if not g.exotic and g.seen is before:
+            # Our own change holds only types we write: no need to scan it.
+            g.seen = self._doc.get_heads()
 
     # --- reads ----------------------------------------------------------
+    #
+    # Every public read starts with `_guard()`. On a document whose bytes hold
+    # no value the binding cannot convert (all of circle's own), that costs one
+    # get_heads() call per read and a byte scan of new changes; reads then go
+    # straight to `values()`. Otherwise the keys holding such values are known
+    # (`_Guard.poison`) and are never handed to the binding.
 
-    def _get(self, obj: bytes, key: str) -> tuple[object, bytes] | None:
+    def _guard(self) -> None:
+        g = self._guard_state
+        heads = self._doc.get_heads()
+        if heads == g.seen:
+            return
+        if not g.exotic:
+            g.exotic = has_exotic_values(self._unscanned(g))
+        if g.exotic:
+            self._update_poison(g, heads)
+        g.seen, g.loaded = heads, None
+
+    def _unscanned(self, g: _Guard) -> bytes:
+        """The chunks not yet scanned: what `load` was given plus later
+        changes, or the changes since the last scan, or a fresh save()."""
+        since: list[bytes] | None = g.seen
+        prefix = b""
+        if since is None and g.loaded is not None:
+            prefix, since = g.loaded, g.loaded_heads
+        if since:  # an empty list would mean every change: one save() is cheaper
+            try:
+                return prefix + b"".join(bytes(c.bytes) for c in self._doc.get_changes(since))
+            except BaseException as exc:
+                if _fatal(exc):
+                    raise
+        return bytes(self._doc.save())
+
+    def _update_poison(self, g: _Guard, heads: list[bytes]) -> None:
+        """Learn which map keys hold a value the binding cannot convert, from
+        the patches between the last heads looked at and now."""
         try:
-            got = self._doc.get(obj, key)
+            if not g.poison_heads:
+                g.poison_heads = self._before_first_exotic()
+            patches = self._doc.diff(g.poison_heads, heads)
         except BaseException as exc:
             if _fatal(exc):
                 raise
+            g.careful = True
+            return
+        g.poison_heads = heads
+        for patch in patches:
+            text = repr(patch)
+            exotic = any(marker in text for marker in _EXOTIC_MARKERS)
+            if not exotic and not g.poison:
+                continue
+            m = _KEY_PATCH.match(text)
+            if m is None:
+                if exotic and "action: PutMap" in text:
+                    g.careful = True  # a map patch we cannot place: read every key with care
+                continue
+            ctr, actor_hex, action, quoted, bad = m.groups()
+            obj: _ObjKey = None if ctr is None else (int(ctr), bytes.fromhex(actor_hex))
+            key = _debug_str(quoted)
+            if key is None:
+                if exotic:
+                    g.poison.setdefault(obj, {})[_ANY_KEY] = b""
+                continue
+            if action == "Increment" or bad:
+                v = _VALUE_ID.search(text) if bad else None
+                keys = g.poison.setdefault(obj, {})
+                if v is not None or key not in keys:
+                    keys[key] = _exid(v.group(2), v.group(1)) if v is not None else b""
+            elif obj in g.poison:  # overwritten or deleted: readable again
+                g.poison[obj].pop(key, None)
+
+    def _before_first_exotic(self) -> list[bytes]:
+        """The dependencies of the first change (in causal order) that holds
+        an odd value: every such value was written after them, so a diff
+        from there finds them all, at the cost of the changes since rather
+        than of the whole document (a full diff is ~1.5 s at 10k records)."""
+        for change in self._doc.get_changes([]):
+            if has_exotic_values(bytes(change.bytes)):
+                return [bytes(h) for h in change.deps]
+        return []
+
+    def _bad_keys(self, obj: bytes) -> dict[str, bytes] | None:
+        g = self._guard_state
+        if not g.poison:
             return None
+        return g.poison.get(_obj_key(obj))
+
+    def _get(self, obj: bytes, key: str) -> tuple[object, bytes] | None:
+        g = self._guard_state
+        if g.exotic:
+            bad = self._bad_keys(obj)
+            if bad is not None and (key in bad or _ANY_KEY in bad):
+                return (MALFORMED, bad.get(key, b""))
+        try:
+            if g.careful:
+                with _quiet_fd2():
+                    got = self._doc.get(obj, key)
+            else:
+                got = self._doc.get(obj, key)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return (MALFORMED, b"")
         return got
 
     def _map_of(self, obj: bytes, key: str) -> bytes | None:
@@ -611,18 +877,40 @@ class AmDoc:
         return got[1]
 
     def has_collection(self, name: str) -> bool:
+        self._guard()
         return self._map_of(am.ROOT, name) is not None
 
     def root_scalars(self, collection: str) -> dict[str, Scalar | _Malformed]:
+        """The scalar keys of a root map (meta); Text reads as str, anything else
+        that is not a scalar we write as MALFORMED."""
+        self._guard()
         obj = self._map_of(am.ROOT, collection)
         if obj is None:
             return {}
         out: dict[str, Scalar | _Malformed] = {}
-        for key, value in self._pairs(obj):
-            out[key] = MALFORMED if isinstance(value[0], am.ObjType) else _scalar_out(value[0])  # type: ignore[arg-type]
+        for key, (value, obj_id) in self._pairs(obj):
+            if type(value) is tuple:
+                out[key] = _scalar_out(value)
+            elif value == _TEXT:
+                out[key] = self._text(obj_id)
+            else:
+                out[key] = MALFORMED
         return out
 
+    def _text(self, obj: bytes) -> str | _Malformed:
+        try:
+            if self._doc.length(obj) > MAX_READ_TEXT:
+                return MALFORMED
+            return self._doc.text(obj)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return MALFORMED
+
     def _pairs(self, obj: bytes, maybe_empty: bool = False) -> list[tuple[str, tuple[object, bytes]]]:
+        g = self._guard_state
+        if g.exotic and (g.careful or self._bad_keys(obj) is not None):
+            return self._pairs_by_key(obj)
         try:
             values = self._doc.values(obj)
             if maybe_empty and not values:
@@ -631,10 +919,27 @@ class AmDoc:
         except BaseException as exc:
             if _fatal(exc):
                 raise
-            return []
+            # The byte scan missed a value the binding cannot convert (it has
+            # just printed a panic): read this document key by key from now on.
+            g.careful = g.exotic = True
+            return self._pairs_by_key(obj)
         if len(keys) != len(values):
             return []
         return [(k, (v[0], v[1])) for k, v in zip(keys, values, strict=True)]
+
+    def _pairs_by_key(self, obj: bytes) -> list[tuple[str, tuple[object, bytes]]]:
+        try:
+            keys = self._doc.keys(obj)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return []
+        out: list[tuple[str, tuple[object, bytes]]] = []
+        for key in keys:
+            got = self._get(obj, key)
+            if got is not None:
+                out.append((key, got))
+        return out
 
     def _record_at(self, obj: bytes) -> Record:
         record: Record = {}
@@ -642,12 +947,17 @@ class AmDoc:
             if type(value) is tuple:
                 record[key] = _scalar_out(value)
             elif value == _MAP:
-                inner: dict[str, Scalar] = {}
-                for k, (v, _) in self._pairs(obj_id, maybe_empty=True):
-                    out = _scalar_out(v) if type(v) is tuple else MALFORMED
-                    if not isinstance(out, _Malformed):
-                        inner[k] = out
+                inner: dict[str, Scalar | _Malformed] = {}
+                for k, (v, inner_id) in self._pairs(obj_id, maybe_empty=True):
+                    if type(v) is tuple:
+                        inner[k] = _scalar_out(v)
+                    elif v == _TEXT:
+                        inner[k] = self._text(inner_id)
+                    else:
+                        inner[k] = MALFORMED
                 record[key] = inner
+            elif value == _TEXT:
+                record[key] = self._text(obj_id)
             else:
                 record[key] = MALFORMED
         return record
@@ -664,6 +974,7 @@ class AmDoc:
             return []
 
     def record(self, collection: str, record_id: str) -> Record | None:
+        self._guard()
         obj = self._map_of(am.ROOT, collection)
         if obj is None:
             return None
@@ -674,6 +985,7 @@ class AmDoc:
 
     def record_writer(self, collection: str, record_id: str) -> tuple[bytes, int] | None:
         """Who created a record: the (actor, op counter) of the op that put its map."""
+        self._guard()
         obj = self._map_of(am.ROOT, collection)
         if obj is None:
             return None
@@ -684,6 +996,7 @@ class AmDoc:
 
     def field_writers(self, collection: str, record_id: str) -> dict[str, tuple[bytes, int]]:
         """Who wrote the current value of each field of a record."""
+        self._guard()
         obj = self._map_of(am.ROOT, collection)
         rec = None if obj is None else self._map_of(obj, record_id)
         if rec is None:
@@ -694,6 +1007,33 @@ class AmDoc:
             if who is not None:
                 out[key] = who
         return out
+
+    def founding_changes(self) -> frozenset[bytes]:
+        """Hashes of the changes with no dependencies (a circle's founding
+        change, plus any root a peer added). Unlike `meta.circle_id`, which
+        any member can overwrite, a hash cannot be forged: a document of the
+        same circle holds our founding change. ~70 ms at 10k changes."""
+        try:
+            return frozenset(bytes(c.hash) for c in self._doc.get_changes([]) if not c.deps)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return frozenset()
+
+    def same_circle(self, other: AmDoc) -> bool:
+        """Whether `other` (a snapshot from a peer) descends from our founding
+        change. For an empty document (nothing to compare) True."""
+        ours = self.founding_changes()
+        return not ours or bool(ours & other.founding_changes())
+
+    def entry_writer(self, collection: str, record_id: str, field: str, key: str) -> tuple[bytes, int] | None:
+        """Who wrote one entry of a nested map field (a claim, a grant)."""
+        self._guard()
+        obj = self._map_of(am.ROOT, collection)
+        rec = None if obj is None else self._map_of(obj, record_id)
+        inner = None if rec is None else self._map_of(rec, field)
+        got = None if inner is None else self._get(inner, key)
+        return None if got is None else op_writer(bytes(got[1]))
 
     def actor(self) -> bytes:
         return bytes(self._doc.get_actor())
@@ -716,9 +1056,11 @@ class AmDoc:
         actor = self._doc.get_actor()
         self._doc = other._doc
         self._doc.set_actor(actor)
+        self._guard_state = other._guard_state
 
     def records(self, collection: str) -> dict[str, Record | _Malformed]:
         """Every record of a collection; a non-map entry reads as MALFORMED."""
+        self._guard()
         obj = self._map_of(am.ROOT, collection)
         if obj is None:
             return {}

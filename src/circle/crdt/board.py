@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from circle.crdt.am import MALFORMED, AmDoc, Field
+from circle.crdt.am import AmDoc, Field
 from circle.crdt.model import (
     COLLECTIONS,
     DAY_MS,
@@ -46,7 +46,6 @@ from circle.crdt.views import BoardView, build_view
 from circle.errors import (
     ActionRefused,
     AmbiguousId,
-    MalformedDocument,
     NotAMember,
     NotFound,
     SchemaTooNew,
@@ -157,9 +156,9 @@ class Board:
         if self.doc.is_empty():
             return
         schema = self.doc.root_scalars("meta").get("schema")
-        if schema is MALFORMED or (schema is not None and not isinstance(schema, int)):
-            raise MalformedDocument("the document's schema version is unreadable")
-        if isinstance(schema, int) and schema > SCHEMA_VERSION:
+        # An unreadable schema is a value some peer wrote over ours (LWW): it
+        # must not lock everyone out, so it opens as this version (status warns).
+        if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
             raise SchemaTooNew(
                 f"this circle was written by a newer version of circle (schema {schema}, "
                 f"this one knows {SCHEMA_VERSION}); upgrade circle to open it"
@@ -182,7 +181,7 @@ class Board:
                 # Same minute, new heads: re-read only the records that changed.
                 changed = self.doc.changed_records(list(self._view_key[0]), list(key[0]))
                 previous = self._view if changed is not None else None
-            self._view = build_view(self.doc, now, previous, changed)
+            self._view = build_view(self.doc, now, previous, changed, lambda a: self.member_of_actor(a))
             self._view_key = key
             if changed is None:
                 self._writers.clear()

@@ -67,7 +67,9 @@ def export_json(board: Board) -> dict[str, Any]:
     meta = board.meta()
     return {
         "format": FORMAT, "version": VERSION,
-        "circle": {"id": meta.get("circle_id"), "name": meta.get("name")},
+        # str or None: a peer may have written anything into meta (LWW)
+        "circle": {k: v if isinstance(v, str) else None
+                   for k, v in (("id", meta.get("circle_id")), ("name", meta.get("name")))},
         "exported_at": board.clock(),
         # Sorted by id: a stable file whatever order the view holds records in.
         **{name: [record_dict(r) for _, r in sorted(getattr(view, name).items())] for name in COLLECTIONS},

@@ -44,179 +44,250 @@ T = TypeVar("T")
 
 
 class _Bad(Exception):
-    """A field has the wrong type; the record is reported as malformed."""
+    """A record cannot be used at all (not a map, or a field it cannot do without)."""
 
 
-def _str(rec: Record, key: str, default: str | None = None) -> str:
-    value = rec.get(key, default)
-    if not isinstance(value, str):
-        if value is None and default is not None:
-            return default
-        raise _Bad(f"field '{key}' is not text")
-    # issue 10: lengths hold on the sync path too (a peer's client may skip the board's checks).
-    limit = TEXT_LIMITS.get(key)
-    if limit is not None and len(value) > limit:
-        raise _Bad(f"field '{key}' is longer than {limit} characters")
-    return value
+# Fallbacks for unreadable fields. Visible rather than hidden (a record must
+# not vanish because one field is odd), and on the safe side where safety is
+# at stake (a tool whose condition is unreadable is shown as unsafe; a member
+# whose removal date is unreadable counts as removed).
+UNREADABLE_TEXT = "(unreadable)"
+NEVER: Millis = 2**53 - 1
+MAX_TAGS_TEXT = 4096
 
 
-def _cut(rec: Record, key: str, default: str | None = None) -> str:
-    """Member fields: an over-long handle or zone is shown cut, never makes the member malformed
-    (which would drop an honest member whose record someone else padded)."""
-    value = rec.get(key, default)
-    if not isinstance(value, str):
-        return _str(rec, key, default)
-    return value[: TEXT_LIMITS.get(key, len(value))]
+class _Fields:
+    """Reads one record. A field with the wrong type gets a fallback value and
+    its name is noted in `bad`: the rest of the record stays readable."""
 
+    __slots__ = ("rec", "bad")
 
-def _int(rec: Record, key: str) -> int:
-    value = rec.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad(f"field '{key}' is not a number")
-    return value
+    def __init__(self, rec: Record) -> None:
+        self.rec = rec
+        self.bad: list[str] = []
 
+    def _miss(self, key: str, fallback: T) -> T:
+        self.bad.append(key)
+        return fallback
 
-def _opt_int(rec: Record, key: str) -> int | None:
-    value = rec.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad(f"field '{key}' is not a number")
-    return value
+    def _fits(self, key: str, value: str) -> bool:
+        # issue 10: lengths hold on the sync path too (a peer's client may skip the board's checks)
+        limit = TEXT_LIMITS.get(key)
+        return limit is None or len(value) <= limit
 
+    def text(self, key: str, fallback: str = "") -> str:
+        """Optional text: absent reads as `fallback` without complaint."""
+        value = self.rec.get(key)
+        if isinstance(value, str) and self._fits(key, value):
+            return value
+        return fallback if value is None else self._miss(key, fallback)
 
-def _opt_str(rec: Record, key: str) -> str | None:
-    value = rec.get(key)
-    if value is None or isinstance(value, str):
+    def required_text(self, key: str, fallback: str = UNREADABLE_TEXT) -> str:
+        value = self.rec.get(key)
+        return value if isinstance(value, str) and self._fits(key, value) else self._miss(key, fallback)
+
+    def opt_text(self, key: str) -> str | None:
+        value = self.rec.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        return self._miss(key, None)
+
+    def int_(self, key: str, fallback: int) -> int:
+        value = self.rec.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return self._miss(key, fallback)
+
+    def opt_int(self, key: str, fallback: int | None = None) -> int | None:
+        value = self.rec.get(key)
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        return self._miss(key, fallback)
+
+    def bool_(self, key: str) -> bool:
+        value = self.rec.get(key, False)
+        return value if isinstance(value, bool) else self._miss(key, False)
+
+    def tags(self, key: str) -> frozenset[str]:
+        value = self.rec.get(key, "")
+        if isinstance(value, str) and len(value) <= MAX_TAGS_TEXT:
+            return frozenset(value.split())
+        return self._miss(key, frozenset())
+
+    def enum(self, enum: type[E], key: str, fallback: E) -> E:
+        value = self.rec.get(key)
+        if isinstance(value, str):
+            try:
+                return enum(value)  # type: ignore[call-arg]
+            except ValueError:
+                pass
+        return self._miss(key, fallback)
+
+    def essential_bytes(self, key: str) -> bytes:
+        value = self.rec.get(key)
+        if not isinstance(value, bytes):
+            raise _Bad(f"field '{key}' is unreadable and the record cannot be used without it")
         return value
-    raise _Bad(f"field '{key}' is not text")
+
+    def essential_int(self, key: str) -> int:
+        value = self.rec.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Bad(f"field '{key}' is unreadable and the record cannot be used without it")
+        return value
+
+    def essential_text(self, key: str) -> str:
+        value = self.rec.get(key)
+        if not isinstance(value, str):
+            raise _Bad(f"field '{key}' is unreadable and the record cannot be used without it")
+        return value
+
+    def map_of(self, key: str, kind: type | tuple[type, ...]) -> dict[str, object]:
+        """A nested map (claims, grants): good entries kept, each bad one noted
+        as `key.entry`; a field that is not a map at all reads as empty."""
+        value = self.rec.get(key, {})
+        if not isinstance(value, dict):
+            return self._miss(key, {})
+        out: dict[str, object] = {}
+        for k, v in value.items():
+            if isinstance(v, kind) and not isinstance(v, bool):
+                out[k] = v
+            else:
+                self.bad.append(f"{key}.{k}")
+        return out
 
 
-def _bytes(rec: Record, key: str) -> bytes:
-    value = rec.get(key)
-    if not isinstance(value, bytes):
-        raise _Bad(f"field '{key}' is not bytes")
-    return value
-
-
-def _bool(rec: Record, key: str) -> bool:
-    value = rec.get(key, False)
-    if not isinstance(value, bool):
-        raise _Bad(f"field '{key}' is not true/false")
-    return value
-
-
-def _tags(rec: Record, key: str) -> frozenset[str]:
-    value = rec.get(key, "")
-    if not isinstance(value, str):
-        raise _Bad(f"field '{key}' is not text")
-    return frozenset(value.split())
-
-
-def _enum(enum: type[E], rec: Record, key: str) -> E:
-    raw = _str(rec, key)
-    try:
-        return enum(raw)  # type: ignore[call-arg]
-    except ValueError:
-        raise _Bad(f"field '{key}' has unknown value '{raw}'") from None
-
-
-def parse_member(rid: str, rec: Record) -> Member:
-    invited = _opt_str(rec, "invited_by")
-    removed_by = _opt_str(rec, "removed_by")
-    return Member(
-        id=MemberId(rid), handle=_cut(rec, "handle"), sign_key=_bytes(rec, "sign_key"),
-        box_key=_bytes(rec, "box_key"), zone=_cut(rec, "zone", ""), joined_at=_int(rec, "joined_at"),
-        invited_by=MemberId(invited) if invited else None, removed_at=_opt_int(rec, "removed_at"),
+def parse_member(rid: str, rec: Record, bad: list[str] | None = None) -> Member:
+    f = _Fields(rec)
+    invited, removed_by = f.opt_text("invited_by"), f.opt_text("removed_by")
+    member = Member(
+        id=MemberId(rid), handle=f.required_text("handle", "?"), sign_key=f.essential_bytes("sign_key"),
+        box_key=f.essential_bytes("box_key"), zone=f.text("zone"), joined_at=f.int_("joined_at", 0),
+        invited_by=MemberId(invited) if invited else None,
+        removed_at=f.opt_int("removed_at", fallback=0),  # unreadable removal: fail closed, removed
         removed_by=MemberId(removed_by) if removed_by else None,
     )
+    if bad is not None:
+        bad.extend(f.bad)
+    return member
 
 
-def parse_need(rid: str, rec: Record, now: Millis) -> Need:
-    claims_raw = rec.get("claims", {})
-    if not isinstance(claims_raw, dict):
-        raise _Bad("field 'claims' is not a map")
-    claims = {
-        MemberId(k): v for k, v in claims_raw.items() if isinstance(v, int) and not isinstance(v, bool)
-    }
-    met_at, withdrawn_at, expires_at = _opt_int(rec, "met_at"), _opt_int(rec, "withdrawn_at"), _int(rec, "expires_at")
-    return Need(
-        id=RecordId(rid), title=_str(rec, "title"), details=_str(rec, "details", ""),
-        category=_str(rec, "category", ""), tags=_tags(rec, "tags"),
-        urgency=_enum(Urgency, rec, "urgency"), zone=_str(rec, "zone", ""),
-        author=MemberId(_str(rec, "author")), created_at=_int(rec, "created_at"),
-        updated_at=_int(rec, "updated_at"), expires_at=expires_at, claims=claims,
+def parse_need(rid: str, rec: Record, now: Millis, bad: list[str] | None = None) -> Need:
+    f = _Fields(rec)
+    claims = {MemberId(k): v for k, v in f.map_of("claims", int).items() if isinstance(v, int)}
+    met_at, withdrawn_at = f.opt_int("met_at"), f.opt_int("withdrawn_at")
+    expires_at = f.int_("expires_at", NEVER)
+    need = Need(
+        id=RecordId(rid), title=f.required_text("title"), details=f.text("details"),
+        category=f.text("category"), tags=f.tags("tags"),
+        urgency=f.enum(Urgency, "urgency", Urgency.ANYTIME), zone=f.text("zone"),
+        author=MemberId(f.required_text("author", "")), created_at=f.int_("created_at", 0),
+        updated_at=f.int_("updated_at", 0), expires_at=expires_at, claims=claims,
         met_at=met_at, withdrawn_at=withdrawn_at,
         status=need_status(claims=claims, met_at=met_at, withdrawn_at=withdrawn_at, expires_at=expires_at, now=now),
     )
+    if bad is not None:
+        bad.extend(f.bad)
+    return need
 
 
-def parse_offer(rid: str, rec: Record, now: Millis) -> Offer:
-    paused, closed_at, expires_at = _bool(rec, "paused"), _opt_int(rec, "closed_at"), _int(rec, "expires_at")
-    return Offer(
-        id=RecordId(rid), title=_str(rec, "title"), details=_str(rec, "details", ""),
-        category=_str(rec, "category", ""), tags=_tags(rec, "tags"), zone=_str(rec, "zone", ""),
-        author=MemberId(_str(rec, "author")), quantity=_opt_int(rec, "quantity"),
-        recurring=_bool(rec, "recurring"), created_at=_int(rec, "created_at"),
-        updated_at=_int(rec, "updated_at"), expires_at=expires_at, paused=paused, closed_at=closed_at,
+def parse_offer(rid: str, rec: Record, now: Millis, bad: list[str] | None = None) -> Offer:
+    f = _Fields(rec)
+    paused, closed_at, expires_at = f.bool_("paused"), f.opt_int("closed_at"), f.int_("expires_at", NEVER)
+    offer = Offer(
+        id=RecordId(rid), title=f.required_text("title"), details=f.text("details"),
+        category=f.text("category"), tags=f.tags("tags"), zone=f.text("zone"),
+        author=MemberId(f.required_text("author", "")), quantity=f.opt_int("quantity"),
+        recurring=f.bool_("recurring"), created_at=f.int_("created_at", 0),
+        updated_at=f.int_("updated_at", 0), expires_at=expires_at, paused=paused, closed_at=closed_at,
         status=offer_status(paused=paused, closed_at=closed_at, expires_at=expires_at, now=now),
     )
+    if bad is not None:
+        bad.extend(f.bad)
+    return offer
 
 
-def parse_loan(rid: str, rec: Record, now: Millis) -> Loan:
-    returned_at, lost_at, due_at = _opt_int(rec, "returned_at"), _opt_int(rec, "lost_at"), _int(rec, "due_at")
+def parse_loan(rid: str, rec: Record, now: Millis, bad: list[str] | None = None) -> Loan:
+    f = _Fields(rec)
+    returned_at, lost_at, due_at = f.opt_int("returned_at"), f.opt_int("lost_at"), f.int_("due_at", NEVER)
     status = loan_status(returned_at, lost_at)
-    cond_in = _opt_str(rec, "condition_in")
-    return Loan(
-        id=RecordId(rid), tool=RecordId(_str(rec, "tool")), borrower=MemberId(_str(rec, "borrower")),
-        out_at=_int(rec, "out_at"), due_at=due_at, returned_at=returned_at, lost_at=lost_at,
-        condition_out=_enum(Condition, rec, "condition_out"),
+    cond_in = f.opt_text("condition_in")
+    loan = Loan(
+        id=RecordId(rid), tool=RecordId(f.essential_text("tool")), borrower=MemberId(f.essential_text("borrower")),
+        out_at=f.int_("out_at", 0), due_at=due_at, returned_at=returned_at, lost_at=lost_at,
+        condition_out=f.enum(Condition, "condition_out", Condition.UNSAFE),
         condition_in=Condition(cond_in) if cond_in in set(Condition) else None,
-        renewals=_opt_int(rec, "renewals") or 0, status=status,
+        renewals=f.opt_int("renewals") or 0, status=status,
         overdue=status == LoanStatus.OUT and now > due_at,
     )
+    if bad is not None:
+        bad.extend(f.bad)
+    return loan
 
 
-def parse_hold(rid: str, rec: Record) -> Hold:
-    cancelled, fulfilled = _opt_int(rec, "cancelled_at"), _opt_int(rec, "fulfilled_at")
+def parse_hold(rid: str, rec: Record, bad: list[str] | None = None) -> Hold:
+    f = _Fields(rec)
+    cancelled, fulfilled = f.opt_int("cancelled_at"), f.opt_int("fulfilled_at")
     status = HoldStatus.CANCELLED if cancelled is not None else (
         HoldStatus.LOANED if fulfilled is not None else HoldStatus.WAITING
     )
-    return Hold(
-        id=RecordId(rid), tool=RecordId(_str(rec, "tool")), member=MemberId(_str(rec, "member")),
-        created_at=_int(rec, "created_at"), cancelled_at=cancelled, fulfilled_at=fulfilled, status=status,
+    hold = Hold(
+        id=RecordId(rid), tool=RecordId(f.essential_text("tool")), member=MemberId(f.essential_text("member")),
+        created_at=f.int_("created_at", 0), cancelled_at=cancelled, fulfilled_at=fulfilled, status=status,
     )
+    if bad is not None:
+        bad.extend(f.bad)
+    return hold
 
 
-def parse_epoch(rid: str, rec: Record) -> EpochRecord:
-    grants_raw = rec.get("grants", {})
-    if not isinstance(grants_raw, dict):
-        raise _Bad("field 'grants' is not a map")
-    grants = {MemberId(k): v for k, v in grants_raw.items() if isinstance(v, bytes)}
-    return EpochRecord(
-        id=rid, number=_int(rec, "number"), created_by=MemberId(_str(rec, "created_by")),
-        created_at=_int(rec, "created_at"), removed=frozenset(MemberId(m) for m in _tags(rec, "removed")),
-        grants=grants, check=_bytes(rec, "check"),
+def parse_epoch(rid: str, rec: Record, bad: list[str] | None = None) -> EpochRecord:
+    """Key material: an epoch whose number, check or removal list cannot be
+    read is not used at all (a guess could hand the key to the wrong people)."""
+    f = _Fields(rec)
+    removed = rec.get("removed", "")
+    if not isinstance(removed, str):
+        raise _Bad("field 'removed' is unreadable and the record cannot be used without it")
+    grants = {MemberId(k): v for k, v in f.map_of("grants", bytes).items() if isinstance(v, bytes)}
+    epoch = EpochRecord(
+        id=rid, number=f.essential_int("number"), created_by=MemberId(f.required_text("created_by", "")),
+        created_at=f.int_("created_at", 0), removed=frozenset(MemberId(m) for m in removed.split()),
+        grants=grants, check=f.essential_bytes("check"),
     )
+    if bad is not None:
+        bad.extend(f.bad)
+    return epoch
 
 
-def parse_relay(rid: str, rec: Record) -> RelayRecord:
-    removed_by = _opt_str(rec, "removed_by")
-    return RelayRecord(
-        id=rid, url=_str(rec, "url"), added_by=MemberId(_str(rec, "added_by")),
-        added_at=_int(rec, "added_at"), removed_at=_opt_int(rec, "removed_at"),
+def parse_relay(rid: str, rec: Record, bad: list[str] | None = None) -> RelayRecord:
+    f = _Fields(rec)
+    removed_by = f.opt_text("removed_by")
+    relay = RelayRecord(
+        id=rid, url=f.essential_text("url"), added_by=MemberId(f.required_text("added_by", "")),
+        added_at=f.int_("added_at", 0), removed_at=f.opt_int("removed_at", fallback=0),
         removed_by=MemberId(removed_by) if removed_by else None,
     )
+    if bad is not None:
+        bad.extend(f.bad)
+    return relay
 
 
-def parse_tool_base(rid: str, rec: Record) -> dict[str, object]:
-    return dict(
-        id=RecordId(rid), name=_str(rec, "name"), description=_str(rec, "description", ""),
-        category=_str(rec, "category", ""), steward=MemberId(_str(rec, "steward")),
-        condition=_enum(Condition, rec, "condition"), condition_note=_str(rec, "condition_note", ""),
-        loan_days=_int(rec, "loan_days"), state=_enum(ToolState, rec, "state"),
-        created_at=_int(rec, "created_at"),
+def parse_tool_base(rid: str, rec: Record, bad: list[str] | None = None) -> dict[str, object]:
+    f = _Fields(rec)
+    base = dict(
+        id=RecordId(rid), name=f.required_text("name"), description=f.text("description"),
+        category=f.text("category"), steward=MemberId(f.required_text("steward", "")),
+        condition=f.enum(Condition, "condition", Condition.UNSAFE), condition_note=f.text("condition_note"),
+        loan_days=f.int_("loan_days", 7), state=f.enum(ToolState, "state", ToolState.ACTIVE),
+        created_at=f.int_("created_at", 0),
     )
+    if bad is not None:
+        bad.extend(f.bad)
+    return base
+
+
+# Singular names for reports ("unreadable field urgency of need 4ruw...").
+_SINGULAR = {"members": "member", "needs": "need", "offers": "offer", "tools": "tool", "loans": "loan",
+             "holds": "hold", "epochs": "epoch", "relays": "relay"}
+_Parse = Callable[[str, Record, list[str]], T]
 
 
 class BoardView:
@@ -226,17 +297,22 @@ class BoardView:
     10k-record board never pays for tools, loans and holds."""
 
     def __init__(self, doc: AmDoc, now: Millis, previous: BoardView | None = None,
-                 changed: dict[str, set[str]] | None = None) -> None:
+                 changed: dict[str, set[str]] | None = None,
+                 member_of_actor: Callable[[bytes], MemberId | None] | None = None) -> None:
         """With `previous` and `changed`, collections the previous view had
         parsed are carried over and only the changed records are re-read:
-        one edit on a 10k-record board costs a few records, not 10k."""
+        one edit on a 10k-record board costs a few records, not 10k.
+
+        `member_of_actor` names the member behind an Automerge actor (the
+        trust layer's binding) in reports of unreadable fields."""
         self._doc = doc
+        self._member_of_actor = member_of_actor
         self.now = now
         self._malformed: dict[str, list[Malformed]] = {}
         self._previous = previous
         self._changed = changed
 
-    def _parse(self, collection: str, parse: Callable[[str, Record], T]) -> dict[Any, T]:
+    def _parse(self, collection: str, parse: _Parse[T]) -> dict[Any, T]:
         previous, changed = self._previous, self._changed
         if previous is not None and changed is not None and collection in previous._malformed:
             parsed = previous.__dict__.get(_ATTRS.get(collection, collection))
@@ -250,7 +326,7 @@ class BoardView:
         self._malformed[collection] = bad
         return out
 
-    def _update(self, collection: str, parse: Callable[[str, Record], T], parsed: dict[Any, T],
+    def _update(self, collection: str, parse: _Parse[T], parsed: dict[Any, T],
                 bad_before: list[Malformed], ids: set[str]) -> dict[Any, T]:
         out = dict(parsed)
         bad = [m for m in bad_before if m.id not in ids]
@@ -265,16 +341,47 @@ class BoardView:
         self._malformed[collection] = bad
         return out
 
-    @staticmethod
-    def _parse_one(collection: str, parse: Callable[[str, Record], T], rid: str, rec: Record | object,
+    def _parse_one(self, collection: str, parse: _Parse[T], rid: str, rec: Record | object,
                    out: dict[Any, T], bad: list[Malformed]) -> None:
         if rec is MALFORMED or not isinstance(rec, dict):
             bad.append(Malformed(collection, rid, "not a record"))
             return
+        fields: list[str] = []
         try:
-            out[rid] = parse(rid, rec)
+            out[rid] = parse(rid, rec, fields)
         except (_Bad, ValueError, TypeError) as exc:
             bad.append(Malformed(collection, rid, str(exc)))
+            return
+        for name in dict.fromkeys(fields):  # once per field, in order
+            bad.append(Malformed(collection, rid, self._unreadable(collection, rid, name)))
+
+    def _unreadable(self, collection: str, rid: str, name: str) -> str:
+        """"unreadable field urgency of need 4ruw... (written by rex)"."""
+        field, _, entry = name.partition(".")
+        who = (self._doc.entry_writer(collection, rid, field, entry) if entry
+               else self._doc.field_writers(collection, rid).get(field))
+        if who is None:
+            writer = "written by an unknown device" if field in self._raw_keys(collection, rid) else "missing"
+        else:
+            member = self._member_of_actor(who[0]) if self._member_of_actor is not None else None
+            writer = f"written by {self._handle(member)}" if member else f"written by device {who[0].hex()[:8]}"
+        what = f"{field} entry {entry}" if entry else field
+        return f"unreadable field {what} of {_SINGULAR.get(collection, collection)} {rid[:4]}\u2026 ({writer})"
+
+    def _handle(self, member: MemberId) -> str:
+        """A member's handle: from the members the board set on this view
+        (signed statements), else straight from a member record (never by
+        parsing members here: that may be the collection being parsed)."""
+        members = self.__dict__.get("members")
+        if isinstance(members, dict) and member in members:
+            return str(members[member].handle)
+        rec = self._doc.record("members", member)
+        handle = rec.get("handle") if rec is not None else None
+        return handle if isinstance(handle, str) and handle else member
+
+    def _raw_keys(self, collection: str, rid: str) -> set[str]:
+        rec = self._doc.record(collection, rid)
+        return set(rec) if rec is not None else set()
 
     @cached_property
     def members(self) -> dict[MemberId, Member]:
@@ -282,15 +389,15 @@ class BoardView:
 
     @cached_property
     def needs(self) -> dict[RecordId, Need]:
-        return self._parse("needs", lambda r, x: parse_need(r, x, self.now))
+        return self._parse("needs", lambda r, x, b: parse_need(r, x, self.now, b))
 
     @cached_property
     def offers(self) -> dict[RecordId, Offer]:
-        return self._parse("offers", lambda r, x: parse_offer(r, x, self.now))
+        return self._parse("offers", lambda r, x, b: parse_offer(r, x, self.now, b))
 
     @cached_property
     def loans(self) -> dict[RecordId, Loan]:
-        return self._parse("loans", lambda r, x: parse_loan(r, x, self.now))
+        return self._parse("loans", lambda r, x, b: parse_loan(r, x, self.now, b))
 
     @cached_property
     def _raw_holds(self) -> dict[RecordId, Hold]:
@@ -309,8 +416,8 @@ class BoardView:
             if hold.status == HoldStatus.WAITING:
                 waiting[hold.tool].append(hold)
 
-        def parse_tool(rid: str, rec: Record) -> Tool:
-            base = parse_tool_base(rid, rec)
+        def parse_tool(rid: str, rec: Record, bad: list[str]) -> Tool:
+            base = parse_tool_base(rid, rec, bad)
             queue = sorted(waiting.get(RecordId(rid), []), key=lambda h: h.order_key)
             availability, current, conflicts = tool_availability(
                 base["state"], active_loans.get(RecordId(rid), []), queue  # type: ignore[arg-type]
@@ -350,5 +457,30 @@ _ATTRS = {"holds": "_raw_holds"}
 
 
 def build_view(doc: AmDoc, now: Millis, previous: BoardView | None = None,
-               changed: dict[str, set[str]] | None = None) -> BoardView:
-    return BoardView(doc, now, previous, changed)
+               changed: dict[str, set[str]] | None = None,
+               member_of_actor: Callable[[bytes], MemberId | None] | None = None) -> BoardView:
+    return BoardView(doc, now, previous, changed, member_of_actor)
+
+
+def meta_warnings(doc: AmDoc, circle_id: str) -> list[str]:
+    """What is wrong with the circle's `meta` map, in words for `status`.
+
+    Any member can overwrite these last-writer-wins fields, so none of them
+    may stop the circle from opening: the circle opens and this says why it
+    looks odd."""
+    meta = doc.root_scalars("meta")
+    out: list[str] = []
+    if not meta:
+        return ["the circle's settings (meta) are unreadable: some device overwrote them; "
+                f"this device keeps using circle {circle_id}"]
+    got = meta.get("circle_id")
+    if got is MALFORMED:
+        out.append(f"the circle id stored in the document is unreadable (some device wrote an odd value); "
+                   f"this device keeps using circle {circle_id}")
+    elif got != circle_id:
+        out.append(f"the document says it is circle {got!r}, but this device joined circle {circle_id}: "
+                   "some device overwrote the id; this device keeps using its own")
+    for key in ("schema", "name"):
+        if meta.get(key) is MALFORMED:
+            out.append(f"the circle's {key} in the document is unreadable (some device wrote an odd value)")
+    return out

@@ -18,6 +18,7 @@ from circle.crdt.am import AmDoc
 from circle.crdt.board import Board, now_ms
 from circle.crdt.model import MemberId, Millis
 from circle.crdt.store import DocStore
+from circle.crdt.views import meta_warnings
 from circle.errors import (
     AmbiguousId,
     CircleError,
@@ -132,12 +133,15 @@ class CircleService:
             doc.apply_changes(loaded.changes)
         except MalformedDocument:
             raise StoreCorrupt(f"the change log of circle {circle_id} holds data automerge rejects") from None
-        schema = doc.root_scalars("meta").get("schema")
-        if isinstance(schema, int) and schema < 2:
-            raise StoreCorrupt(
-                f"circle {config.name!r} was made by an earlier circle (schema {schema}) without signed "
-                "membership; it cannot be opened safely: start a new circle and invite the members again")
+        # The signed founding statement decides; `meta.schema` is a field any
+        # member can overwrite (schema 1 written by one member must not lock
+        # everyone out), so it only picks the sentence when that is missing.
         if not derive(Board(doc, None).statement_blobs(), circle_id).members:
+            schema = doc.root_scalars("meta").get("schema")
+            if isinstance(schema, int) and schema < 2:
+                raise StoreCorrupt(
+                    f"circle {config.name!r} was made by an earlier circle (schema {schema}) without signed "
+                    "membership; it cannot be opened safely: start a new circle and invite the members again")
             raise StoreCorrupt(f"the stored document is not circle {circle_id} (its founding statement is missing)")
         svc = cls(home, config, store, doc, clock)
         svc.gate.resign_missing(svc.doc)
@@ -384,6 +388,7 @@ class CircleService:
                 for t in board.loan_conflicts()
             ],
             "malformed": [{"collection": m.collection, "id": m.id, "reason": m.reason} for m in view.malformed],
+            "warnings": meta_warnings(self.doc, self.config.circle_id),
             "peers": [
                 {**info, "address": f"{info.get('address')}:{info.get('port')}"}
                 for info in self.config.settings.get("peers", {}).values() if isinstance(info, dict)
