@@ -24,14 +24,21 @@ def _merge_raw(board: Board, raw: am.Document) -> None:
     board.invalidate()
 
 
-def test_newer_schema_is_refused(clock: Clock) -> None:
+def test_newer_schema_opens_read_only_and_refuses_edits(clock: Clock) -> None:
+    """A member (or a newer client) writing schema 99 must not lock everyone
+    out: the board opens, reads what it can, and refuses to edit."""
     board = make_board(clock)
+    board.add_need("still readable")
     raw = _raw(board)
     meta = raw.get(am.ROOT, "meta")[1]
     with raw.transaction() as tx:
         tx.put(meta, "schema", am.ScalarType.Int, 99)
+    newer = Board(AmDoc.load(bytes(raw.save())), board.me, clock)
+    newer.members_source = board.members_source
+    assert "still readable" in {n.title for n in newer.needs()}
+    assert "newer version" in (newer.schema_too_new() or "")
     with pytest.raises(SchemaTooNew, match="newer version"):
-        Board(AmDoc.load(bytes(raw.save())), board.me, clock)
+        newer.add_need("anything")
 
 
 def test_wrongly_typed_fields_are_isolated_per_field(clock: Clock) -> None:

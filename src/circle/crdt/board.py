@@ -153,16 +153,20 @@ class Board:
         return dict(self.doc.root_scalars("meta"))
 
     def check_schema(self) -> None:
+        """Never refuses to open: `meta.schema` is a field any member can write,
+        so one member writing 99 must not lock everyone out (DESIGN §8). A
+        newer schema makes the board read-only instead (`schema_too_new`):
+        views show what this version can read, edits are refused, nothing is
+        rewritten; `status` says so."""
+
+    def schema_too_new(self) -> str | None:
         if self.doc.is_empty():
-            return
+            return None
         schema = self.doc.root_scalars("meta").get("schema")
-        # An unreadable schema is a value some peer wrote over ours (LWW): it
-        # must not lock everyone out, so it opens as this version (status warns).
         if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"this circle was written by a newer version of circle (schema {schema}, "
-                f"this one knows {SCHEMA_VERSION}); upgrade circle to open it"
-            )
+            return (f"this circle says it was written by a newer version of circle (schema {schema}, "
+                    f"this one knows {SCHEMA_VERSION}): it is shown read-only; upgrade circle to edit it")
+        return None
 
     @property
     def name(self) -> str:
@@ -338,6 +342,9 @@ class Board:
     # --- mutations: plumbing ---------------------------------------------
 
     def _require_member(self) -> MemberId:
+        newer = self.schema_too_new()
+        if newer is not None:
+            raise SchemaTooNew(newer)
         if self.me is None or self.active_member(self.me) is None:
             raise NotAMember("this device is not an active member of this circle")
         return self.me

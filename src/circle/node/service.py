@@ -388,7 +388,8 @@ class CircleService:
                 for t in board.loan_conflicts()
             ],
             "malformed": [{"collection": m.collection, "id": m.id, "reason": m.reason} for m in view.malformed],
-            "warnings": meta_warnings(self.doc, self.config.circle_id),
+            "warnings": meta_warnings(self.doc, self.config.circle_id)
+            + ([board.schema_too_new()] if board.schema_too_new() else []),
             "peers": [
                 {**info, "address": f"{info.get('address')}:{info.get('port')}"}
                 for info in self.config.settings.get("peers", {}).values() if isinstance(info, dict)
