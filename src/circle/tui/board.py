@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -36,6 +35,7 @@ from circle.node.service import CircleService
 from circle.tui.commands import ACTIONS, ActionSpec
 from circle.tui.exchange import export_form, import_form, report_form
 from circle.tui.providers import InviteProvider
+from circle.tui.safetext import SafeText as Text
 from circle.tui.screens import FieldSpec, FormScreen, FormValues, InfoScreen
 from circle.tui.search import SearchScreen
 from circle.tui.sync_view import SyncStatusSource, summary

@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -37,6 +36,7 @@ from circle.crdt.defence import (
 )
 from circle.errors import CircleError
 from circle.node.panic import LockWatch, lock
+from circle.tui.safetext import SafeText as Text
 from circle.tui.screens import ConfirmScreen, FieldSpec, FormScreen, FormValues
 from circle.tui.table import Column, Row, make_row
 

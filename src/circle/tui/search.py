@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,6 +18,7 @@ from textual.widgets import Input, Static
 from circle.crdt.model import MemberId
 from circle.crdt.search import COLLECTIONS, SearchIndex
 from circle.crdt.views import BoardView
+from circle.tui.safetext import SafeText as Text
 from circle.tui.table import Column, RecordTable, make_row
 
 SEARCH_COLUMNS = [Column("IN", 7), Column("TITLE", 0), Column("WHAT", 30)]

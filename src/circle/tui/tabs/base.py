@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -26,6 +25,7 @@ from circle.crdt.board import Board
 from circle.crdt.model import MemberId, Millis, RecordId
 from circle.errors import CircleError
 from circle.tui.commands import ActionSpec
+from circle.tui.safetext import SafeText as Text
 from circle.tui.table import RecordTable
 
 if TYPE_CHECKING:

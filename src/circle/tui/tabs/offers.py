@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
@@ -13,6 +12,7 @@ from circle.crdt.matching import needs_for
 from circle.crdt.model import DAY_MS, Offer, OfferStatus
 from circle.tui.commands import ActionSpec
 from circle.tui.rows import OFFER_COLUMNS, URGENCY_LABEL, age, offer_row
+from circle.tui.safetext import SafeText as Text
 from circle.tui.screens import FieldSpec, FormScreen, FormValues
 from circle.tui.table import RecordTable
 from circle.tui.tabs.base import BoardTab, matches_text, tags_of

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
 from circle.tui.commands import ActionSpec
+from circle.tui.safetext import SafeText as Text
 from circle.tui.screens import FieldSpec, FormScreen, FormValues
 from circle.tui.sync_view import (
     RELAY_COLUMNS,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
@@ -15,6 +14,7 @@ from circle.crdt.stewardship import HistoryEntry, lend, tool_history
 from circle.errors import CircleError, NotFound
 from circle.tui.commands import ActionSpec
 from circle.tui.rows import TOOL_COLUMNS, age, day_text, tool_row
+from circle.tui.safetext import SafeText as Text
 from circle.tui.screens import ConfirmScreen, FieldSpec, FormScreen, FormValues, InfoScreen
 from circle.tui.table import RecordTable
 from circle.tui.tabs.base import BoardTab
