@@ -253,8 +253,13 @@ class AmDoc:
     # --- lifecycle ------------------------------------------------------
 
     @classmethod
-    def new(cls) -> AmDoc:
-        return cls(am.Document())
+    def new(cls, actor: bytes | None = None) -> AmDoc:
+        """A fixed `actor` makes byte-identical changes on every device (used
+        for the shared, deterministic change that adds later collections)."""
+        doc = am.Document()
+        if actor is not None:
+            doc.set_actor(actor)
+        return cls(doc)
 
     @classmethod
     def load(cls, data: bytes) -> AmDoc:
