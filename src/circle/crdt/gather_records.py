@@ -94,6 +94,9 @@ class Event:
     def answers(self, answer: Rsvp) -> list[MemberId]:
         return sorted(m for m, a in self.rsvps.items() if a == answer)
 
+    def answers_yes(self) -> list[MemberId]:
+        return self.answers(Rsvp.YES)
+
 
 @dataclass(frozen=True)
 class BringItem:
@@ -243,6 +246,7 @@ def parse_exchange(rid: str, rec: Record) -> Exchange:
     need = _os(rec, "need")
     return Exchange(RecordId(rid), giver, receiver, minutes, _s(rec, "note", ""),
                     RecordId(need) if need else None, MemberId(_s(rec, "logged_by")), _i(rec, "created_at"),
-                    sides, notes, _oi(rec, "withdrawn_at"))
+                    sides, notes, _oi(rec, "withdrawn_at"),
+                    frozenset(RecordId(x) for x in _s(rec, "seen", "").split()))
 
 

@@ -378,17 +378,19 @@ class Gatherings:
             raise UsageError(f"hours must be more than 0 and at most {MAX_MINUTES // 60}")
         need_id = self.board.need(need).id if need else None
         giver, receiver = (me, other) if gave else (other, me)
-        if not force:
-            for x in self.view().exchanges.values():
-                if (x.giver, x.receiver, x.minutes, x.need) == (giver, receiver, minutes, need_id) \
-                        and x.logged_by == other and x.status == ExchangeStatus.PENDING and x.duplicate_of is None:
-                    raise ActionRefused(f"they already logged this exchange ({x.id}); confirm it with "
-                                        f"`circle hours confirm {x.id}` (or log with --new if it is another one)")
+        theirs = [x for x in self.view().exchanges.values()
+                  if (x.giver, x.receiver, x.need, x.logged_by) == (giver, receiver, need_id, other)]
+        for x in theirs:
+            if not force and x.minutes == minutes and x.status == ExchangeStatus.PENDING and x.duplicate_of is None:
+                raise ActionRefused(f"they already logged this exchange ({x.id}); confirm it with "
+                                    f"`circle hours confirm {x.id}` (or log with --new if it is another one)")
         rid, now = new_record_id(), self.now()
         fields: dict[str, Field] = {
             "giver": giver, "receiver": receiver, "minutes": minutes,
             "note": clean_text(note, "what it was for", MAX_TITLE, True), "need": need_id, "logged_by": me,
-            "created_at": now, "sides": {me: Side.CONFIRMED.value}, "notes": {}, "withdrawn_at": None}
+            "created_at": now, "sides": {me: Side.CONFIRMED.value}, "notes": {}, "withdrawn_at": None,
+            # What this log can never be a double of: the other side's logs we can see.
+            "seen": " ".join(sorted(x.id for x in theirs if abs(now - x.created_at) <= PAIR_WINDOW_MS))}
         self._write(lambda ed: ed.put_record("exchanges", rid, fields))
         return rid
 

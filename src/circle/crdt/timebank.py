@@ -11,9 +11,11 @@ Derived, at read time, never stored:
 - else confirmed if both the giver's and the receiver's word is "confirmed";
 - else pending (waiting for the other side).
 - Double logs: the giver and the receiver may each log the same exchange
-  while offline. Two logs with the same giver, receiver, minutes and need,
-  logged by *different* sides within `PAIR_WINDOW_MS` of each other, are one
-  exchange: the later (by logged time, then id) is a `duplicate_of` the
+  while offline. Every log stores `seen`: the ids of the other side's logs
+  with the same giver, receiver and need that its author could see when
+  logging. Two logs with the same giver, receiver, minutes and need, logged
+  by *different* sides within `PAIR_WINDOW_MS` of each other, neither of
+  which saw the other (so they were made concurrently), are one exchange: the later (by logged time, then id) is a `duplicate_of` the
   earlier, and the pair's words are pooled (each side confirmed its own log,
   so the pair is confirmed by both). Pairing is greedy in (time, id) order,
   so every replica pairs the same logs. A log by the other side that matches
@@ -61,6 +63,7 @@ class Exchange:
     sides: dict[MemberId, Side]
     notes: dict[MemberId, str]  # dispute notes, one per side
     withdrawn_at: Millis | None
+    seen: frozenset[RecordId] = frozenset()
     status: ExchangeStatus = ExchangeStatus.PENDING
     duplicate_of: RecordId | None = None
     possible_duplicate_of: RecordId | None = None
@@ -118,6 +121,7 @@ def resolve(raw: dict[RecordId, Exchange]) -> dict[RecordId, Exchange]:
                 continue
             for second in group[i + 1:]:
                 if (second.id in paired or second.logged_by == first.logged_by
+                        or first.id in second.seen or second.id in first.seen
                         or second.created_at - first.created_at > PAIR_WINDOW_MS):
                     continue
                 if second.minutes == first.minutes:
