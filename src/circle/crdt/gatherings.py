@@ -62,6 +62,7 @@ from circle.crdt.gather_records import (
 from circle.crdt.model import Malformed, MemberId, Millis, RecordId
 from circle.crdt.timebank import (
     MAX_MINUTES,
+    PAIR_WINDOW_MS,
     Balance,
     Exchange,
     ExchangeStatus,
