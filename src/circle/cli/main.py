@@ -81,7 +81,9 @@ def _register_optional() -> None:
                          ("circle.cli.tools", "commands"), ("circle.cli.board", "commands"),
                          ("circle.cli.sync", "commands"), ("circle.cli.relay", "commands"),
                          ("circle.cli.relays", "commands"), ("circle.cli.invite", "commands"),
-                         ("circle.cli.app", "commands")):
+                         ("circle.cli.app", "commands"), ("circle.cli.skills", "commands"),
+                         ("circle.cli.hours", "commands"), ("circle.cli.events", "commands"),
+                         ("circle.cli.settings", "commands")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
