@@ -244,6 +244,32 @@ class Editor:
         self._tx.put(self._collection(collection), key, kind, raw)
 
 
+def op_writer(exid: bytes) -> tuple[bytes, int] | None:
+    """(actor, op counter) of an Automerge object or value id, as the binding
+    returns them: 0x10, uleb actor length, actor, uleb actor index, uleb counter.
+    None for the root or anything else. The actor is who *wrote* that value;
+    the trust layer binds actors to devices by signed statements."""
+    if len(exid) < 4 or exid[0] != 0x10:
+        return None
+    n = exid[1]
+    if n & 0x80 or len(exid) < 2 + n + 2:
+        return None
+    actor = exid[2 : 2 + n]
+    pos = 2 + n
+    for _ in range(2):  # actor index, then counter
+        value, shift = 0, 0
+        while True:
+            if pos >= len(exid) or shift > 63:
+                return None
+            byte = exid[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+    return bytes(actor), value
+
+
 class AmDoc:
     """One Automerge document, with a safe, typed surface."""
 
@@ -450,6 +476,35 @@ class AmDoc:
         if rec is None:
             return None
         return self._record_at(rec)
+
+    def record_writer(self, collection: str, record_id: str) -> tuple[bytes, int] | None:
+        """Who created a record: the (actor, op counter) of the op that put its map."""
+        obj = self._map_of(am.ROOT, collection)
+        if obj is None:
+            return None
+        got = self._get(obj, record_id)
+        if got is None or got[0] != am.ObjType.Map:
+            return None
+        return op_writer(bytes(got[1]))
+
+    def field_writers(self, collection: str, record_id: str) -> dict[str, tuple[bytes, int]]:
+        """Who wrote the current value of each field of a record."""
+        obj = self._map_of(am.ROOT, collection)
+        rec = None if obj is None else self._map_of(obj, record_id)
+        if rec is None:
+            return {}
+        out: dict[str, tuple[bytes, int]] = {}
+        for key, (_value, exid) in self._pairs(rec):
+            who = op_writer(bytes(exid))
+            if who is not None:
+                out[key] = who
+        return out
+
+    def actor(self) -> bytes:
+        return bytes(self._doc.get_actor())
+
+    def set_actor(self, actor: bytes) -> None:
+        self._doc.set_actor(actor)
 
     def records(self, collection: str) -> dict[str, Record | _Malformed]:
         """Every record of a collection; a non-map entry reads as MALFORMED."""

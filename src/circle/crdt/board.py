@@ -118,6 +118,9 @@ class Board:
         self.on_commit = on_commit
         self._view: BoardView | None = None
         self._view_key: tuple[tuple[bytes, ...], Millis] | None = None
+        #: Maps an Automerge actor to the member whose device it is, as the
+        #: signed statements say (set by the node's trust layer); None = unknown.
+        self.member_of_actor: Callable[[bytes], MemberId | None] = lambda _actor: None
         self.check_schema()
 
     # --- creation and meta ------------------------------------------------
@@ -176,6 +179,13 @@ class Board:
     def invalidate(self) -> None:
         """Nothing to drop: views are keyed by the document's heads, and a new
         view re-reads only what changed since the last one."""
+
+    def writer_of(self, collection: str, record_id: str) -> MemberId | None:
+        """The verified member who created a record (None if unknown): the
+        device that wrote the record's creating change, as signed statements
+        bind it, never the record's own `author` field."""
+        who = self.doc.record_writer(collection, record_id)
+        return None if who is None else self.member_of_actor(who[0])
 
     def members(self) -> list[Member]:
         return sorted(self.view().members.values(), key=lambda m: (m.removed_at is not None, m.handle))
