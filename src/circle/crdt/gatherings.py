@@ -39,8 +39,9 @@ from datetime import date, datetime, timedelta
 from functools import cached_property, lru_cache
 from typing import Any, TypeVar
 
+from circle.crdt import board as board_module
 from circle.crdt.am import MALFORMED, AmDoc, Field, Record
-from circle.crdt.board import Board, new_record_id
+from circle.crdt.board import Board
 from circle.crdt.gather_records import (
     MAX_SLOTS,
     Bad,
@@ -75,6 +76,12 @@ from circle.crdt.times import check_minutes, clean_text, instant, show_time, tz_
 from circle.errors import ActionRefused, AmbiguousId, NotAMember, NotFound, UsageError
 
 T = TypeVar("T")
+
+
+def _new_id() -> RecordId:
+    # Looked up at call time, so a test that makes the board's ids
+    # deterministic makes these deterministic too.
+    return board_module.new_record_id()
 
 EXT_COLLECTIONS = ["skills", "exchanges", "events", "bring", "shifts", "settings"]
 _EXT_ACTOR = hashlib.blake2b(b"circle: collections added after founding, v1", digest_size=16).digest()
@@ -306,7 +313,7 @@ class Gatherings:
 
     def add_skill(self, title: str, category: str = "", teach: bool = False, details: str = "") -> RecordId:
         me = self._member()
-        rid, now = new_record_id(), self.now()
+        rid, now = _new_id(), self.now()
         fields: dict[str, Field] = {
             "title": clean_text(title, "title", MAX_TITLE, True), "category": clean_category(category),
             "details": clean_text(details, "details", MAX_TEXT), "teach": bool(teach), "author": me,
@@ -385,7 +392,7 @@ class Gatherings:
             if not force and x.minutes == minutes and x.status == ExchangeStatus.PENDING and x.duplicate_of is None:
                 raise ActionRefused(f"they already logged this exchange ({x.id}); confirm it with "
                                     f"`circle hours confirm {x.id}` (or log with --new if it is another one)")
-        rid, now = new_record_id(), self.now()
+        rid, now = _new_id(), self.now()
         fields: dict[str, Field] = {
             "giver": giver, "receiver": receiver, "minutes": minutes,
             "note": clean_text(note, "what it was for", MAX_TITLE, True), "need": need_id, "logged_by": me,
@@ -466,14 +473,14 @@ class Gatherings:
                 if len(starts) >= MAX_OCCURRENCES:
                     raise UsageError(f"a series has at most {MAX_OCCURRENCES} dates; pick an earlier --until")
                 starts.append(instant(local + timedelta(weeks=len(starts)), zone_info))
-            series = new_record_id()
+            series = _new_id()
         now = self.now()
         base: dict[str, Field] = {
             "title": clean_text(title, "title", MAX_TITLE, True), "kind": EventKind(kind).value,
             "details": clean_text(details, "details", MAX_TEXT), "place": clean_text(place, "place", MAX_PLACE),
             "zone": zone.strip()[:60], "minutes": minutes, "tz": tz, "author": me, "created_at": now,
             "updated_at": now, "cancelled_at": None, "series": series}
-        ids = [new_record_id() for _ in starts]
+        ids = [_new_id() for _ in starts]
 
         def write(ed: Any) -> None:
             for rid, at in zip(ids, starts, strict=True):
@@ -539,7 +546,7 @@ class Gatherings:
         e = self.event(prefix)
         if e.cancelled_at is not None:
             raise ActionRefused(f"event {e.id} is cancelled")
-        rid = new_record_id()
+        rid = _new_id()
         fields: dict[str, Field] = {"event": e.id, "member": me, "item": clean_text(item, "item", MAX_TITLE, True),
                                     "created_at": self.now(), "removed_at": None}
         self._write(lambda ed: ed.put_record("bring", rid, fields))
@@ -569,7 +576,7 @@ class Gatherings:
         check_minutes(minutes)
         if not 0 < slots <= MAX_SLOTS:
             raise UsageError(f"slots must be between 1 and {MAX_SLOTS}")
-        rid = new_record_id()
+        rid = _new_id()
         fields: dict[str, Field] = {
             "event": e.id, "title": clean_text(title, "shift name", MAX_TITLE, True), "starts_at": starts_at,
             "minutes": minutes, "slots": slots, "author": me, "created_at": self.now(), "cancelled_at": None,
