@@ -59,6 +59,7 @@ from circle.net.keys import fingerprint
 from circle.node.home import Home
 from circle.node.service import CircleService
 from circle.tui.commands import ACTIONS, NEED_STATUS_LABELS, TAB_TITLES, BoardCommands
+from circle.tui.events_tab import EventsPane
 from circle.tui.providers import InviteProvider, JoinProvider
 from circle.tui.rows import (
     MEMBER_COLUMNS,
@@ -84,6 +85,7 @@ from circle.tui.screens import (
     WelcomeScreen,
     removal_text,
 )
+from circle.tui.skills_tab import SkillsPane, member_extra
 from circle.tui.sync_view import (
     RELAY_COLUMNS,
     SYNC_COLUMNS,
@@ -95,6 +97,8 @@ from circle.tui.sync_view import (
     summary,
 )
 from circle.tui.table import RecordTable
+
+GATHER_TABS = ("skills", "events")  # self-contained panes (skills_tab.py, events_tab.py)
 
 Ticker = tuple[float, Callable[[], object]]
 DETAIL_DELAY = 0.12  # seconds of quiet before the side panel's matches are recomputed
@@ -190,6 +194,10 @@ class BoardScreen(Screen[None]):
                                       empty_text="The tool library is empty. Press n to add a tool.")
                     with VerticalScroll(classes="side", id="tools-side"):
                         yield Static(id="tools-detail")
+            with TabPane("Skills", id="skills"):
+                yield SkillsPane(self.service)
+            with TabPane("Events", id="events"):
+                yield EventsPane(self.service)
             with TabPane("Members", id="members"):
                 yield Input(placeholder="Type to filter members", id="members-filter", classes="filter")
                 with Horizontal(classes="body"):
@@ -504,6 +512,7 @@ class BoardScreen(Screen[None]):
         t.append("invited by " + (self.who(m.invited_by) if m.invited_by else "nobody (founder)") + "\n")
         if not m.active:
             t.append(f"removed by {self.who(m.removed_by)}\n", style="bold red")
+        t.append(member_extra(self.service, m.id, self.who))
         t.append("\ni: invite someone · d: remove this member\n", style="dim")
         return t
 
@@ -525,7 +534,7 @@ class BoardScreen(Screen[None]):
         tab = self.active_tab
         self._rebuild(tab)
         self.schedule_details()
-        if tab in ("needs", "offers", "tools", "members", "sync"):
+        if tab in ("needs", "offers", "tools", "members", "sync", *GATHER_TABS):
             self.table(tab).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -547,7 +556,7 @@ class BoardScreen(Screen[None]):
         self.query_one("#tabs", TabbedContent).active = tab
         self.refresh_bindings()
         self._rebuild(tab)
-        if tab in ("needs", "offers", "tools", "members", "sync"):
+        if tab in ("needs", "offers", "tools", "members", "sync", *GATHER_TABS):
             self.table(tab).focus()
 
     def action_focus_filter(self) -> None:

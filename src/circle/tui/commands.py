@@ -36,7 +36,8 @@ NEED_STATUS_LABELS = {
     "all": "all needs",
 }
 
-TAB_TITLES = {"needs": "Needs", "offers": "Offers", "tools": "Tools", "members": "Members", "sync": "Sync"}
+TAB_TITLES = {"needs": "Needs", "offers": "Offers", "tools": "Tools", "members": "Members", "sync": "Sync",
+              "skills": "Skills", "events": "Events"}
 
 ACTIONS: list[ActionSpec] = [
     ActionSpec("new_need", "n", "New", "needs", "Post a new need"),
@@ -78,6 +79,8 @@ ACTIONS: list[ActionSpec] = [
     ActionSpec("show_tab('tools')", "3", "Tools", None, "Go to the Tools tab"),
     ActionSpec("show_tab('members')", "4", "Members", None, "Go to the Members tab"),
     ActionSpec("show_tab('sync')", "5", "Sync", None, "Go to the Sync tab"),
+    ActionSpec("show_tab('skills')", "6", "Skills", None, "Go to the Skills tab"),
+    ActionSpec("show_tab('events')", "7", "Events", None, "Go to the Events tab"),
     ActionSpec("sync_refresh", "ctrl+r", "Reload", None, "Reload the board from disk now"),
 ]
 
