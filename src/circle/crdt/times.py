@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -116,11 +118,25 @@ def parse_duration(text: str) -> int:
     return check_minutes(days * 1440 + hours * 60 + minutes)
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
 def show_time(ms: Millis, tz: str | None = None) -> str:
     """An instant in the reader's zone (or `tz`): 'Sat 2026-12-12 18:00'."""
-    zone = tz_of(tz) if tz else None
-    when = datetime.fromtimestamp(ms / 1000, zone) if zone else datetime.fromtimestamp(ms / 1000).astimezone()
-    return when.strftime("%a %Y-%m-%d %H:%M")
+    return _show_minute(ms // 60_000, tz)
+
+
+@lru_cache(maxsize=65536)
+def _show_minute(minute: int, tz: str | None) -> str:
+    # Cached per minute and formatted by hand: strftime and astimezone cost
+    # ~10 us each, which is 100 ms on a 10k-row list.
+    if tz:
+        dt = datetime.fromtimestamp(minute * 60, tz_of(tz))
+        y, mo, d, h, mi, wd = dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.weekday()
+    else:
+        t = time.localtime(minute * 60)
+        y, mo, d, h, mi, wd = t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_wday
+    return f"{_DAYS[wd]} {y}-{mo:02d}-{d:02d} {h:02d}:{mi:02d}"
 
 
 def author_time(starts_at: Millis, tz: str) -> str:

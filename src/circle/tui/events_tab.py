@@ -44,8 +44,7 @@ def shifts_cell(shifts: list[Shift]) -> str:
     return f"{open_slots} open" if open_slots else "full"
 
 
-def event_row(e: Event, g: Gatherings, me: MemberId, now: Millis) -> Row:
-    shifts = g.view().shifts_by_event.get(e.id, [])
+def event_row(e: Event, shifts: list[Shift], me: MemberId, now: Millis) -> Row:
     status = e.status(now)
     cell = shifts_cell(shifts)
     tone = "dim" if status in (EventStatus.PAST, EventStatus.CANCELLED) else (
@@ -94,7 +93,8 @@ class EventsPane(TabPaneBase):
 
     def fill(self) -> None:
         g, me, now = self.g, self.service.me, self.service.clock()
-        self.table.set_rows([event_row(e, g, me, now) for e in g.events(self.showing)])
+        by_event = g.view().shifts_by_event
+        self.table.set_rows([event_row(e, by_event.get(e.id, []), me, now) for e in g.events(self.showing)])
 
     def _event(self, warn: bool = True) -> Event | None:
         key = self.selected_key()

@@ -1,0 +1,239 @@
+"""Gatherings at 10k records of all kinds (needs, offers, tools, skills,
+events, shifts, bring-list entries, exchanges):
+
+1. `circle event list` against `circle need list` on the same home, as real
+   CLI processes (median of --runs), and the in-process cold/warm/after-edit
+   cost of the events list against the needs list;
+2. the Events tab: switching to it until its table is painted, and a filter
+   keystroke until the updated table is painted (headless, 120x40);
+3. one new event edit -> visible on a live peer over an encrypted loopback
+   session (LiveSync, 127.0.0.1 only), median/p90 over --trials.
+
+    .venv/bin/python bench/bench_gatherings.py [--records 10000] [--runs 5] [--trials 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from textual import events as tevents
+from textual.strip import Strip
+
+from circle.crdt.am import AmDoc
+from circle.crdt.board import Profile
+from circle.crdt.gatherings import gatherings
+from circle.crdt.model import Urgency
+from circle.node import membership
+from circle.node.home import Home
+from circle.node.live import LiveSync
+from circle.node.service import CircleService
+from circle.tui.app import CircleApp
+from circle.tui.table import RecordTable
+
+WORDS = "soup firewood ride clinic groceries coat sofa drill ladder dog walk bread bike garden kids tap".split()
+HOUR = 3_600_000
+
+
+def make_homes(root: Path, records: int) -> tuple[Path, Path]:
+    """Two members' homes of one circle holding `records` records of all kinds."""
+    a_home = Home.create(root / "ana", None)
+    svc = CircleService.create(a_home, "Bench", "ana")
+    b_home = Home.create(root / "bo", None)
+    ident = b_home.identity
+    epoch = svc.board.current_epoch()
+    assert epoch is not None
+    sealed = membership.seal_grant(ident.box_public, svc.config.circle_id, epoch.number, svc.config.epoch_key)
+    svc.board.add_member(ident.member_id, Profile("bo", ident.verify_key, ident.box_public, ""), svc.me,
+                         grant=(epoch.id, sealed))
+    board, g = svc.board, gatherings(svc.board)
+    board.on_commit = None  # one append at the end, not 10k fsyncs
+    g.set_timebank(True)
+    now = board.clock()
+    share = {"needs": 20, "offers": 10, "tools": 5, "skills": 15, "events": 20, "shifts": 10, "bring": 10,
+             "exchanges": 10}
+    n = {k: records * v // 100 for k, v in share.items()}
+    for i in range(n["needs"]):
+        w = WORDS[i % len(WORDS)], WORDS[(i * 7) % len(WORDS)]
+        board.add_need(f"{w[0]} and {w[1]} #{i}", f"details {i}", w[0], [w[1]], list(Urgency)[i % 4])
+    for i in range(n["offers"]):
+        board.add_offer(f"offer {WORDS[i % len(WORDS)]} #{i}", "", WORDS[(i * 3) % len(WORDS)])
+    for i in range(n["tools"]):
+        board.add_tool(f"tool {WORDS[i % len(WORDS)]} #{i}", "", "tools")
+    for i in range(n["skills"]):
+        g.add_skill(f"{WORDS[i % len(WORDS)]} skill #{i}", WORDS[(i * 5) % len(WORDS)], i % 3 == 0)
+    event_ids = []
+    for i in range(n["events"]):
+        start = now + (i - n["events"] // 3) * 6 * HOUR  # a third past, the rest upcoming
+        (eid,) = g.add_event(f"{WORDS[i % len(WORDS)]} gathering #{i}", start, 120, f"room {i % 9}",
+                             kind=["potluck", "workshop", "meeting", "cleanup", "other"][i % 5])
+        event_ids.append((eid, start))
+    for i in range(n["shifts"]):
+        eid, start = event_ids[i % len(event_ids)]
+        g.add_shift(eid, f"shift {i}", start - HOUR, 60, 1 + i % 3)
+    for i in range(n["bring"]):
+        g.add_bring(event_ids[i % len(event_ids)][0], f"{WORDS[i % len(WORDS)]} #{i}")
+    for i in range(n["exchanges"]):
+        g.log_hours(ident.member_id, 30 + 30 * (i % 4), f"help #{i}", gave=i % 2 == 0, force=True)
+    svc.persist()
+    svc.compact()
+    CircleService.create_from_doc(b_home, svc.config.circle_id, "Bench", AmDoc.load(svc.doc.save()),
+                                  svc.keyring(), svc.config.epoch)
+    return a_home.path, b_home.path
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.1f} ms"
+
+
+def cli_times(path: Path, runs: int) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIRCLE_")}
+    env["CIRCLE_HOME"] = str(path)
+    for args in (["need", "list"], ["event", "list"], ["event", "list", "--all"], ["skill", "list"]):
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "circle", *args], env=env, check=True, capture_output=True)
+            times.append(time.perf_counter() - t0)
+        print(f"  circle {' '.join(args):<18} median {ms(statistics.median(times))} "
+              f"(min {ms(min(times))}, max {ms(max(times))})")
+
+
+def in_process(path: Path) -> None:
+    svc = CircleService.open(Home.open(path, None))
+    g = gatherings(svc.board)
+    for name, fn in (("needs(active)", lambda: svc.board.needs("active")),
+                     ("events(upcoming)", lambda: g.events("upcoming"))):
+        t0 = time.perf_counter()
+        rows = fn()
+        cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fn()
+        warm = time.perf_counter() - t0
+        print(f"  {name:<17} cold {ms(cold)}, warm {ms(warm)} ({len(rows)} rows)")
+    g.add_event("one more", svc.clock() + HOUR, 60)
+    t0 = time.perf_counter()
+    g.events("upcoming")
+    print(f"  events(upcoming) after one edit {ms(time.perf_counter() - t0)}")
+
+
+_painted: dict[str, float] = {}
+_render_line = RecordTable.render_line
+
+
+def _spy(self: RecordTable, y: int) -> Strip:
+    strip = _render_line(self, y)
+    if y == 1 and self.id == "events-table" and self.rows:
+        _painted.setdefault(self.query_text, time.perf_counter())
+    return strip
+
+
+async def events_tab(path: Path, runs: int) -> None:
+    svc = CircleService.open(Home.open(path, None))
+    app = CircleApp(svc, refresh_interval=3600)
+    switch, keys = [], []
+    RecordTable.render_line = _spy  # type: ignore[method-assign]
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            assert app.board_screen is not None
+            table = app.board_screen.query_one("#events-table", RecordTable)
+            driver = app._driver
+            assert driver is not None
+            for _ in range(runs):
+                await pilot.press("1")
+                app.board_screen.query_one("#events-pane").__setattr__("_dirty", True)  # as after an edit
+                await pilot.pause()
+                _painted.clear()
+                event = tevents.Key("7", "7")
+                event.set_sender(app)
+                t0 = time.perf_counter()
+                driver.send_message(event)
+                while "" not in _painted:
+                    await asyncio.sleep(0.0005)
+                switch.append(_painted[""] - t0)
+                await pilot.pause()
+            await pilot.press("slash")
+            for key in [*"soup 12", *["backspace"] * 7] * 2:
+                expected = table.query_text + key if len(key) == 1 else table.query_text[:-1]
+                _painted.pop(expected, None)
+                event = tevents.Key(key, key if len(key) == 1 else None)
+                event.set_sender(app)
+                t0 = time.perf_counter()
+                driver.send_message(event)
+                for _ in range(20_000):
+                    if expected in _painted:
+                        break
+                    await asyncio.sleep(0.0005)
+                if expected in _painted:
+                    keys.append(_painted[expected] - t0)
+                await pilot.pause()
+            rows = len(table.rows)
+    finally:
+        RecordTable.render_line = _render_line  # type: ignore[method-assign]
+    print(f"  switch to Events (rebuild {rows} rows) -> painted: median {ms(statistics.median(switch))} "
+          f"(max {ms(max(switch))})")
+    print(f"  filter keystroke -> updated table painted: median {ms(statistics.median(keys))} "
+          f"(max {ms(max(keys))}, n={len(keys)})")
+
+
+async def live(a_path: Path, b_path: Path, trials: int) -> None:
+    a = CircleService.open(Home.open(a_path, None))
+    b = CircleService.open(Home.open(b_path, None))
+    ga, gb = gatherings(a.board), gatherings(b.board)
+    server = LiveSync(a, listen=("127.0.0.1", 0), discovery=False)
+    await server.start()
+    assert server.bound is not None
+    client = LiveSync(b, listen=None, discovery=False, manual_peers=[f"127.0.0.1:{server.bound[1]}"])
+    await client.start()
+    lat = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.in_sync for p in client.peers.values()):
+            assert time.monotonic() < deadline, "no first sync"
+            await asyncio.sleep(0.01)
+        gb.view().events  # noqa: B018 - parse once, as an open app has
+        for i in range(trials):
+            t0 = time.perf_counter()
+            (eid,) = ga.add_event(f"live event {i}", a.clock() + 24 * HOUR, 60, "hall")
+            while eid not in gb.view().events:
+                await asyncio.sleep(0.0005)
+            lat.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.02)
+    finally:
+        await client.close()
+        await server.close()
+    lat.sort()
+    print(f"  new event edit -> visible on the peer: median {ms(statistics.median(lat))}, "
+          f"p90 {ms(lat[int(len(lat) * 0.9) - 1])} (n={len(lat)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        a_path, b_path = make_homes(Path(tmp), args.records)
+        print(f"generated {args.records} records of all kinds in {time.perf_counter() - t:.1f} s")
+        print("CLI (whole process: start, open, list):")
+        cli_times(a_path, args.runs)
+        print("in process:")
+        in_process(a_path)
+        print("Events tab:")
+        asyncio.run(events_tab(a_path, args.runs))
+        print("live loopback peer:")
+        asyncio.run(live(a_path, b_path, args.trials))
+
+
+if __name__ == "__main__":
+    main()
