@@ -271,6 +271,18 @@ class Gatherings:
         if self.board.on_commit is not None:
             self.board.on_commit()
 
+    def _exact(self, collection: str, rid: str, parse: Callable[[str, Record], T]) -> T | None:
+        """A full id read straight from the document (one record, no view):
+        actions and look-ups by id stay cheap however big the circle is and
+        however recently a peer's change arrived."""
+        rec = self.doc.record(collection, rid.strip().lower()) if rid.strip() else None
+        if rec is None:
+            return None
+        try:
+            return parse(rid.strip().lower(), rec)
+        except (Bad, ValueError, TypeError):
+            return None
+
     @staticmethod
     def _find(table: dict[RecordId, T], prefix: str, what: str) -> T:
         p = prefix.strip().lower()
@@ -288,7 +300,9 @@ class Gatherings:
     # --- settings -----------------------------------------------------------
 
     def settings(self) -> Settings:
-        return self.view().settings
+        # One record read, not a view: every hours action asks this first.
+        rec = self.doc.record("settings", "circle") or {}
+        return Settings(timebank=rec.get("timebank") is True)
 
     def set_timebank(self, on: bool) -> Settings:
         me = self._member()
@@ -309,7 +323,7 @@ class Gatherings:
         return sorted(items, key=lambda s: (s.title.lower(), s.author, s.id))
 
     def skill(self, prefix: str) -> Skill:
-        return self._find(self.view().skills, prefix, "skill")
+        return self._exact("skills", prefix, parse_skill) or self._find(self.view().skills, prefix, "skill")
 
     def add_skill(self, title: str, category: str = "", teach: bool = False, details: str = "") -> RecordId:
         me = self._member()
@@ -451,7 +465,7 @@ class Gatherings:
         return sorted(items, key=lambda e: (e.starts_at, e.id))
 
     def event(self, prefix: str) -> Event:
-        return self._find(self.view().events, prefix, "event")
+        return self._exact("events", prefix, parse_event) or self._find(self.view().events, prefix, "event")
 
     def add_event(self, title: str, starts_at: Millis, minutes: int, place: str = "", *,
                   kind: EventKind = EventKind.OTHER, zone: str = "", details: str = "", tz: str = "UTC",
@@ -554,7 +568,7 @@ class Gatherings:
 
     def remove_bring(self, prefix: str) -> RecordId:
         me = self._member()
-        b = self._find(self.view().bring, prefix, "bring-list entry")
+        b = self._exact("bring", prefix, parse_bring) or self._find(self.view().bring, prefix, "bring-list entry")
         if b.member != me:
             raise ActionRefused("only the member who said they would bring it can take it off the list")
         if b.removed_at is not None:
@@ -568,7 +582,7 @@ class Gatherings:
         return list(self.view().shifts_by_event.get(event_id, []))
 
     def shift(self, prefix: str) -> Shift:
-        return self._find(self.view().shifts, prefix, "shift")
+        return self._exact("shifts", prefix, parse_shift) or self._find(self.view().shifts, prefix, "shift")
 
     def add_shift(self, event_prefix: str, title: str, starts_at: Millis, minutes: int, slots: int) -> RecordId:
         me = self._member()
