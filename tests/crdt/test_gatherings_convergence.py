@@ -85,8 +85,8 @@ def _assert_incremental_is_exact(board: Board) -> None:
         assert getattr(incremental, name) == getattr(fresh, name), name
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(5, 70))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(5, 100))
 def test_random_gathering_ops_and_random_exchange_converge(seed: int, steps: int) -> None:
     rng = random.Random(seed)
     clock = Clock()

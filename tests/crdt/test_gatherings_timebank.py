@@ -159,3 +159,18 @@ def test_a_dispute_on_either_log_of_a_pair_wins(clock: Clock, pair) -> None:  # 
     assert gatherings(sam).exchange(a).status == ExchangeStatus.DISPUTED
     assert gatherings(sam).exchange(b).status == ExchangeStatus.DISPUTED
     assert gatherings(sam).balances() == {}
+
+
+def test_withdrawing_one_log_of_a_pair_unpairs_the_other_in_a_live_view(clock: Clock, pair) -> None:  # type: ignore[no-untyped-def]
+    """The view is updated record by record; derived pairs must still be exact."""
+    sam, bo, _ = pair
+    exchange(sam, bo)
+    a = gatherings(sam).log_hours(bo.me, 60, "x")
+    clock.advance(1000)
+    b = gatherings(bo).log_hours(sam.me, 60, "x", gave=False)
+    exchange(sam, bo)
+    g = gatherings(sam)
+    assert g.exchange(b).duplicate_of == a  # the view now caches the pair
+    g.withdraw_exchange(a)  # only `a` changes; `b` is carried over from the last view
+    assert g.exchange(b).duplicate_of is None and g.exchange(b).status == ExchangeStatus.PENDING
+    assert g.balances() == {}

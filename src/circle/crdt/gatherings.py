@@ -134,12 +134,13 @@ class GatherView:
         self._changed = changed
         self._malformed: dict[str, list[Malformed]] = {}
 
-    def _parse(self, name: str, parse: Callable[[str, Record], T]) -> dict[Any, T]:
+    def _parse(self, name: str, parse: Callable[[str, Record], T], attr: str | None = None) -> dict[Any, T]:
+        """`attr`: the cached attribute holding this parse, when not `name`."""
         prev, changed = self._previous, self._changed
         out: dict[Any, T] = {}
         bad: list[Malformed] = []
         if prev is not None and changed is not None and name in prev._malformed:
-            out = dict(prev.__dict__[name])
+            out = dict(prev.__dict__[attr or name])
             ids = changed.get(name, set())
             bad = [m for m in prev._malformed[name] if m.id not in ids]
             for rid in ids:
@@ -185,7 +186,7 @@ class GatherView:
 
     @cached_property
     def raw_exchanges(self) -> dict[RecordId, Exchange]:
-        return self._parse("exchanges", parse_exchange)
+        return self._parse("exchanges", parse_exchange, attr="raw_exchanges")
 
     @cached_property
     def exchanges(self) -> dict[RecordId, Exchange]:
