@@ -202,7 +202,8 @@ def event_bring(ctx: Ctx, event_id: str, item: str | None, remove_id: str | None
     else:
         raise UsageError("say what you will bring, e.g. circle event bring ID \"lentil soup\"")
     emit(ctx, event_dict(svc, g, e), lambda: click.echo(
-        "Bring list: " + "; ".join(f"{handle_of(svc, b.member)}: {b.item}" for b in g.bring_list(e.id))))
+        "Bring list: " + ("; ".join(f"{handle_of(svc, b.member)}: {b.item}" for b in g.bring_list(e.id))
+                          or "nothing yet")))
 
 
 @event.group("shift")
