@@ -487,6 +487,19 @@ class AmDoc:
             return None
         return op_writer(bytes(got[1]))
 
+    def object_ids(self, collection: str) -> tuple[tuple[bytes, int] | None, dict[str, tuple[bytes, int]]]:
+        """(the collection map's id, {record: its map's id}) as (actor, counter):
+        what a change's ops name as their target object."""
+        got = self._get(am.ROOT, collection)
+        if got is None or got[0] != am.ObjType.Map:
+            return None, {}
+        out: dict[str, tuple[bytes, int]] = {}
+        for key, (_value, exid) in self._pairs(got[1]):
+            who = op_writer(bytes(exid))
+            if who is not None:
+                out[key] = who
+        return op_writer(bytes(got[1])), out
+
     def field_writers(self, collection: str, record_id: str) -> dict[str, tuple[bytes, int]]:
         """Who wrote the current value of each field of a record."""
         obj = self._map_of(am.ROOT, collection)

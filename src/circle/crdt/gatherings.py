@@ -40,6 +40,7 @@ from functools import cached_property, lru_cache
 from typing import Any, TypeVar
 
 from circle.crdt import board as board_module
+from circle.crdt import change_ops
 from circle.crdt.am import MALFORMED, AmDoc, Field, Record
 from circle.crdt.board import Board
 from circle.crdt.gather_records import (
@@ -73,7 +74,14 @@ from circle.crdt.timebank import (
 )
 from circle.crdt.times import category as clean_category
 from circle.crdt.times import check_minutes, clean_text, instant, show_time, tz_of
-from circle.errors import ActionRefused, AmbiguousId, NotAMember, NotFound, UsageError
+from circle.errors import (
+    ActionRefused,
+    AmbiguousId,
+    MalformedDocument,
+    NotAMember,
+    NotFound,
+    UsageError,
+)
 
 T = TypeVar("T")
 
@@ -87,6 +95,8 @@ EXT_COLLECTIONS = ["skills", "exchanges", "events", "bring", "shifts", "settings
 _EXT_ACTOR = hashlib.blake2b(b"circle: collections added after founding, v1", digest_size=16).digest()
 MAX_TITLE, MAX_TEXT, MAX_PLACE = 200, 4000, 120
 MAX_OCCURRENCES = 52
+MAX_DECODED_CHANGES = 500  # more at once (a long-absent peer): one diff is as cheap
+NESTED = ("events", "shifts", "exchanges")  # collections whose records hold maps
 REMIND_EVENT_MS = 2 * 60 * 60 * 1000   # tell a member who said yes two hours ahead
 REMIND_SHIFT_MS = 60 * 60 * 1000       # and a member on a shift one hour ahead
 
@@ -235,6 +245,7 @@ class Gatherings:
         self.board = board
         self._view: GatherView | None = None
         self._heads: tuple[bytes, ...] | None = None
+        self._index: _ObjectIndex | None = None  # built on the first change from elsewhere
         # (heads before, heads after, records touched) of our last write
         self._local: tuple[tuple[bytes, ...], tuple[bytes, ...], dict[str, set[str]]] | None = None
 
@@ -257,13 +268,30 @@ class Gatherings:
             if local is not None and local[0] == self._heads and local[1] == heads:
                 changed = local[2]  # only our own write since the last view: we know what it touched
             elif self._view is not None and self._heads is not None:
-                # automerge's diff costs in proportion to the whole document
-                # (~100 ms at 10k records on a loaded machine): only for
-                # changes that came from elsewhere.
-                changed = self.doc.changed_records(list(self._heads), list(heads))
+                # A peer's (or another process's) changes: read what they
+                # touch from their ops; automerge's diff, which costs in
+                # proportion to the whole document, only as a fallback.
+                changed = self._touched_since(self._heads)
+                if changed is None:
+                    changed = self.doc.changed_records(list(self._heads), list(heads))
             self._view = GatherView(self.doc, self._view if changed is not None else None, changed)
             self._heads = heads
         return self._view
+
+    def _touched_since(self, heads: tuple[bytes, ...]) -> dict[str, set[str]] | None:
+        """Records of these collections the changes since `heads` touch, or
+        None when that is not cheap to tell (then: diff)."""
+        try:
+            changes = self.doc.changes_since(list(heads))
+            if len(changes) > MAX_DECODED_CHANGES:
+                self._index = None  # not kept up to date through a big batch
+                return None
+            if self._index is None:
+                self._index = _ObjectIndex.build(self.doc)
+            return self._index.apply(changes)
+        except (ValueError, MalformedDocument):
+            self._index = None
+            return None
 
     # --- plumbing -----------------------------------------------------------
 
@@ -280,6 +308,11 @@ class Gatherings:
             recorder = _Recorder(ed)
             fn(recorder)
         self._local = None if added else (before, tuple(self.doc.heads()), recorder.touched)
+        if self._index is not None:
+            try:  # keep the object index complete: our write may have made new maps
+                self._index.apply(self.doc.changes_since(list(before)))
+            except (ValueError, MalformedDocument):
+                self._index = None
         if self.board.on_commit is not None:
             self.board.on_commit()
 
@@ -659,6 +692,54 @@ class Gatherings:
                     out.append(Reminder(f"shift:{s.id}:{s.starts_at}", s.starts_at,
                                         f"your shift “{s.title}” ({e.title}) starts at {show_time(s.starts_at)}"))
         return sorted(out, key=lambda r: (r.at, r.key))
+
+
+class _ObjectIndex:
+    """Which record of these collections each Automerge object belongs to:
+    the record maps and the maps inside them (RSVPs, takes, sides). Kept
+    complete by indexing every object a change creates under a known one;
+    an op on an object not in the index is not in these collections."""
+
+    def __init__(self) -> None:
+        self.collections: dict[tuple[bytes, int], str] = {}
+        self.objects: dict[tuple[bytes, int], tuple[str, str]] = {}
+
+    @classmethod
+    def build(cls, doc: AmDoc) -> _ObjectIndex:
+        index = cls()
+        for name in EXT_COLLECTIONS:
+            cid, records = doc.object_ids(name)
+            if cid is not None:
+                index.collections[cid] = name
+            for rid, oid in records.items():
+                index.objects[oid] = (name, rid)
+                if name in NESTED:
+                    for oid2 in doc.field_writers(name, rid).values():
+                        index.objects[oid2] = (name, rid)
+        return index
+
+    def apply(self, changes: list[bytes]) -> dict[str, set[str]] | None:
+        touched: dict[str, set[str]] = {}
+        for change in changes:
+            for op in change_ops.ops(change):
+                if op.obj is None:
+                    if op.key in EXT_COLLECTIONS:
+                        return None  # a collection itself (re)made: read everything
+                    continue
+                name = self.collections.get(op.obj)
+                if name is not None:
+                    if op.key is None:
+                        return None
+                    rid = op.key
+                else:
+                    owner = self.objects.get(op.obj)
+                    if owner is None:
+                        continue  # another collection's object
+                    name, rid = owner
+                touched.setdefault(name, set()).add(rid)
+                if op.makes_object:
+                    self.objects[op.id] = (name, rid)
+        return touched
 
 
 class _Recorder:
