@@ -60,3 +60,14 @@ def test_unreadable_bytes_are_refused_not_guessed() -> None:
         change_ops.ops(b"not a change at all")
     with pytest.raises(ValueError):
         change_ops.ops(change_ops.MAGIC + b"\x00" * 4 + b"\x01\x7f")  # length past the end
+
+
+def test_a_run_count_is_capped_before_it_is_expanded() -> None:
+    import zlib
+    # RLE: a run of 2^40 nulls must be refused, not expanded.
+    with pytest.raises(ValueError, match="more ops"):
+        list(change_ops._rle(b"\x00\x80\x80\x80\x80\x80\x20", "int"))
+    bomb = zlib.compressobj(wbits=-15)
+    data = bomb.compress(b"\x00" * (80 * 1024 * 1024)) + bomb.flush()
+    with pytest.raises(ValueError, match="inflates"):
+        change_ops._inflate(data)

@@ -27,6 +27,8 @@ MAGIC = b"\x85\x6f\x4a\x83"
 OBJ_ACTOR, OBJ_CTR, KEY_STR, ACTION = 0x01, 0x02, 0x15, 0x42
 MAKE_MAP, MAKE_LIST, MAKE_TEXT, MAKE_TABLE = 0, 2, 4, 6
 _DEFLATE = 0x08
+MAX_OPS = 1_000_000  # a run count is checked against this before it is expanded
+MAX_INFLATED = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,12 @@ class _Reader:
 
 def _rle(data: bytes, kind: str) -> Iterator[int | str | None]:
     r = _Reader(data)
+    total = 0
     while not r.done:
         n = r.sleb()
+        total += abs(n) if n else 0
+        if total > MAX_OPS:
+            raise ValueError("more ops than any change holds")
         if n > 0:
             value = r.uleb() if kind == "int" else r.take(r.uleb()).decode()
             for _ in range(n):
@@ -92,8 +98,23 @@ def _rle(data: bytes, kind: str) -> Iterator[int | str | None]:
             for _ in range(-n):
                 yield r.uleb() if kind == "int" else r.take(r.uleb()).decode()
         else:
-            for _ in range(r.uleb()):
+            nulls = r.uleb()
+            total += nulls
+            if total > MAX_OPS:
+                raise ValueError("more ops than any change holds")
+            for _ in range(nulls):
                 yield None
+
+
+def _inflate(data: bytes) -> bytes:
+    d = zlib.decompressobj(wbits=-15)
+    try:
+        out = d.decompress(data, MAX_INFLATED)
+    except zlib.error as exc:
+        raise ValueError(f"bad deflate data ({exc})") from None
+    if d.unconsumed_tail:
+        raise ValueError("inflates to more than any change holds")
+    return out
 
 
 def ops(change: bytes) -> list[Op]:
@@ -105,7 +126,7 @@ def ops(change: bytes) -> list[Op]:
     kind = r.take(1)[0]
     body = r.take(r.uleb())
     if kind == 2:
-        body = zlib.decompress(body, wbits=-15)
+        body = _inflate(body)
     elif kind != 1:
         raise ValueError(f"chunk type {kind}")
     b = _Reader(body)
@@ -124,7 +145,7 @@ def ops(change: bytes) -> list[Op]:
         data = b.take(length)
         if spec & _DEFLATE:
             spec &= ~_DEFLATE
-            data = zlib.decompress(data, wbits=-15)
+            data = _inflate(data)
         columns[spec] = data
     obj_actor = list(_rle(columns.get(OBJ_ACTOR, b""), "int"))
     obj_ctr = list(_rle(columns.get(OBJ_CTR, b""), "int"))
