@@ -126,6 +126,10 @@ def main() -> int:
     cmd = [sys.executable, "-m", "circle.relay.server", "--host", "127.0.0.1", "--port", "0",
            "--data", data, "--max-connections-per-ip", "1000", "--messages-per-second", "100000",
            "--message-burst", "100000", "--mailbox-quota-envelopes", "10000000",
+           # every client is on 127.0.0.1: lift the per-address limits (they are for strangers)
+           "--address-messages-per-second", "1000000", "--address-message-burst", "1000000",
+           "--address-bytes-per-second", str(1024**3), "--address-byte-burst", str(1024**3),
+           "--registrations-per-hour", "1000000", "--registration-burst", "100000",
            "--mailbox-quota-bytes", str(8 * 1024**3), "--total-quota-bytes", str(64 * 1024**3),
            "--log-level", "WARNING"]
     relay = subprocess.Popen(cmd, stdout=subprocess.PIPE)

@@ -137,8 +137,8 @@ async def test_removed_member_is_shut_out_and_others_rotate(tmp_path: Path) -> N
         assert not reports[0].in_sync  # type: ignore[attr-defined]
     assert "Written after the removal" not in {n.title for n in c.board.needs("all")}
     assert new_epoch not in c.config.epoch_keys
-    epoch = a.board.current_epoch()
-    assert epoch is not None and set(epoch.grants) == {a.me, b.me}
+    epoch = a.membership().current
+    assert epoch is not None and set(epoch.grants) == {a.member_key, b.member_key}
 
 
 async def test_concurrent_removals_converge_on_one_key(tmp_path: Path) -> None:
@@ -151,11 +151,11 @@ async def test_concurrent_removals_converge_on_one_key(tmp_path: Path) -> None:
     for svc in (a, b):
         svc.board.invalidate()
         membership.reconcile(svc)
-    ea, eb = a.board.current_epoch(), b.board.current_epoch()
+    ea, eb = a.membership().current, b.membership().current
     assert ea is not None and eb is not None and ea.id == eb.id
     assert a.config.epoch == b.config.epoch == ea.number
     assert key_check(a.config.epoch_key) == key_check(b.config.epoch_key) == ea.check
-    assert set(ea.grants) == {a.me, b.me}  # neither removed member holds the final key
+    assert set(ea.grants) == {a.member_key, b.member_key}  # neither removed member holds the final key
     assert {m.handle for m in a.board.members() if m.active} == {"ana", "bo"}
     for outsider in (c, d):
         assert ea.number not in outsider.config.epoch_keys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -30,13 +31,22 @@ def test_kill_9_at_random_points_loses_nothing_reported(home: Path) -> None:
     rng = random.Random(1234)
     reported: list[str] = []
     for _ in range(12):
-        child = subprocess.Popen([sys.executable, CHILD, str(home), "append"], stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen([sys.executable, CHILD, str(home), "append"], stdout=subprocess.PIPE)
         assert child.stdout is not None
-        os.set_blocking(child.stdout.fileno(), False)
-        time.sleep(0.45 + rng.random() * 0.5)  # start-up takes ~0.3 s; then it appends as fast as it can
+        fd = child.stdout.fileno()
+        os.set_blocking(fd, False)
+        raw = b""
+        deadline = time.monotonic() + 30
+        while not raw and time.monotonic() < deadline:  # start-up time varies with load
+            with contextlib.suppress(BlockingIOError):
+                raw = os.read(fd, 1 << 16)
+            time.sleep(0.01)
+        time.sleep(rng.random() * 0.5)  # then it appends as fast as it can: kill it mid-stream
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
-        out = child.stdout.read() or ""
+        while chunk := os.read(fd, 1 << 16):
+            raw += chunk
+        out = raw.decode()
         lines = out.splitlines()
         # A line cut by the kill was never fully reported: ignore a partial last one.
         if out and not out.endswith("\n"):

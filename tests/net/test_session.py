@@ -482,3 +482,26 @@ def test_fuzz_message_decoder(data: bytes) -> None:
 )
 def test_hello_roundtrip(hello: m.Hello) -> None:
     assert m.decode(m.encode(hello)) == hello
+
+
+def test_an_unsolicited_snapshot_is_refused_and_changes_nothing() -> None:
+    """A member may not push a whole document on a peer that did not ask."""
+    a, b, right = _established()
+    heads = right.heads()
+    other = make_doc(5)
+    raw = other.save()
+    b.receive_data(_sealed(a, m.SnapshotStart(len(raw), m.Codec.RAW, len(raw), tuple(other.heads())))
+                   + _sealed(a, m.SnapshotChunk(raw)))
+    err = closed(b.events()).error
+    assert isinstance(err, RemoteProtocolError) and "nobody asked" in str(err)
+    assert right.heads() == heads
+
+
+def test_a_snapshot_above_64_mib_raw_is_refused_before_inflating() -> None:
+    a, b, right = _established()
+    b.receive_data(_sealed(a, m.SnapshotPlease()))  # b may now accept a snapshot...
+    b.events()
+    b.receive_data(_sealed(a, m.SnapshotStart(65_000, m.Codec.ZLIB, (64 << 20) + 1, ())))
+    err = closed(b.events()).error  # ...but not one announced above the cap
+    assert isinstance(err, RemoteProtocolError) and "cap" in str(err)
+

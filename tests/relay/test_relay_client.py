@@ -196,8 +196,8 @@ async def test_client_rejects_tampered_replayed_and_foreign(
         foreign = seal(other.members[0], circle.epoch, other.key, Kind.CHANGES, [b"foreign"])
         outsider = seal(DeviceIdentity.generate(), circle.epoch, circle.key, Kind.CHANGES, [b"outsider"])
         for i, env in enumerate([foreign, outsider, rows[0][1]]):  # the last one is a replay
-            db.execute("INSERT INTO envelopes (mailbox, eid, stored_at, data) VALUES (?, ?, 0, ?)",
-                       (mailbox, bytes([i]) * 32, env))
+            db.execute("INSERT INTO envelopes (mailbox, cursor, eid, stored_at, data) VALUES (?, ?, ?, 0, ?)",
+                       (mailbox, 4 + i, bytes([i]) * 32, env))
     db.close()
 
     b = Member(circle, circle.members[1], [relay.url])

@@ -110,6 +110,9 @@ def test_cli_relay_add_remove_and_server_options(tmp_path: Path) -> None:
     a = CLI(homes[0])
     bad = a.run("relay", "add", "http://example.org/", check=False)
     assert bad.returncode != 0 and "ws://" in bad.stderr
+    insecure = a.run("relay", "add", "ws://relay.example.org/circle", check=False)
+    assert insecure.returncode != 0 and "use wss://relay.example.org/circle" in insecure.stderr
+    assert "Traceback" not in insecure.stderr
     a.json("relay", "add", "wss://relay.example.org/circle")
     dup = a.run("relay", "add", "WSS://Relay.Example.org/circle", check=False)
     assert dup.returncode != 0 and "already" in dup.stderr
@@ -184,7 +187,7 @@ async def test_new_member_catches_up_from_a_snapshot(tmp_path: Path,
     await rs_a.close()
     assert rs_a.stats.snapshots_sent >= 2  # first use, then once the log outweighed a snapshot
 
-    envs = await relay_envelopes(relay.url, RelayCredentials.for_epoch(a.config.epoch_key))
+    envs = await relay_envelopes(relay.url, RelayCredentials.for_relay(a.config.epoch_key, relay.url))
     kinds = [peek_header(e).kind for e in envs]
     last_snapshot = max(i for i, k in enumerate(kinds) if k is Kind.SNAPSHOT)
     changes_total = kinds.count(Kind.CHANGES)
@@ -238,11 +241,11 @@ async def test_removed_member_reads_nothing_written_after_removal(
     assert "after removal: safe house address" not in titles(cruz)
     assert "alex offline edit" not in titles(cruz)
     assert cruz.board.view().members[cruz.me].removed_at is not None  # it does learn it was removed
-    old_envs = await relay_envelopes(relay.url, RelayCredentials.for_epoch(cruz_keys[old_epoch]))
+    old_envs = await relay_envelopes(relay.url, RelayCredentials.for_relay(cruz_keys[old_epoch], relay.url))
     for env in old_envs:  # nothing in the old mailbox carries post-removal content
         for payload in open_envelope(env, cruz_keys, lambda _k: True).payloads:
             assert b"safe house" not in payload and b"alex offline" not in payload
-    new_envs = await relay_envelopes(relay.url, RelayCredentials.for_epoch(sam.config.epoch_key))
+    new_envs = await relay_envelopes(relay.url, RelayCredentials.for_relay(sam.config.epoch_key, relay.url))
     assert new_envs
     opened_by_cruz = 0
     for env in new_envs:
@@ -287,6 +290,25 @@ async def test_straggler_learns_of_a_removal_made_while_relays_were_off(
     assert "after removal, made offline" in titles(alex)
     cruz, _ = await one_shot(homes[2])
     assert "after removal, made offline" not in titles(cruz)
-    for env in await relay_envelopes(relay.url, RelayCredentials.for_epoch(old_key)):
+    for env in await relay_envelopes(relay.url, RelayCredentials.for_relay(old_key, relay.url)):
         for payload in open_envelope(env, dict(cruz.config.epoch_keys), lambda _k: True).payloads:
             assert b"made offline" not in payload
+
+
+async def test_sync_round_reports_bytes_and_changes_per_relay(tmp_path: Path,
+                                                              relay_factory: Callable[..., RelayProcess]) -> None:
+    """`circle sync` showed None/None bytes and 0 changes for a relay that delivered changes."""
+    relay = relay_factory()
+    homes = member_homes(tmp_path, ["sam", "alex"])
+    for path in homes:
+        open_svc(path).board.add_relay(relay.url)
+    await one_shot(homes[0], lambda svc: (svc.board.add_need("Firewood"), svc.board.add_need("Blankets")))
+    b = open_svc(homes[1])
+    rs_b = RelaySync(b, backoff=FAST)
+    results = await rs_b.sync_round(timeout=GUARD)
+    await rs_b.close()
+    [row] = [r for r in results if r.epoch == "current"]
+    assert row.error is None
+    assert row.bytes_received > 0 and row.bytes_sent > 0
+    assert row.changes_applied >= 2  # both needs (in a snapshot or as changes)
+    assert {"Firewood", "Blankets"} <= titles(b)

@@ -35,7 +35,7 @@ from .conftest import Circle, RelayProcess
 
 class Pair:
     def __init__(self, store: MemoryStore, circle: Circle) -> None:
-        self.server = S.ServerCore(store, clock=lambda: 1_700_000_000.0)
+        self.server = S.ServerCore(store, S.ServerLimits(registration_bits=0), clock=lambda: 1_700_000_000.0)
         self.client = P.ClientCore()
         self.creds = circle.creds
 
@@ -115,9 +115,20 @@ def test_core_refuses_non_envelopes_and_quota(circle: Circle) -> None:
 
 
 def test_core_frame_cap(circle: Circle) -> None:
-    core = S.ServerCore(MemoryStore(), S.ServerLimits(frame_cap=100))
-    out = core.receive(b"\x02" + bytes(200))
-    assert out.close and P.decode_server_message(out.send[0]).code == P.ErrorCode.TOO_LARGE  # type: ignore[union-attr]
+    core = S.ServerCore(MemoryStore(), S.ServerLimits(frame_cap=1000, registration_bits=0))
+    out = core.receive(P.encode(P.Auth(circle.creds.mailbox, circle.creds.token)))
+    assert not out.close
+    out = core.receive(b"\x02" + bytes(2000))
+    assert out.close and out.close_code == 1009
+    assert P.decode_server_message(out.send[0]).code == P.ErrorCode.TOO_LARGE  # type: ignore[union-attr]
+
+
+def test_core_small_frame_cap_before_auth(circle: Circle) -> None:
+    """Before authenticating, a client cannot make the relay take big messages."""
+    core = S.ServerCore(MemoryStore())
+    out = core.receive(b"\x02" + bytes(P.PRE_AUTH_FRAME_CAP))
+    assert out.close and out.close_code == 1009
+    assert P.decode_server_message(out.send[0]).code == P.ErrorCode.TOO_LARGE  # type: ignore[union-attr]
 
 
 def test_client_core_rejects_a_lying_relay(circle: Circle) -> None:
@@ -154,7 +165,8 @@ def test_client_core_rejects_a_lying_relay(circle: Circle) -> None:
 
 
 ALL_MESSAGES: list[P.Message] = [
-    P.Auth(bytes(16), bytes(range(32))), P.Put(5, b"env"), P.Fetch(3, 2**40, 7), P.Subscribe(9),
+    P.Auth(bytes(16), bytes(range(32))), P.Auth(bytes(16), bytes(32), proof=2**63 + 5), P.Challenge(20),
+    P.Put(5, b"env"), P.Fetch(3, 2**40, 7), P.Subscribe(9),
     P.AuthOk(b"i" * 16, 12, True), P.Ack(1, b"e" * 32, 99, False),
     P.Batch(4, ((1, b"a"), (2, b"bb")), 2, True), P.Batch(4, (), 0, False), P.Pushed(8, b"zz"),
     P.Error(6, "quota \u00e9", 3, False),

@@ -143,13 +143,61 @@ def test_total_quota_and_mailbox_cap(make_store) -> None:  # type: ignore[no-unt
     a, b = os.urandom(16), os.urandom(16)
     registered(s, a)
     registered(s, b)
-    assert s.authorize(os.urandom(16), TOK, T0) is AuthResult.FULL
-    assert s.authorize(a, TOK, T0) is AuthResult.OK  # known mailboxes still work
     s.put(a, env(1), T0)
     s.put(b, env(2), T0)
+    assert s.authorize(os.urandom(16), TOK, T0) is AuthResult.FULL  # no empty mailbox to give up
+    assert s.authorize(a, TOK, T0) is AuthResult.OK  # known mailboxes still work
     with pytest.raises(RelayQuotaExceeded):
         s.put(a, env(3), T0)
     assert s.total_usage().count == 2
+
+
+def test_a_full_store_gives_up_its_least_recently_used_empty_mailbox(make_store) -> None:  # type: ignore[no-untyped-def]
+    """A flood of registrations that never store anything cannot lock a real circle out."""
+    s = make_store(StoreLimits(max_mailboxes=3, time_granularity=1))
+    used, flood1, flood2 = os.urandom(16), os.urandom(16), os.urandom(16)
+    registered(s, used)
+    s.put(used, env(1), T0)
+    assert s.authorize(flood1, TOK, T0) is AuthResult.REGISTERED
+    assert s.authorize(flood2, TOK, T0 + 5) is AuthResult.REGISTERED
+    real = os.urandom(16)
+    assert s.authorize(real, TOK, T0 + 10) is AuthResult.REGISTERED
+    assert s.mailbox_count() == 3
+    assert s.authorize(flood1, TOK, T0 + 11, register=False) is AuthResult.UNKNOWN  # the oldest empty one went
+    assert s.authorize(flood2, TOK, T0 + 11, register=False) is AuthResult.OK
+    assert [e.cursor for e in s.fetch(used, 0)] == [1]  # a mailbox with envelopes is never given up
+
+
+def test_unknown_mailbox_without_register(make_store) -> None:  # type: ignore[no-untyped-def]
+    s = make_store()
+    assert s.authorize(MB, TOK, T0, register=False) is AuthResult.UNKNOWN
+    assert s.mailbox_count() == 0
+    assert s.authorize(MB, TOK, T0) is AuthResult.REGISTERED
+
+
+def test_cursors_are_counted_per_mailbox(make_store) -> None:  # type: ignore[no-untyped-def]
+    """A client must not learn other circles' activity from its cursor values."""
+    s = make_store()
+    a, b = os.urandom(16), os.urandom(16)
+    registered(s, a)
+    registered(s, b)
+    assert s.put(a, env(1), T0).cursor == 1
+    for i in range(2, 7):
+        s.put(b, env(i), T0)  # another circle is busy
+    assert s.put(a, env(10), T0).cursor == 2
+    assert s.head(a) == 2
+    assert [e.cursor for e in s.fetch(b, 0)] == [1, 2, 3, 4, 5]
+
+
+def test_empty_mailboxes_expire_fast(make_store) -> None:  # type: ignore[no-untyped-def]
+    s = make_store(StoreLimits(time_granularity=1, empty_mailbox_ttl=600))
+    used, idle = os.urandom(16), os.urandom(16)
+    registered(s, used)
+    registered(s, idle)
+    s.put(used, env(1), T0)
+    s.expire(T0 + 700, ttl=30 * 86400)
+    assert s.authorize(idle, TOK, T0 + 701, register=False) is AuthResult.UNKNOWN
+    assert s.authorize(used, TOK, T0 + 701, register=False) is AuthResult.OK
 
 
 def test_expiry(make_store) -> None:  # type: ignore[no-untyped-def]
@@ -230,3 +278,47 @@ def test_sqlite_corrupt_file_is_typed(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreCorrupt):
         SQLiteStore(path)
+
+
+def test_a_version_1_database_is_renumbered_per_mailbox(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Version 1 counted cursors for the whole relay; opening it moves to per-mailbox cursors
+    and a new instance id (clients read again from 0), losing no envelope."""
+    import sqlite3
+
+    from circle.relay.store import SQLiteStore
+
+    path = tmp_path / "relay.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+        CREATE TABLE mailboxes (id BLOB PRIMARY KEY, token_hash BLOB NOT NULL, last_seen INTEGER NOT NULL,
+            count INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+        CREATE TABLE envelopes (cursor INTEGER PRIMARY KEY AUTOINCREMENT, mailbox BLOB NOT NULL,
+            eid BLOB NOT NULL, stored_at INTEGER NOT NULL, data BLOB NOT NULL, UNIQUE (mailbox, eid));
+        CREATE INDEX envelopes_by_mailbox ON envelopes (mailbox, cursor);
+        CREATE INDEX envelopes_by_time ON envelopes (stored_at);
+    """)
+    old_instance = b"i" * 16
+    db.execute("INSERT INTO meta VALUES ('instance', ?)", (old_instance,))
+    db.execute("INSERT INTO meta VALUES ('schema', 1)")
+    a, b = os.urandom(16), os.urandom(16)
+    for box in (a, b):
+        db.execute("INSERT INTO mailboxes VALUES (?, ?, ?, 0, 0)", (box, TOK, int(T0)))
+    order = [a, b, b, a, b]
+    envs = [env(i) for i in range(len(order))]
+    for box, e in zip(order, envs, strict=True):
+        db.execute("INSERT INTO envelopes (mailbox, eid, stored_at, data) VALUES (?, ?, ?, ?)",
+                   (box, envelope_id(e), int(T0), e))
+        db.execute("UPDATE mailboxes SET count=count+1, bytes=bytes+? WHERE id=?", (len(e), box))
+    db.commit()
+    db.close()
+
+    s = SQLiteStore(path, StoreLimits(time_granularity=1))
+    assert s.instance_id() != old_instance
+    assert [(g.cursor, g.data) for g in s.fetch(a, 0)] == [(1, envs[0]), (2, envs[3])]
+    assert [g.cursor for g in s.fetch(b, 0)] == [1, 2, 3]
+    assert s.put(a, env(9), T0).cursor == 3
+    assert s.put(a, envs[0], T0).duplicate
+    assert s.total_usage().count == 6
+    s.close()
+    assert SQLiteStore(path).instance_id() == s.instance_id()  # migrated once

@@ -82,6 +82,13 @@ def status(ctx: Ctx) -> None:
         for conflict in data["conflicts"]:
             click.echo(f"CONFLICT: {conflict['name']} ({conflict['tool']}) has {len(conflict['conflicting_loans']) + 1} "
                        f"open loans made concurrently; current is {conflict['current_loan']}")
+        if me.get("removed_notice"):
+            click.echo(me["removed_notice"] + " This device keeps what it had; it receives nothing new.")
+        for item in data["membership"]["ignored"]:
+            click.echo(item["text"])
+        if data["membership"]["changes_refused"]:
+            click.echo(f"Refused {data['membership']['changes_refused']} batch(es) of changes not signed by a "
+                       f"member's device (last: {data['membership']['last_refusal']})")
         for bad in data["malformed"]:
             click.echo(f"Unreadable record {bad['collection']}/{bad['id']}: {bad['reason']}")
         click.echo(f"Storage: {st['protection']} ({st['path']})")

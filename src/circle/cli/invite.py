@@ -163,4 +163,20 @@ def remove(ctx: Ctx, member: str, yes: bool) -> None:
     emit(ctx, data, human)
 
 
-commands = [invite, join_command, remove]
+@click.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_ctx
+def leave(ctx: Ctx, yes: bool) -> None:
+    """Leave this circle: sign your own removal (the others rotate the key)."""
+    svc = ctx.service()
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Leave {svc.config.name}? Coming back takes a new invite from a member.", abort=True)
+    membership.leave(svc)
+    data = {"left": svc.config.circle_id, "name": svc.config.name}
+    emit(ctx, data, lambda: click.echo(
+        f"You left {svc.config.name}. Sync once (`circle sync`) so the others learn it; your device keeps "
+        "what it already had, and the others' next key is never sealed to it."))
+
+
+commands = [invite, join_command, remove, leave]

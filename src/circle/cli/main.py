@@ -79,7 +79,7 @@ def _register_optional() -> None:
 
     for module, attr in (("circle.cli.needs", "commands"), ("circle.cli.offers", "commands"),
                          ("circle.cli.tools", "commands"), ("circle.cli.board", "commands"),
-                         ("circle.cli.sync", "commands"), ("circle.cli.relay", "commands"),
+                         ("circle.cli.devices", "commands"), ("circle.cli.sync", "commands"), ("circle.cli.relay", "commands"),
                          ("circle.cli.relays", "commands"), ("circle.cli.invite", "commands"),
                          ("circle.cli.app", "commands"), ("circle.cli.skills", "commands"),
                          ("circle.cli.hours", "commands"), ("circle.cli.events", "commands"),

@@ -50,7 +50,10 @@ def relays_command(ctx: Ctx, show_all: bool) -> None:
 @json_option
 @pass_ctx
 def relay_add(ctx: Ctx, url: str) -> None:
-    """Add a relay (ws:// or wss://) to the circle's list."""
+    """Add a relay (wss://; plain ws:// only for one on this machine) to the circle's list."""
+    from circle.net.relay_protocol import check_relay_url
+
+    check_relay_url(url)  # a ws:// relay elsewhere would see the mailbox token in clear
     svc = ctx.service()
     rec = svc.board.add_relay(url)
     emit(ctx, _relay_dict(ctx, rec), lambda: click.echo(
@@ -101,7 +104,7 @@ def bundle_read(ctx: Ctx, file: Path) -> None:
     Envelopes under an epoch this device does not hold yet are retried once
     the others were merged (they may carry the grant of that epoch)."""
     from circle.crdt.am import AmDoc
-    from circle.errors import MalformedDocument, UnknownEpoch
+    from circle.errors import UnknownEpoch
     from circle.net.bundle import read_bundle
     from circle.net.envelope import Kind, OpenedEnvelope, open_envelope
 
@@ -123,22 +126,24 @@ def bundle_read(ctx: Ctx, file: Path) -> None:
             if unknown and svc.doc.heads() == before:
                 open_envelope(unknown[0], lambda n: svc.config.epoch_keys.get(n), svc.is_active_member)  # raises
             break
-        docs: list[AmDoc] = []
-        for opened in accepted:  # check every snapshot belongs to this circle before merging anything
-            if opened.kind is Kind.SNAPSHOT:
-                other = AmDoc.load(opened.payloads[0])
-                if other.root_scalars("meta").get("circle_id") != svc.config.circle_id:
-                    raise MalformedDocument("that bundle holds another circle's document")
-                docs.append(other)
+        # Everything in the file is checked (signed by members' devices) before
+        # the document adopts it: snapshots first, then changes with their proofs.
+        from circle.node.authorship import PROOF_BLOCK_MAGIC, decode_proofs, unpack_snapshot
+
         h0 = svc.doc.heads()
-        for other in docs:
-            svc.doc.merge(other)
-            snapshots += 1
+        for opened in accepted:
+            if opened.kind is Kind.SNAPSHOT:
+                saved, proofs = unpack_snapshot(opened.payloads[0])
+                other = AmDoc.load(saved)
+                svc.gate.stage(svc.doc, lambda fork, other=other: fork.merge(other), proofs)  # type: ignore[misc]
+                snapshots += 1
         for opened in accepted:
             authors.add(handle_of(svc, opened.author_id))
             if opened.kind is Kind.CHANGES:
-                svc.doc.apply_changes(list(opened.payloads))
-                changes += len(opened.payloads)
+                chunks = [p for p in opened.payloads if not p.startswith(PROOF_BLOCK_MAGIC)]
+                proofs = [x for p in opened.payloads if p.startswith(PROOF_BLOCK_MAGIC) for x in decode_proofs(p)]
+                svc.gate.stage(svc.doc, lambda fork, chunks=chunks: fork.apply_changes(chunks), proofs)  # type: ignore[misc]
+                changes += len(chunks)
         if svc.doc.heads() != h0:
             svc.remote_changed()  # reconcile: may adopt the key the `unknown` ones need
         todo = unknown

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 import automerge.core as am
@@ -143,6 +144,127 @@ def advertised_heads(data: bytes) -> frozenset[bytes] | None:
     return frozenset(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
 
 
+def _read_uleb(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def sync_message_change_count(data: bytes) -> int | None:
+    """How many changes an Automerge sync message carries (None if unreadable).
+
+    Layout (v1 0x42, v2 0x43): heads, need (hash lists), have (list of
+    last-sync hash list + Bloom bytes), then the changes; v2 appends more after.
+    Messages without changes can be received directly; those with changes are
+    staged and checked first (node/authorship.py)."""
+    try:
+        if not data or data[0] not in (0x42, 0x43):
+            return None
+        pos = 1
+        for _ in range(2):  # heads, need
+            n, pos = _read_uleb(data, pos)
+            pos += 32 * n
+        haves, pos = _read_uleb(data, pos)
+        for _ in range(haves):
+            n, pos = _read_uleb(data, pos)
+            pos += 32 * n
+            n, pos = _read_uleb(data, pos)
+            pos += n
+        count, pos = _read_uleb(data, pos)
+        return count if pos <= len(data) else None
+    except ValueError:
+        return None
+
+
+MAX_CHANGE_RAW = 64 << 20
+
+
+def change_hash(chunk: bytes) -> bytes | None:
+    """The Automerge hash of one change chunk as it travels (plain or
+    deflated): SHA-256 over type 1, the uncompressed length and body."""
+    import hashlib
+    import zlib
+
+    if len(chunk) < 10 or chunk[:4] != b"\x85\x6f\x4a\x83":
+        return None
+    try:
+        n, pos = _read_uleb(chunk, 9)
+    except ValueError:
+        return None
+    body = chunk[pos : pos + n]
+    if chunk[8] == 1:
+        return hashlib.sha256(chunk[8 : pos + n]).digest()
+    if chunk[8] != 2:
+        return None
+    inflater = zlib.decompressobj(-15)
+    try:
+        raw = inflater.decompress(body, MAX_CHANGE_RAW)
+    except zlib.error:
+        return None
+    if inflater.unconsumed_tail:
+        return None  # above the cap: not a change we would accept anyway
+    return hashlib.sha256(b"\x01" + _uleb(len(raw)) + raw).digest()
+
+
+def chunk_hashes(blob: bytes) -> list[bytes] | None:
+    """Hashes of the change chunks concatenated in `blob` (a v2 sync message
+    packs several into one entry); None if any is not a change chunk."""
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(blob):
+        if blob[pos : pos + 4] != b"\x85\x6f\x4a\x83" or pos + 9 > len(blob):
+            return None
+        try:
+            n, body = _read_uleb(blob, pos + 9)
+        except ValueError:
+            return None
+        end = body + n
+        if end > len(blob):
+            return None
+        h = change_hash(blob[pos:end])
+        if h is None:
+            return None
+        out.append(h)
+        pos = end
+    return out
+
+
+def sync_message_change_hashes(data: bytes) -> list[bytes] | None:
+    """Hashes of the changes an Automerge sync message carries (None if unreadable)."""
+    try:
+        if not data or data[0] not in (0x42, 0x43):
+            return None
+        pos = 1
+        for _ in range(2):
+            n, pos = _read_uleb(data, pos)
+            pos += 32 * n
+        haves, pos = _read_uleb(data, pos)
+        for _ in range(haves):
+            n, pos = _read_uleb(data, pos)
+            pos += 32 * n
+            n, pos = _read_uleb(data, pos)
+            pos += n
+        count, pos = _read_uleb(data, pos)
+        out: list[bytes] = []
+        for _ in range(count):
+            n, pos = _read_uleb(data, pos)
+            hashes = chunk_hashes(data[pos : pos + n])
+            if hashes is None:
+                return None
+            out += hashes
+            pos += n
+        return out
+    except ValueError:
+        return None
+
+
 def _scalar_out(value: tuple[am.ScalarType, object]) -> Scalar | _Malformed:
     """A scalar we write (Counter, Timestamp, Unknown read as MALFORMED)."""
     kind = _KINDS.get(int(value[0]))  # type: ignore[call-overload]
@@ -244,6 +366,17 @@ class Editor:
         self._tx.put(self._collection(collection), key, kind, raw)
 
 
+@dataclass(frozen=True)
+class ChangeMeta:
+    """One change as the trust layer checks it: its hash, writer and place."""
+
+    hash: bytes
+    actor: bytes
+    seq: int
+    max_op: int
+    data: bytes
+
+
 def op_writer(exid: bytes) -> tuple[bytes, int] | None:
     """(actor, op counter) of an Automerge object or value id, as the binding
     returns them: 0x10, uleb actor length, actor, uleb actor index, uleb counter.
@@ -280,8 +413,6 @@ class AmDoc:
 
     @classmethod
     def new(cls, actor: bytes | None = None) -> AmDoc:
-        """A fixed `actor` makes byte-identical changes on every device (used
-        for the shared, deterministic change that adds later collections)."""
         doc = am.Document()
         if actor is not None:
             doc.set_actor(actor)
@@ -517,6 +648,22 @@ class AmDoc:
         return bytes(self._doc.get_actor())
 
     def set_actor(self, actor: bytes) -> None:
+        self._doc.set_actor(actor)
+
+    def change_metas(self, heads: list[bytes]) -> list[ChangeMeta]:
+        """Every change not covered by `heads`, with who wrote it (causal order)."""
+        try:
+            return [ChangeMeta(bytes(c.hash), bytes(c.actor_id), int(c.seq), int(c.max_op), bytes(c.bytes))
+                    for c in self._doc.get_changes(heads)]
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            raise MalformedDocument(f"unknown heads ({exc})") from None
+
+    def adopt(self, other: AmDoc) -> None:
+        """Become `other` (a fork this document was staged into), keeping our actor."""
+        actor = self._doc.get_actor()
+        self._doc = other._doc
         self._doc.set_actor(actor)
 
     def records(self, collection: str) -> dict[str, Record | _Malformed]:

@@ -11,11 +11,11 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from circle.crdt.am import MALFORMED, AmDoc, Field, Scalar
+from circle.crdt.am import MALFORMED, AmDoc, Field
 from circle.crdt.model import (
     COLLECTIONS,
     DAY_MS,
@@ -24,10 +24,10 @@ from circle.crdt.model import (
     SCHEMA_VERSION,
     Availability,
     Condition,
-    EpochRecord,
     Hold,
     HoldStatus,
     Loan,
+    Malformed,
     Member,
     MemberId,
     Millis,
@@ -41,7 +41,7 @@ from circle.crdt.model import (
     ToolState,
     Urgency,
 )
-from circle.crdt.views import BoardView, build_view, parse_member
+from circle.crdt.views import BoardView, build_view
 from circle.errors import (
     ActionRefused,
     AmbiguousId,
@@ -121,23 +121,32 @@ class Board:
         #: Maps an Automerge actor to the member whose device it is, as the
         #: signed statements say (set by the node's trust layer); None = unknown.
         self.member_of_actor: Callable[[bytes], MemberId | None] = lambda _actor: None
+        #: The members as the signed statements say (set by the trust layer).
+        self.members_source: Callable[[], dict[MemberId, Member]] | None = None
+        #: Actors of removed devices that wrote after their removal's pin, and
+        #: whether one op of theirs still counts (set by the trust layer).
+        self.late_actors: Callable[[], set[bytes]] = lambda: set()
+        self.op_counts: Callable[[bytes, int], bool] = lambda _actor, _op: True
+        self._writers: dict[str, dict[str, MemberId | None]] = {}
         self.check_schema()
 
     # --- creation and meta ------------------------------------------------
 
     @staticmethod
-    def create_document(name: str, circle_id: str, founder_id: MemberId, founder: Profile, at: Millis) -> AmDoc:
+    def create_document(name: str, circle_id: str, at: Millis, statements: list[tuple[str, bytes]],
+                        actor: bytes | None = None) -> AmDoc:
         """The founding change: every collection exists from the first change,
         so no two replicas ever create the same collection concurrently (which
-        would hide one of them after merge)."""
-        doc = AmDoc.new()
+        would hide one of them after merge). It carries the founding statements."""
+        doc = AmDoc.new(actor)
         with doc.edit() as ed:
             ed.create_collections(COLLECTIONS)
             ed.put_root_scalar("meta", "schema", SCHEMA_VERSION)
             ed.put_root_scalar("meta", "circle_id", circle_id)
             ed.put_root_scalar("meta", "name", _clean_text(name, "circle name", 80, True))
             ed.put_root_scalar("meta", "created_at", at)
-            ed.put_record("members", founder_id, _member_fields(founder, at, None))
+            for sid, blob in statements:
+                ed.put_root_scalar("statements", sid, blob)
         return doc
 
     def meta(self) -> dict[str, object]:
@@ -174,7 +183,64 @@ class Board:
                 previous = self._view if changed is not None else None
             self._view = build_view(self.doc, now, previous, changed)
             self._view_key = key
+            if changed is None:
+                self._writers.clear()
+            else:
+                for collection, rids in changed.items():
+                    for rid in rids:
+                        self._writers.get(collection, {}).pop(rid, None)
+        if self.members_source is not None and "members" not in self._view.__dict__:
+            # Members come from the signed statements, never from records.
+            self._view.__dict__["members"] = self.members_source()
+            late = self.late_actors()
+            if late:
+                self._drop_late_writes(self._view, late)
+            self._verify_authors(self._view)
         return self._view
+
+    def _verify_authors(self, view: BoardView) -> None:
+        """A need's or offer's author is who *wrote* it (the signed device's
+        member), whatever its `author` field claims; a mismatch is reported."""
+        notes = view._malformed.setdefault("authorship", [])
+        for collection in ("needs", "offers"):
+            table = getattr(view, collection)
+            cache = self._writers.setdefault(collection, {})
+            for rid, rec in list(table.items()):
+                if rid not in cache:
+                    who = self.doc.record_writer(collection, rid)
+                    cache[rid] = self.member_of_actor(who[0]) if who is not None else None
+                writer = cache[rid]
+                if writer is not None and writer != rec.author:
+                    table[rid] = replace(rec, author=writer)
+                    claimed = view.members.get(rec.author)
+                    real = view.members.get(writer)
+                    notes.append(Malformed(collection, rid, f"says it is by {claimed.handle if claimed else rec.author} "
+                                           f"but was written by {real.handle if real else writer}"))
+
+    def _drop_late_writes(self, view: BoardView, late: set[bytes]) -> None:
+        """Ignore what removed devices wrote after their removal (membership
+        rule 6): records they created are hidden, fields they changed are
+        reported. Both listed with the view's unreadable records."""
+        notes = view._malformed.setdefault("after-removal", [])
+        for collection, attr in (("loans", "loans"), ("holds", "_raw_holds"), ("needs", "needs"),
+                                 ("offers", "offers"), ("tools", "tools")):
+            table = getattr(view, attr)
+            for rid in list(table):
+                who = self.doc.record_writer(collection, rid)
+                if who is not None and who[0] in late and not self.op_counts(*who):
+                    del table[rid]
+                    notes.append(Malformed(collection, rid, f"written by {self._writer_name(who[0])} "
+                                           "after they were removed (ignored)"))
+                    continue
+                for fname, (actor, op) in self.doc.field_writers(collection, rid).items():
+                    if actor in late and not self.op_counts(actor, op):
+                        notes.append(Malformed(collection, rid, f"field {fname} was changed by "
+                                               f"{self._writer_name(actor)} after they were removed"))
+
+    def _writer_name(self, actor: bytes) -> str:
+        mid = self.member_of_actor(actor)
+        member = self.view().members.get(mid) if mid else None
+        return member.handle if member is not None else "a removed device"
 
     def invalidate(self) -> None:
         """Nothing to drop: views are keyed by the document's heads, and a new
@@ -191,15 +257,8 @@ class Board:
         return sorted(self.view().members.values(), key=lambda m: (m.removed_at is not None, m.handle))
 
     def active_member(self, member_id: MemberId) -> Member | None:
-        """Fast path (one record read) used on every mutation and handshake."""
-        rec = self.doc.record("members", member_id)
-        if rec is None:
-            return None
-        try:
-            member = parse_member(member_id, rec)
-        except Exception:
-            return None
-        return member if member.active else None
+        member = self.view().members.get(member_id)
+        return member if member is not None and member.active else None
 
     def needs(self, status: str = "open", category: str | None = None, search: str | None = None) -> list[Need]:
         items = list(self.view().needs.values())
@@ -623,65 +682,24 @@ class Board:
         return [h for h in self.view().holds.values()
                 if h.member == self.me and h.status in (HoldStatus.WAITING, HoldStatus.READY)]
 
-    # --- members -----------------------------------------------------------
+    # --- membership statements ---------------------------------------------
 
-    def add_member(self, member_id: MemberId, profile: Profile, invited_by: MemberId | None,
-                   grant: tuple[str, bytes] | None = None) -> None:
-        """Record a new member and, in the same change, their grant of the
-        current epoch key (`grant` = (epoch record id, sealed key))."""
-        if self.doc.record("members", member_id) is not None:
-            raise ActionRefused(f"{member_id} is already a member")
+    def statement_blobs(self) -> list[bytes]:
+        """Every signed membership statement in the document (unchecked)."""
+        return [v for v in self.doc.root_scalars("statements").values() if isinstance(v, bytes)]
+
+    def statement_ids(self) -> list[str]:
+        return self.doc.record_ids("statements")
+
+    def add_statements(self, statements: list[tuple[str, bytes]]) -> None:
+        """Write signed statements (id hex -> blob) as ONE change: a removal and
+        its new epoch never arrive apart."""
+        if not statements:
+            return
         with self.doc.edit() as ed:
-            ed.put_record("members", member_id, _member_fields(profile, self.clock(), invited_by))
-            if grant is not None:
-                ed.map_put("epochs", grant[0], "grants", member_id, grant[1])
+            for sid, blob in statements:
+                ed.put_root_scalar("statements", sid, blob)
         self._commit()
-
-    def remove_member(self, prefix: str) -> Member:
-        """Validate a removal; the service then calls `record_removal` with
-        the new epoch's grants (sealing needs keys this layer never sees)."""
-        self._require_member()
-        member = self.member(prefix)
-        if not member.active:
-            raise ActionRefused(f"{member.handle} was already removed")
-        return member
-
-    # --- epochs (key rotation) ---------------------------------------------
-
-    def epochs(self) -> list[EpochRecord]:
-        return sorted(self.view().epochs.values(), key=lambda e: e.order_key)
-
-    def current_epoch(self) -> EpochRecord | None:
-        epochs = self.epochs()
-        return epochs[0] if epochs else None
-
-    def record_epoch(self, number: int, check: bytes, grants: dict[MemberId, bytes],
-                     removed: Iterable[MemberId] = ()) -> str:
-        """Write a new epoch (and any removals it carries) as ONE change, so
-        no replica ever sees the removal without the rotation or vice versa."""
-        me = self._require_member()
-        removed = sorted(set(removed))
-        now = self.clock()
-        rid = f"{number:08d}-{new_record_id()}"
-        with self.doc.edit() as ed:
-            for member_id in removed:
-                ed.update("members", member_id, {"removed_at": now, "removed_by": me})
-            grant_map: dict[str, Scalar] = {str(k): v for k, v in grants.items()}
-            ed.put_record("epochs", rid, {
-                "number": number, "check": check, "created_by": me, "created_at": now,
-                "removed": " ".join(removed), "grants": grant_map,
-            })
-        self._commit()
-        return rid
-
-    def add_grant(self, epoch_id: str, member_id: MemberId, sealed: bytes) -> None:
-        """Give one more member the key of an existing epoch (a new joiner)."""
-        self._require_member()
-        with self.doc.edit() as ed:
-            ed.map_put("epochs", epoch_id, "grants", member_id, sealed)
-        self._commit()
-
-    # --- relays (the circle's relay list, synced like everything else) ------
 
     def relays(self, include_removed: bool = False) -> list[RelayRecord]:
         items = [r for r in self.view().relays.values() if include_removed or r.active]
@@ -749,14 +767,6 @@ def normalise_relay_url(url: str) -> str:
 def relay_record_id(normalised_url: str) -> str:
     """Record key of a relay: two members adding one URL share one record."""
     return hashlib.blake2b(normalised_url.encode(), digest_size=8, person=b"circle/relay-id").hexdigest()
-
-
-def _member_fields(profile: Profile, at: Millis, invited_by: MemberId | None) -> dict[str, Field]:
-    return {
-        "handle": _clean_text(profile.handle, "handle", 40, True), "sign_key": profile.sign_key,
-        "box_key": profile.box_key, "zone": profile.zone.strip()[:60], "joined_at": at,
-        "invited_by": invited_by, "removed_at": None, "removed_by": None,
-    }
 
 
 def _common_edits(title: str | None, details: str | None, category: str | None, zone: str | None) -> dict[str, Field]:

@@ -34,9 +34,11 @@ Millis = int
 DAY_MS = 24 * 60 * 60 * 1000
 DEFAULT_NEED_DAYS = 14
 DEFAULT_OFFER_DAYS = 30
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-COLLECTIONS = ["meta", "members", "needs", "offers", "tools", "loans", "holds", "relays", "epochs"]
+#: Schema 2: membership is signed statements (`statements`: id -> blob), never
+#: plain member or epoch records a peer could overwrite.
+COLLECTIONS = ["meta", "statements", "needs", "offers", "tools", "loans", "holds", "relays"]
 
 
 class Urgency(StrEnum):

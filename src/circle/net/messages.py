@@ -32,6 +32,8 @@ class MsgType(IntEnum):
     PONG = 0x07
     BYE = 0x08
     KEY_UPDATE = 0x09
+    PROOFS = 0x0A
+    SNAPSHOT_PLEASE = 0x0B
 
 
 class Codec(IntEnum):
@@ -46,6 +48,7 @@ class ByeCode(IntEnum):
     NOT_CONVERGING = 3
     TIMEOUT = 4
     INTERNAL_ERROR = 5
+    REMOVED = 6  # you are no longer a member (the reason says who and when)
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,22 @@ class KeyUpdate:
     data: bytes
 
 
+@dataclass(frozen=True)
+class Proofs:
+    """Signatures of the changes that follow (node/authorship.py), one block."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SnapshotPlease:
+    """I cannot converge by sync messages: send me your snapshot (I send mine).
+    A snapshot is accepted only by a side that asked (or that is empty)."""
+
+
 Message: TypeAlias = (
     Hello | SyncMsg | Idle | SnapshotStart | SnapshotChunk | Ping | Pong | Bye | KeyUpdate
+    | Proofs | SnapshotPlease
 )
 
 
@@ -165,6 +182,10 @@ def encode(msg: Message) -> bytes:
         return bytes([MsgType.BYE, msg.code]) + _str(msg.reason, 2)
     if isinstance(msg, KeyUpdate):
         return bytes([MsgType.KEY_UPDATE]) + msg.data
+    if isinstance(msg, Proofs):
+        return bytes([MsgType.PROOFS]) + msg.data
+    if isinstance(msg, SnapshotPlease):
+        return bytes([MsgType.SNAPSHOT_PLEASE])
     raise LocalProtocolError(f"cannot encode {type(msg).__name__}")
 
 
@@ -261,6 +282,10 @@ def decode(frame: bytes) -> Message:
         except ValueError:
             code = ByeCode.INTERNAL_ERROR
         msg = Bye(code, r.string(2))
+    elif kind is MsgType.PROOFS:
+        msg = Proofs(r.rest(nonempty=True))
+    elif kind is MsgType.SNAPSHOT_PLEASE:
+        msg = SnapshotPlease()
     else:
         msg = KeyUpdate(r.rest(nonempty=True))
     r.end()
@@ -269,5 +294,5 @@ def decode(frame: bytes) -> Message:
 
 __all__ = [
     "Bye", "ByeCode", "Codec", "Hello", "Idle", "KeyUpdate", "Message", "MsgType", "Ping",
-    "Pong", "SnapshotChunk", "SnapshotStart", "SyncMsg", "decode", "encode",
+    "Pong", "Proofs", "SnapshotChunk", "SnapshotPlease", "SnapshotStart", "SyncMsg", "decode", "encode",
 ]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -44,6 +45,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from circle.errors import (
     CircleError,
+    LocalProtocolError,
     NetworkError,
     PeerUnavailable,
     RelayAuthFailed,
@@ -56,14 +58,19 @@ from circle.net.envelope import envelope_id
 from circle.net.keys import EpochKey, Purpose, derive
 from circle.net.relay_protocol import (
     DEFAULT_FRAME_CAP,
-    MAILBOX_LEN,
     Authenticated,
     ClientCore,
     EnvelopePushed,
     FetchResult,
+    InsecureRelay,
+    ProofRequired,
     PutAcked,
     PutRefused,
     RelayFailed,
+    check_relay_url,
+    mailbox_for_token,
+    make_proof,
+    normalise_relay_url,
 )
 
 log = logging.getLogger("circle.relay.client")
@@ -73,28 +80,56 @@ _PUSH_QUEUE = 1024  # pushed envelopes buffered before we stop reading (back-pre
 
 @dataclass(frozen=True)
 class RelayCredentials:
-    """Mailbox id and access token for one circle epoch (same on every relay)."""
+    """Mailbox id and access token for one circle epoch on one relay.
+
+    The token is a keyed BLAKE2b of the relay's URL under a key derived from
+    the epoch key, so every relay of a circle gets a different token (and,
+    since the mailbox id is the token's hash, a different mailbox id): one
+    relay cannot replay what it saw at another, spend the circle's quota
+    there, or link the circle across relays by its mailbox id.
+    """
 
     mailbox: bytes
     token: bytes
 
     @classmethod
+    def from_token(cls, token: bytes) -> RelayCredentials:
+        return cls(mailbox_for_token(token), token)
+
+    @classmethod
+    def for_relay(cls, epoch_key: EpochKey, url: str) -> RelayCredentials:
+        context = b"relay-url\0" + normalise_relay_url(url).encode()
+        return cls.from_token(derive(epoch_key, Purpose.RELAY_TOKEN, context))
+
+    @classmethod
     def for_epoch(cls, epoch_key: EpochKey) -> RelayCredentials:
-        return cls(
-            derive(epoch_key, Purpose.RELAY_MAILBOX, size=MAILBOX_LEN),
-            derive(epoch_key, Purpose.RELAY_TOKEN),
-        )
+        """One token for every relay (invite mailboxes, which use one relay)."""
+        return cls.from_token(derive(epoch_key, Purpose.RELAY_TOKEN))
 
 
-def check_relay_url(url: str) -> str:
-    """Accept ws:// and wss:// URLs only (wss:// for anything not on loopback)."""
-    u = url.strip()
-    if not (u.startswith("ws://") or u.startswith("wss://")):
-        raise UsageError(f"relay URL must start with ws:// or wss://: {url!r}")
-    return u
+#: What a pool is given: one credential for every relay, or one per URL.
+CredentialSource = RelayCredentials | Callable[[str], RelayCredentials]
 
 
 # --- one connection -----------------------------------------------------------
+
+#: Registration proofs made in this process (mailbox -> proof), so a relay
+#: that forgot a mailbox and asks again costs nothing the second time.
+_known_proofs: dict[bytes, int] = {}
+
+
+@functools.lru_cache(maxsize=256)
+def _proof_for(mailbox: bytes, bits: int) -> int:
+    return make_proof(mailbox, bits)
+
+
+def _proof(mailbox: bytes, bits: int) -> int:
+    try:
+        proof = _proof_for(mailbox, bits)
+    except LocalProtocolError as e:
+        raise RelayError(e.message) from None
+    _known_proofs[mailbox] = proof
+    return proof
 
 
 class RelayConnection:
@@ -110,6 +145,8 @@ class RelayConnection:
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._pushed: asyncio.Queue[EnvelopePushed | None] = asyncio.Queue(_PUSH_QUEUE)
         self._failure: NetworkError | None = None
+        self.bytes_sent = 0  # protocol messages after authentication, both ways
+        self.bytes_received = 0
         self._reader = asyncio.create_task(self._read_loop())
         self.last_seen = time.time()
 
@@ -134,11 +171,12 @@ class RelayConnection:
             raise PeerUnavailable(f"relay {url} is unreachable ({type(e).__name__})") from None
         core = ClientCore(frame_cap)
         try:
-            await ws.send(core.auth(creds.mailbox, creds.token))
-            data = await asyncio.wait_for(ws.recv(decode=False), open_timeout)
-            if isinstance(data, str):
-                raise RemoteProtocolError("relay sent a text frame")
-            ev = core.receive(data)
+            await ws.send(core.auth(creds.mailbox, creds.token, _known_proofs.get(creds.mailbox, 0)))
+            ev = await cls._auth_reply(ws, core, open_timeout)
+            if isinstance(ev, ProofRequired):  # a new mailbox: registering costs a proof
+                proof = await asyncio.to_thread(_proof, creds.mailbox, ev.bits)
+                await ws.send(core.auth(creds.mailbox, creds.token, proof))
+                ev = await cls._auth_reply(ws, core, open_timeout)
         except (ConnectionClosed, TimeoutError, OSError):
             await ws.close()
             raise PeerUnavailable(f"relay {url} closed the connection during auth") from None
@@ -153,6 +191,13 @@ class RelayConnection:
             raise RemoteProtocolError("relay did not answer the auth")
         return cls(ws, core, ev, url)
 
+    @staticmethod
+    async def _auth_reply(ws: ClientConnection, core: ClientCore, timeout: float) -> Any:
+        data = await asyncio.wait_for(ws.recv(decode=False), timeout)
+        if isinstance(data, str):
+            raise RemoteProtocolError("relay sent a text frame")
+        return core.receive(data)
+
     async def _read_loop(self) -> None:
         failure: NetworkError
         try:
@@ -161,6 +206,7 @@ class RelayConnection:
                 if isinstance(data, str):
                     raise RemoteProtocolError("relay sent a text frame")
                 self.last_seen = time.time()
+                self.bytes_received += len(data)
                 ev = self._core.receive(data)
                 if isinstance(ev, (PutAcked, PutRefused, FetchResult)):
                     fut = self._waiters.pop(ev.req, None)
@@ -197,6 +243,7 @@ class RelayConnection:
     async def _send(self, data: bytes) -> None:
         if self._failure is not None:
             raise self._failure
+        self.bytes_sent += len(data)
         try:
             await self._ws.send(data)
         except ConnectionClosed:
@@ -346,6 +393,8 @@ class RelayStatus:
     received: int = 0  # envelopes read from this relay (before dedupe)
     resets: int = 0
     needs_resync: bool = False
+    bytes_sent: int = 0  # protocol bytes to and from this relay, all connections so far
+    bytes_received: int = 0
 
 
 EnvelopeCallback = Callable[[bytes, str], Awaitable[None] | None]
@@ -394,7 +443,7 @@ class RelayPool:
     def __init__(
         self,
         urls: Iterable[str],
-        creds: RelayCredentials,
+        creds: CredentialSource,
         *,
         cursors: RelayCursors | None = None,
         on_envelope: EnvelopeCallback | None = None,
@@ -419,7 +468,11 @@ class RelayPool:
         self._started = False
         self.rejected = 0  # envelopes whose on_envelope raised a CircleError
         for url in urls:
-            self._relays[check_relay_url(url)] = _Relay(check_relay_url(url), max_outbox)
+            u = normalise_relay_url(url)  # an insecure one is reported by its supervisor
+            self._relays[u] = _Relay(u, max_outbox)
+
+    def creds_for(self, url: str) -> RelayCredentials:
+        return self.creds(url) if callable(self.creds) else self.creds
 
     # --- lifecycle --------------------------------------------------------
 
@@ -448,7 +501,7 @@ class RelayPool:
         await self.close()
 
     async def add_relay(self, url: str) -> None:
-        url = check_relay_url(url)
+        url = normalise_relay_url(url)
         if url in self._relays:
             return
         r = _Relay(url, self._max_outbox)
@@ -457,7 +510,7 @@ class RelayPool:
             r.task = asyncio.create_task(self._supervise(r))
 
     async def remove_relay(self, url: str) -> None:
-        r = self._relays.pop(url, None)
+        r = self._relays.pop(normalise_relay_url(url), None)
         if r is not None and r.task is not None:
             r.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -485,7 +538,7 @@ class RelayPool:
 
     def push_to(self, url: str, envelopes: Iterable[bytes]) -> None:
         """Queue envelopes for one relay only (e.g. a snapshot after `on_reset`)."""
-        r = self._relays[url]
+        r = self._relays[normalise_relay_url(url)]
         for env in envelopes:
             env = bytes(env)
             eid = envelope_id(env)
@@ -561,12 +614,15 @@ class RelayPool:
         while True:
             conn: RelayConnection | None = None
             try:
-                conn = await RelayConnection.open(r.url, self.creds, open_timeout=self.open_timeout)
+                conn = await RelayConnection.open(r.url, self.creds_for(r.url), open_timeout=self.open_timeout)
                 r.conn = conn
                 delays = iter(self.backoff.delays())  # connected: start backing off afresh
                 await self._session(r, conn)
             except asyncio.CancelledError:
                 raise
+            except InsecureRelay as e:  # retrying will not make it safe
+                r.status.last_error = e.message
+                return
             except RelayAuthFailed as e:
                 r.status.last_error = e.message
             except NetworkError as e:
@@ -580,12 +636,14 @@ class RelayPool:
                 r.caught_up.clear()
                 r.status.caught_up = False
                 if conn is not None:
+                    r.status.bytes_sent += conn.bytes_sent
+                    r.status.bytes_received += conn.bytes_received
                     await conn.close()
             await asyncio.sleep(next(delays))
 
     async def _session(self, r: _Relay, conn: RelayConnection) -> None:
         c = self.cursors.get(r.url)
-        mailbox = self.creds.mailbox.hex()
+        mailbox = self.creds_for(r.url).mailbox.hex()
         instance = conn.instance.hex()
         reset = False
         if c.mailbox != mailbox:
@@ -663,13 +721,13 @@ class RelayPool:
 
         async def one(r: _Relay) -> str | None:
             try:
-                conn = await RelayConnection.open(r.url, self.creds, open_timeout=self.open_timeout)
+                conn = await RelayConnection.open(r.url, self.creds_for(r.url), open_timeout=self.open_timeout)
             except NetworkError as e:
                 r.status.last_error = e.message
                 return e.message
             try:
                 c = self.cursors.get(r.url)
-                mailbox, instance = self.creds.mailbox.hex(), conn.instance.hex()
+                mailbox, instance = self.creds_for(r.url).mailbox.hex(), conn.instance.hex()
                 if c.mailbox != mailbox or (c.instance and c.instance != instance) or conn.head < c.cursor:
                     if c.mailbox == mailbox:
                         r.status.resets += 1
@@ -700,6 +758,8 @@ class RelayPool:
                 r.status.last_error = e.message
                 return e.message
             finally:
+                r.status.bytes_sent += conn.bytes_sent
+                r.status.bytes_received += conn.bytes_received
                 await conn.close()
 
         relays = list(self._relays.values())
@@ -716,6 +776,6 @@ class RelayPool:
 
 
 __all__ = [
-    "Backoff", "RelayConnection", "RelayCredentials", "RelayCursor", "RelayCursors", "RelayPool",
-    "RelayStatus", "check_relay_url",
+    "Backoff", "CredentialSource", "InsecureRelay", "RelayConnection", "RelayCredentials", "RelayCursor",
+    "RelayCursors", "RelayPool", "RelayStatus", "check_relay_url", "normalise_relay_url",
 ]

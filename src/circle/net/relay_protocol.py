@@ -8,7 +8,7 @@ client (`ClientCore` here); the asyncio drivers in `circle.relay.server` and
 Messages (integers big-endian; `rest` = the remainder of the message)::
 
     client -> relay
-      0x01 Auth       version u8, mailbox 16, token 32
+      0x01 Auth       version u8, mailbox 16, token 32, proof u64
       0x02 Put        req u32, envelope rest
       0x03 Fetch      req u32, since u64, limit u16
       0x04 Subscribe  since u64          (relay then pushes every envelope
@@ -20,6 +20,21 @@ Messages (integers big-endian; `rest` = the remainder of the message)::
                       count x (cursor u64, length u32, envelope)
       0x84 Pushed     cursor u64, envelope rest
       0x85 Error      req u32, code u16, fatal u8, length u16, text (UTF-8)
+      0x86 Challenge  bits u8            (registering this mailbox needs a proof)
+
+Authentication and registration (version 2):
+
+- The mailbox id is the hash of the token (`mailbox_for_token`), so a relay
+  can check that a client knows the token behind a mailbox id, and nobody can
+  register somebody else's mailbox id with a token of their own.
+- A mailbox the relay does not know yet is only created for an Auth whose
+  `proof` makes `proof_ok(mailbox, proof, bits)` true: BLAKE2b over the
+  mailbox and the proof has `bits` leading zero bits (about 2**bits hashes to
+  find). A client first sends proof 0; a relay that wants a proof answers
+  Challenge(bits) and waits for a second Auth with a proof; anything else
+  is fatal. A known mailbox never costs a proof.
+- Before authentication the relay accepts only small messages
+  (`PRE_AUTH_FRAME_CAP`).
 
 Decoding is strict: an unknown type, a wrong length, trailing bytes, an
 out-of-range field or a message above the frame cap is a RemoteProtocolError.
@@ -29,8 +44,11 @@ The first client message must be Auth; anything else first is fatal.
 from __future__ import annotations
 
 import enum
+import hashlib
+import ipaddress
 import struct
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from circle.errors import (
     LocalProtocolError,
@@ -38,6 +56,7 @@ from circle.errors import (
     RelayError,
     RelayQuotaExceeded,
     RemoteProtocolError,
+    UsageError,
 )
 from circle.net.envelope import MAX_ENVELOPE_SIZE, envelope_id
 
@@ -46,9 +65,14 @@ MAILBOX_LEN = 16
 TOKEN_LEN = 32
 INSTANCE_ID_LEN = 16
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: Default cap on one protocol message: one largest envelope plus headers.
 DEFAULT_FRAME_CAP = MAX_ENVELOPE_SIZE + 1024
+#: Cap on a message before authentication: Auth is 58 bytes.
+PRE_AUTH_FRAME_CAP = 256
+#: Proof bits a relay asks for by default to register a new mailbox.
+DEFAULT_REGISTRATION_BITS = 16
+MAX_REGISTRATION_BITS = 28
 MAX_ERROR_TEXT = 200
 MAX_FETCH_LIMIT = 1000
 ID_LEN = 32
@@ -64,6 +88,112 @@ class ErrorCode(enum.IntEnum):
     BAD_ENVELOPE = 7
     SERVER_FULL = 8
     INTERNAL = 9
+    RATE_LIMITED = 10
+
+
+#: WebSocket close code the relay uses after a fatal error of each kind
+#: (RFC 6455 section 7.4.1).
+CLOSE_CODES: dict[int, int] = {
+    ErrorCode.BAD_MESSAGE: 1002,  # protocol error
+    ErrorCode.UNSUPPORTED_VERSION: 1002,
+    ErrorCode.AUTH_REQUIRED: 1008,  # policy violation
+    ErrorCode.AUTH_FAILED: 1008,
+    ErrorCode.TOO_LARGE: 1009,  # message too big
+    ErrorCode.QUOTA_EXCEEDED: 1008,
+    ErrorCode.BAD_ENVELOPE: 1008,
+    ErrorCode.SERVER_FULL: 1013,  # try again later
+    ErrorCode.INTERNAL: 1011,
+    ErrorCode.RATE_LIMITED: 1013,
+}
+#: A text frame is not part of the protocol.
+CLOSE_UNSUPPORTED_DATA = 1003
+
+
+# --- mailbox ids and registration proofs ----------------------------------------
+
+_MAILBOX_PERSON = b"circle/mbox-id".ljust(16, b"\0")
+_PROOF_PERSON = b"circle/reg-proof".ljust(16, b"\0")
+
+
+def mailbox_for_token(token: bytes) -> bytes:
+    """The mailbox id that belongs to a token (BLAKE2b, domain-separated)."""
+    return hashlib.blake2b(token, digest_size=MAILBOX_LEN, person=_MAILBOX_PERSON).digest()
+
+
+def _leading_zero_bits(digest: bytes) -> int:
+    n = int.from_bytes(digest, "big")
+    return len(digest) * 8 - n.bit_length()
+
+
+def proof_ok(mailbox: bytes, proof: int, bits: int) -> bool:
+    """True if `proof` is a registration proof of at least `bits` bits for `mailbox`."""
+    if bits <= 0:
+        return True
+    h = hashlib.blake2b(mailbox + proof.to_bytes(8, "big"), digest_size=32, person=_PROOF_PERSON)
+    return _leading_zero_bits(h.digest()) >= bits
+
+
+def make_proof(mailbox: bytes, bits: int) -> int:
+    """Find a registration proof (about 2**bits BLAKE2b calls; 16 bits ~ 0.1 s)."""
+    if not 0 <= bits <= MAX_REGISTRATION_BITS:
+        raise LocalProtocolError(f"relay asks for a {bits}-bit proof; the most a client makes is {MAX_REGISTRATION_BITS}")
+    base = hashlib.blake2b(mailbox, digest_size=32, person=_PROOF_PERSON)
+    proof = 1
+    while True:
+        h = base.copy()
+        h.update(proof.to_bytes(8, "big"))
+        if _leading_zero_bits(h.digest()) >= bits:
+            return proof
+        proof += 1
+
+
+# --- relay URLs -----------------------------------------------------------------
+
+
+def normalise_relay_url(url: str) -> str:
+    """Lower-case scheme and host, a path ("/" if none); UsageError if not a ws(s) URL."""
+    text = url.strip()
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss") or not text.lower().startswith(scheme + "://"):
+        raise UsageError(f"relay URL must start with ws:// or wss://: {url!r}")
+    try:
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"relay URL has a bad port: {url!r}") from None
+    if not host:
+        raise UsageError(f"relay URL has no host: {url!r}")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{netloc}{parts.path or '/'}{query}"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it could resolve anywhere
+
+
+def check_relay_url(url: str) -> str:
+    """A normalised ws:// or wss:// URL. Plain ws:// only to this machine
+    (127.0.0.0/8 or ::1, as addresses): anywhere else the connection would
+    carry the mailbox token in clear, so it must be wss://."""
+    u = normalise_relay_url(url)
+    if u.startswith("ws://"):
+        host = urlsplit(u).hostname or ""
+        if not _loopback(host):
+            raise InsecureRelay(
+                f"relay {u} is not on this machine: plain ws:// is only for 127.0.0.1 and ::1; "
+                f"use wss://{u[len('ws://'):]}")
+    return u
+
+
+class InsecureRelay(RelayError, UsageError):
+    """A ws:// URL for a relay that is not on this machine."""
 
 
 # --- messages -----------------------------------------------------------------
@@ -74,6 +204,7 @@ class Auth:
     mailbox: bytes
     token: bytes
     version: int = PROTOCOL_VERSION
+    proof: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,12 +262,18 @@ class Error:
     fatal: bool = False
 
 
+@dataclass(frozen=True)
+class Challenge:
+    bits: int
+
+
 ClientMessage = Auth | Put | Fetch | Subscribe
-ServerMessage = AuthOk | Ack | Batch | Pushed | Error
+ServerMessage = AuthOk | Ack | Batch | Pushed | Error | Challenge
 Message = ClientMessage | ServerMessage
 
 _U32 = struct.Struct(">I")
-_AUTH = struct.Struct(f">BB{MAILBOX_LEN}s{TOKEN_LEN}s")
+_AUTH = struct.Struct(f">BB{MAILBOX_LEN}s{TOKEN_LEN}sQ")
+_CHALLENGE = struct.Struct(">BB")
 _FETCH = struct.Struct(">BIQH")
 _SUB = struct.Struct(">BQ")
 _PUT_HEAD = struct.Struct(">BI")
@@ -162,7 +299,8 @@ def encode(msg: Message) -> bytes:
     if isinstance(msg, Auth):
         if len(msg.mailbox) != MAILBOX_LEN or len(msg.token) != TOKEN_LEN:
             raise LocalProtocolError("mailbox must be 16 bytes and token 32 bytes")
-        return _AUTH.pack(0x01, _u(msg.version, 255, "version"), msg.mailbox, msg.token)
+        return _AUTH.pack(0x01, _u(msg.version, 255, "version"), msg.mailbox, msg.token,
+                          _u(msg.proof, _U64_MAX, "proof"))
     if isinstance(msg, Put):
         return _PUT_HEAD.pack(0x02, _u(msg.req, _U32_MAX, "req")) + msg.envelope
     if isinstance(msg, Fetch):
@@ -194,6 +332,8 @@ def encode(msg: Message) -> bytes:
         text = text.decode("utf-8", "ignore").encode("utf-8")
         return _ERROR_HEAD.pack(0x85, _u(msg.req, _U32_MAX, "req"), _u(msg.code, 65535, "code"),
                                 int(msg.fatal), len(text)) + text
+    if isinstance(msg, Challenge):
+        return _CHALLENGE.pack(0x86, _u(msg.bits, MAX_REGISTRATION_BITS, "bits"))
     raise LocalProtocolError(f"cannot encode {type(msg).__name__}")
 
 
@@ -221,9 +361,13 @@ def decode_client_message(data: bytes, cap: int = DEFAULT_FRAME_CAP) -> ClientMe
     _check_cap(data, cap)
     t = data[0]
     if t == 0x01:
-        _, version, mailbox, token = _exact(data, _AUTH)
+        if len(data) >= 2 and data[1] != PROTOCOL_VERSION:
+            # another version's Auth may have another length: let the relay say "version"
+            return Auth(bytes(MAILBOX_LEN), bytes(TOKEN_LEN), data[1])
+        _, version, mailbox, token, proof = _exact(data, _AUTH)
         assert isinstance(version, int) and isinstance(mailbox, bytes) and isinstance(token, bytes)
-        return Auth(mailbox, token, version)
+        assert isinstance(proof, int)
+        return Auth(mailbox, token, version, proof)
     if t == 0x02:
         if len(data) < _PUT_HEAD.size:
             raise RemoteProtocolError("Put is too short")
@@ -289,6 +433,12 @@ def decode_server_message(data: bytes, cap: int = DEFAULT_FRAME_CAP) -> ServerMe
         except UnicodeDecodeError:
             raise RemoteProtocolError("Error text is not UTF-8") from None
         return Error(code, text, req, _bool(fatal))
+    if t == 0x86:
+        _, bits = _exact(data, _CHALLENGE)
+        assert isinstance(bits, int)
+        if bits > MAX_REGISTRATION_BITS:
+            raise RemoteProtocolError(f"relay asks for a {bits}-bit registration proof")
+        return Challenge(bits)
     raise RemoteProtocolError(f"unknown relay message type {t:#x}")
 
 
@@ -331,13 +481,20 @@ class EnvelopePushed:
 
 
 @dataclass(frozen=True)
+class ProofRequired:
+    """The relay does not know the mailbox yet: registering it needs a proof."""
+
+    bits: int
+
+
+@dataclass(frozen=True)
 class RelayFailed:
     """A fatal error from the relay: the connection is over."""
 
     error: RelayError
 
 
-ClientEvent = Authenticated | PutAcked | PutRefused | FetchResult | EnvelopePushed | RelayFailed
+ClientEvent = Authenticated | PutAcked | PutRefused | FetchResult | EnvelopePushed | RelayFailed | ProofRequired
 
 
 def error_for(code: int, text: str) -> RelayError:
@@ -354,18 +511,18 @@ class ClientCore:
 
     def __init__(self, frame_cap: int = DEFAULT_FRAME_CAP) -> None:
         self.frame_cap = frame_cap
-        self.state = "new"  # new -> authenticating -> ready -> closed
+        self.state = "new"  # new -> authenticating [-> challenged -> authenticating] -> ready -> closed
         self._next_req = 1
         self._pending_puts: dict[int, bytes] = {}  # req -> expected envelope id
         self._pending_fetches: dict[int, int] = {}  # req -> since
         self.subscribed = False
         self._last_pushed = -1
 
-    def auth(self, mailbox: bytes, token: bytes) -> bytes:
-        if self.state != "new":
+    def auth(self, mailbox: bytes, token: bytes, proof: int = 0) -> bytes:
+        if self.state not in ("new", "challenged"):
             raise LocalProtocolError("auth must be the first message")
         self.state = "authenticating"
-        return encode(Auth(mailbox, token))
+        return encode(Auth(mailbox, token, proof=proof))
 
     def _req(self) -> int:
         req = self._next_req
@@ -419,12 +576,15 @@ class ClientCore:
                 self.state = "closed"
                 return RelayFailed(err)
             raise RemoteProtocolError("relay answered a request that was not made")
+        if self.state == "authenticating" and isinstance(msg, Challenge):
+            self.state = "challenged"
+            return ProofRequired(msg.bits)
         if self.state == "authenticating":
             if not isinstance(msg, AuthOk):
                 raise RemoteProtocolError("relay did not answer the auth first")
             self.state = "ready"
             return Authenticated(msg.instance, msg.head, msg.registered)
-        if self.state != "ready" or isinstance(msg, AuthOk):
+        if self.state != "ready" or isinstance(msg, (AuthOk, Challenge)):
             raise RemoteProtocolError("unexpected message from relay")
         if isinstance(msg, Ack):
             expected = self._pending_puts.pop(msg.req, None)
@@ -456,8 +616,8 @@ class ClientCore:
 
 
 __all__ = [
-    "Ack", "Auth", "AuthOk", "Authenticated", "Batch", "ClientCore", "ClientEvent",
-    "DEFAULT_FRAME_CAP", "EnvelopePushed", "Error", "ErrorCode", "Fetch", "FetchResult", "Pushed",
+    "Ack", "Auth", "AuthOk", "Authenticated", "Batch", "Challenge", "ClientCore", "ClientEvent",
+    "DEFAULT_FRAME_CAP", "DEFAULT_REGISTRATION_BITS", "InsecureRelay", "check_relay_url", "normalise_relay_url", "PRE_AUTH_FRAME_CAP", "ProofRequired", "EnvelopePushed", "Error", "ErrorCode", "Fetch", "FetchResult", "Pushed",
     "Put", "PutAcked", "PutRefused", "RelayFailed", "Subscribe", "decode_client_message", "decode_server_message",
-    "encode",
+    "encode", "mailbox_for_token", "make_proof", "proof_ok",
 ]

@@ -27,10 +27,19 @@ Session rules:
 5. `local_change()` pushes new local edits to the live peer at once.
 6. Caps: more than `max_rounds` exchanges in a row in which neither side's
    heads moved and we still had more to say, or
-   a sync message too big for one frame, falls back to a snapshot once; a
-   second failure ends the session (`RemoteProtocolError`). If both sides
-   go idle with different heads (a stall: nobody would speak again), the
-   SyncState is reset once, then the snapshot fallback applies.
+   a sync message too big for one frame, falls back to snapshots once: we
+   send `SnapshotPlease` and our snapshot; the peer answers with its own. A
+   snapshot is accepted only by a side that asked for it (`SnapshotPlease`
+   sent or received) or that is empty (rule 3); any other is a protocol
+   error. A second failure ends the session (`RemoteProtocolError`). If
+   both sides go idle with different heads (a stall: nobody would speak
+   again), the SyncState is reset once, then the snapshot fallback applies.
+8. Authorship: before a sync message that carries changes, and before a
+   snapshot's data, we send `Proofs` (the signatures the peer needs, from
+   `doc.proofs_for_hashes` of the changes in that message, each sent once per session) when the
+   document offers them (node/authorship.GatedDoc); received Proofs go to
+   `doc.take_proofs`. The document checks them before anything is applied;
+   a refusal ends the session with the reason.
 7. Ending: `close()` sends `Bye` sealed with TAG_FINAL. A received Bye is
    answered with our own Bye. EOF without the peer's final frame means the
    peer vanished or the stream was truncated: `PeerUnavailable`. Any protocol
@@ -49,7 +58,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol, TypeAlias
 
-from circle.crdt.am import advertised_heads, warm_sync_message
+from circle.crdt.am import advertised_heads, sync_message_change_hashes, warm_sync_message
 from circle.errors import (
     CircleError,
     HandshakeFailed,
@@ -73,7 +82,7 @@ from circle.net.keys import DeviceIdentity, EpochKey
 
 MAX_FRAME = 4 << 20  # cap on one encrypted frame, checked before buffering it
 SNAPSHOT_CHUNK = 256 << 10
-MAX_SNAPSHOT = 512 << 20  # refuse a larger announced snapshot (compressed or not)
+MAX_SNAPSHOT = 64 << 20  # refuse a larger announced snapshot, compressed or raw (a circle never needs more)
 MAX_ROUNDS = 64
 CAP_SNAPSHOT_ZLIB = "snapshot-zlib"
 CAPABILITIES = frozenset({CAP_SNAPSHOT_ZLIB})
@@ -90,6 +99,7 @@ class SyncDoc(Protocol):
     def heads(self) -> list[bytes]: ...
     def merge_saved(self, data: bytes) -> None: ...
     def is_empty(self) -> bool: ...
+    # Optional (GatedDoc): `proofs_for_hashes(hashes) -> list[bytes]`, `take_proofs(block)`.
 
 
 # --- events ------------------------------------------------------------------
@@ -222,6 +232,8 @@ class Connection:
         self._stalls = 0
         self._fallback_used = False
         self._pending_local = False
+        self._snapshot_asked = False  # we sent or received SnapshotPlease: a snapshot may come
+        self._proofs_sent: set[bytes] = set()
         self.peer_heads: frozenset[bytes] | None = None  # last heads the peer told us
         if role is Role.INITIATOR:
             self._out += encode_frame(self._hs.start(), MAX_HANDSHAKE_MESSAGE)
@@ -450,6 +462,15 @@ class Connection:
             pass
         elif isinstance(msg, m.KeyUpdate):
             self._events.append(KeyUpdateReceived(msg.data))
+        elif isinstance(msg, m.Proofs):
+            take = getattr(self.doc, "take_proofs", None)
+            if take is not None:
+                try:
+                    take(msg.data)
+                except MalformedDocument as exc:
+                    raise RemoteProtocolError(f"the peer sent malformed proofs: {exc}") from None
+        elif isinstance(msg, m.SnapshotPlease):
+            self._on_snapshot_please()
         else:
             self._on_bye(msg)
 
@@ -574,6 +595,7 @@ class Connection:
                 if len(data) > _MAX_SYNC_BODY or self._rounds > self._max_rounds:
                     self._fallback()
                     return
+                self._send_proofs(data)
                 self._send(m.SyncMsg(data))
                 self.stats.sync_messages_sent += 1
                 self.stats.sync_bytes_sent += len(data)
@@ -596,7 +618,39 @@ class Connection:
                 f"the sync did not converge within {self._max_rounds} rounds, even after a snapshot"
             )
         self._fallback_used = True
+        self._snapshot_asked = True
+        self._send(m.SnapshotPlease())
         self._send_snapshot()
+
+    def _on_snapshot_please(self) -> None:
+        if self._snapshot_asked and self._fallback_used:
+            return  # we asked first: our snapshot is on its way
+        self._snapshot_asked = True
+        self._fallback_used = True
+        self._send_snapshot()
+
+    def _send_proofs(self, sync_data: bytes) -> None:
+        proofs_for = getattr(self.doc, "proofs_for_hashes", None)
+        if proofs_for is None:
+            return
+        hashes = sync_message_change_hashes(sync_data)
+        if hashes == []:
+            return
+        # None: a form we cannot read (e.g. a whole document chunk): send every
+        # proof the peer may lack; the receiver checks whatever it gets.
+        wanted = proofs_for(hashes) if hashes is not None else self._all_proofs()
+        fresh = [p for p in wanted if p[:32] not in self._proofs_sent]
+        if not fresh:
+            return
+        self._proofs_sent.update(p[:32] for p in fresh)
+        # One frame each: stay well under MAX_FRAME whatever the count.
+        per = (_MAX_SYNC_BODY - 16) // 96
+        for i in range(0, len(fresh), per):
+            self._send(m.Proofs(b"CPRF" + b"".join(fresh[i : i + per])))
+
+    def _all_proofs(self) -> list[bytes]:
+        since = getattr(self.doc, "proofs_since", None)
+        return [] if since is None else list(since(sorted(self.peer_heads or ())))
 
     def _send_snapshot(self) -> None:
         raw = self.doc.save()
@@ -620,6 +674,8 @@ class Connection:
         self._rounds = 0
 
     def _on_snapshot_start(self, start: m.SnapshotStart) -> None:
+        if not (self._awaiting_snapshot or self._snapshot_asked):
+            raise RemoteProtocolError("the peer sent a snapshot nobody asked for")
         if self._incoming is not None:
             raise RemoteProtocolError("the peer started a second snapshot before finishing one")
         if start.size > self._max_snapshot or start.raw_size > self._max_snapshot:

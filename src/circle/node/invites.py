@@ -13,11 +13,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from circle.crdt.am import AmDoc
-from circle.crdt.board import Profile
 from circle.errors import (
     CircleError,
     InviteError,
+    MalformedDocument,
     PeerUnavailable,
     StoreError,
     UsageError,
@@ -56,6 +55,7 @@ class InviteHost:
     on_joined: Callable[[JoinedEvent], None] | None = None
     pending: dict[str, InviteCode] = field(default_factory=dict)
     used: dict[str, str] = field(default_factory=dict)  # invite id -> member id
+    links: set[str] = field(default_factory=set)  # codes that link a device of ours, not a new member
     failures: list[str] = field(default_factory=list)
     bound: tuple[str, int] | None = None
     _server: asyncio.Server | None = None
@@ -77,6 +77,13 @@ class InviteHost:
             self._server.close()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._server.wait_closed(), 5.0)
+
+    def create_link(self, expires_minutes: float = 10, addresses: tuple[str, ...] = (),
+                    relays: tuple[str, ...] = ()) -> InviteCode:
+        """A one-time code for linking another device of this member (`circle device link`)."""
+        code = self.create(expires_minutes, addresses, relays)
+        self.links.add(code.invite_id)
+        return code
 
     def create(self, expires_minutes: float = 30, addresses: tuple[str, ...] = (),
                relays: tuple[str, ...] = ()) -> InviteCode:
@@ -166,28 +173,22 @@ class InviteHost:
             conn.refuse("this invite was already used or has expired")
             return None
         svc = self.svc
-        board = svc.board
-        epoch = board.current_epoch()
-        if epoch is None or not membership.holds_key(svc, epoch):
-            conn.refuse("the inviter's device is not up to date with the circle's keys; try again after it syncs")
-            return None
-        member_id = request.member_id
-        if board.view().members.get(member_id) is not None:  # type: ignore[call-overload]
-            conn.refuse("this device is (or was) already a member of the circle")
-            return None
         try:
-            sealed = membership.seal_grant(request.box_key, svc.config.circle_id, epoch.number,
-                                           svc.config.epoch_keys[epoch.number])
-            board.add_member(member_id, Profile(request.handle, request.verify_key, request.box_key, request.zone),
-                             svc.me, grant=(epoch.id, sealed))
+            if code.invite_id in self.links:
+                membership.link_device(svc, request.verify_key, request.box_key)
+            else:
+                membership.add_member(svc, request.verify_key, request.box_key, request.handle, request.zone)
         except CircleError as exc:
             conn.refuse(f"could not add you: {exc}")
             return None
+        member_id = request.member_id
+        current = svc.membership().current
+        number = current.number if current is not None else svc.config.epoch
         del self.pending[code.invite_id]  # one use only, decided before anything is sent
         self.used[code.invite_id] = member_id
         newest = sorted(svc.config.epoch_keys)[-KEYS_FOR_JOINER:]
-        conn.accept(JoinAccepted(svc.config.circle_id, svc.config.name, epoch.number,
-                                 {n: svc.config.epoch_keys[n] for n in newest}, svc.doc.save()))
+        conn.accept(JoinAccepted(svc.config.circle_id, svc.config.name, number,
+                                 {n: svc.config.epoch_keys[n] for n in newest}, svc.packed_snapshot()))
         fpr = conn.result.fingerprint if conn.result is not None else ""
         return JoinedEvent(member_id, request.handle, fpr, code)
 
@@ -275,14 +276,19 @@ async def _join_over(home: Home, code: InviteCode, handle: str, zone: str,
 
 
 def _install(home: Home, accepted: JoinAccepted) -> CircleService:
-    doc = AmDoc.load(accepted.document)
-    got = doc.root_scalars("meta").get("circle_id")
-    if got != accepted.circle_id:
-        raise InviteError("the inviter sent a document for another circle")
-    svc = CircleService.create_from_doc(home, accepted.circle_id, accepted.name, doc,
-                                        dict(accepted.keys), accepted.epoch)
-    if svc.board.active_member(svc.me) is None:
+    """The inviter's copy, verified like anything else from a peer (signed by
+    members' devices, anchored at the circle's founding statement)."""
+    try:
+        svc = CircleService.join_from_snapshot(home, accepted.circle_id, accepted.name, accepted.document,
+                                               dict(accepted.keys), accepted.epoch)
+    except MalformedDocument as exc:
+        raise InviteError(f"the inviter sent a document this device cannot trust: {exc}") from None
+    mine = svc.membership().active_device(home.identity.verify_key)
+    if mine is None:
         raise InviteError("the inviter's document does not list this device as a member")
+    if mine.member != home.identity.verify_key:  # a linked device acts for the member that certified it
+        svc.config.settings["member_key"] = mine.member.hex()
+        svc.config.save(home)
+        svc.board.me = svc.me
     membership.reconcile(svc)
     return svc
-

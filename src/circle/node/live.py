@@ -22,8 +22,10 @@ from typing import Any
 
 from circle.errors import CircleError, UsageError
 from circle.net.discovery import ALL_INTERFACES, Discovery, PeerFound, PeerLost, parse_manual_peer
+from circle.net.messages import ByeCode
 from circle.net.session import Closed, DocChanged, Event, HandshakeDone, InSync, Progress
 from circle.net.tcp import PeerSession, SyncNode, SyncReport
+from circle.node.authorship import GatedDoc
 from circle.node.relays import RelayRoundResult, RelaySync
 from circle.node.service import CircleService
 
@@ -64,6 +66,21 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, port
 
 
+def removal_notice(svc: CircleService, device_key: bytes) -> str:
+    """"You were removed from Block 9 by ana on 2 Dec." (what a removed device is told)."""
+    m = svc.membership()
+    d = m.devices.get(device_key)
+    owner = m.members.get(d.member) if d is not None else None
+    by_key = (d.removed_by if d is not None and d.removed_by else None) or (owner.removed_by if owner else None)
+    by = m.members.get(by_key) if by_key else None
+    when = (d.removed_at if d is not None and d.removed_at else None) or (owner.removed_at if owner else None)
+    day = time.strftime("%-d %b", time.localtime(when / 1000)) if when else "recently"
+    if owner is not None and owner.left:
+        return f"You left {svc.config.name} on {day}."
+    who = by.handle if by is not None else "another member"
+    return f"You were removed from {svc.config.name} by {who} on {day}."
+
+
 class LiveSync:
     def __init__(
         self,
@@ -86,7 +103,8 @@ class LiveSync:
         # False when the host (the TUI) already follows the store: its "disk"
         # notifications still reach us and push to peers.
         self.follow_disk = follow_disk
-        self.node = SyncNode(svc.doc, svc.home.identity, svc.keyring, svc.is_active_member, self._on_event)
+        self.node = SyncNode(GatedDoc(svc.doc, svc.gate), svc.home.identity, svc.keyring, svc.is_active_member,
+                             self._on_event)
         self.discovery: Discovery | None = None
         self.bound: tuple[str, int] | None = None
         self.peers: dict[str, PeerStatus] = {}
@@ -250,7 +268,22 @@ class LiveSync:
             if self._keep_connected:
                 await self.relays.start()
 
+    def close_removed(self) -> int:
+        """Close, at once, every session whose peer device is no longer active
+        (removed, or its member left), telling it so in words. Runs before any
+        change is pushed, so a removed device never receives what follows."""
+        closed = 0
+        m = self.svc.membership()
+        for session in list(self.node.sessions):
+            key = session.peer_verify_key
+            if session.closed or key is None or m.active_device(key) is not None:
+                continue
+            session.close(removal_notice(self.svc, key), ByeCode.REMOVED)
+            closed += 1
+        return closed
+
     def _on_service_change(self, origin: str) -> None:
+        self.close_removed()
         if self.relays is None and self.use_relays and self._unsubscribe is not None and self.svc.board.relays():
             self._spawn(self._start_relays())  # the first relay was just added
         if origin in ("local", "disk"):

@@ -1,38 +1,47 @@
-"""Circle keys over time: founding, removal with rotation, adopting new epochs.
+"""Membership actions on this device: found, add, remove, leave, rotate, grant.
 
-Rules (DESIGN §4 "Removal"):
-- Each epoch's 32-byte key is random. The document holds only *grants*: the
-  key sealed (X25519 sealed box) to each member's box key, bound to the
-  circle id and epoch number so a grant cannot be replayed into another
-  circle or epoch.
-- A removal writes the member's `removed_at` and a new epoch with grants for
-  every remaining active member, in one change.
-- The current epoch is the highest number, ties to the smallest record id.
-  After any remote change each device *reconciles*:
-  1. opens every grant addressed to it that it does not hold yet;
-  2. if the current epoch still grants a removed member (two removals made
-     concurrently, each rotating only around its own target), it rotates
-     again, to every active member. Concurrent re-rotations all grant the same
-     set, so this settles after one round, on one key;
-  3. if an active member lacks a grant in the current epoch (joined
-     concurrently with a rotation) and this device holds that key, it adds
-     the grant.
-- A removed device keeps every key and byte it already had; it gets no grant
-  for later epochs, fails every handshake (identity check against the
-  document), and cannot open envelopes sealed under later epochs.
+The rules that decide who is in are in `circle.net.membership_rules` (a pure
+function of the signed statements); this module only *writes* statements
+signed by this device and keeps this device's epoch keys in step:
+
+- A removal (or leaving) and the new epoch that excludes the removed devices
+  are written in ONE document change, so no device sees one without the other.
+  Leaving writes only the removal: the leaver must not choose the next key;
+  the others' `reconcile` rotates.
+- `reconcile` runs after every change from outside. It adopts keys granted to
+  this device (checked against the epoch's key commitment, bound to member,
+  circle and epoch number); it rotates when no epoch qualifies (e.g. after a
+  leave, or after two concurrent removals each granted the other's target);
+  and it grants the current key to active devices that lack it (joiners).
+- Keys are validated (number range, commitment) and saved *before* any
+  statement that depends on them is written; an error while reconciling
+  leaves at most an extra key on disk, never a half-rotated device.
 """
 
 from __future__ import annotations
 
 import secrets
 import struct
+from collections.abc import Iterable
 from typing import Protocol
 
 from circle.crdt.board import Board
-from circle.crdt.model import EpochRecord, Member, MemberId
+from circle.crdt.model import Member, MemberId, Millis
 from circle.errors import ActionRefused
-from circle.net.keys import DeviceIdentity, EpochKey, key_check, new_epoch_key, seal_to, unseal
+from circle.net.keys import (
+    DeviceIdentity,
+    EpochKey,
+    key_check,
+    member_id_for,
+    new_epoch_key,
+    seal_to,
+    unseal,
+)
+from circle.net.membership_rules import EpochInfo, MemberInfo, Membership, derive
+from circle.net.statements import MAX_EPOCH_NUMBER, Kind, Statement, device_cert_message, sign
 from circle.node.home import CircleConfig, Home
+
+_GRANT_MAGIC = b"circle-grant-v2"
 
 
 class CircleService(Protocol):
@@ -42,117 +51,265 @@ class CircleService(Protocol):
     board: Board
     config: CircleConfig
     home: Home
+
     @property
     def me(self) -> MemberId: ...
-
+    @property
+    def member_key(self) -> bytes: ...
+    def membership(self) -> Membership: ...
+    def actor_clock(self, actors: Iterable[bytes]) -> dict[bytes, int]: ...
     def adopt_epoch_key(self, number: int, key: EpochKey) -> None: ...
     def set_current_epoch(self, number: int) -> None: ...
-
-_GRANT_MAGIC = b"circle-grant-v1"
-
-
-def _grant_payload(circle_id: str, number: int, key: bytes) -> bytes:
-    cid = circle_id.encode()
-    return _GRANT_MAGIC + struct.pack(">B", len(cid)) + cid + struct.pack(">I", number) + key
+    def clock(self) -> Millis: ...
 
 
-def seal_grant(box_public: bytes, circle_id: str, number: int, key: EpochKey) -> bytes:
-    return seal_to(box_public, _grant_payload(circle_id, number, key))
+# --- grants -----------------------------------------------------------------
 
 
-def open_grant(identity: DeviceIdentity, sealed: bytes, circle_id: str, number: int) -> EpochKey | None:
-    """The epoch key in a grant addressed to us, or None if it is not ours or forged."""
+def _grant_payload(circle_id: str, member: MemberId, number: int, key: bytes) -> bytes:
+    cid, mid = circle_id.encode(), str(member).encode()
+    return (_GRANT_MAGIC + struct.pack(">B", len(cid)) + cid + struct.pack(">B", len(mid)) + mid
+            + struct.pack(">I", number) + key)
+
+
+def seal_grant(box_public: bytes, circle_id: str, member: MemberId, number: int, key: EpochKey) -> bytes:
+    return seal_to(box_public, _grant_payload(circle_id, member, number, key))
+
+
+def open_grant(identity: DeviceIdentity, sealed: bytes, circle_id: str, member: MemberId,
+               number: int) -> EpochKey | None:
+    """The epoch key in a grant addressed to us, or None if not ours or forged."""
     try:
         plain = unseal(identity, sealed)
     except Exception:
         return None
-    expected_prefix = _grant_payload(circle_id, number, b"")
-    if len(plain) != len(expected_prefix) + 32 or not plain.startswith(expected_prefix):
+    prefix = _grant_payload(circle_id, member, number, b"")
+    if len(plain) != len(prefix) + 32 or not plain.startswith(prefix):
         return None
-    return EpochKey(plain[len(expected_prefix):])
+    return EpochKey(plain[len(prefix):])
 
 
-def grants_for(members: list[Member], circle_id: str, number: int, key: EpochKey) -> dict[MemberId, bytes]:
-    return {m.id: seal_grant(m.box_key, circle_id, number, key) for m in members if m.active}
+def _new_number(m: Membership, held: Iterable[int]) -> int:
+    """A fresh epoch number: above every known one by a random step (two
+    concurrent rotations then almost never collide; if they do, the later one
+    in the walk is ignored and reconcile rotates again)."""
+    top = max([e.number for e in m.epochs] + list(held), default=0)
+    number = top + 1 + secrets.randbelow(1 << 12)
+    if number > MAX_EPOCH_NUMBER:  # checked before any key is saved
+        raise ActionRefused("the circle has run out of epoch numbers")
+    return number
 
 
-def found(svc: CircleService) -> None:
-    """Epoch 0 of a new circle: the founder grants the key to itself."""
-    key = svc.config.epoch_keys[0]
-    svc.board.record_epoch(0, key_check(key), grants_for(svc.board.members(), svc.config.circle_id, 0, key))
+# --- statements -----------------------------------------------------------------
+
+
+def _statement(svc: CircleService, kind: Kind, deps: list[bytes], **body: object) -> Statement:
+    identity = svc.home.identity
+    s = Statement(kind, svc.config.circle_id, identity.verify_key, svc.member_key, int(svc.clock()),
+                  tuple(deps), **body)  # type: ignore[arg-type]
+    return sign(identity, s)
+
+
+def _write(svc: CircleService, statements: list[Statement]) -> None:
+    svc.board.add_statements([(s.id.hex(), s.raw) for s in statements])
+
+
+def founding_statements(identity: DeviceIdentity, handle: str, zone: str, at: int) -> Statement:
+    """The genesis statement; its fingerprint is the circle id."""
+    vk = identity.verify_key
+    return sign(identity, Statement(Kind.FOUND, "", vk, vk, at, (), subject=vk, box=identity.box_public,
+                                    handle=handle, zone=zone))
+
+
+def founding_epoch(identity: DeviceIdentity, circle_id: str, found: Statement, key: EpochKey,
+                   number: int) -> Statement:
+    vk = identity.verify_key
+    grant = seal_grant(identity.box_public, circle_id, member_id_for(vk), number, key)
+    return sign(identity, Statement(Kind.EPOCH, circle_id, vk, vk, found.at, (found.id,), number=number,
+                                    check=key_check(key), grants=((vk, grant),)))
+
+
+def _epoch(svc: CircleService, m: Membership, deps: list[bytes], exclude: set[bytes]) -> Statement:
+    """A new epoch granting every active device except `exclude` (keys saved first)."""
+    number = _new_number(m, svc.config.epoch_keys)
+    key = new_epoch_key()
+    svc.adopt_epoch_key(number, key)  # durable before the document mentions it
+    grants = tuple(
+        (d.key, seal_grant(d.box, svc.config.circle_id, member_id_for(d.member), number, key))
+        for d in sorted(m.active_devices(), key=lambda d: d.key) if d.key not in exclude
+        and d.member not in exclude
+    )
+    return _statement(svc, Kind.EPOCH, deps, number=number, check=key_check(key), grants=grants)
+
+
+def add_member(svc: CircleService, member_key: bytes, box: bytes, handle: str, zone: str) -> None:
+    """An invite accepted: the new member, and the current key granted to it, in one change."""
+    m = svc.membership()
+    me = m.members.get(svc.member_key)
+    if me is None or not me.active:
+        raise ActionRefused("only an active member can add members")
+    existing = m.members.get(member_key)
+    if existing is not None:
+        raise ActionRefused("this device is (or was) already a member of the circle; "
+                            "a removed member comes back with a new identity")
+    current = m.current
+    if current is None or current.number not in svc.config.epoch_keys:
+        raise ActionRefused("this device is not up to date with the circle's keys; try again after it syncs")
+    add = _statement(svc, Kind.ADD_MEMBER, m.heads, subject=member_key, box=box, handle=handle, zone=zone)
+    sealed = seal_grant(box, svc.config.circle_id, member_id_for(member_key), current.number,
+                        svc.config.epoch_keys[current.number])
+    grant = _statement(svc, Kind.GRANT, [add.id], epoch=current.id, number=current.number,
+                       grants=((member_key, sealed),))
+    _write(svc, [add, grant])
+
+
+def link_device(svc: CircleService, device_key: bytes, box: bytes) -> None:
+    """Certify another device of this member (needs the member key: only the
+    member's first device holds it) and grant it the current key, in one change."""
+    m = svc.membership()
+    me = m.members.get(svc.member_key)
+    if me is None or not me.active:
+        raise ActionRefused("only an active member can link a device")
+    if svc.member_key != svc.home.identity.verify_key:
+        raise ActionRefused("link new devices from your first device (it holds your member key)")
+    if device_key in m.devices:
+        raise ActionRefused("that device is (or was) already part of this circle")
+    current = m.current
+    if current is None or current.number not in svc.config.epoch_keys:
+        raise ActionRefused("this device is not up to date with the circle's keys; try again after it syncs")
+    cert = svc.home.identity.sign(device_cert_message(svc.config.circle_id, device_key, box))
+    add = _statement(svc, Kind.ADD_DEVICE, m.heads, subject=device_key, box=box, cert=cert)
+    sealed = seal_grant(box, svc.config.circle_id, member_id_for(svc.member_key), current.number,
+                        svc.config.epoch_keys[current.number])
+    grant = _statement(svc, Kind.GRANT, [add.id], epoch=current.id, number=current.number,
+                       grants=((device_key, sealed),))
+    _write(svc, [add, grant])
+
+
+def _target(m: Membership, prefix: str) -> MemberInfo:
+    p = prefix.strip().lower()
+    hits = [x for x in m.members.values() if x.handle.lower() == p] or \
+        [x for x in m.members.values() if str(x.id).startswith(p)]
+    if not hits:
+        raise ActionRefused(f"no member '{prefix}'")
+    if len(hits) > 1:
+        raise ActionRefused(f"'{prefix}' matches several members; use more of the id")
+    return hits[0]
 
 
 def remove(svc: CircleService, prefix: str) -> tuple[Member, int]:
-    """Remove a member and rotate to a new epoch in one change."""
-    member = svc.board.remove_member(prefix)
-    if member.id == svc.me:
-        raise ActionRefused("you cannot remove yourself; ask another member, or delete this device's data")
-    number = _next_number(svc)
-    key = new_epoch_key()
-    remaining = [m for m in svc.board.members() if m.active and m.id != member.id]
-    # Remember the key before writing: if we crashed between the two, we'd
-    # hold a key the document doesn't mention (harmless), never the reverse.
-    svc.adopt_epoch_key(number, key)
-    svc.board.record_epoch(number, key_check(key), grants_for(remaining, svc.config.circle_id, number, key),
-                           removed=[member.id])
+    """Remove a member: the signed removal and a new epoch without it, as one change."""
+    m = svc.membership()
+    me = m.members.get(svc.member_key)
+    if me is None or not me.active:
+        raise ActionRefused("only an active member can remove members")
+    target = _target(m, prefix)
+    if target.key == svc.member_key:
+        raise ActionRefused("to remove yourself, use `circle leave`")
+    if not target.active:
+        raise ActionRefused(f"{target.handle} was already removed")
+    actors = [m.devices[k].actor for k in target.devices if k in m.devices]
+    seen = tuple(sorted(svc.actor_clock(actors).items()))
+    removal = _statement(svc, Kind.REMOVE, m.heads, subject=target.key, seen=seen)
+    epoch = _epoch(svc, m, [removal.id], set(target.devices) | {target.key})
+    _write(svc, [removal, epoch])
     reconcile(svc)
-    return member, number
+    return to_member(target, m), epoch.number
 
 
-def _next_number(svc: CircleService) -> int:
-    """Above every known epoch, by a random step: two members rotating at the
-    same moment then almost never pick the same number (which the handshake
-    uses to look up the key); if they do, `reconcile` rotates once more."""
-    known = [e.number for e in svc.board.epochs()] + list(svc.config.epoch_keys)
-    return max(known, default=0) + 1 + secrets.randbelow(1 << 16)
+def remove_device(svc: CircleService, device_key: bytes) -> int:
+    """Revoke one device (a lost or seized laptop): a rotation, like removing a member."""
+    m = svc.membership()
+    d = m.active_device(device_key)
+    if d is None:
+        raise ActionRefused("no such active device")
+    seen = tuple(sorted(svc.actor_clock([d.actor]).items()))
+    removal = _statement(svc, Kind.REMOVE, m.heads, subject=device_key, seen=seen)
+    epoch = _epoch(svc, m, [removal.id], {device_key})
+    _write(svc, [removal, epoch])
+    reconcile(svc)
+    return epoch.number
 
 
-def reconcile(svc: CircleService) -> bool:
-    """Adopt keys granted to us; repair the current epoch if needed. True if the current epoch changed."""
-    board = svc.board
-    me = svc.me
-    cid = svc.config.circle_id
-    epochs = board.epochs()
-    for epoch in epochs:
-        if me in epoch.grants and not holds_key(svc, epoch):
-            key = open_grant(svc.home.identity, epoch.grants[me], cid, epoch.number)
-            if key is not None and key_check(key) == epoch.check and epoch.number not in svc.config.epoch_keys:
-                svc.adopt_epoch_key(epoch.number, key)
-    current = board.current_epoch()
-    if current is None:
-        return False
-    active = {m.id: m for m in board.members() if m.active}
-    if me in active:
-        collided = current.number in svc.config.epoch_keys and not holds_key(svc, current)
-        if _grants_removed(current, active) or collided:
-            number = _next_number(svc)
-            key = new_epoch_key()
-            svc.adopt_epoch_key(number, key)
-            board.record_epoch(number, key_check(key), grants_for(list(active.values()), cid, number, key))
-            current = board.current_epoch()
-            assert current is not None
-        elif holds_key(svc, current):
-            for member_id in sorted(set(active) - set(current.grants)):
-                board.add_grant(current.id, member_id, seal_grant(
-                    active[member_id].box_key, cid, current.number, svc.config.epoch_keys[current.number]))
-    before = svc.config.epoch
-    if holds_key(svc, current):
-        svc.set_current_epoch(current.number)
-    return svc.config.epoch != before
+def leave(svc: CircleService) -> None:
+    """Remove oneself. The others rotate (the leaver must not pick the next key)."""
+    m = svc.membership()
+    me = m.members.get(svc.member_key)
+    if me is None or not me.active:
+        raise ActionRefused("you are not an active member of this circle")
+    actors = [m.devices[k].actor for k in me.devices if k in m.devices]
+    seen = tuple(sorted(svc.actor_clock(actors).items()))
+    _write(svc, [_statement(svc, Kind.REMOVE, m.heads, subject=svc.member_key, seen=seen)])
 
 
-def _grants_removed(epoch: EpochRecord, active: dict[MemberId, Member]) -> bool:
-    return any(member_id not in active for member_id in epoch.grants)
+def set_profile(svc: CircleService, handle: str, zone: str) -> None:
+    m = svc.membership()
+    _write(svc, [_statement(svc, Kind.PROFILE, m.heads, handle=handle, zone=zone)])
 
 
-def holds_key(svc: CircleService, epoch: EpochRecord) -> bool:
+def holds_key(svc: CircleService, epoch: EpochInfo) -> bool:
     key = svc.config.epoch_keys.get(epoch.number)
     return key is not None and key_check(key) == epoch.check
 
 
+def reconcile(svc: CircleService) -> bool:
+    """Adopt granted keys; rotate or grant if needed. True if the current epoch changed."""
+    m = svc.membership()
+    identity = svc.home.identity
+    me_dev = identity.verify_key
+    me_id = member_id_for(svc.member_key)  # grants are bound to the member, sealed to the device
+    for epoch in m.epochs:
+        sealed = epoch.grants.get(me_dev)
+        if sealed is not None and not holds_key(svc, epoch):
+            key = open_grant(identity, sealed, svc.config.circle_id, me_id, epoch.number)
+            if key is not None and key_check(key) == epoch.check and epoch.number not in svc.config.epoch_keys:
+                svc.adopt_epoch_key(epoch.number, key)
+    if m.active_device(me_dev) is not None:
+        if m.current is None:
+            _write(svc, [_epoch(svc, m, m.heads, set())])
+            m = svc.membership()
+        elif holds_key(svc, m.current) and m.missing_grants:
+            cur = m.current
+            key = svc.config.epoch_keys[cur.number]
+            grants = []
+            for dev_key in m.missing_grants:
+                d = m.devices[dev_key]
+                sealed = seal_grant(d.box, svc.config.circle_id, member_id_for(d.member), cur.number, key)
+                grants.append(_statement(svc, Kind.GRANT, m.heads, epoch=cur.id, number=cur.number,
+                                         grants=((dev_key, sealed),)))
+            _write(svc, grants)
+            m = svc.membership()
+    before = svc.config.epoch
+    if m.current is not None and holds_key(svc, m.current):
+        svc.set_current_epoch(m.current.number)
+    return svc.config.epoch != before
+
+
 def generation(svc: CircleService) -> int:
-    """How many key generations the circle has had up to the current one (1 =
-    the founding key). Epoch numbers grow by random steps, so this is what to
-    show people."""
-    current = svc.config.epoch
-    return len({e.number for e in svc.board.epochs() if e.number <= current}) or 1
+    """Key generations up to the current one (1 = the founding key): what to show people."""
+    m = svc.membership()
+    if m.current is None:
+        return max(1, len(m.epochs))
+    return sum(1 for e in m.epochs if e.order <= m.current.order) or 1
+
+
+def to_member(info: MemberInfo, m: Membership) -> Member:
+    """The crdt layer's Member for a derived member (box key of its first device)."""
+    first = m.devices.get(info.devices[0]) if info.devices else None
+    removed_by = member_id_for(info.removed_by) if info.removed_by else None
+    return Member(info.id, info.handle, info.key, first.box if first else b"", info.zone,
+                  Millis(info.joined_at), member_id_for(info.invited_by) if info.invited_by else None,
+                  Millis(info.removed_at) if info.removed_at is not None else None, removed_by)
+
+
+def members_of(m: Membership) -> dict[MemberId, Member]:
+    return {info.id: to_member(info, m) for info in m.members.values()}
+
+
+def derive_for(board: Board, circle_id: str) -> Membership:
+    return derive(board.statement_blobs(), circle_id)
+
+
+__all__ = ["add_member", "link_device", "derive_for", "founding_epoch", "founding_statements", "generation", "holds_key",
+           "leave", "members_of", "open_grant", "reconcile", "remove", "remove_device", "seal_grant",
+           "set_profile", "to_member"]

@@ -43,12 +43,12 @@ import hashlib
 import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from circle.crdt.am import AmDoc
+from circle.crdt.am import AmDoc, change_hash
 from circle.errors import CircleError, LocalProtocolError, MalformedDocument, RemoteProtocolError
 from circle.net.envelope import (
     EnvelopeInbox,
@@ -61,6 +61,16 @@ from circle.net.envelope import (
 )
 from circle.net.keys import EpochKey
 from circle.net.relay_client import Backoff, RelayCredentials, RelayCursor, RelayCursors, RelayPool
+from circle.net.statements import Kind as StatementKind
+from circle.net.statements import decode as decode_statement
+from circle.node.authorship import (
+    PROOF_BLOCK_MAGIC,
+    GatedDoc,
+    decode_proofs,
+    encode_proofs,
+    pack_snapshot,
+    unpack_snapshot,
+)
 from circle.node.service import CircleService
 
 log = logging.getLogger("circle.node.relays")
@@ -78,6 +88,13 @@ SEEN_KEEP = 4096
 PREVIOUS_EPOCH_READ_S = 30 * 86400.0
 CATCH_UP_WAIT_S = 10.0
 _SKIP_MAX = 200_000
+
+
+def _proofs_of(block: bytes) -> list[bytes]:
+    try:
+        return decode_proofs(block)
+    except MalformedDocument:
+        return []
 
 
 def _h(change: bytes) -> bytes:
@@ -117,6 +134,9 @@ class RelayRoundResult:
     url: str
     epoch: str
     error: str | None
+    bytes_sent: int = 0  # protocol bytes exchanged with this relay in this round
+    bytes_received: int = 0
+    changes_applied: int = 0  # new document changes this relay brought (snapshots included)
 
 
 @dataclass
@@ -155,6 +175,8 @@ class RelaySync:
         self.backoff = backoff
         self.open_timeout = open_timeout
         self.stats = RelayStats()
+        #: new document changes each relay brought (by URL), for `circle sync`
+        self.changes_by_url: Counter[str] = Counter()
         self._state = self._load_state()
         self._seen_order: deque[bytes] = deque(self._state.seen, maxlen=SEEN_KEEP)
         self.inbox = EnvelopeInbox(self._key_for, svc.is_active_member, set(self._state.seen))
@@ -210,10 +232,10 @@ class RelaySync:
             return _State()
 
     def _cursors_for(self, epoch: int, key: EpochKey) -> RelayCursors:
-        mailbox = RelayCredentials.for_epoch(key).mailbox.hex()
         out = RelayCursors()
         for url, c in self._state.cursors.get(epoch, {}).items():
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
+            with contextlib.suppress(CircleError, ValueError, TypeError, AttributeError):
+                mailbox = RelayCredentials.for_relay(key, url).mailbox.hex()
                 out.by_url[url] = RelayCursor(str(c.get("instance", "")), mailbox, max(0, int(c.get("cursor", 0))))
         return out
 
@@ -273,7 +295,10 @@ class RelaySync:
             if not previous:  # never write into an old epoch's mailbox
                 self._on_reset(url)
 
-        return RelayPool(self.urls(), RelayCredentials.for_epoch(key), cursors=self._cursors_for(epoch, key),
+        def creds(url: str) -> RelayCredentials:  # a different token and mailbox on every relay
+            return RelayCredentials.for_relay(key, url)
+
+        return RelayPool(self.urls(), creds, cursors=self._cursors_for(epoch, key),
                          on_envelope=on_envelope, on_reset=on_reset, backoff=self.backoff,
                          open_timeout=self.open_timeout)
 
@@ -382,6 +407,13 @@ class RelaySync:
         """Once: read every relay (both mailboxes), apply, then seal and push
         what is pending under the epoch now current, and read again."""
         results: dict[tuple[str, str], str | None] = {}
+        pools = {"current": self.pool, "previous": self.previous}
+
+        def traffic() -> dict[tuple[str, str], tuple[int, int, int]]:
+            return {(s.url, which): (s.bytes_sent, s.bytes_received, self.changes_by_url[s.url])
+                    for which, pool in pools.items() if pool is not None for s in pool.status()}
+
+        start = traffic()
         self._catching_up = True
         for _ in range(4):  # a rotation learned while reading: read the new mailbox too
             epoch = self._epoch
@@ -413,7 +445,16 @@ class RelaySync:
                 results[(url, which)] = err
         self._dirty = True
         self.save_state(force=True)
-        return [RelayRoundResult(url, which, err) for (url, which), err in sorted(results.items())]
+        pools = {"current": self.pool, "previous": self.previous}  # may have switched epoch
+        end = traffic()
+        rows: list[RelayRoundResult] = []
+        for (url, which), err in sorted(results.items()):
+            s0, s1 = start.get((url, which), (0, 0, 0)), end.get((url, which), (0, 0, 0))
+            # changes are counted per relay, not per mailbox: give them to the current one
+            changes = s1[2] - s0[2] if which == "current" else 0
+            rows.append(RelayRoundResult(url, which, err, max(0, s1[0] - s0[0]), max(0, s1[1] - s0[1]),
+                                         max(0, changes)))
+        return rows
 
     # --- reading ---------------------------------------------------------------
 
@@ -428,7 +469,7 @@ class RelaySync:
         """Open, then apply snapshot(s) first and changes after, as one remote change."""
         if not items:
             return
-        opened: list[tuple[OpenedEnvelope, bool, int]] = []
+        opened: list[tuple[OpenedEnvelope, bool, int, str]] = []
         for item in items:
             try:
                 got = self.inbox.accept(item.env)
@@ -442,7 +483,7 @@ class RelaySync:
                 continue
             self._seen_order.append(got.envelope_id)
             self.stats.envelopes_opened += 1
-            opened.append((got, item.previous, len(item.env)))
+            opened.append((got, item.previous, len(item.env), item.url))
         if not opened:
             return
         doc = self.svc.doc
@@ -450,38 +491,42 @@ class RelaySync:
         snapshots = [o for o in opened if o[0].kind is Kind.SNAPSHOT]
         changes = [o for o in opened if o[0].kind is Kind.CHANGES]
         from_previous: list[bytes] = []
-        for env, previous, _size in reversed(snapshots):  # newest first
+        for env, previous, _size, url in reversed(snapshots):  # newest first
             self.stats.snapshots_received += 1
             self._state.log_bytes = 0
             self._state.snapshot_bytes = max(self._state.snapshot_bytes, len(env.payloads[0]))
             h0 = doc.heads()
             try:
-                other = AmDoc.load(env.payloads[0])
-                if other.root_scalars("meta").get("circle_id") != self.svc.config.circle_id:
-                    raise MalformedDocument("that snapshot belongs to another circle")
-                doc.merge(other)
+                saved, proofs = unpack_snapshot(env.payloads[0])
+                other = AmDoc.load(saved)
+                self.svc.gate.stage(doc, lambda fork, other=other: fork.merge(other), proofs)  # type: ignore[misc]
             except CircleError as exc:
                 self.stats.rejected += 1
                 self.stats.last_error = f"snapshot from {env.author_id}: {exc}"
                 continue
             if doc.heads() != h0:
                 self.stats.snapshots_new += 1
+                new = doc.changes_since(h0)
+                self.changes_by_url[url] += len(new)
                 if previous:
-                    from_previous.extend(doc.changes_since(h0))
-        for env, previous, size in changes:
+                    from_previous.extend(new)
+        for env, previous, size, url in changes:
             self.stats.change_envelopes += 1
             self._state.log_bytes += size
             h0 = doc.heads()
+            chunks = [p for p in env.payloads if not p.startswith(PROOF_BLOCK_MAGIC)]
+            proofs = [x for p in env.payloads if p.startswith(PROOF_BLOCK_MAGIC) for x in _proofs_of(p)]
             try:
-                doc.apply_changes(list(env.payloads))
+                self.svc.gate.stage(doc, lambda fork, chunks=chunks: fork.apply_changes(chunks), proofs)  # type: ignore[misc]
             except CircleError as exc:
                 self.stats.rejected += 1
                 self.stats.last_error = f"changes from {env.author_id}: {exc}"
                 continue
             if doc.heads() != h0:
                 self.stats.change_envelopes_new += 1
+                self.changes_by_url[url] += len(doc.changes_since(h0))
                 if previous:
-                    from_previous.extend(env.payloads)
+                    from_previous.extend(chunks)
         self._dirty = True
         if doc.heads() == before:
             self.save_state()
@@ -539,7 +584,7 @@ class RelaySync:
             self.publish_snapshot()
             return
         epoch, key = self._identity_epoch()
-        envs = seal_changes(self.svc.home.identity, epoch, key, todo)
+        envs = seal_changes_with_proofs(self.svc, epoch, key, todo)
         self._push(envs)
         self._state.log_bytes += sum(len(e) for e in envs)
         if self._snapshot_due():
@@ -560,7 +605,7 @@ class RelaySync:
         prefix = {_h(c) for c in history_until_epoch(self.svc.doc, cur)}
         early = [c for c in todo if _h(c) in prefix]
         if early:
-            envs = seal_changes(self.svc.home.identity, old, self.svc.config.epoch_keys[old], early)
+            envs = seal_changes_with_proofs(self.svc, old, self.svc.config.epoch_keys[old], early)
             for env in envs:
                 self.inbox.seen.add(envelope_id(env))
             self.previous.push(envs)
@@ -587,7 +632,7 @@ class RelaySync:
     def publish_snapshot(self, url: str | None = None) -> bool:
         """Seal the whole document as one snapshot envelope and push it (to one relay or all)."""
         epoch, key = self._identity_epoch()
-        saved = self.svc.doc.save()
+        saved = self.svc.packed_snapshot()
         try:
             env = seal_snapshot(self.svc.home.identity, epoch, key, saved)
         except LocalProtocolError as exc:
@@ -648,15 +693,42 @@ def history_until_epoch(doc: AmDoc, epoch: int) -> list[bytes]:
     member it removed learns only that it was removed."""
     changes = doc.changes_since([])
     probe = AmDoc.new()
+    known: set[str] = set()
     for change in changes:
         before = set(probe.heads())
         probe.apply_changes([change])
-        for rec in probe.records("epochs").values():
-            if isinstance(rec, dict) and rec.get("number") == epoch:
+        ids = set(probe.record_ids("statements")) - known
+        known |= ids
+        blobs = probe.root_scalars("statements")
+        for sid in ids:
+            blob = blobs.get(sid)
+            try:
+                st = decode_statement(blob) if isinstance(blob, bytes) else None
+            except CircleError:
+                st = None
+            if st is not None and st.kind is StatementKind.EPOCH and st.number == epoch:
                 rotation = [h for h in probe.heads() if h not in before]
                 later = {_h(c) for c in doc.changes_since(rotation)}
                 return [c for c in changes if _h(c) not in later]
     return changes
+
+
+def seal_changes_with_proofs(svc: CircleService, epoch: int, key: EpochKey, changes: list[bytes]) -> list[bytes]:
+    """Change envelopes, each carrying the proofs of its own changes."""
+    out: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    for change in [*changes, b""]:
+        if group and (not change or size + len(change) > 48 * 1024):
+            hashes = [h for h in (change_hash(c) for c in group) if h is not None]
+            proofs = GatedDoc(svc.doc, svc.gate).proofs_for_hashes(hashes)
+            out += seal_changes(svc.home.identity, epoch, key, [*group, encode_proofs(proofs)],
+                                max_block=4 * 1024 * 1024)
+            group, size = [], 0
+        if change:
+            group.append(change)
+            size += len(change)
+    return out
 
 
 def seal_bundle_envelopes(svc: CircleService) -> list[bytes]:
@@ -667,13 +739,14 @@ def seal_bundle_envelopes(svc: CircleService) -> list[bytes]:
     epoch from the stick (nothing written after the rotation is in it)."""
     epoch = svc.config.epoch
     ident = svc.home.identity
-    out = [seal_snapshot(ident, epoch, svc.config.epoch_keys[epoch], svc.doc.save())]
+    out = [seal_snapshot(ident, epoch, svc.config.epoch_keys[epoch], svc.packed_snapshot())]
     older = [n for n in svc.config.epoch_keys if n < epoch]
     if older:
         previous = max(older)
         base = AmDoc.new()
         base.apply_changes(history_until_epoch(svc.doc, epoch))
-        out.append(seal_snapshot(ident, previous, svc.config.epoch_keys[previous], base.save()))
+        packed = pack_snapshot(base.save(), svc.gate.head_proofs(base))
+        out.append(seal_snapshot(ident, previous, svc.config.epoch_keys[previous], packed))
     return out
 
 

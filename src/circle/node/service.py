@@ -9,12 +9,13 @@ follows the log so edits made by another process on the same home show up.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from circle.crdt.am import AmDoc
-from circle.crdt.board import Board, Profile, now_ms
+from circle.crdt.board import Board, now_ms
 from circle.crdt.model import MemberId, Millis
 from circle.crdt.store import DocStore
 from circle.errors import (
@@ -25,8 +26,10 @@ from circle.errors import (
     StoreCorrupt,
     StoreError,
 )
-from circle.net.keys import EpochKey, _b32, member_id_for, new_epoch_key
+from circle.net.keys import EpochKey, _b32, fingerprint, member_id_for, new_epoch_key
+from circle.net.membership_rules import Membership, circle_id_for, derive
 from circle.node import membership
+from circle.node.authorship import Gate, pack_snapshot, process_actor, unpack_snapshot
 from circle.node.home import CircleConfig, Home
 
 COMPACT_MIN_LOG = 256 * 1024
@@ -44,11 +47,23 @@ class CircleService:
     doc: AmDoc
     clock: Callable[[], Millis] = now_ms
     board: Board = field(init=False)
+    gate: Gate = field(init=False)
     _persisted: list[bytes] = field(init=False, default_factory=list)
     _listeners: list[Callable[[str], None]] = field(init=False, default_factory=list)
+    _membership: tuple[tuple[str, ...], Membership] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.board = Board(self.doc, self.home.identity.member_id, self.clock, on_commit=self._local_commit)
+        cid = self.config.circle_id
+        # One actor per process, bound to this device (authorship.py rules).
+        self.doc.set_actor(process_actor(cid, self.home.identity.verify_key))
+        self.board = Board(self.doc, self.me, self.clock, on_commit=self._local_commit)
+        self.gate = Gate.open(cid, self.home.identity, self.home.circle_dir(cid) / "sigs",
+                              self.home.doc_cipher(cid), lambda doc: derive(Board(doc, None).statement_blobs(), cid))
+        self.board.members_source = lambda: membership.members_of(self.membership())
+        self.board.member_of_actor = self._member_of_actor
+        self.board.late_actors = self._late_actors
+        self.board.op_counts = lambda actor, op: self.membership().counts(actor, op)
+        self._late: tuple[tuple[bytes, ...], set[bytes]] | None = None
         self._persisted = self.doc.heads()
 
     # --- construction ----------------------------------------------------
@@ -56,19 +71,22 @@ class CircleService:
     @classmethod
     def create(cls, home: Home, name: str, handle: str, zone: str = "",
                clock: Callable[[], Millis] = now_ms) -> CircleService:
-        circle_id = new_circle_id()
         me = home.identity
-        doc = Board.create_document(
-            name, circle_id, me.member_id, Profile(handle, me.verify_key, me.box_public, zone), clock()
-        )
-        svc = cls.create_from_doc(home, circle_id, name, doc, {0: new_epoch_key()}, 0, clock)
-        membership.found(svc)
+        found = membership.founding_statements(me, handle, zone, int(clock()))
+        circle_id = circle_id_for(found.id)
+        number = 1 + secrets.randbelow(1 << 16)
+        key = new_epoch_key()
+        epoch = membership.founding_epoch(me, circle_id, found, key, number)
+        doc = Board.create_document(name, circle_id, clock(), [(found.id.hex(), found.raw), (epoch.id.hex(), epoch.raw)],
+                                    process_actor(circle_id, me.verify_key))
+        svc = cls.create_from_doc(home, circle_id, name, doc, {number: key}, number, clock)
+        svc.gate.sign_new(svc.doc, [])
         return svc
 
     @classmethod
     def create_from_doc(cls, home: Home, circle_id: str, name: str, doc: AmDoc,
                         epoch_keys: dict[int, Any], epoch: int,
-                        clock: Callable[[], Millis] = now_ms) -> CircleService:
+                        clock: Callable[[], Millis] = now_ms, proofs: list[bytes] | None = None) -> CircleService:
         """Write a new circle to this home (founding, or joining with a received doc)."""
         cdir = home.circle_dir(circle_id)
         if (cdir / "circle.json").exists():
@@ -78,7 +96,26 @@ class CircleService:
         store.create(doc.save())
         config = CircleConfig(circle_id, name, epoch, dict(epoch_keys), {})
         config.save(home)
-        return cls(home, config, store, doc, clock)
+        svc = cls(home, config, store, doc, clock)
+        if proofs:
+            svc.gate.keep(proofs)
+        return svc
+
+    @classmethod
+    def join_from_snapshot(cls, home: Home, circle_id: str, name: str, packed: bytes,
+                           epoch_keys: dict[int, Any], epoch: int,
+                           clock: Callable[[], Millis] = now_ms) -> CircleService:
+        """A joiner's first copy: verified (signed by members' devices, anchored
+        at this circle's founding statement) before anything is written."""
+        saved, proofs = unpack_snapshot(packed)
+        incoming = AmDoc.load(saved)
+        probe = Gate(circle_id, home.identity, None,
+                     lambda doc: derive(Board(doc, None).statement_blobs(), circle_id))
+        doc = AmDoc.new()
+        probe.stage(doc, lambda fork: fork.merge(incoming), proofs)
+        if not derive(Board(doc, None).statement_blobs(), circle_id).members:
+            raise MalformedDocument("the inviter's document does not hold this circle's founding statement")
+        return cls.create_from_doc(home, circle_id, name, doc, epoch_keys, epoch, clock, proofs=proofs)
 
     @classmethod
     def open(cls, home: Home, selector: str | None = None,
@@ -92,16 +129,95 @@ class CircleService:
             doc.apply_changes(loaded.changes)
         except MalformedDocument:
             raise StoreCorrupt(f"the change log of circle {circle_id} holds data automerge rejects") from None
-        got_id = doc.root_scalars("meta").get("circle_id")
-        if got_id != circle_id:
-            raise StoreCorrupt(f"the stored document is not circle {circle_id} (it says {got_id!r})")
+        schema = doc.root_scalars("meta").get("schema")
+        if isinstance(schema, int) and schema < 2:
+            raise StoreCorrupt(
+                f"circle {config.name!r} was made by an earlier circle (schema {schema}) without signed "
+                "membership; it cannot be opened safely: start a new circle and invite the members again")
+        if not derive(Board(doc, None).statement_blobs(), circle_id).members:
+            raise StoreCorrupt(f"the stored document is not circle {circle_id} (its founding statement is missing)")
         return cls(home, config, store, doc, clock)
+
+    # --- trust ---------------------------------------------------------------
+
+    @property
+    def member_key(self) -> bytes:
+        """The member key this device belongs to: its own for a member's first
+        device; for a linked device, the key that certified it (circle.json)."""
+        linked = self.config.settings.get("member_key")
+        if isinstance(linked, str):
+            return bytes.fromhex(linked)
+        return self.home.identity.verify_key
+
+    def membership(self) -> Membership:
+        """Who is in, derived from the signed statements (cached per statement set)."""
+        ids = tuple(sorted(self.board.statement_ids()))
+        if self._membership is None or self._membership[0] != ids:
+            self._membership = (ids, derive(self.board.statement_blobs(), self.config.circle_id))
+        return self._membership[1]
+
+    def _member_of_actor(self, actor: bytes) -> MemberId | None:
+        m = self.membership()
+        d = m.device_by_actor(actor[:16])
+        info = m.members.get(d.member) if d is not None else None
+        return info.id if info is not None else None
+
+    def _late_actors(self) -> set[bytes]:
+        """Actors of removed devices that wrote past their removal's pin."""
+        m = self.membership()
+        removed = {d.actor: d for d in m.devices.values() if m.active_device(d.key) is None}
+        if not removed:
+            return set()
+        heads = tuple(self.doc.heads())
+        if self._late is None or self._late[0] != heads:
+            late = {meta.actor for meta in self.doc.change_metas([])
+                    if meta.actor[:16] in removed and meta.max_op > removed[meta.actor[:16]].seen.get(meta.actor, 0)}
+            self._late = (heads, late)
+        return self._late[1]
+
+    def removal_notice(self) -> str:
+        """"You were removed from Block 9 by ana on 2 Dec." for this device."""
+        from circle.node.live import removal_notice
+
+        return removal_notice(self, self.home.identity.verify_key)
+
+    def membership_report(self) -> dict[str, Any]:
+        """What the signed statements say, and what was ignored and why (for `status`)."""
+        m = self.membership()
+        by_author: dict[tuple[str, str], int] = {}
+        for item in m.ignored:
+            info = m.members.get(item.author)
+            who = info.handle if info is not None else "an unknown device"
+            by_author[(who, item.reason)] = by_author.get((who, item.reason), 0) + 1
+        return {
+            "statements": len(m.accepted),
+            "waiting_for_earlier_statements": m.waiting,
+            "ignored": [{"author": who, "reason": reason, "count": n,
+                         "text": f"{n} membership change{'s' if n > 1 else ''} by {who} ignored: {reason}"}
+                        for (who, reason), n in sorted(by_author.items())],
+            "current_epoch_generation": membership.generation(self),
+            "devices": [{"member": m.members[d.member].handle if d.member in m.members else "?",
+                         "fingerprint": fingerprint(d.key), "active": m.active_device(d.key) is not None}
+                        for d in m.devices.values()],
+            "changes_refused": self.gate.stats.refused,
+            "last_refusal": self.gate.stats.last_refusal or None,
+        }
+
+    def actor_clock(self, actors: Iterable[bytes]) -> dict[bytes, int]:
+        """For each actor of these devices (16-byte prefixes): the last op we hold."""
+        prefixes = set(actors)
+        out: dict[bytes, int] = {}
+        for meta in self.doc.change_metas([]):
+            if meta.actor[:16] in prefixes:
+                out[meta.actor] = max(out.get(meta.actor, 0), meta.max_op)
+        return out
 
     # --- persistence -------------------------------------------------------
 
     @property
     def me(self) -> MemberId:
-        return self.home.identity.member_id
+        """This device's member (a linked device acts for the member that certified it)."""
+        return member_id_for(self.member_key)
 
     def subscribe(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call `listener(origin)` after any change ("local", "remote", "disk")."""
@@ -113,6 +229,7 @@ class CircleService:
             listener(origin)
 
     def _local_commit(self) -> None:
+        self.gate.sign_new(self.doc, self._persisted)
         self.persist()
         self._notify("local")
 
@@ -128,20 +245,24 @@ class CircleService:
             self.compact()
         return len(changes)
 
-    def apply_remote(self, changes: list[bytes]) -> bool:
-        """Changes from a peer, relay or bundle: apply, persist, notify."""
+    def apply_remote(self, changes: list[bytes], proofs: list[bytes] = ()) -> bool:  # type: ignore[assignment]
+        """Changes from a peer, relay or bundle: verify, apply, persist, notify.
+        Raises UnverifiedChanges (nothing applied) if any is not signed."""
         before = self.doc.heads()
-        self.doc.apply_changes(changes)
+        self.gate.stage(self.doc, lambda fork: fork.apply_changes(changes), proofs)
         return self._after_remote(before)
 
-    def merge_snapshot(self, saved: bytes) -> bool:
+    def merge_snapshot(self, packed: bytes) -> bool:
+        """A whole document with its proofs (relay snapshot, bundle): verify, merge."""
+        saved, proofs = unpack_snapshot(packed)
         before = self.doc.heads()
         other = AmDoc.load(saved)
-        got = other.root_scalars("meta").get("circle_id")
-        if got != self.config.circle_id:
-            raise MalformedDocument("that snapshot belongs to another circle")
-        self.doc.merge(other)
+        self.gate.stage(self.doc, lambda fork: fork.merge(other), proofs)
         return self._after_remote(before)
+
+    def packed_snapshot(self) -> bytes:
+        """`save()` plus one proof per actor: what a snapshot envelope or bundle carries."""
+        return pack_snapshot(self.doc.save(), self.gate.head_proofs(self.doc))
 
     def _after_remote(self, before: list[bytes]) -> bool:
         if self.doc.heads() == before:
@@ -154,7 +275,7 @@ class CircleService:
         self.board.check_schema()
         self.board.invalidate()
         self.persist()
-        if self.board.active_member(self.me) is not None:
+        if self.membership().active_device(self.home.identity.verify_key) is not None:
             membership.reconcile(self)
         self._notify("remote")
 
@@ -169,6 +290,7 @@ class CircleService:
             self.doc.merge_saved(items[0])
             items = items[1:]
         self.doc.apply_changes(items)
+        self.gate.refresh()
         self._persisted = self.doc.heads()
         if self.doc.heads() == before:
             return False
@@ -217,8 +339,8 @@ class CircleService:
             self._notify("epoch")
 
     def is_active_member(self, verify_key: bytes) -> bool:
-        member = self.board.active_member(member_id_for(verify_key))
-        return member is not None and member.sign_key == verify_key
+        """Is this device key an active device of an active member (handshakes, envelopes)?"""
+        return self.membership().active_device(verify_key) is not None
 
     # --- status ------------------------------------------------------------
 
@@ -229,7 +351,9 @@ class CircleService:
         return {
             "circle": {"id": self.config.circle_id, "name": board.name, "epoch": self.config.epoch,
                        "key_generation": membership.generation(self)},
-            "me": {"id": self.me, "handle": me.handle if me else None, "active": bool(me and me.active)},
+            "me": {"id": self.me, "handle": me.handle if me else None, "active": bool(me and me.active),
+                   "removed_notice": None if me is None or me.active else self.removal_notice()},
+            "membership": self.membership_report(),
             "counts": {
                 "members": sum(1 for m in view.members.values() if m.active),
                 "open_needs": len(board.needs("active")),

@@ -12,12 +12,16 @@ from dataclasses import dataclass, field
 from circle.errors import LocalProtocolError, RelayQuotaExceeded, RemoteProtocolError, StoreError
 from circle.net.envelope import peek_header
 from circle.net.relay_protocol import (
+    CLOSE_CODES,
     DEFAULT_FRAME_CAP,
+    DEFAULT_REGISTRATION_BITS,
+    PRE_AUTH_FRAME_CAP,
     PROTOCOL_VERSION,
     Ack,
     Auth,
     AuthOk,
     Batch,
+    Challenge,
     ClientMessage,
     Error,
     ErrorCode,
@@ -27,6 +31,8 @@ from circle.net.relay_protocol import (
     Subscribe,
     decode_client_message,
     encode,
+    mailbox_for_token,
+    proof_ok,
 )
 from circle.relay.store import AuthResult, MailboxStore, token_hash
 
@@ -35,23 +41,48 @@ from circle.relay.store import AuthResult, MailboxStore, token_hash
 
 @dataclass
 class TokenBucket:
-    """Classic token bucket; time is passed in (sans-I/O)."""
+    """Classic token bucket with debt; time is passed in (sans-I/O).
+
+    The bucket starts full. Each take subtracts its cost even if that drives
+    the level below zero (a debt), and the caller must wait until the debt is
+    paid back at `rate` before acting: `delay_for` returns that wait. So over
+    any interval of T seconds at most `burst + rate * T` (plus one take) is
+    admitted, however the calls are spaced.
+    """
 
     rate: float  # tokens per second
     burst: float
-    tokens: float = -1.0
+    tokens: float | None = None  # None: not used yet (full)
     stamp: float = 0.0
 
+    def _refill(self, now: float) -> float:
+        if self.tokens is None:
+            self.stamp = now
+            return self.burst
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+        return self.tokens
+
     def delay_for(self, now: float, cost: float = 1.0) -> float:
-        """Take `cost` tokens; return how long the caller should wait first (0 if none)."""
-        if self.tokens < 0:
-            self.tokens, self.stamp = self.burst, now
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= cost
+        """Take `cost` tokens; return how long the caller must wait first (0 if none)."""
+        self.tokens = self._refill(now) - cost
         if self.tokens >= 0:
             return 0.0
         return -self.tokens / self.rate
+
+    def try_take(self, now: float, cost: float = 1.0) -> bool:
+        """Take `cost` tokens only if they are there now (no debt)."""
+        level = self._refill(now)
+        self.tokens = level
+        if level < cost:
+            return False
+        self.tokens = level - cost
+        return True
+
+    def full(self, now: float) -> bool:
+        """True if the bucket is back at its burst (nothing to remember)."""
+        return self._refill(now) >= self.burst
 
 
 # --- server core --------------------------------------------------------------
@@ -60,8 +91,12 @@ class TokenBucket:
 @dataclass(frozen=True)
 class ServerLimits:
     frame_cap: int = DEFAULT_FRAME_CAP
+    #: Largest message before the connection has authenticated.
+    pre_auth_frame_cap: int = PRE_AUTH_FRAME_CAP
     fetch_page_items: int = 200
     fetch_page_bytes: int = 4 * 1024 * 1024
+    #: Proof bits a new mailbox costs (0 = free).
+    registration_bits: int = DEFAULT_REGISTRATION_BITS
 
 
 @dataclass
@@ -73,6 +108,8 @@ class ServerOutput:
     stored_in: bytes | None = None
     #: close the connection after sending `send`
     close: bool = False
+    #: the WebSocket close code to use when `close`
+    close_code: int = 1000
 
 
 @dataclass
@@ -85,6 +122,8 @@ class ServerStats:
     errors: int = 0
     auth_failures: int = 0
     quota_refusals: int = 0
+    registrations: int = 0
+    registrations_refused: int = 0
 
 
 class ServerCore:
@@ -96,8 +135,10 @@ class ServerCore:
         limits: ServerLimits | None = None,
         clock: Callable[[], float] | None = None,
         stats: ServerStats | None = None,
+        may_register: Callable[[], bool] | None = None,
     ) -> None:
-
+        """`may_register` is asked before a new mailbox is created (the
+        driver's per-address registration limit); None = always."""
         self.store = store
         self.limits = limits or ServerLimits()
         self.clock = clock or time.time
@@ -105,6 +146,8 @@ class ServerCore:
         self.mailbox: bytes | None = None
         self.subscribed_since: int | None = None
         self.closed = False
+        self._may_register = may_register
+        self._challenged = False
 
     @property
     def authenticated(self) -> bool:
@@ -113,16 +156,22 @@ class ServerCore:
     def _fatal(self, code: ErrorCode, text: str, req: int = 0) -> ServerOutput:
         self.closed = True
         self.stats.errors += 1
-        return ServerOutput([encode(Error(code, text, req, True))], None, True)
+        return ServerOutput([encode(Error(code, text, req, True))], None, True, CLOSE_CODES.get(code, 1008))
+
+    @property
+    def frame_cap(self) -> int:
+        """The largest message accepted now (small until authenticated)."""
+        return self.limits.frame_cap if self.authenticated else self.limits.pre_auth_frame_cap
 
     def receive(self, data: bytes) -> ServerOutput:
         if self.closed:
             raise LocalProtocolError("connection is closed")
         self.stats.bytes_in += len(data)
-        if len(data) > self.limits.frame_cap:
+        cap = self.frame_cap
+        if len(data) > cap:
             return self._fatal(ErrorCode.TOO_LARGE, "message is above the frame cap")
         try:
-            msg = decode_client_message(data, self.limits.frame_cap)
+            msg = decode_client_message(data, cap)
         except RemoteProtocolError as e:
             return self._fatal(ErrorCode.BAD_MESSAGE, e.message)
         try:
@@ -134,21 +183,7 @@ class ServerCore:
 
     def _handle(self, msg: ClientMessage) -> ServerOutput:
         if isinstance(msg, Auth):
-            if self.mailbox is not None:
-                return self._fatal(ErrorCode.BAD_MESSAGE, "already authenticated")
-            if msg.version != PROTOCOL_VERSION:
-                return self._fatal(ErrorCode.UNSUPPORTED_VERSION,
-                                   f"relay speaks protocol version {PROTOCOL_VERSION}")
-            result = self.store.authorize(msg.mailbox, token_hash(msg.token), self.clock())
-            if result is AuthResult.REFUSED:
-                self.stats.auth_failures += 1
-                return self._fatal(ErrorCode.AUTH_FAILED, "wrong token for this mailbox")
-            if result is AuthResult.FULL:
-                return self._fatal(ErrorCode.SERVER_FULL, "relay has no room for a new mailbox")
-            self.mailbox = msg.mailbox
-            ok = AuthOk(self.store.instance_id(), self.store.head(msg.mailbox),
-                        result is AuthResult.REGISTERED)
-            return ServerOutput([encode(ok)])
+            return self._auth(msg)
         if self.mailbox is None:
             return self._fatal(ErrorCode.AUTH_REQUIRED, "authenticate first")
         if isinstance(msg, Put):
@@ -182,6 +217,42 @@ class ServerCore:
             self.subscribed_since = msg.since
             return ServerOutput()
         raise AssertionError("unreachable")
+
+    def _auth(self, msg: Auth) -> ServerOutput:
+        if self.mailbox is not None:
+            return self._fatal(ErrorCode.BAD_MESSAGE, "already authenticated")
+        if msg.version != PROTOCOL_VERSION:
+            return self._fatal(ErrorCode.UNSUPPORTED_VERSION,
+                               f"relay speaks protocol version {PROTOCOL_VERSION}")
+        if mailbox_for_token(msg.token) != msg.mailbox:
+            self.stats.auth_failures += 1
+            return self._fatal(ErrorCode.AUTH_FAILED, "the token does not belong to this mailbox")
+        now = self.clock()
+        th = token_hash(msg.token)
+        result = self.store.authorize(msg.mailbox, th, now, register=False)
+        if result is AuthResult.UNKNOWN:
+            bits = self.limits.registration_bits
+            if not proof_ok(msg.mailbox, msg.proof, bits):
+                if self._challenged:
+                    self.stats.auth_failures += 1
+                    return self._fatal(ErrorCode.AUTH_FAILED, "the registration proof is wrong")
+                self._challenged = True
+                return ServerOutput([encode(Challenge(bits))])
+            if self._may_register is not None and not self._may_register():
+                self.stats.registrations_refused += 1
+                return self._fatal(ErrorCode.RATE_LIMITED,
+                                   "too many new mailboxes from this address; try again later")
+            result = self.store.authorize(msg.mailbox, th, now, register=True)
+        if result is AuthResult.REFUSED:
+            self.stats.auth_failures += 1
+            return self._fatal(ErrorCode.AUTH_FAILED, "wrong token for this mailbox")
+        if result is AuthResult.FULL:
+            return self._fatal(ErrorCode.SERVER_FULL, "relay has no room for a new mailbox")
+        if result is AuthResult.REGISTERED:
+            self.stats.registrations += 1
+        self.mailbox = msg.mailbox
+        ok = AuthOk(self.store.instance_id(), self.store.head(msg.mailbox), result is AuthResult.REGISTERED)
+        return ServerOutput([encode(ok)])
 
     def pending_pushes(self, max_items: int | None = None) -> list[bytes]:
         """Pushed messages for everything after the subscription cursor (one page).

@@ -30,14 +30,20 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.http11 import Request, Response
+from websockets.protocol import CONNECTING
+from websockets.server import ServerProtocol
 
 from circle.net.relay_protocol import (
+    CLOSE_UNSUPPORTED_DATA,
     DEFAULT_FRAME_CAP,
+    DEFAULT_REGISTRATION_BITS,
+    PRE_AUTH_FRAME_CAP,
     ErrorCode,
     encode,
 )
@@ -79,9 +85,29 @@ class RelaySettings:
     #: Per-connection message rate (messages per second, sustained) and burst.
     messages_per_second: float = 50.0
     message_burst: float = 200.0
-    #: Per-connection upload rate (bytes per second, sustained) and burst.
+    #: Per-connection byte rate (bytes per second, sustained) and burst;
+    #: counts what the client sends and what its requests make the relay
+    #: send back (fetch replies), not live pushes.
     bytes_per_second: float = 1 * MIB
     byte_burst: float = 16 * MIB
+    #: The same two limits for all connections from one address together.
+    address_messages_per_second: float = 200.0
+    address_message_burst: float = 800.0
+    address_bytes_per_second: float = 2 * MIB
+    address_byte_burst: float = 32 * MIB
+    #: New mailboxes one address may register (per hour, sustained) and burst.
+    registrations_per_hour: float = 120.0
+    registration_burst: float = 10.0
+    #: Proof bits a new mailbox costs (about 2**bits hashes for the client).
+    registration_bits: int = DEFAULT_REGISTRATION_BITS
+    #: Largest message before a connection has authenticated.
+    pre_auth_frame_cap: int = PRE_AUTH_FRAME_CAP
+    #: A mailbox with no envelopes is dropped after this long unused (seconds).
+    empty_mailbox_ttl: float = 3600.0
+    #: A send must finish within send_timeout + size / min_send_rate seconds;
+    #: a client that does not read is disconnected and its slot freed.
+    send_timeout: float = 20.0
+    min_send_rate: float = 64 * 1024
     #: A connection that has not authenticated after this long is closed.
     auth_timeout: float = 10.0
     #: Keepalive pings detect dead peers (seconds).
@@ -105,6 +131,7 @@ class RelaySettings:
             total_bytes=self.total_quota_bytes,
             max_mailboxes=self.max_mailboxes,
             time_granularity=self.time_granularity,
+            empty_mailbox_ttl=self.empty_mailbox_ttl,
         )
 
 
@@ -115,8 +142,39 @@ class _Counters:
     refused_path: int = 0
     auth_timeouts: int = 0
     protocol_errors: int = 0
+    slow_readers: int = 0
     open: int = 0
     per_ip: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Address:
+    """Limits shared by every connection from one client address."""
+
+    msgs: TokenBucket
+    byts: TokenBucket
+    regs: TokenBucket
+
+
+class _Dropped(Exception):
+    """The client did not take what we sent in time; the connection was aborted."""
+
+
+class _AnswerBadRequests(ServerProtocol):
+    """websockets closes on a request it cannot parse without any HTTP
+    status; answer 400 first, as an HTTP server should."""
+
+    def send_eof(self) -> None:
+        if (self.state is CONNECTING and isinstance(self.handshake_exc, InvalidMessage)
+                and not self.eof_sent):
+            self.writes.append(self.reject(400, "bad request\n").serialize())
+        super().send_eof()
+
+
+class _Connection(ServerConnection):
+    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
+        protocol.__class__ = _AnswerBadRequests  # nothing has been parsed yet
+        super().__init__(protocol, *args, **kwargs)
 
 
 class RelayServer:
@@ -130,7 +188,31 @@ class RelayServer:
         self._subscribers: dict[bytes, set[asyncio.Event]] = {}
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._limits = ServerLimits(frame_cap=self.settings.frame_cap)
+        self._limits = ServerLimits(frame_cap=self.settings.frame_cap,
+                                    pre_auth_frame_cap=self.settings.pre_auth_frame_cap,
+                                    registration_bits=self.settings.registration_bits)
+        self._addresses: dict[str, _Address] = {}
+
+    def _address(self, addr: str) -> _Address:
+        a = self._addresses.get(addr)
+        if a is None:
+            s = self.settings
+            if len(self._addresses) >= 4 * s.max_connections:
+                self._forget_idle_addresses()
+            a = _Address(TokenBucket(s.address_messages_per_second, s.address_message_burst),
+                         TokenBucket(s.address_bytes_per_second, s.address_byte_burst),
+                         TokenBucket(s.registrations_per_hour / 3600.0, s.registration_burst))
+            self._addresses[addr] = a
+        return a
+
+    def _forget_idle_addresses(self) -> None:
+        """Drop the state of addresses with no connection and full buckets:
+        remembering them would change nothing."""
+        now = time.monotonic()
+        for addr, a in list(self._addresses.items()):
+            if (self.counters.per_ip.get(addr, 0) == 0 and a.msgs.full(now) and a.byts.full(now)
+                    and a.regs.full(now)):
+                del self._addresses[addr]
 
     # --- lifecycle --------------------------------------------------------
 
@@ -142,7 +224,8 @@ class RelayServer:
             self._handler, host, port,
             process_request=self._process_request,
             compression=None,  # ciphertext does not compress; and no zip bombs
-            max_size=s.frame_cap,
+            max_size=s.pre_auth_frame_cap,  # raised to frame_cap once authenticated
+            create_connection=_Connection,
             max_queue=4,
             open_timeout=s.auth_timeout,
             ping_interval=s.ping_interval,
@@ -182,6 +265,7 @@ class RelayServer:
     async def _log_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.log_interval)
+            self._forget_idle_addresses()
             self._log_summary("summary")
 
     def _log_summary(self, what: str) -> None:
@@ -189,10 +273,12 @@ class RelayServer:
         usage = self.store.total_usage()
         log.info(
             "%s: open=%d connections=%d refused_busy=%d refused_path=%d auth_timeouts=%d "
-            "protocol_errors=%d auth_failures=%d puts=%d duplicates=%d fetches=%d "
+            "protocol_errors=%d slow_readers=%d auth_failures=%d registrations=%d "
+            "registrations_refused=%d puts=%d duplicates=%d fetches=%d "
             "quota_refusals=%d bytes_in=%d bytes_out=%d mailboxes=%d stored=%d stored_bytes=%d",
             what, c.open, c.connections_total, c.refused_busy, c.refused_path, c.auth_timeouts,
-            c.protocol_errors, st.auth_failures, st.puts, st.duplicates, st.fetches,
+            c.protocol_errors, c.slow_readers, st.auth_failures, st.registrations,
+            st.registrations_refused, st.puts, st.duplicates, st.fetches,
             st.quota_refusals, st.bytes_in, st.bytes_out, self.store.mailbox_count(),
             usage.count, usage.bytes,
         )
@@ -211,8 +297,12 @@ class RelayServer:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         prefix = self.settings.path.rstrip("/")
-        if path.rstrip("/").endswith("/healthz") and "upgrade" not in request.headers.get("Connection", "").lower():
+        if path.rstrip("/").endswith(("/healthz", "/health")) and request.method in ("GET", "HEAD"):
             return conn.respond(200, "ok\n")
+        if request.method != "GET":
+            resp = conn.respond(405, "method not allowed\n")
+            resp.headers["Allow"] = "GET"
+            return resp
         if prefix and not (path == prefix or path.startswith(prefix + "/")):
             self.counters.refused_path += 1
             return conn.respond(404, "not found\n")
@@ -225,6 +315,26 @@ class RelayServer:
 
     # --- one connection ---------------------------------------------------
 
+    async def _send(self, ws: ServerConnection, frame: bytes) -> None:
+        """Send one message, or abort a connection whose client does not read.
+
+        websockets waits for its write buffer to drain; a client that never
+        reads would hold the connection (and its slot) forever, and the
+        keep-alive ping would wait behind the same full buffer."""
+        s = self.settings
+        try:
+            await asyncio.wait_for(ws.send(frame), s.send_timeout + len(frame) / s.min_send_rate)
+        except TimeoutError:
+            self.counters.slow_readers += 1
+            ws.transport.abort()
+            raise _Dropped from None
+
+    async def _close(self, ws: ServerConnection, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(ws.close(code, reason), self.settings.send_timeout)
+        except TimeoutError:
+            ws.transport.abort()
+
     async def _handler(self, ws: ServerConnection) -> None:
         headers = ws.request.headers if ws.request is not None else Headers()
         addr = self._client_addr(ws.remote_address, headers)
@@ -232,53 +342,79 @@ class RelayServer:
         s = self.settings
         if c.open >= s.max_connections or c.per_ip[addr] >= s.max_connections_per_ip:
             c.refused_busy += 1
-            await ws.close(1013, "busy")
+            await self._close(ws, 1013, "busy")
             return
         c.open += 1
         c.connections_total += 1
         c.per_ip[addr] += 1
-        core = ServerCore(self.store, self._limits, stats=self.stats)
+        shared = self._address(addr)
+
+        def may_register() -> bool:
+            return shared.regs.try_take(time.monotonic())
+
+        core = ServerCore(self.store, self._limits, stats=self.stats, may_register=may_register)
         wake = asyncio.Event()
         pusher: asyncio.Task[None] | None = None
         msgs = TokenBucket(s.messages_per_second, s.message_burst)
         byts = TokenBucket(s.bytes_per_second, s.byte_burst)
+        # Authentication as a whole (a challenge and the proof included) must
+        # finish within auth_timeout: a pre-auth client holds a slot for no longer.
+        auth_deadline = time.monotonic() + s.auth_timeout
         try:
-            try:
-                first = await asyncio.wait_for(ws.recv(decode=False), s.auth_timeout)
-            except TimeoutError:
-                c.auth_timeouts += 1
-                await ws.send(encode(ErrorMsg(ErrorCode.AUTH_REQUIRED, "authenticate first", 0, True)))
-                return
-            data: bytes | str = first
+            data: bytes | str = b""
             while True:
+                if core.authenticated:
+                    data = await ws.recv()  # str for a text frame, bytes for binary
+                else:
+                    try:
+                        data = await asyncio.wait_for(ws.recv(), max(0.0, auth_deadline - time.monotonic()))
+                    except TimeoutError:
+                        c.auth_timeouts += 1
+                        await self._send(ws, encode(ErrorMsg(ErrorCode.AUTH_REQUIRED, "authenticate first", 0,
+                                                             True)))
+                        await self._close(ws, 1008, "authenticate first")
+                        return
                 if isinstance(data, str):
-                    data = b""  # text frames are not part of the protocol: fatal below
+                    c.protocol_errors += 1
+                    await self._send(ws, encode(ErrorMsg(ErrorCode.BAD_MESSAGE, "text frames are not part of "
+                                                         "the relay protocol", 0, True)))
+                    await self._close(ws, CLOSE_UNSUPPORTED_DATA, "binary messages only")
+                    break
                 now = time.monotonic()
-                delay = max(msgs.delay_for(now), byts.delay_for(now, len(data)))
+                delay = max(msgs.delay_for(now), byts.delay_for(now, len(data)),
+                            shared.msgs.delay_for(now), shared.byts.delay_for(now, len(data)))
                 if delay > 0:
-                    await asyncio.sleep(delay)  # back-pressure, not an error
+                    await asyncio.sleep(delay)  # back-pressure: we stop reading, TCP does the rest
+                was_authenticated = core.authenticated
                 out = core.receive(data)
+                if core.authenticated and not was_authenticated:
+                    ws.protocol.max_message_size = s.frame_cap
+                sent = sum(len(b) for b in out.send)
+                if sent > 256:  # replies cost the asker (a 13-byte Fetch may bring 4 MiB)
+                    now = time.monotonic()
+                    byts.delay_for(now, sent)
+                    shared.byts.delay_for(now, sent)
                 for frame in out.send:
-                    await ws.send(frame)
+                    await self._send(ws, frame)
                 if out.stored_in is not None:
                     for ev in self._subscribers.get(out.stored_in, ()):
                         ev.set()
                 if out.close:
                     c.protocol_errors += 1
+                    await self._close(ws, out.close_code, "")
                     break
                 if pusher is None and core.subscribed_since is not None and core.mailbox is not None:
                     self._subscribers.setdefault(core.mailbox, set()).add(wake)
                     wake.set()
                     pusher = asyncio.create_task(self._push_loop(ws, core, wake))
-                data = await ws.recv(decode=False)
-        except ConnectionClosed:
+        except (ConnectionClosed, _Dropped):
             pass
         except Exception as e:  # a bug must not take the relay down; log without data
             log.error("connection handler failed: %s", type(e).__name__)
         finally:
             if pusher is not None:
                 pusher.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, _Dropped):
                     await pusher
             if core.mailbox is not None:
                 subs = self._subscribers.get(core.mailbox)
@@ -300,8 +436,8 @@ class RelayServer:
                     await wake.wait()
                     continue
                 for frame in frames:
-                    await ws.send(frame)
-        except ConnectionClosed:
+                    await self._send(ws, frame)
+        except (ConnectionClosed, _Dropped):
             pass
 
 

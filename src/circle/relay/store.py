@@ -1,9 +1,17 @@
 """Mailbox storage for a relay: one small protocol, two implementations.
 
-A *mailbox* is a 16-byte id derived from a circle's epoch key; it holds the
-circle's envelopes in arrival order. Each stored envelope gets a *cursor*: a
-positive integer that only grows within one store (never reused, even after
-expiry), so "everything after cursor N" is a complete, gap-free read.
+A *mailbox* is a 16-byte id derived from a circle's epoch key (and the
+relay's URL); it holds the circle's envelopes in arrival order. Each stored
+envelope gets a *cursor*: a positive integer counted per mailbox (1, 2, 3,
+...; never reused while the mailbox exists, even after expiry), so
+"everything after cursor N" is a complete, gap-free read. Cursors are per
+mailbox so that a client learns nothing about other mailboxes' activity
+from the numbers it sees.
+
+Room: when `max_mailboxes` are registered, a new registration evicts the
+empty mailbox that was used least recently (never one holding envelopes), so
+a flood of registrations cannot lock a real circle out; empty mailboxes also
+expire after `empty_mailbox_ttl`.
 
 Access is trust-on-first-use: the first client to authenticate a mailbox
 registers the BLAKE2b hash of its token; later clients must present a token
@@ -53,13 +61,16 @@ class StoreLimits:
     #: Timestamps are stored rounded down to this many seconds, so the
     #: database on disk keeps only coarse timing.
     time_granularity: int = 600
+    #: A mailbox without envelopes is dropped after this long unused (seconds).
+    empty_mailbox_ttl: float = 3600.0
 
 
 class AuthResult(enum.Enum):
     OK = "ok"
     REGISTERED = "registered"  # first use: the token hash is now bound to the mailbox
     REFUSED = "refused"  # wrong token
-    FULL = "full"  # unknown mailbox and the store has max_mailboxes already
+    FULL = "full"  # unknown mailbox, max_mailboxes reached and none of them empty
+    UNKNOWN = "unknown"  # unknown mailbox and `register=False`
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,11 @@ class MailboxStore(Protocol):
         """Random id made when the store was created; a wiped relay gets a new one."""
         ...
 
-    def authorize(self, mailbox: bytes, token_hash: bytes, now: float) -> AuthResult: ...
+    def authorize(self, mailbox: bytes, token_hash: bytes, now: float, register: bool = True) -> AuthResult:
+        """Check a token against a mailbox. An unknown mailbox is registered
+        (evicting the least recently used empty one if the store is full)
+        when `register` is true, else UNKNOWN is returned."""
+        ...
 
     def put(self, mailbox: bytes, data: bytes, now: float) -> PutResult:
         """Store an envelope (idempotent by envelope id). Raises RelayQuotaExceeded."""
@@ -106,8 +121,9 @@ class MailboxStore(Protocol):
         ...
 
     def expire(self, now: float, ttl: float) -> int:
-        """Drop envelopes stored before now - ttl, and mailboxes idle and empty
-        for that long. Returns how many envelopes were dropped."""
+        """Drop envelopes stored before now - ttl, and mailboxes that are empty
+        and unused for `limits.empty_mailbox_ttl` (or ttl if shorter).
+        Returns how many envelopes were dropped."""
         ...
 
     def usage(self, mailbox: bytes) -> Usage: ...
@@ -139,6 +155,7 @@ class _MemMailbox:
     items: dict[int, tuple[bytes, int, bytes]] = field(default_factory=dict)  # cursor -> (id, t, data)
     by_id: dict[bytes, int] = field(default_factory=dict)
     bytes: int = 0
+    next_cursor: int = 1
 
 
 class MemoryStore:
@@ -148,20 +165,24 @@ class MemoryStore:
         self.limits = limits or StoreLimits()
         self._instance = os.urandom(INSTANCE_ID_LEN)
         self._boxes: dict[bytes, _MemMailbox] = {}
-        self._next = 1
         self._total = 0
         self._count = 0
 
     def instance_id(self) -> bytes:
         return self._instance
 
-    def authorize(self, mailbox: bytes, token_hash: bytes, now: float) -> AuthResult:
+    def authorize(self, mailbox: bytes, token_hash: bytes, now: float, register: bool = True) -> AuthResult:
         _check_mailbox(mailbox)
         box = self._boxes.get(mailbox)
         t = _coarse(now, self.limits.time_granularity)
         if box is None:
+            if not register:
+                return AuthResult.UNKNOWN
             if len(self._boxes) >= self.limits.max_mailboxes:
-                return AuthResult.FULL
+                empty = [(b.last_seen, m) for m, b in self._boxes.items() if not b.items]
+                if not empty:
+                    return AuthResult.FULL
+                del self._boxes[min(empty)[1]]
             self._boxes[mailbox] = _MemMailbox(token_hash, t)
             return AuthResult.REGISTERED
         if not hmac.compare_digest(box.token_hash, token_hash):
@@ -187,8 +208,8 @@ class MemoryStore:
             raise RelayQuotaExceeded("the mailbox quota on this relay is used up")
         if self._total + n > self.limits.total_bytes:
             raise RelayQuotaExceeded("this relay is full")
-        cursor = self._next
-        self._next += 1
+        cursor = box.next_cursor
+        box.next_cursor += 1
         box.items[cursor] = (eid, _coarse(now, self.limits.time_granularity), bytes(data))
         box.by_id[eid] = cursor
         box.bytes += n
@@ -221,6 +242,7 @@ class MemoryStore:
 
     def expire(self, now: float, ttl: float) -> int:
         cutoff = now - ttl
+        empty_cutoff = now - min(ttl, self.limits.empty_mailbox_ttl)
         dropped = 0
         for mailbox, box in list(self._boxes.items()):
             for cursor, (eid, t, data) in list(box.items.items()):
@@ -231,7 +253,7 @@ class MemoryStore:
                     self._total -= len(data)
                     self._count -= 1
                     dropped += 1
-            if not box.items and box.last_seen < cutoff:
+            if not box.items and box.last_seen < empty_cutoff:
                 del self._boxes[mailbox]
         return dropped
 
@@ -252,7 +274,7 @@ class MemoryStore:
 
 # --- SQLite -------------------------------------------------------------------
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS mailboxes (
@@ -260,18 +282,38 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     token_hash BLOB NOT NULL,
     last_seen INTEGER NOT NULL,
     count INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0
+    bytes INTEGER NOT NULL DEFAULT 0,
+    next_cursor INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS envelopes (
-    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
     mailbox BLOB NOT NULL,
+    cursor INTEGER NOT NULL,
     eid BLOB NOT NULL,
     stored_at INTEGER NOT NULL,
     data BLOB NOT NULL,
+    UNIQUE (mailbox, cursor),
     UNIQUE (mailbox, eid)
 );
-CREATE INDEX IF NOT EXISTS envelopes_by_mailbox ON envelopes (mailbox, cursor);
 CREATE INDEX IF NOT EXISTS envelopes_by_time ON envelopes (stored_at);
+CREATE INDEX IF NOT EXISTS empty_mailboxes ON mailboxes (count, last_seen);
+"""
+
+#: Version 1 numbered envelopes with one counter for the whole relay. The
+#: move renumbers each mailbox 1, 2, 3, ... and takes a new instance id, so
+#: clients read their mailbox again from the start.
+_MIGRATE_1_TO_2 = """
+ALTER TABLE mailboxes RENAME TO mailboxes_v1;
+ALTER TABLE envelopes RENAME TO envelopes_v1;
+DROP INDEX IF EXISTS envelopes_by_mailbox;
+DROP INDEX IF EXISTS envelopes_by_time;
+""" + _SCHEMA + """
+INSERT INTO mailboxes (id, token_hash, last_seen, count, bytes, next_cursor)
+    SELECT id, token_hash, last_seen, count, bytes, count + 1 FROM mailboxes_v1;
+INSERT INTO envelopes (mailbox, cursor, eid, stored_at, data)
+    SELECT mailbox, ROW_NUMBER() OVER (PARTITION BY mailbox ORDER BY cursor), eid, stored_at, data
+    FROM envelopes_v1;
+DROP TABLE envelopes_v1;
+DROP TABLE mailboxes_v1;
 """
 
 
@@ -296,12 +338,33 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=OFF")
+            self._migrate()
             self._db.executescript(_SCHEMA)
             self._init_meta()
             row = self._db.execute("SELECT COALESCE(SUM(count),0), COALESCE(SUM(bytes),0) FROM mailboxes").fetchone()
         except sqlite3.DatabaseError as e:
             raise StoreCorrupt(f"relay database {self.path} cannot be opened: {e}") from None
         self._count, self._total = int(row[0]), int(row[1])
+
+    def _migrate(self) -> None:
+        has_meta = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        if has_meta is None:
+            return
+        version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if version is None or int(version[0]) != 1:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _MIGRATE_1_TO_2.split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+            self._db.execute("UPDATE meta SET value=? WHERE key='instance'", (os.urandom(INSTANCE_ID_LEN),))
+            self._db.execute("UPDATE meta SET value=? WHERE key='schema'", (_SCHEMA_VERSION,))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _init_meta(self) -> None:
         cur = self._db.execute("SELECT value FROM meta WHERE key='instance'").fetchone()
@@ -321,15 +384,21 @@ class SQLiteStore:
     def _tx(self) -> _Tx:
         return _Tx(self._db)
 
-    def authorize(self, mailbox: bytes, token_hash: bytes, now: float) -> AuthResult:
+    def authorize(self, mailbox: bytes, token_hash: bytes, now: float, register: bool = True) -> AuthResult:
         _check_mailbox(mailbox)
         t = _coarse(now, self.limits.time_granularity)
         with self._tx():
             row = self._db.execute("SELECT token_hash, last_seen FROM mailboxes WHERE id=?", (mailbox,)).fetchone()
             if row is None:
+                if not register:
+                    return AuthResult.UNKNOWN
                 (n,) = self._db.execute("SELECT COUNT(*) FROM mailboxes").fetchone()
                 if n >= self.limits.max_mailboxes:
-                    return AuthResult.FULL
+                    victim = self._db.execute(
+                        "SELECT id FROM mailboxes WHERE count=0 ORDER BY last_seen LIMIT 1").fetchone()
+                    if victim is None:
+                        return AuthResult.FULL
+                    self._db.execute("DELETE FROM mailboxes WHERE id=?", (victim[0],))
                 self._db.execute(
                     "INSERT INTO mailboxes (id, token_hash, last_seen) VALUES (?, ?, ?)",
                     (mailbox, token_hash, t),
@@ -347,7 +416,8 @@ class SQLiteStore:
         eid = envelope_id(data)
         n = len(data)
         with self._tx():
-            box = self._db.execute("SELECT count, bytes FROM mailboxes WHERE id=?", (mailbox,)).fetchone()
+            box = self._db.execute(
+                "SELECT count, bytes, next_cursor FROM mailboxes WHERE id=?", (mailbox,)).fetchone()
             if box is None:
                 raise StoreError("mailbox is not registered")
             row = self._db.execute(
@@ -359,16 +429,15 @@ class SQLiteStore:
                 raise RelayQuotaExceeded("the mailbox quota on this relay is used up")
             if self._total + n > self.limits.total_bytes:
                 raise RelayQuotaExceeded("this relay is full")
-            cur = self._db.execute(
-                "INSERT INTO envelopes (mailbox, eid, stored_at, data) VALUES (?, ?, ?, ?)",
-                (mailbox, eid, _coarse(now, self.limits.time_granularity), data),
+            cursor = int(box[2])
+            self._db.execute(
+                "INSERT INTO envelopes (mailbox, cursor, eid, stored_at, data) VALUES (?, ?, ?, ?, ?)",
+                (mailbox, cursor, eid, _coarse(now, self.limits.time_granularity), data),
             )
             self._db.execute(
-                "UPDATE mailboxes SET count=count+1, bytes=bytes+?, last_seen=? WHERE id=?",
-                (n, _coarse(now, self.limits.time_granularity), mailbox),
+                "UPDATE mailboxes SET count=count+1, bytes=bytes+?, last_seen=?, next_cursor=? WHERE id=?",
+                (n, _coarse(now, self.limits.time_granularity), cursor + 1, mailbox),
             )
-            cursor = cur.lastrowid
-        assert cursor is not None
         self._total += n
         self._count += 1
         return PutResult(eid, int(cursor), False)
@@ -412,7 +481,8 @@ class SQLiteStore:
                     "UPDATE mailboxes SET count=count-?, bytes=bytes-? WHERE id=?", (count, size, mailbox)
                 )
                 dropped += int(count)
-            self._db.execute("DELETE FROM mailboxes WHERE count=0 AND last_seen < ?", (cutoff,))
+            self._db.execute("DELETE FROM mailboxes WHERE count=0 AND last_seen < ?",
+                             (now - min(ttl, self.limits.empty_mailbox_ttl),))
             row = self._db.execute("SELECT COALESCE(SUM(count),0), COALESCE(SUM(bytes),0) FROM mailboxes").fetchone()
         self._count, self._total = int(row[0]), int(row[1])
         if dropped:

@@ -1005,12 +1005,9 @@ def import_report_text(report: dict[str, dict[str, int]]) -> str:
 
 
 def remove_member(service: CircleService, member_id: str) -> object:
-    """Removal with key rotation when the membership module provides it
-    (`circle.node.membership.remove`), else the board's own removal."""
-    try:
-        from circle.node.membership import remove
-    except ImportError:
-        return service.board.remove_member(member_id)
+    """Removal with key rotation, as one signed change (`circle.node.membership.remove`)."""
+    from circle.node.membership import remove
+
     return remove(service, member_id)
 
 

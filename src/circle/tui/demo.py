@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from circle.crdt.am import AmDoc
-from circle.crdt.board import Profile, now_ms
+from circle.crdt.board import now_ms
 from circle.crdt.model import Condition, MemberId, Millis, NeedStatus, Urgency
 from circle.errors import CircleError
+from circle.node import membership
 from circle.node.home import Home
 from circle.node.service import CircleService
 from circle.tui.sync_view import PeerInfo
@@ -50,9 +50,9 @@ def sync_pair(link: Link) -> int:
     to_b = a.doc.changes_since(link.common)
     to_a = b.doc.changes_since(link.common)
     if to_b:
-        b.apply_remote(to_b)
+        b.apply_remote(to_b, a.gate.proofs_since(a.doc, link.common))
     if to_a:
-        a.apply_remote(to_a)
+        a.apply_remote(to_a, b.gate.proofs_since(b.doc, link.common))
     heads_a, heads_b = sorted(a.doc.heads()), sorted(b.doc.heads())
     if heads_a == heads_b:
         link.common = a.doc.heads()
@@ -145,9 +145,9 @@ class Demo:
 
 
 def _fork(founder: CircleService, home: Home, clock: Clock) -> CircleService:
-    doc = AmDoc.load(founder.doc.save())
     cfg = founder.config
-    return CircleService.create_from_doc(home, cfg.circle_id, cfg.name, doc, cfg.epoch_keys, cfg.epoch, clock)
+    return CircleService.join_from_snapshot(home, cfg.circle_id, cfg.name, founder.packed_snapshot(),
+                                            dict(cfg.epoch_keys), cfg.epoch, clock)
 
 
 def build_demo(root: Path | None = None, clock: Clock = now_ms, seed: int = 7,
@@ -161,8 +161,7 @@ def build_demo(root: Path | None = None, clock: Clock = now_ms, seed: int = 7,
     homes = []
     for handle, zone in (("ana", "south"), ("ben", "east")):
         h = Home.create(root / handle, None)
-        founder.board.add_member(h.identity.member_id,
-                                 Profile(handle, h.identity.verify_key, h.identity.box_public, zone), founder.me)
+        membership.add_member(founder, h.identity.verify_key, h.identity.box_public, handle, zone)
         homes.append(h)
         names[h.identity.member_id] = handle
     members = [_fork(founder, h, clock) for h in homes]
