@@ -126,3 +126,28 @@ async def test_two_members_whole_flow_over_a_live_loopback_session(tmp_path: Pat
     for path in (a_path, b_path):
         g = gatherings(open_service(path).board)
         assert g.exchange(xid).counted and g.shift(sid).takers and len(g.skills()) == 1
+
+
+def test_the_trust_gate_accepts_exactly_the_shared_change_and_nothing_else_under_its_actor(tmp_path: Path) -> None:
+    import pytest
+
+    from circle.crdt.am import AmDoc
+    from circle.crdt.gatherings import _EXT_ACTOR, EXT_COLLECTIONS, extension_change
+    from circle.node.authorship import UnverifiedChanges
+
+    a_path, _ = member_homes(tmp_path, ["ana", "bo"])
+    ana = open_service(a_path)
+    # A look-alike under the same fixed actor that turns the time bank on: refused.
+    forged = AmDoc.new(actor=_EXT_ACTOR)
+    with forged.edit() as ed:
+        ed.create_collections(EXT_COLLECTIONS)
+        ed.put_record("settings", "circle", {"timebank": True})
+    (fake,) = forged.changes_since([])
+    assert fake != extension_change()
+    before = ana.doc.heads()
+    with pytest.raises(UnverifiedChanges):
+        ana.apply_remote([fake])
+    assert ana.doc.heads() == before and not ana.doc.has_collection("settings")
+    # The genuine one, arriving from a peer without any proof: accepted.
+    assert ana.apply_remote([extension_change()])
+    assert gatherings(ana.board).settings().timebank is False
