@@ -235,3 +235,16 @@ def test_status_says_what_was_ignored_and_tells_the_removed_device(tmp_path: Pat
     deliver(ana, cy)  # the removed device hears of it (e.g. through the old mailbox)
     notice = cy.status()["me"]["removed_notice"]
     assert notice is not None and notice.startswith("You were removed from Eastside by ana on ")
+
+
+def test_a_circle_from_before_signed_membership_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    from clihelp import CLI
+
+    (ana_path,) = member_homes(tmp_path, ["ana"])
+    ana = open_service(ana_path)
+    with ana.doc.edit() as ed:  # what an old (schema 1) store looks like to this code
+        ed.put_root_scalar("meta", "schema", 1)
+    ana._local_commit()
+    proc = CLI(ana_path).run("need", "list", check=False)
+    assert proc.returncode != 0
+    assert "without signed membership" in proc.stderr and "Traceback" not in proc.stderr

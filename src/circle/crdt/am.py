@@ -213,6 +213,71 @@ def change_hash(chunk: bytes) -> bytes | None:
     return hashlib.sha256(b"\x01" + _uleb(len(raw)) + raw).digest()
 
 
+def change_header(chunk: bytes) -> tuple[bytes, bytes, int] | None:
+    """(hash, actor, seq) of one change chunk as it travels, read from its
+    header without applying it; None if it is not a readable change chunk."""
+    import zlib
+
+    h = change_hash(chunk)
+    if h is None:
+        return None
+    try:
+        n, pos = _read_uleb(chunk, 9)
+        body = chunk[pos : pos + n]
+        if chunk[8] == 2:
+            inflater = zlib.decompressobj(-15)
+            body = inflater.decompress(body, 1 << 16)  # the header is at the front
+        p = 0
+        deps, p = _read_uleb(body, p)
+        p += 32 * deps
+        alen, p = _read_uleb(body, p)
+        actor = body[p : p + alen]
+        p += alen
+        seq, p = _read_uleb(body, p)
+    except (ValueError, zlib.error):
+        return None
+    if len(actor) != alen or p > len(body):
+        return None
+    return h, bytes(actor), seq
+
+
+def sync_message_change_headers(data: bytes) -> list[tuple[bytes, bytes, int]] | None:
+    """(hash, actor, seq) of every change in a sync message (None if unreadable)."""
+    try:
+        if not data or data[0] not in (0x42, 0x43):
+            return None
+        pos = 1
+        for _ in range(2):
+            n, pos = _read_uleb(data, pos)
+            pos += 32 * n
+        haves, pos = _read_uleb(data, pos)
+        for _ in range(haves):
+            n, pos = _read_uleb(data, pos)
+            pos += 32 * n
+            n, pos = _read_uleb(data, pos)
+            pos += n
+        count, pos = _read_uleb(data, pos)
+        out: list[tuple[bytes, bytes, int]] = []
+        for _ in range(count):
+            n, pos = _read_uleb(data, pos)
+            blob, start = data[pos : pos + n], 0
+            while start < len(blob):
+                if blob[start : start + 4] != b"\x85\x6f\x4a\x83" or start + 9 > len(blob):
+                    return None
+                m, body = _read_uleb(blob, start + 9)
+                info = change_header(blob[start : body + m])
+                if info is None:
+                    return None
+                out.append(info)
+                start = body + m
+            pos += n
+        # Strict: every byte accounted for, so nothing can hide where this
+        # reader does not look (anything else goes the slow, staged way).
+        return out if pos == len(data) else None
+    except ValueError:
+        return None
+
+
 def chunk_hashes(blob: bytes) -> list[bytes] | None:
     """Hashes of the change chunks concatenated in `blob` (a v2 sync message
     packs several into one entry); None if any is not a change chunk."""
@@ -374,7 +439,6 @@ class ChangeMeta:
     actor: bytes
     seq: int
     max_op: int
-    data: bytes
 
 
 def op_writer(exid: bytes) -> tuple[bytes, int] | None:
@@ -653,7 +717,7 @@ class AmDoc:
     def change_metas(self, heads: list[bytes]) -> list[ChangeMeta]:
         """Every change not covered by `heads`, with who wrote it (causal order)."""
         try:
-            return [ChangeMeta(bytes(c.hash), bytes(c.actor_id), int(c.seq), int(c.max_op), bytes(c.bytes))
+            return [ChangeMeta(bytes(c.hash), bytes(c.actor_id), int(c.seq), int(c.max_op))
                     for c in self._doc.get_changes(heads)]
         except BaseException as exc:
             if _fatal(exc):

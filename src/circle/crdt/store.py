@@ -264,8 +264,10 @@ class DocStore:
 
     # --- append / follow -------------------------------------------------
 
-    def append(self, changes: list[bytes]) -> None:
-        """Durably append changes (one fsync for the batch)."""
+    def append(self, changes: list[bytes], durable: bool = True) -> None:
+        """Durably append changes (one fsync for the batch). `durable=False`
+        skips the fsync, for data that can be rebuilt (this device's change
+        proofs) or fetched again: a crash may lose a tail, never corrupt."""
         if not changes:
             return
         blob = bytearray()
@@ -288,7 +290,8 @@ class DocStore:
                 try:
                     while view:
                         view = view[os.write(fd, view) :]
-                    os.fsync(fd)
+                    if durable:
+                        os.fsync(fd)
                 except OSError as exc:
                     os.ftruncate(fd, good_end)  # never leave half a record (e.g. disk full)
                     raise _storage_error(exc, self._log) from None

@@ -190,13 +190,33 @@ def _name(m: Membership, member: bytes) -> str:
     return info.handle if info and info.handle else member_id_for(member) if len(member) == 32 else "?"
 
 
+_DECODED: dict[bytes, Statement | str] = {}
+_DECODED_MAX = 100_000
+
+
+def _decode_cached(raw: bytes) -> Statement:
+    """decode() with its signature check done once per distinct blob."""
+    got = _DECODED.get(raw)
+    if got is None:
+        try:
+            got = decode(raw)
+        except RemoteProtocolError as exc:
+            got = exc.message
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.clear()
+        _DECODED[raw] = got
+    if isinstance(got, str):
+        raise RemoteProtocolError(got)
+    return got
+
+
 def derive(blobs: Iterable[bytes], circle: str) -> Membership:
     """Membership of `circle` from statement blobs (bad ones are reported, never raised)."""
     ignored: list[Ignored] = []
     stmts: dict[bytes, Statement] = {}
     for raw in list(blobs)[:MAX_STATEMENTS]:
         try:
-            s = decode(raw)
+            s = _decode_cached(raw)
         except RemoteProtocolError as exc:
             ignored.append(Ignored(b"", b"", "unreadable", exc.message))
             continue

@@ -57,8 +57,9 @@ class CircleService:
         # One actor per process, bound to this device (authorship.py rules).
         self.doc.set_actor(process_actor(cid, self.home.identity.verify_key))
         self.board = Board(self.doc, self.me, self.clock, on_commit=self._local_commit)
+        self._derived: dict[tuple[str, ...], Membership] = {}
         self.gate = Gate.open(cid, self.home.identity, self.home.circle_dir(cid) / "sigs",
-                              self.home.doc_cipher(cid), lambda doc: derive(Board(doc, None).statement_blobs(), cid))
+                              self.home.doc_cipher(cid), self._derive)
         self.board.members_source = lambda: membership.members_of(self.membership())
         self.board.member_of_actor = self._member_of_actor
         self.board.late_actors = self._late_actors
@@ -136,7 +137,9 @@ class CircleService:
                 "membership; it cannot be opened safely: start a new circle and invite the members again")
         if not derive(Board(doc, None).statement_blobs(), circle_id).members:
             raise StoreCorrupt(f"the stored document is not circle {circle_id} (its founding statement is missing)")
-        return cls(home, config, store, doc, clock)
+        svc = cls(home, config, store, doc, clock)
+        svc.gate.resign_missing(svc.doc)
+        return svc
 
     # --- trust ---------------------------------------------------------------
 
@@ -151,10 +154,17 @@ class CircleService:
 
     def membership(self) -> Membership:
         """Who is in, derived from the signed statements (cached per statement set)."""
-        ids = tuple(sorted(self.board.statement_ids()))
-        if self._membership is None or self._membership[0] != ids:
-            self._membership = (ids, derive(self.board.statement_blobs(), self.config.circle_id))
-        return self._membership[1]
+        return self._derive(self.doc)
+
+    def _derive(self, doc: AmDoc) -> Membership:
+        ids = tuple(sorted(doc.record_ids("statements")))
+        got = self._derived.get(ids)
+        if got is None:
+            got = derive(Board(doc, None).statement_blobs(), self.config.circle_id)
+            if len(self._derived) >= 4:
+                self._derived.pop(next(iter(self._derived)))
+            self._derived[ids] = got
+        return got
 
     def _member_of_actor(self, actor: bytes) -> MemberId | None:
         m = self.membership()
