@@ -151,3 +151,32 @@ def test_the_trust_gate_accepts_exactly_the_shared_change_and_nothing_else_under
     # The genuine one, arriving from a peer without any proof: accepted.
     assert ana.apply_remote([extension_change()])
     assert gatherings(ana.board).settings().timebank is False
+
+
+def test_a_member_cannot_answer_take_a_shift_or_list_a_skill_in_anothers_name(tmp_path: Path) -> None:
+    """DESIGN §8: a malicious member may write junk under its own name, never
+    forge another's. bo's device writes ana's RSVP, shift take and a skill
+    "by ana" with raw edits (a modified client); ana's copy accepts the signed
+    change but credits nothing to ana."""
+    a_path, b_path = member_homes(tmp_path, ["ana", "bo"])
+    ana, bo = open_service(a_path), open_service(b_path)
+    ga = gatherings(ana.board)
+    (eid,) = ga.add_event("Potluck", ana.clock() + 86_400_000, 120, "hall")
+    sid = ga.add_shift(eid, "door", ana.clock() + 86_000_000, 60, 1)
+    bo.apply_remote(ana.doc.changes_since([]), ana.gate.proofs_since(ana.doc, []))
+    before = bo.doc.heads()
+    with bo.doc.edit() as ed:
+        ed.map_put("events", eid, "rsvps", ana.me, "no")
+        ed.map_put("events", eid, "rsvps", bo.me, "yes")  # bo's own answer is fine
+        ed.map_put("shifts", sid, "takes", ana.me, 1)
+        ed.put_record("skills", "forged01", {"title": "Lock picking", "category": "", "details": "",
+                                             "teach": True, "author": ana.me, "created_at": 1,
+                                             "updated_at": 1, "removed_at": None})
+    assert bo.board.on_commit is not None
+    bo.board.on_commit()  # persist and sign, as any local edit
+    ana.apply_remote(bo.doc.changes_since(before), bo.gate.proofs_since(bo.doc, before))
+    for look in (lambda: ga.event(eid), lambda: ga.view().events[eid]):
+        assert look().rsvps == {bo.me: "yes"}
+    assert ga.shift(sid).takes == {} and ga.view().shifts[sid].open_slots == 1
+    assert ga.skill("forged01").author == bo.me  # credited to the device that wrote it
+    assert [s.author for s in ga.skills()] == [bo.me]

@@ -708,6 +708,20 @@ class AmDoc:
                 out[key] = who
         return out
 
+    def entry_writers(self, collection: str, record_id: str, field: str) -> dict[str, tuple[bytes, int]]:
+        """Who wrote each key of a map inside a record (RSVPs, shift takes)."""
+        obj = self._map_of(am.ROOT, collection)
+        rec = None if obj is None else self._map_of(obj, record_id)
+        inner = None if rec is None else self._map_of(rec, field)
+        if inner is None:
+            return {}
+        out: dict[str, tuple[bytes, int]] = {}
+        for key, (_value, exid) in self._pairs(inner):
+            who = op_writer(bytes(exid))
+            if who is not None:
+                out[key] = who
+        return out
+
     def actor(self) -> bytes:
         return bytes(self._doc.get_actor())
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from functools import cached_property, lru_cache
 from typing import Any, TypeVar
@@ -97,6 +98,9 @@ MAX_TITLE, MAX_TEXT, MAX_PLACE = 200, 4000, 120
 MAX_OCCURRENCES = 52
 MAX_DECODED_CHANGES = 500  # more at once (a long-absent peer): one diff is as cheap
 NESTED = ("events", "shifts", "exchanges")  # collections whose records hold maps
+AUTHOR_FIELDS = {"skills": "author", "events": "author", "shifts": "author", "bring": "member",
+                 "exchanges": "logged_by"}
+MEMBER_MAPS = {"events": ("rsvps",), "shifts": ("takes",), "exchanges": ("sides", "notes")}
 REMIND_EVENT_MS = 2 * 60 * 60 * 1000   # tell a member who said yes two hours ahead
 REMIND_SHIFT_MS = 60 * 60 * 1000       # and a member on a shift one hour ahead
 
@@ -112,6 +116,15 @@ def extension_change() -> bytes:
         ed.put_record("settings", "circle", {"timebank": False})
     (change,) = seed.changes_since([])
     return change
+
+
+@lru_cache(maxsize=1)
+def extension_hash() -> bytes:
+    """The shared change's hash (SHA-256 of its bytes, as Automerge names it)."""
+    doc = AmDoc.new()
+    doc.apply_changes([extension_change()])
+    (meta,) = doc.change_metas([])
+    return meta.hash
 
 
 def has_collections(doc: AmDoc) -> bool:
@@ -138,8 +151,10 @@ class GatherView:
     records that changed are parsed again."""
 
     def __init__(self, doc: AmDoc, previous: GatherView | None = None,
-                 changed: dict[str, set[str]] | None = None) -> None:
+                 changed: dict[str, set[str]] | None = None,
+                 check: Callable[[str, str, Any], Any] | None = None) -> None:
         self._doc = doc
+        self._check = check
         self._previous = previous
         self._changed = changed
         self._malformed: dict[str, list[Malformed]] = {}
@@ -167,16 +182,17 @@ class GatherView:
         self._malformed[name] = bad
         return out
 
-    @staticmethod
-    def _one(name: str, parse: Callable[[str, Record], T], rid: str, rec: object,
+    def _one(self, name: str, parse: Callable[[str, Record], T], rid: str, rec: object,
              out: dict[Any, T], bad: list[Malformed]) -> None:
         if rec is MALFORMED or not isinstance(rec, dict):
             bad.append(Malformed(name, rid, "not a record"))
             return
         try:
-            out[rid] = parse(rid, rec)
+            parsed = parse(rid, rec)
         except (Bad, ValueError, TypeError) as exc:
             bad.append(Malformed(name, rid, str(exc)))
+            return
+        out[rid] = self._check(name, rid, parsed) if self._check is not None else parsed
 
     @cached_property
     def skills(self) -> dict[RecordId, Skill]:
@@ -274,9 +290,33 @@ class Gatherings:
                 changed = self._touched_since(self._heads)
                 if changed is None:
                     changed = self.doc.changed_records(list(self._heads), list(heads))
-            self._view = GatherView(self.doc, self._view if changed is not None else None, changed)
+            self._view = GatherView(self.doc, self._view if changed is not None else None, changed,
+                                    self._verify if self.board.members_source is not None else None)
             self._heads = heads
         return self._view
+
+    def _verify(self, name: str, rid: str, rec: Any) -> Any:
+        """Authorship from the signed changes, not from fields (DESIGN §8): a
+        record's author (`member` of a bring entry, `logged_by` of an
+        exchange) is the member whose device wrote it, and an RSVP, shift
+        take or exchange side counts only if the member it names wrote it."""
+        who_of = self.board.member_of_actor
+        field = AUTHOR_FIELDS.get(name)
+        if field is not None:
+            made = self.doc.record_writer(name, rid)
+            writer = who_of(made[0]) if made is not None else None
+            if writer is not None and getattr(rec, field) != writer:
+                rec = replace(rec, **{field: writer})
+        for inner in MEMBER_MAPS.get(name, ()):
+            entries = getattr(rec, inner)
+            if not entries:
+                continue
+            writers = self.doc.entry_writers(name, rid, inner)
+            keep = {k: v for k, v in entries.items()
+                    if k not in writers or who_of(writers[k][0]) in (None, k)}
+            if len(keep) != len(entries):
+                rec = replace(rec, **{inner: keep})
+        return rec
 
     def _touched_since(self, heads: tuple[bytes, ...]) -> dict[str, set[str]] | None:
         """Records of these collections the changes since `heads` touch, or
@@ -323,10 +363,12 @@ class Gatherings:
         rec = self.doc.record(collection, rid.strip().lower()) if rid.strip() else None
         if rec is None:
             return None
+        rid = rid.strip().lower()
         try:
-            return parse(rid.strip().lower(), rec)
+            parsed = parse(rid, rec)
         except (Bad, ValueError, TypeError):
             return None
+        return self._verify(collection, rid, parsed) if self.board.members_source is not None else parsed
 
     @staticmethod
     def _find(table: dict[RecordId, T], prefix: str, what: str) -> T:

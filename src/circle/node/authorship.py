@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from circle.crdt.am import AmDoc, ChangeMeta
-from circle.crdt.gatherings import extension_change
+from circle.crdt.gatherings import extension_hash
 from circle.crdt.store import Cipher, DocStore
 from circle.errors import MalformedDocument
 from circle.net.keys import DeviceIdentity, verify_signature
@@ -271,8 +271,8 @@ class Gate:
     def check(self, fork: AmDoc, new: list[ChangeMeta]) -> None:
         members = self.membership(fork)  # the statements as they stand *with* the new changes
         # The one change written by no device: byte-identical everywhere, it only
-        # adds the later collections (crdt/gatherings.py, extension_change).
-        new = [m for m in new if m.data != extension_change()]
+        # adds the later collections (crdt/gatherings.py, extension_change; same hash).
+        new = [m for m in new if m.hash != extension_hash()]
         by_actor: dict[bytes, list[ChangeMeta]] = {}
         for meta in new:
             by_actor.setdefault(meta.actor, []).append(meta)
