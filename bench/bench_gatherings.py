@@ -27,8 +27,6 @@ from pathlib import Path
 from textual import events as tevents
 from textual.strip import Strip
 
-from circle.crdt.am import AmDoc
-from circle.crdt.board import Profile
 from circle.crdt.gatherings import gatherings
 from circle.crdt.model import Urgency
 from circle.node import membership
@@ -48,11 +46,7 @@ def make_homes(root: Path, records: int) -> tuple[Path, Path]:
     svc = CircleService.create(a_home, "Bench", "ana")
     b_home = Home.create(root / "bo", None)
     ident = b_home.identity
-    epoch = svc.board.current_epoch()
-    assert epoch is not None
-    sealed = membership.seal_grant(ident.box_public, svc.config.circle_id, epoch.number, svc.config.epoch_key)
-    svc.board.add_member(ident.member_id, Profile("bo", ident.verify_key, ident.box_public, ""), svc.me,
-                         grant=(epoch.id, sealed))
+    membership.add_member(svc, ident.verify_key, ident.box_public, "bo", "")
     board, g = svc.board, gatherings(svc.board)
     board.on_commit = None  # one append at the end, not 10k fsyncs
     g.set_timebank(True)
@@ -102,10 +96,12 @@ def make_homes(root: Path, records: int) -> tuple[Path, Path]:
                 "need": None, "logged_by": me, "created_at": now - i * 1000,
                 "sides": {me: "confirmed", other: "confirmed"} if i % 3 else {me: "confirmed"},
                 "notes": {}, "withdrawn_at": None, "seen": ""})
-    svc.persist()
+    svc.board.on_commit = svc._local_commit
+    svc._local_commit()  # sign and persist everything written above, once
     svc.compact()
-    CircleService.create_from_doc(b_home, svc.config.circle_id, "Bench", AmDoc.load(svc.doc.save()),
-                                  svc.keyring(), svc.config.epoch)
+    joined = CircleService.join_from_snapshot(b_home, svc.config.circle_id, "Bench", svc.packed_snapshot(),
+                                              svc.keyring(), svc.config.epoch)
+    membership.reconcile(joined)
     return a_home.path, b_home.path
 
 
