@@ -12,7 +12,8 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from functools import cached_property
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from circle.crdt.am import MALFORMED, AmDoc, Field
@@ -192,30 +193,31 @@ class Board:
         if self.members_source is not None and "members" not in self._view.__dict__:
             # Members come from the signed statements, never from records.
             self._view.__dict__["members"] = self.members_source()
+            # Authors are checked when needs or offers are first read (lazily,
+            # as the view parses each collection only when asked).
+            self._view.__class__ = _VerifiedView
+            self._view._verify = self._verify_authors  # type: ignore[attr-defined]
             late = self.late_actors()
             if late:
                 self._drop_late_writes(self._view, late)
-            self._verify_authors(self._view)
         return self._view
 
-    def _verify_authors(self, view: BoardView) -> None:
+    def _verify_authors(self, view: BoardView, collection: str, table: dict[Any, Any]) -> None:
         """A need's or offer's author is who *wrote* it (the signed device's
         member), whatever its `author` field claims; a mismatch is reported."""
         notes = view._malformed.setdefault("authorship", [])
-        for collection in ("needs", "offers"):
-            table = getattr(view, collection)
-            cache = self._writers.setdefault(collection, {})
-            for rid, rec in list(table.items()):
-                if rid not in cache:
-                    who = self.doc.record_writer(collection, rid)
-                    cache[rid] = self.member_of_actor(who[0]) if who is not None else None
-                writer = cache[rid]
-                if writer is not None and writer != rec.author:
-                    table[rid] = replace(rec, author=writer)
-                    claimed = view.members.get(rec.author)
-                    real = view.members.get(writer)
-                    notes.append(Malformed(collection, rid, f"says it is by {claimed.handle if claimed else rec.author} "
-                                           f"but was written by {real.handle if real else writer}"))
+        cache = self._writers.setdefault(collection, {})
+        for rid, rec in list(table.items()):
+            if rid not in cache:
+                who = self.doc.record_writer(collection, rid)
+                cache[rid] = self.member_of_actor(who[0]) if who is not None else None
+            writer = cache[rid]
+            if writer is not None and writer != rec.author:
+                table[rid] = replace(rec, author=writer)
+                claimed = view.members.get(rec.author)
+                real = view.members.get(writer)
+                notes.append(Malformed(collection, rid, f"says it is by {claimed.handle if claimed else rec.author} "
+                                       f"but was written by {real.handle if real else writer}"))
 
     def _drop_late_writes(self, view: BoardView, late: set[bytes]) -> None:
         """Ignore what removed devices wrote after their removal (membership
@@ -257,7 +259,9 @@ class Board:
         return sorted(self.view().members.values(), key=lambda m: (m.removed_at is not None, m.handle))
 
     def active_member(self, member_id: MemberId) -> Member | None:
-        member = self.view().members.get(member_id)
+        """Fast path (no view rebuild): used on every mutation and handshake."""
+        members = self.members_source() if self.members_source is not None else self.view().members
+        member = members.get(member_id)
         return member if member is not None and member.active else None
 
     def needs(self, status: str = "open", category: str | None = None, search: str | None = None) -> list[Need]:
@@ -733,6 +737,22 @@ class Board:
             raise NotFound(f"relay {norm} is not listed")
         self._update("relays", rid, {"removed_at": self.clock(), "removed_by": me})
         return self.view().relays[rid]
+
+
+class _VerifiedView(BoardView):
+    """A BoardView whose needs and offers show their verified writers."""
+
+    @cached_property
+    def needs(self) -> dict[RecordId, Need]:
+        table = BoardView.needs.func(self)  # type: ignore[attr-defined]
+        self._verify(self, "needs", table)  # type: ignore[attr-defined]
+        return table  # type: ignore[no-any-return]
+
+    @cached_property
+    def offers(self) -> dict[RecordId, Offer]:
+        table = BoardView.offers.func(self)  # type: ignore[attr-defined]
+        self._verify(self, "offers", table)  # type: ignore[attr-defined]
+        return table  # type: ignore[no-any-return]
 
 
 def normalise_relay_url(url: str) -> str:
