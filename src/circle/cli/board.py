@@ -16,6 +16,7 @@ from circle.cli.common import (
     pass_ctx,
     table,
 )
+from circle.cli.skills import skill_matches
 from circle.crdt.matching import needs_for, offers_for
 from circle.crdt.model import Member
 from circle.crdt.transfer import export_json, import_records, parse_import, record_dict
@@ -44,7 +45,9 @@ def match(ctx: Ctx, record_id: str | None) -> None:
              "score": m.score, "reasons": list(m.reasons)} for m in results]
     rows = [[m.need.id, m.need.title[:30], m.offer.id, m.offer.title[:30], str(m.score), "; ".join(m.reasons)]
             for m in results]
-    emit(ctx, data, lambda: table(rows, ["need", "title", "offer", "title", "score", "why"]))
+    # Members whose listed skills fit the need(s): "bo: Bike repair (can teach)".
+    skill_data, skill_rows = skill_matches(svc, record_id)
+    emit(ctx, data + skill_data, lambda: table(rows + skill_rows, ["need", "title", "offer", "title", "score", "why"]))
 
 
 @click.command()

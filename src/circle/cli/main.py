@@ -41,6 +41,7 @@ COMMAND_MODULES = {
     "search": "circles", "report": "circles",
     "alert": "alerts", "checkin": "checkin", "resource": "resources", "lock": "lock", "wipe": "lock",
     "doctor": "doctor",
+    "skill": "skills", "hours": "hours", "event": "events", "settings": "settings",
 }
 
 

@@ -994,6 +994,19 @@ class AmDoc:
             return None
         return op_writer(bytes(got[1]))
 
+    def object_ids(self, collection: str) -> tuple[tuple[bytes, int] | None, dict[str, tuple[bytes, int]]]:
+        """(the collection map's id, {record: its map's id}) as (actor, counter):
+        what a change's ops name as their target object."""
+        got = self._get(am.ROOT, collection)
+        if got is None or got[0] != am.ObjType.Map:
+            return None, {}
+        out: dict[str, tuple[bytes, int]] = {}
+        for key, (_value, exid) in self._pairs(got[1]):
+            who = op_writer(bytes(exid))
+            if who is not None:
+                out[key] = who
+        return op_writer(bytes(got[1])), out
+
     def field_writers(self, collection: str, record_id: str) -> dict[str, tuple[bytes, int]]:
         """Who wrote the current value of each field of a record."""
         self._guard()
@@ -1034,6 +1047,20 @@ class AmDoc:
         inner = None if rec is None else self._map_of(rec, field)
         got = None if inner is None else self._get(inner, key)
         return None if got is None else op_writer(bytes(got[1]))
+
+    def entry_writers(self, collection: str, record_id: str, field: str) -> dict[str, tuple[bytes, int]]:
+        """Who wrote each key of a map inside a record (RSVPs, shift takes)."""
+        obj = self._map_of(am.ROOT, collection)
+        rec = None if obj is None else self._map_of(obj, record_id)
+        inner = None if rec is None else self._map_of(rec, field)
+        if inner is None:
+            return {}
+        out: dict[str, tuple[bytes, int]] = {}
+        for key, (_value, exid) in self._pairs(inner):
+            who = op_writer(bytes(exid))
+            if who is not None:
+                out[key] = who
+        return out
 
     def actor(self) -> bytes:
         return bytes(self._doc.get_actor())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from circle.crdt.gather_records import Skill
 from circle.crdt.model import Need, Offer
 
 _STOP = frozenset(
@@ -70,3 +71,46 @@ def needs_for(offer: Offer, needs: list[Need], limit: int = 10) -> list[Match]:
         if points > 0:
             found.append(Match(points, reasons, need, offer))
     return sorted(found, key=lambda m: (-m.score, -m.need.urgency.rank, m.need.id))[:limit]
+
+
+# --- skills (a member who can do or teach what a need asks for) ----------------------
+
+
+@dataclass(frozen=True)
+class SkillMatch:
+    score: int
+    reasons: tuple[str, ...]
+    need: Need
+    skill: Skill
+
+
+def skill_score(need: Need, skill: Skill) -> tuple[int, tuple[str, ...]]:
+    """Same rules as for offers: category, then shared words (a need's tags
+    count as words of the skill's title, category and details)."""
+    points, reasons = 0, []
+    if need.category and need.category == skill.category:
+        points += 3
+        reasons.append(f"category {need.category}")
+    skill_words = words(f"{skill.title} {skill.details} {skill.category}")
+    shared_tags = sorted(t for t in need.tags if t in skill_words)
+    if shared_tags:
+        points += 2 * len(shared_tags)
+        reasons.append("tags " + ", ".join(shared_tags))
+    shared = sorted((words(f"{need.title} {need.details}") & skill_words) - set(shared_tags))
+    if shared:
+        points += len(shared)
+        reasons.append("words " + ", ".join(shared[:5]))
+    return points, tuple(reasons)
+
+
+def skills_for(need: Need, skills: list[Skill], limit: int = 5) -> list[SkillMatch]:
+    """Listed skills of other members that may fit a need. Ordered by fit,
+    then skill id: never by who the member is or how much they gave."""
+    found = []
+    for skill in skills:
+        if skill.author == need.author or not skill.listed:
+            continue
+        points, reasons = skill_score(need, skill)
+        if points > 0:
+            found.append(SkillMatch(points, reasons, need, skill))
+    return sorted(found, key=lambda m: (-m.score, m.skill.id))[:limit]

@@ -1,0 +1,289 @@
+"""The Events tab: gatherings, RSVPs, bring lists, shifts, and reminders.
+
+Times are shown in this device's zone (the author's own wall-clock time is
+added when it differs). A shift that two members took offline past its
+slots shows as OVER-FULL, the later takers marked, until one drops.
+Reminders: the app notifies once before an event you said yes to and before
+a shift you are on (`REMIND_EVENT_MS` / `REMIND_SHIFT_MS` ahead).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Input, Static
+
+from circle.crdt.gather_records import Event, EventKind, EventStatus, Rsvp, Shift
+from circle.crdt.gatherings import Gatherings
+from circle.crdt.model import MemberId, Millis
+from circle.crdt.times import author_time, local_zone_name, parse_duration, parse_when, show_time
+from circle.errors import UsageError
+from circle.node.service import CircleService
+from circle.tui.screens import FieldSpec, FormValues
+from circle.tui.skills_tab import TabPaneBase
+from circle.tui.table import Column, RecordTable, Row, make_row
+
+EVENT_COLUMNS = [Column("ID", 8), Column("WHEN", 20), Column("TITLE", 0), Column("KIND", 8), Column("WHERE", 16),
+                 Column("YES", 3), Column("SHIFTS", 12), Column("STATUS", 9)]
+KIND_OPTIONS = [(k.value, k.value) for k in EventKind]
+SHOWING = ["upcoming", "past", "all"]
+REMINDER_INTERVAL = 30.0  # seconds between reminder checks
+
+
+def shifts_cell(shifts: list[Shift]) -> str:
+    live = [s for s in shifts if s.cancelled_at is None]
+    if not live:
+        return ""
+    if any(s.over_full for s in live):
+        return "OVER-FULL"
+    open_slots = sum(s.open_slots for s in live)
+    return f"{open_slots} open" if open_slots else "full"
+
+
+def event_row(e: Event, shifts: list[Shift], me: MemberId, now: Millis) -> Row:
+    status = e.status(now)
+    cell = shifts_cell(shifts)
+    tone = "dim" if status in (EventStatus.PAST, EventStatus.CANCELLED) else (
+        "bad" if cell == "OVER-FULL" else ("good" if e.rsvps.get(me) == Rsvp.YES else ""))
+    cells = (e.id, show_time(e.starts_at), e.title, e.kind.value, e.place or "-",
+             str(sum(1 for a in e.rsvps.values() if a == Rsvp.YES)), cell, status.value)
+    return make_row(e.id, cells, tone, f"{e.zone} {e.details}")
+
+
+class EventsPane(TabPaneBase):
+    tab_id = "events"
+    BINDINGS = [
+        Binding("n", "new_event", "New"),
+        Binding("e", "edit_event", "Edit"),
+        Binding("y", "rsvp('yes')", "Yes"),
+        Binding("m", "rsvp('maybe')", "Maybe"),
+        Binding("x", "rsvp('no')", "No"),
+        Binding("b", "bring", "Bring"),
+        Binding("s", "new_shift", "Add shift"),
+        Binding("t", "take_shift", "Take shift"),
+        Binding("d", "drop_shift", "Drop shift"),
+        Binding("c", "cancel_event", "Cancel/restore"),
+        Binding("a", "cycle_showing", "Upcoming/past/all"),
+    ]
+
+    def __init__(self, service: CircleService) -> None:
+        super().__init__(service)
+        self.showing = "upcoming"
+        self.reminded: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="Type to filter events: title, kind, place, zone", id="events-filter",
+                    classes="filter")
+        with Horizontal(classes="body"):
+            yield RecordTable(EVENT_COLUMNS, id="events-table",
+                              empty_text="No upcoming gatherings. Press n to plan one.")
+            with VerticalScroll(classes="side"):
+                yield Static(id="events-detail")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.set_interval(REMINDER_INTERVAL, self.remind)
+        self.call_after_refresh(self.remind)
+
+    # --- data -------------------------------------------------------------
+
+    def fill(self) -> None:
+        g, me, now = self.g, self.service.me, self.service.clock()
+        by_event = g.view().shifts_by_event
+        self.table.set_rows([event_row(e, by_event.get(e.id, []), me, now) for e in g.events(self.showing)])
+
+    def _event(self, warn: bool = True) -> Event | None:
+        key = self.selected_key()
+        e = self.g.view().events.get(key) if key else None  # type: ignore[call-overload]
+        if e is None and warn:
+            self.app.notify("Select an event first", severity="warning")
+        return e
+
+    def update_detail(self) -> None:
+        e = self._event(warn=False)
+        self.query_one("#events-detail", Static).update(self.detail(e) if e else Text(""))
+
+    def detail(self, e: Event) -> Text:
+        g, now = self.g, self.service.clock()
+        t = Text()
+        t.append(e.title + "\n", style="bold")
+        t.append(f"{e.kind.value} · {e.status(now).value} · planned by {self.who(e.author)}\n")
+        theirs = author_time(e.starts_at, e.tz)
+        t.append(f"{show_time(e.starts_at)}, {e.minutes // 60}h{e.minutes % 60:02d}"
+                 + (f" ({theirs} for the author)" if theirs else "") + "\n")
+        t.append(f"where: {e.place or '-'}" + (f" · zone {e.zone}" if e.zone else "") + "\n")
+        if e.details:
+            t.append("\n" + e.details + "\n")
+        t.append("\nComing\n", style="bold underline")
+        for answer in Rsvp:
+            people = [self.who(m) for m in e.answers(answer)]
+            t.append(f"{answer.value:>5}: {', '.join(people) or '-'}\n")
+        t.append("\nBring list\n", style="bold underline")
+        bring = g.bring_list(e.id)
+        if not bring:
+            t.append("nothing yet (b: say what you bring)\n", style="dim")
+        for b in bring:
+            t.append(f"• {self.who(b.member)}: {b.item}\n")
+        shifts = g.shifts_of(e.id)
+        if shifts:
+            t.append("\nShifts\n", style="bold underline")
+        for s in shifts:
+            over = set(s.over)
+            people = ", ".join(self.who(m) + (" (over)" if m in over else "") for m in s.takers) or "nobody yet"
+            style = "bold red" if s.over_full else ""
+            t.append(f"{s.title} {show_time(s.starts_at)[-5:]}, {len(s.takes)}/{s.slots}: {people}\n", style=style)
+            if s.over_full:
+                t.append("  OVER-FULL: taken offline at the same time; someone please drop (d)\n", style="bold red")
+        return t
+
+    # --- reminders ----------------------------------------------------------
+
+    def remind(self) -> None:
+        try:
+            due = self.g.reminders()
+        except Exception:  # never let a reminder check take the app down
+            return
+        for r in due:
+            if r.key not in self.reminded:
+                self.reminded.add(r.key)
+                self.app.notify(r.text, title="Reminder", timeout=30)
+
+    # --- actions ------------------------------------------------------------
+
+    def action_cycle_showing(self) -> None:
+        self.showing = SHOWING[(SHOWING.index(self.showing) + 1) % len(SHOWING)]
+        self.table.set_empty_text(f"No {self.showing} gatherings." if self.showing != "upcoming"
+                                  else "No upcoming gatherings. Press n to plan one.")
+        self.app.notify(f"Showing {self.showing} events")
+        self._dirty = True
+        self.rebuild()
+
+    def _fields(self, e: Event | None) -> list[FieldSpec]:
+        when = datetime.fromtimestamp(e.starts_at / 1000).astimezone().strftime("%Y-%m-%dT%H:%M") if e else ""
+        length = f"{e.minutes // 60}h{e.minutes % 60}m" if e else "2h"
+        return [
+            FieldSpec("title", "Title", value=e.title if e else "", placeholder="e.g. Potluck"),
+            FieldSpec("at", "Starts", value=when, placeholder="2026-12-12T18:00 (your time)"),
+            FieldSpec("duration", "Duration", value=length, placeholder="3h, 90m, 1h30m"),
+            FieldSpec("place", "Where", value=e.place if e else "",
+                      placeholder="free text, e.g. community room (never an address)"),
+            FieldSpec("kind", "Kind", "select", e.kind.value if e else EventKind.OTHER.value, KIND_OPTIONS),
+            FieldSpec("zone", "Zone", value=e.zone if e else ""),
+            FieldSpec("details", "Details", value=e.details if e else ""),
+        ]
+
+    def action_new_event(self) -> None:
+        def submit(v: FormValues) -> None:
+            tz = local_zone_name()
+            ids = self.g.add_event(v["title"], parse_when(v["at"], tz), parse_duration(v["duration"]), v["place"],
+                                   kind=EventKind(v["kind"]), zone=v["zone"], details=v["details"], tz=tz)
+            self.call_after_refresh(self.table.move_to_key, ids[0])
+        self.form("Plan a gathering", self._fields(None), submit, "Plan")
+
+    def action_edit_event(self) -> None:
+        e = self._event()
+        if e is None:
+            return
+
+        def submit(v: FormValues) -> None:
+            tz = local_zone_name()
+            self.g.edit_event(e.id, title=v["title"], starts_at=parse_when(v["at"], tz),
+                              minutes=parse_duration(v["duration"]), place=v["place"], kind=EventKind(v["kind"]),
+                              zone=v["zone"], details=v["details"], tz=tz)
+        self.form(f"Edit event {e.id}", self._fields(e), submit)
+
+    def action_rsvp(self, answer: str) -> None:
+        e = self._event()
+        if e is not None:
+            self.act(lambda: self.g.rsvp(e.id, answer), f"You answered {answer} for “{e.title}”")
+
+    def action_bring(self) -> None:
+        e = self._event()
+        if e is None:
+            return
+        mine = [b for b in self.g.bring_list(e.id) if b.member == self.service.me]
+        fields = [FieldSpec("item", "I will bring", placeholder="e.g. lentil soup")]
+        if mine:
+            fields.append(FieldSpec("remove", "Or take off", "select", "",
+                                    [("(nothing)", ""), *((b.item, b.id) for b in mine)]))
+
+        def submit(v: FormValues) -> None:
+            if v.get("remove"):
+                self.g.remove_bring(v["remove"])
+            if v["item"].strip() or not v.get("remove"):
+                self.g.add_bring(e.id, v["item"])
+        self.form(f"Bring list of {e.title}", fields, submit)
+
+    def action_cancel_event(self) -> None:
+        e = self._event()
+        if e is not None:
+            undo = e.cancelled_at is not None
+            self.act(lambda: self.g.cancel_event(e.id, cancelled=not undo),
+                     f"“{e.title}” is {'on again' if undo else 'cancelled'}")
+
+    def action_new_shift(self) -> None:
+        e = self._event()
+        if e is None:
+            return
+        start = datetime.fromtimestamp(e.starts_at / 1000).astimezone().strftime("%Y-%m-%dT%H:%M")
+        fields = [FieldSpec("title", "Shift", placeholder="e.g. set-up"),
+                  FieldSpec("at", "Starts", value=start), FieldSpec("duration", "Duration", value="1h"),
+                  FieldSpec("slots", "People needed", "int", 1)]
+
+        def submit(v: FormValues) -> None:
+            self.g.add_shift(e.id, v["title"], parse_when(v["at"], local_zone_name()), parse_duration(v["duration"]),
+                             v["slots"] or 1)
+        self.form(f"Add a shift to {e.title}", fields, submit, "Add")
+
+    def _pick_shift(self, take: bool) -> None:
+        e = self._event()
+        if e is None:
+            return
+        me = self.service.me
+        shifts = [s for s in self.g.shifts_of(e.id) if (me not in s.takes) == take and s.cancelled_at is None]
+        if not shifts:
+            self.app.notify("No shift to take here" if take else "You are on no shift of this event",
+                            severity="warning")
+            return
+        verb = "took" if take else "dropped"
+
+        def run(shift_id: str) -> None:
+            if take:
+                self.g.take_shift(shift_id)
+            else:
+                self.g.drop_shift(shift_id)
+        if len(shifts) == 1:
+            self.act(lambda: run(shifts[0].id), f"You {verb} “{shifts[0].title}”")
+            return
+        options = [(f"{s.title} {show_time(s.starts_at)[-5:]} ({len(s.takes)}/{s.slots})", s.id) for s in shifts]
+
+        def submit(v: FormValues) -> None:
+            if not v["shift"]:
+                raise UsageError("pick a shift")
+            run(v["shift"])
+        self.form("Take a shift" if take else "Drop a shift",
+                  [FieldSpec("shift", "Shift", "select", options[0][1], options)], submit,
+                  "Take" if take else "Drop")
+
+    def action_take_shift(self) -> None:
+        self._pick_shift(True)
+
+    def action_drop_shift(self) -> None:
+        self._pick_shift(False)
+
+
+def meeting_section(g: Gatherings, who: dict[MemberId, str], now: Millis, days: int = 14) -> list[str]:
+    """Lines for a meeting report: upcoming events and open shifts."""
+    horizon = now + days * 24 * 3_600_000
+    lines = [f"Upcoming gatherings (next {days} days)"]
+    soon = [e for e in g.events("upcoming") if e.starts_at <= horizon]
+    lines += [f"  {show_time(e.starts_at)}  {e.title} ({e.place or 'place to be decided'}), "
+              f"{len(e.answers(Rsvp.YES))} coming" for e in soon] or ["  none"]
+    lines.append("Open shifts")
+    lines += [f"  {s.title} for {e.title}, {show_time(s.starts_at)}: {s.open_slots} of {s.slots} open"
+              for e, s in g.open_shifts() if e.starts_at <= horizon] or ["  none"]
+    return lines
