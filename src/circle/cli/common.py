@@ -235,6 +235,12 @@ class GuardedStream(io.TextIOBase):
     def flush(self) -> None:
         self._inner.flush()
 
+    @property
+    def buffer(self) -> Any:
+        """Binary output (a zip or CSV export to stdout) is file content, not
+        terminal text: it goes to the underlying binary stream unchanged."""
+        return self._inner.buffer
+
     def isatty(self) -> bool:
         return self._inner.isatty()
 

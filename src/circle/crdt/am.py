@@ -250,6 +250,25 @@ def _read_uleb(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
+def _sync_changes_at(data: bytes) -> tuple[int, int]:
+    """(number of change entries, offset of the first) in an Automerge sync
+    message: after heads, need (hash lists) and have (last-sync hashes +
+    Bloom bytes). Raises ValueError if it is not one."""
+    if not data or data[0] not in (0x42, 0x43):
+        raise ValueError("not a sync message")
+    pos = 1
+    for _ in range(2):  # heads, need
+        n, pos = _read_uleb(data, pos)
+        pos += 32 * n
+    haves, pos = _read_uleb(data, pos)
+    for _ in range(haves):
+        n, pos = _read_uleb(data, pos)
+        pos += 32 * n
+        n, pos = _read_uleb(data, pos)
+        pos += n
+    return _read_uleb(data, pos)
+
+
 def sync_message_change_count(data: bytes) -> int | None:
     """How many changes an Automerge sync message carries (None if unreadable).
 
@@ -258,19 +277,7 @@ def sync_message_change_count(data: bytes) -> int | None:
     Messages without changes can be received directly; those with changes are
     staged and checked first (node/authorship.py)."""
     try:
-        if not data or data[0] not in (0x42, 0x43):
-            return None
-        pos = 1
-        for _ in range(2):  # heads, need
-            n, pos = _read_uleb(data, pos)
-            pos += 32 * n
-        haves, pos = _read_uleb(data, pos)
-        for _ in range(haves):
-            n, pos = _read_uleb(data, pos)
-            pos += 32 * n
-            n, pos = _read_uleb(data, pos)
-            pos += n
-        count, pos = _read_uleb(data, pos)
+        count, pos = _sync_changes_at(data)
         return count if pos <= len(data) else None
     except ValueError:
         return None
@@ -343,19 +350,7 @@ def change_header(chunk: bytes) -> tuple[bytes, bytes, int] | None:
 def sync_message_change_headers(data: bytes) -> list[tuple[bytes, bytes, int]] | None:
     """(hash, actor, seq) of every change in a sync message (None if unreadable)."""
     try:
-        if not data or data[0] not in (0x42, 0x43):
-            return None
-        pos = 1
-        for _ in range(2):
-            n, pos = _read_uleb(data, pos)
-            pos += 32 * n
-        haves, pos = _read_uleb(data, pos)
-        for _ in range(haves):
-            n, pos = _read_uleb(data, pos)
-            pos += 32 * n
-            n, pos = _read_uleb(data, pos)
-            pos += n
-        count, pos = _read_uleb(data, pos)
+        count, pos = _sync_changes_at(data)
         out: list[tuple[bytes, bytes, int]] = []
         for _ in range(count):
             n, pos = _read_uleb(data, pos)
@@ -403,19 +398,7 @@ def chunk_hashes(blob: bytes) -> list[bytes] | None:
 def sync_message_change_hashes(data: bytes) -> list[bytes] | None:
     """Hashes of the changes an Automerge sync message carries (None if unreadable)."""
     try:
-        if not data or data[0] not in (0x42, 0x43):
-            return None
-        pos = 1
-        for _ in range(2):
-            n, pos = _read_uleb(data, pos)
-            pos += 32 * n
-        haves, pos = _read_uleb(data, pos)
-        for _ in range(haves):
-            n, pos = _read_uleb(data, pos)
-            pos += 32 * n
-            n, pos = _read_uleb(data, pos)
-            pos += n
-        count, pos = _read_uleb(data, pos)
+        count, pos = _sync_changes_at(data)
         out: list[bytes] = []
         for _ in range(count):
             n, pos = _read_uleb(data, pos)
