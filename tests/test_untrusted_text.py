@@ -59,7 +59,7 @@ def test_init_refuses_a_handle_with_controls_in_one_sentence(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("args", [("need", "list"), ("members",), ("status",), ("match",),
-                                  ("export", "--format", "csv")])
+                                  ("export", "--format", "csv", "--collection", "needs")])
 def test_listing_commands_never_write_controls(evil: CLI, args: tuple[str, ...]) -> None:
     proc = evil.run(*args)
     assert _clean(proc.stdout) and _clean(proc.stderr), proc.stdout
@@ -82,9 +82,9 @@ def test_json_output_escapes_everything(evil: CLI) -> None:
 
 def test_csv_export_cannot_run_formulas_or_controls(evil: CLI, tmp_path: Path) -> None:
     evil.run("need", "add", "=HYPERLINK(\"http://evil\",\"click\")")
-    out = tmp_path / "x.csv"
-    evil.run("export", "--format", "csv", "--out", str(out))
-    text = out.read_text("utf-8")
+    out = tmp_path / "csv"
+    evil.run("export", "--format", "csv", "--out", str(out))  # one spreadsheet-safe file per collection
+    text = (out / "needs.csv").read_text("utf-8")
     assert _clean(text) and "\n=HYPERLINK" not in text and ",=HYPERLINK" not in text
 
 
@@ -149,8 +149,9 @@ def test_over_long_fields_from_a_peer_are_malformed(tmp_path: Path) -> None:
         ed.put_record("needs", "zzzzzzzz", {**svc.doc.records("needs")[rid], "title": "x" * 2_000_000})
     svc.board.invalidate()
     view = svc.board.view()
-    assert [n.title for n in svc.board.needs()] == ["honest"]
-    assert any(m.id == "zzzzzzzz" and "longer than" in m.reason for m in view.malformed)
+    # Isolated per field (issue 9): the record stays listed, the title is not shown.
+    assert sorted(n.title for n in svc.board.needs()) == ["(unreadable)", "honest"]
+    assert any(m.id == "zzzzzzzz" and "unreadable field title" in m.reason for m in view.malformed)
 
 
 def test_an_undecodable_argument_is_one_sentence(evil: CLI) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from circle.crdt.board import Board
 from circle.crdt.model import Condition, MemberId, Millis, ToolState
+from circle.crdt.text import printable
 from circle.crdt.views import BoardView
 from circle.errors import ImportError_, UsageError
 
@@ -101,7 +102,9 @@ def safe_cell(value: Cell) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = str(value)
+    # Controls and bidi overrides shown, never obeyed (a terminal `cat`s CSV too);
+    # line breaks inside details stay (CSV quotes them).
+    text = printable(str(value), multiline=True)
     if text.startswith(FORMULA_START):
         return "'" + text
     return text
