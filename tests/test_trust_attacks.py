@@ -254,3 +254,17 @@ def test_a_circle_from_before_signed_membership_is_refused_in_one_sentence(tmp_p
     proc = CLI(ana_path).run("need", "list", check=False)
     assert proc.returncode != 0
     assert "without signed membership" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_junk_proof_riding_along_a_good_one_is_not_kept_or_forwarded(tmp_path: Path) -> None:
+    ana, bo = services(tmp_path, ["ana", "bo"])
+    before = bo.doc.heads()
+    bo.board.add_need("one")
+    bo.board.add_need("two")
+    metas = bo.doc.change_metas(before)
+    first, last = metas[0].hash, metas[-1].hash
+    proofs = [last + bo.gate.proofs[last], first + os.urandom(64)]  # the later one covers the earlier
+    ana.apply_remote(bo.doc.changes_since(before), proofs)
+    assert {"one", "two"} <= needs(ana)  # covered: accepted
+    assert first not in ana.gate.proofs  # but the junk proof is not kept to be passed on
+    assert ana.gate.proofs[last] == bo.gate.proofs[last]

@@ -238,14 +238,24 @@ class Gate:
         new = fork.change_metas(before)
         self.check(fork, new)
         doc.adopt(fork)
-        kept = []
-        for meta in new:
-            sig = self.pending.pop(meta.hash, None)
-            if sig is not None and meta.hash not in self.proofs:
-                self.proofs[meta.hash] = sig
-                kept.append(meta.hash + sig)
-        self._persist(kept)
+        members = self.membership(fork)
+        self._keep_valid([(m.hash, m.actor) for m in new], members)
         return True
+
+    def _keep_valid(self, changes: list[tuple[bytes, bytes]], members: Membership) -> None:
+        """Keep (and later forward) only proofs that verify on their own: a
+        change covered by a later one may have come with a junk proof, which
+        must not be passed on as if it were good."""
+        kept = []
+        for h, actor in changes:
+            sig = self.pending.pop(h, None)
+            if sig is None or h in self.proofs:
+                continue
+            device = members.device_by_actor(actor[:16])
+            if device is not None and verify_signature(device.key, _message(self.circle, h), sig):
+                self.proofs[h] = sig
+                kept.append(h + sig)
+        self._persist(kept)
 
     def quick_check(self, doc: AmDoc, headers: list[tuple[bytes, bytes, int]]) -> bool:
         """Before applying anything: are all these changes (hash, actor, seq)
@@ -271,11 +281,7 @@ class Gate:
                     break
             if any(seq > cover for _h, seq in items):
                 return False
-        for h, _actor, _seq in headers:
-            sig = self.pending.pop(h, None)
-            if sig is not None and h not in self.proofs:
-                self.proofs[h] = sig
-                self._persist([h + sig])
+        self._keep_valid([(h, actor) for h, actor, _seq in headers], members)
         self.stats.verified += len(headers)
         return True
 
