@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_tui import make_home  # noqa: E402
 
-
 CPU: dict[str, list[float]] = {}
 
 

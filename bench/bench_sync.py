@@ -28,8 +28,10 @@ import statistics
 import time
 from typing import Any
 
+from benchcircle import founded_board
+
 from circle.crdt.am import AmDoc
-from circle.crdt.board import Board, Profile
+from circle.crdt.board import Board
 from circle.net.keys import DeviceIdentity, new_epoch_key
 from circle.net.session import DocChanged, Event, HandshakeDone
 from circle.net.tcp import PeerSession, SyncNode
@@ -39,13 +41,7 @@ HOST = "127.0.0.1"
 
 def build(records: int) -> tuple[AmDoc, Board, DeviceIdentity, DeviceIdentity]:
     founder, other = DeviceIdentity.generate(), DeviceIdentity.generate()
-    doc = Board.create_document(
-        "bench circle", "c-bench", founder.member_id,
-        Profile("ann", founder.verify_key, founder.box_public, "north"), 1_700_000_000_000,
-    )
-    board = Board(doc, founder.member_id)
-    board.add_member(other.member_id, Profile("bo", other.verify_key, other.box_public, "south"),
-                     founder.member_id)
+    doc, board, _cid, _number, _key = founded_board(founder, "bench circle", "ann", 1_700_000_000_000)
     for i in range(records):
         if i % 10 < 7:
             board.add_need(f"need {i}: help moving a sofa", details="second floor, no lift",
@@ -175,6 +171,7 @@ def main() -> None:
     sx, sy = x.new_sync_state(), y.new_sync_state()
     _drive(x, y, sx, sy)
     bx = Board(x, founder.member_id)
+    bx.members_source = board.members_source  # same circle, same signed founding statements
     ref_lat: list[float] = []
     ref_bytes: list[int] = []
     for i in range(args.trials):

@@ -15,15 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchcircle import founded_board
 from textual import events
 from textual.strip import Strip
 
-from circle.crdt.board import Board, Profile
 from circle.crdt.model import Urgency
 from circle.crdt.search import SearchIndex
-from circle.net.keys import new_epoch_key
 from circle.node.home import Home
-from circle.node.service import CircleService, new_circle_id
+from circle.node.service import CircleService
 from circle.tui.app import CircleApp
 from circle.tui.table import RecordTable, filter_indices
 
@@ -35,10 +34,8 @@ URG = list(Urgency)
 def make_home(root: Path, records: int) -> Path:
     home = Home.create(root / "home", None)
     me = home.identity
-    cid = new_circle_id()
-    doc = Board.create_document("Bench", cid, me.member_id, Profile("me", me.verify_key, me.box_public, "north"),
-                                int(time.time() * 1000))
-    board = Board(doc, me.member_id)  # no on_commit: one save at the end, not 10k appends
+    # no on_commit: one save at the end, not 10k appends
+    doc, board, cid, number, key = founded_board(me, "Bench", "me", int(time.time() * 1000))
     n_needs, n_offers = records * 6 // 10, records * 3 // 10
     for i in range(n_needs):
         w = WORDS[i % len(WORDS)], WORDS[(i * 7) % len(WORDS)]
@@ -47,7 +44,8 @@ def make_home(root: Path, records: int) -> Path:
         board.add_offer(f"offer {WORDS[i % len(WORDS)]} #{i}", "", WORDS[(i * 3) % len(WORDS)], zone=ZONES[i % 4])
     for i in range(records - n_needs - n_offers):
         board.add_tool(f"tool {WORDS[i % len(WORDS)]} #{i}", "", "tools")
-    CircleService.create_from_doc(home, cid, "Bench", doc, {0: new_epoch_key()}, 0)
+    svc = CircleService.create_from_doc(home, cid, "Bench", doc, {number: key}, number)
+    svc.gate.resign_missing(svc.doc)  # every change signed, as a real device's would be
     return home.path
 
 
