@@ -50,7 +50,6 @@ def deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
         return cls(nacl.signing.SigningKey(seed), nacl.public.PrivateKey(box))
 
     monkeypatch.setattr("circle.crdt.board.new_record_id", record_id)
-    monkeypatch.setattr("circle.node.service.new_circle_id", lambda: "democircle00")
     monkeypatch.setattr(DeviceIdentity, "generate", classmethod(generate))
 
 

@@ -226,28 +226,6 @@ class Tool:
 
 
 @dataclass(frozen=True)
-class EpochRecord:
-    """One circle key generation, as the document records it.
-
-    `grants` maps a member to that epoch's key sealed to the member's box key;
-    the key itself never appears in the document. The *current* epoch is the
-    highest number, ties broken by the smallest record id, so replicas that
-    rotated concurrently all pick the same one."""
-
-    id: str
-    number: int
-    created_by: MemberId
-    created_at: Millis
-    removed: frozenset[MemberId]
-    grants: dict[MemberId, bytes]
-    check: bytes  # keyed-hash commitment to the key: holders confirm they have the right one
-
-    @property
-    def order_key(self) -> tuple[int, str]:
-        return (-self.number, self.id)
-
-
-@dataclass(frozen=True)
 class Malformed:
     """A record that another device wrote in a shape this code cannot read."""
 

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from circle.crdt.am import MALFORMED, AmDoc, Record
 from circle.crdt.model import (
     Condition,
-    EpochRecord,
     Hold,
     HoldStatus,
     Loan,
@@ -239,24 +238,6 @@ def parse_hold(rid: str, rec: Record, bad: list[str] | None = None) -> Hold:
     return hold
 
 
-def parse_epoch(rid: str, rec: Record, bad: list[str] | None = None) -> EpochRecord:
-    """Key material: an epoch whose number, check or removal list cannot be
-    read is not used at all (a guess could hand the key to the wrong people)."""
-    f = _Fields(rec)
-    removed = rec.get("removed", "")
-    if not isinstance(removed, str):
-        raise _Bad("field 'removed' is unreadable and the record cannot be used without it")
-    grants = {MemberId(k): v for k, v in f.map_of("grants", bytes).items() if isinstance(v, bytes)}
-    epoch = EpochRecord(
-        id=rid, number=f.essential_int("number"), created_by=MemberId(f.required_text("created_by", "")),
-        created_at=f.int_("created_at", 0), removed=frozenset(MemberId(m) for m in removed.split()),
-        grants=grants, check=f.essential_bytes("check"),
-    )
-    if bad is not None:
-        bad.extend(f.bad)
-    return epoch
-
-
 def parse_relay(rid: str, rec: Record, bad: list[str] | None = None) -> RelayRecord:
     f = _Fields(rec)
     removed_by = f.opt_text("removed_by")
@@ -286,7 +267,7 @@ def parse_tool_base(rid: str, rec: Record, bad: list[str] | None = None) -> dict
 
 # Singular names for reports ("unreadable field urgency of need 4ruw...").
 _SINGULAR = {"members": "member", "needs": "need", "offers": "offer", "tools": "tool", "loans": "loan",
-             "holds": "hold", "epochs": "epoch", "relays": "relay"}
+             "holds": "hold", "relays": "relay"}
 _Parse = Callable[[str, Record, list[str]], T]
 
 
@@ -438,16 +419,12 @@ class BoardView:
         return holds
 
     @cached_property
-    def epochs(self) -> dict[str, EpochRecord]:
-        return self._parse("epochs", parse_epoch)
-
-    @cached_property
     def relays(self) -> dict[str, RelayRecord]:
         return self._parse("relays", parse_relay)
 
     @property
     def malformed(self) -> list[Malformed]:
-        for name in ("members", "needs", "offers", "tools", "holds", "epochs"):
+        for name in ("members", "needs", "offers", "tools", "holds"):
             getattr(self, name)  # parse everything not parsed yet
         return [m for bad in self._malformed.values() for m in bad]
 

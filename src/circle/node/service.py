@@ -8,7 +8,6 @@ follows the log so edits made by another process on the same home show up.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,17 +27,13 @@ from circle.errors import (
     StoreCorrupt,
     StoreError,
 )
-from circle.net.keys import EpochKey, _b32, fingerprint, member_id_for, new_epoch_key
+from circle.net.keys import EpochKey, fingerprint, member_id_for, new_epoch_key
 from circle.net.membership_rules import Membership, circle_id_for, derive
 from circle.node import membership
 from circle.node.authorship import Gate, pack_snapshot, process_actor, unpack_snapshot
 from circle.node.home import CircleConfig, Home
 
 COMPACT_MIN_LOG = 256 * 1024
-
-
-def new_circle_id() -> str:
-    return _b32(os.urandom(8), 12)
 
 
 @dataclass
