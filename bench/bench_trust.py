@@ -11,7 +11,10 @@ Same run, same documents:
    verified from cold (the gate staging a whole document into an empty one);
 4. removing a member at 8, 64 and 256 members: time on the remover (signed
    removal + new epoch sealed to every remaining device) and on a receiver
-   (stage, verify, derive membership, open its grant).
+   (stage, verify, derive membership, open its grant);
+5. once a member is removed, every read looks for writes its devices made
+   after the removal: the first look walks the whole history, each later one
+   only the changes that arrived since (one new record here).
 
 Run: .venv/bin/python bench/bench_trust.py [--records 10000] [--trials 30] [--json]
 """
@@ -165,6 +168,19 @@ def removal(tmp: Path, size: int) -> dict[str, Any]:
     return {"members": size, "remover_ms": remover * 1000, "receiver_ms": rx * 1000}
 
 
+def late_writes(svc: CircleService) -> dict[str, Any]:
+    membership.remove(svc, "bo")
+    t0 = time.perf_counter()
+    svc._late_actors()
+    first = time.perf_counter() - t0
+    svc.board.add_need("after the removal", details="", category="other", tags=[], zone="north")
+    t0 = time.perf_counter()
+    svc._late_actors()
+    after_one = time.perf_counter() - t0
+    return {"history_changes": len(svc.doc.change_metas([])), "first_look_ms": first * 1000,
+            "after_one_new_record_ms": after_one * 1000}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=10_000)
@@ -182,6 +198,7 @@ def main() -> None:
         "initial_ratio_vs_in_process": live["initial_seconds"] / ref,
         "signatures": signatures(svc),
         "removal": [removal(tmp, n) for n in (8, 64, 256)],
+        "late_writes": late_writes(svc),
     }
     if args.json:
         print(json.dumps(out, indent=2))
@@ -200,6 +217,9 @@ def main() -> None:
     for r in out["removal"]:
         print(f"remove a member at {r['members']:>3} members: remover {r['remover_ms']:.1f} ms, "
               f"receiver {r['receiver_ms']:.1f} ms")
+    lw = out["late_writes"]
+    print(f"late writes by removed devices, {lw['history_changes']:,}-change history: first look "
+          f"{lw['first_look_ms']:.1f} ms, after one new record {lw['after_one_new_record_ms']:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ class CircleService:
         self.board.member_of_actor = self._member_of_actor
         self.board.late_actors = self._late_actors
         self.board.op_counts = lambda actor, op: self.membership().counts(actor, op)
-        self._late: tuple[tuple[bytes, ...], set[bytes]] | None = None
+        self._late: tuple[tuple[bytes, ...], tuple[object, ...], set[bytes]] | None = None
         self._persisted = self.doc.heads()
 
     # --- construction ----------------------------------------------------
@@ -180,11 +180,24 @@ class CircleService:
         if not removed:
             return set()
         heads = tuple(self.doc.heads())
-        if self._late is None or self._late[0] != heads:
-            late = {meta.actor for meta in self.doc.change_metas([])
-                    if meta.actor[:16] in removed and meta.max_op > removed[meta.actor[:16]].seen.get(meta.actor, 0)}
-            self._late = (heads, late)
-        return self._late[1]
+        pins = tuple(sorted((a, tuple(sorted(d.seen.items()))) for a, d in removed.items()))
+        if self._late is not None and self._late[0] == heads and self._late[1] == pins:
+            return self._late[2]
+        # Same removals as last time: only the changes that arrived since need a look
+        # (the document only grows), so a sync after a removal costs its own size,
+        # not a walk over the whole history.
+        since = list(self._late[0]) if self._late is not None and self._late[1] == pins else []
+        late = set(self._late[2]) if since else set()
+        try:
+            metas = self.doc.change_metas(since)
+        except MalformedDocument:  # not a descendant of what we saw (a reloaded document)
+            late, metas = set(), self.doc.change_metas([])
+        for meta in metas:
+            d = removed.get(meta.actor[:16])
+            if d is not None and meta.max_op > d.seen.get(meta.actor, 0):
+                late.add(meta.actor)
+        self._late = (heads, pins, late)
+        return late
 
     def removal_notice(self) -> str:
         """"You were removed from Block 9 by ana on 2 Dec." for this device."""
