@@ -64,11 +64,10 @@ def main() -> None:
             ("circle search drill", [py, "-m", "circle", "search", "drill"]),
         ]
         results = {}
-        for name, cmd in cases:
+        for _name, cmd in cases:
             run(cmd, env, 2)  # warm the page cache
-        for _ in range(1):
-            for name, cmd in cases:
-                results[name] = run(cmd, env, args.runs, name)
+        for name, cmd in cases:
+            results[name] = run(cmd, env, args.runs, name)
         base = statistics.median(results["python -c pass"])
         print(f"{args.records}-record home, {args.runs} runs each, medians (load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores):")
