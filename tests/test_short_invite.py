@@ -289,3 +289,46 @@ async def test_honest_short_join_over_loopback(founder: CircleService, tmp_path:
         assert [n.title for n in result.service.board.needs()] == ["Fix the boiler"]
     finally:
         await host.close()
+
+
+# --- the CLI, end to end: two real homes, two processes ----------------------------------
+
+
+def test_cli_invite_short_then_join_with_the_digits(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from clihelp import CLI
+
+    ana = CLI(tmp_path / "ana")
+    ana.run("init", "--name", "Pantry Collective", "--handle", "ana", "--no-passphrase")
+    inviter = subprocess.Popen(
+        [sys.executable, "-m", "circle", "invite", "--short", "--listen", "127.0.0.1:0", "--json", "--no-qr"],
+        env=ana.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert inviter.stdout is not None
+        first = json.loads(inviter.stdout.readline())
+        assert first["event"] == "invite" and first["short_attempts"] == MAX_ATTEMPTS
+        digits = first["short_code"]
+        assert ShortCode.parse(digits) and first["code"].startswith("circle:")
+        assert first["announced"] is False  # loopback only: nothing was multicast
+        bo = CLI(tmp_path / "bo")
+        # A typo is caught offline and costs no attempt.
+        typo = digits[:-1] + str((int(digits[-1]) + 1) % 10)
+        bad = bo.run("join", typo, "--peer", first["addresses"][0], "--handle", "bo", "--json", check=False)
+        assert bad.returncode != 0 and "mistyped" in json.loads(bad.stdout)["error"]
+        groups = digits.split("-")  # read aloud as three words
+        out = bo.run("join", *groups, "--peer", first["addresses"][0], "--handle", "bo", "--no-passphrase", "--json")
+        joined_bo = json.loads(out.stdout)
+        done = json.loads(inviter.stdout.readline())
+        assert done["event"] == "joined" and done["handle"] == "bo"
+        # The same "do they match?" numbers as with the long code, on both sides.
+        assert joined_bo["inviter_safety_number"] == first["safety_number"]
+        assert joined_bo["safety_number"] == done["safety_number"]
+        assert inviter.wait(20) == 0
+        assert {m["handle"] for m in bo.json("members")} == {"ana", "bo"}
+    finally:
+        if inviter.poll() is None:
+            inviter.kill()
+            inviter.wait()
