@@ -171,6 +171,14 @@ async def test_add_and_remove_relays_with_errors_in_the_form(demo: Demo) -> None
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, FormScreen) and "already listed" in form_error(app)
+        # Plain ws:// to another machine would carry the mailbox token in clear:
+        # refused by the CLI's rule, nothing listed.
+        for insecure in ("ws://relay.example.org", "ws://192.168.1.20:7400", "ws://localhost.example.org"):
+            await fill(pilot, "#f-url", insecure)
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, FormScreen) and "use wss://" in form_error(app), insecure
+            assert [r.url for r in board.relays()] == ["wss://relay.example.org/"]
         await fill(pilot, "#f-url", "ws://127.0.0.1:9/")
         await pilot.press("enter")
         await pilot.pause()
