@@ -332,3 +332,37 @@ def test_cli_invite_short_then_join_with_the_digits(tmp_path: Path) -> None:
         if inviter.poll() is None:
             inviter.kill()
             inviter.wait()
+
+
+def test_cli_guessing_stranger_burns_the_short_code_and_the_member_is_told(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from clihelp import CLI
+
+    ana = CLI(tmp_path / "ana")
+    ana.run("init", "--name", "Pantry Collective", "--handle", "ana", "--no-passphrase")
+    inviter = subprocess.Popen(
+        [sys.executable, "-m", "circle", "invite", "--short", "--listen", "127.0.0.1:0", "--json", "--no-qr"],
+        env=ana.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert inviter.stdout is not None
+        first = json.loads(inviter.stdout.readline())
+        short, address = ShortCode.parse(first["short_code"]), first["addresses"][0]
+        for n in range(MAX_ATTEMPTS):  # a stranger on the LAN, guessing
+            with pytest.raises(InviteError, match="does not match"):
+                asyncio.run(redeem_short(_wrong(short, n), [address]))
+        assert json.loads(inviter.stdout.readline()) == {"event": "short_code_used_up"}
+        bo = CLI(tmp_path / "bo")
+        out = bo.run("join", first["short_code"], "--peer", address, "--handle", "bo", "--json", check=False)
+        assert out.returncode != 0
+        assert "new invite" in json.loads(out.stdout)["error"]
+        assert not (tmp_path / "bo").exists()  # refused before this device made anything
+        # The long code still works for the member.
+        out = bo.run("join", first["code"], "--handle", "bo", "--no-passphrase", "--json")
+        assert json.loads(inviter.stdout.readline())["event"] == "joined"
+    finally:
+        if inviter.poll() is None:
+            inviter.kill()
+        inviter.wait()
