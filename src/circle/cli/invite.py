@@ -103,6 +103,9 @@ def invite(ctx: Ctx, expires_min: float, listen: str, addresses: tuple[str, ...]
                     return None
                 if short_code is not None and not used_up_told and host.short_attempts_left(short_code.nameplate) == 0:
                     used_up_told = True
+                    if announced is not None:  # nothing left to find
+                        await announced.close()
+                        announced = None
                     if ctx.json:
                         click.echo(json.dumps({"event": "short_code_used_up"}))
                     else:

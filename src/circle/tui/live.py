@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from circle.errors import CircleError
-from circle.net.discovery import Discovery
 from circle.net.invite import InviteCode
 from circle.net.keys import fingerprint
 from circle.net.shortcode import ShortCode
@@ -75,7 +75,7 @@ class LiveLink:
     error: str | None = None
     loopback: bool = False
     _task: asyncio.Task[None] | None = None
-    _adverts: list[asyncio.Task[Discovery]] = field(default_factory=list)
+    _adverts: list[asyncio.Task[None]] = field(default_factory=list)
 
     def attach(self, svc: CircleService) -> None:
         """Called by the app when the board opens (on the loop)."""
@@ -93,10 +93,23 @@ class LiveLink:
         except (CircleError, OSError, RuntimeError) as exc:
             self.error = f"live sync could not start: {exc}"
 
+    async def _announce(self, short: ShortCode, port: int, expires_at: int) -> None:
+        """Advertise a short code while it can still be answered (not used, not
+        used up, not expired), then stop."""
+        host = self.host
+        disc = await advertise_short(short, port, list(self.options.interfaces) or None)
+        try:
+            while (host is not None and time.time() < expires_at and short.nameplate in host.short
+                   and host.short_attempts_left(short.nameplate) > 0):
+                await asyncio.sleep(1.0)
+        finally:
+            await disc.close()
+
     async def close(self) -> None:
         for task in self._adverts:
+            task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await (await task).close()
+                await task
         if self.host is not None:
             await self.host.close()
         if self.live is not None:
@@ -135,7 +148,7 @@ class LiveLink:
         mine = fingerprint(me.sign_key) if me is not None else fingerprint(svc.home.identity.verify_key)
         if self.options.discovery and not self.loopback and not host.startswith("127."):  # where live sync announces
             self._adverts.append(asyncio.get_running_loop().create_task(
-                advertise_short(short, port, list(self.options.interfaces) or None)))
+                self._announce(short, port, code.expires_at)))
         invite_host = self.host
         return InviteInfo(code.encode(), mine, code.expires_at * 1000, short.text,
                           lambda: invite_host.short_attempts_left(short.nameplate))
