@@ -325,5 +325,5 @@ def test_help_lists_the_new_actions() -> None:
     assert helps["Export every record to JSON, or to CSV files"] == "E"
     assert helps["Import records from a circle JSON export or a myTurn/Circulate item CSV"] == "I"
     assert helps["Mark the selected tool lost and its open loans lost (asks first)"] == "l"
-    assert helps["Add a relay (ws:// or wss:// URL) to this circle"] == "a"
+    assert helps["Add a relay (wss://; ws:// only for one on this machine) to this circle"] == "a"
     assert any(what.startswith("Show needs of the next status") for what in helps)
