@@ -24,6 +24,7 @@ from circle.net.shortcode import (
     ShortJoiner,
     damm,
     parse_open,
+    reply_ad,
 )
 from circle.node.home import Home
 from circle.node.invites import InviteHost, JoinedEvent, join, redeem_short
@@ -172,14 +173,18 @@ async def test_short_code_dies_with_its_long_code(founder: CircleService, tmp_pa
 # --- attacks: a recorded exchange -------------------------------------------------------
 
 
-def _record(short: ShortCode, long_text: str) -> tuple[bytes, bytes]:
+def _record(short: ShortCode, long_text: str) -> tuple[bytes, bytes, bytes]:
+    """An honest exchange: (OPEN, REPLY, the session key only the two sides know)."""
+    from circle.net import shortcode as sc
+
     invite = ShortInvite(short, long_text, expires_at=2e9)
     joiner = ShortJoiner(short)
     opening = joiner.open_message()
     nameplate, ya = parse_open(opening) or ("", b"")
     reply = invite.answer(ya, now=0)
     assert joiner.receive(reply) == long_text  # the honest run works
-    return opening, reply
+    key = sc._session_key(joiner._y, reply[2:34], nameplate, ya, reply[2:34])
+    return opening, reply, key
 
 
 def _offline_candidates(opening: bytes, reply: bytes, password: str) -> list[bytes]:
@@ -203,7 +208,7 @@ def _offline_candidates(opening: bytes, reply: bytes, password: str) -> list[byt
 
 def _opens(reply: bytes, ya: bytes, key: bytes) -> bool:
     try:
-        sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(reply[34:], ya + reply[2:34], bytes(24), key)
+        sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(reply[34:], reply_ad(reply, ya), bytes(24), key)
         return True
     except nacl.exceptions.CryptoError:
         return False
@@ -211,8 +216,9 @@ def _opens(reply: bytes, ya: bytes, key: bytes) -> bool:
 
 def test_a_recorded_exchange_gives_nothing_to_test_guesses_against() -> None:
     short = ShortCode.new()
-    opening, reply = _record(short, "circle:long-code")
+    opening, reply, session_key = _record(short, "circle:long-code")
     _, ya = parse_open(opening) or ("", b"")
+    assert _opens(reply, ya, session_key)  # the check below is real: the session key does open it
     true_pw = int(short.password)
     guesses = [f"{(true_pw + d) % 10**7:07d}" for d in range(-200, 201)]  # the true one is among them
     hits = [pw for pw in guesses for key in _offline_candidates(opening, reply, pw) if _opens(reply, ya, key)]
@@ -222,7 +228,7 @@ def test_a_recorded_exchange_gives_nothing_to_test_guesses_against() -> None:
     # directly (what the long code's PSK does, fine at 128 bits, fatal at 23).
     naive_key = _offline_candidates(opening, reply, short.password)[-1]
     naive = reply[:34] + sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        b"circle:long-code", ya + reply[2:34], bytes(24), naive_key)
+        b"circle:long-code", reply_ad(reply, ya), bytes(24), naive_key)
     found = {pw for pw in guesses for key in _offline_candidates(opening, naive, pw) if _opens(naive, ya, key)}
     assert found == {short.password}
 
@@ -251,8 +257,14 @@ async def test_replayed_opening_gets_a_reply_it_cannot_open(founder: CircleServi
         # An eavesdropper replays the honest OPEN: a fresh Yb, under a key that needs ya.
         replayed = await _exchange(address, honest.open_message())
         assert replayed[2:34] != first[2:34]
-        _, ya = parse_open(honest.open_message()) or ("", b"")
-        recorded_keys = [k for pw in (short.password,) for k in _offline_candidates(honest.open_message(), first, pw)]
+        from circle.net import shortcode as sc
+
+        nameplate, ya = parse_open(honest.open_message()) or ("", b"")
+        old_key = sc._session_key(honest._y, first[2:34], nameplate, ya, first[2:34])
+        assert _opens(first, ya, old_key)
+        # Even someone who learned the old session key, or guesses the password,
+        # cannot open the answer to the replay.
+        recorded_keys = [old_key, *_offline_candidates(honest.open_message(), replayed, short.password)]
         assert not any(_opens(replayed, ya, k) for k in recorded_keys)
         # And it cost the inviter an attempt: replays count like guesses.
         assert host.short_attempts_left(short.nameplate) == MAX_ATTEMPTS - 2

@@ -16,7 +16,7 @@ Exchange (joiner = A, inviter = B), CPace over the Ed25519 prime-order group:
                                                              knows a logarithm of
     -> OPEN   0xc5 | ver | nameplate (2) | Ya                 Ya = ya*G
     <- REPLY  0x01 | attempts_left | Yb | AEAD(k, long code)  Yb = yb*G
-              k = BLAKE2b(yb*Ya = ya*Yb, DSI | nameplate | Ya | Yb)
+              k = BLAKE2b(yb*Ya = ya*Yb, DSI | nameplate | Ya | Yb); AD = header | Ya
     <- REFUSE 0x02 | reason                                   no open invite / used up / expired
 
 Rules (why a short code may be short):
@@ -189,6 +189,12 @@ def _session_key(y: bytes, other: bytes, nameplate: str, ya: bytes, yb: bytes) -
     return _hash(_DSI + b"|" + nameplate.encode() + b"|" + ya + yb, _PERSON_K, key=shared)
 
 
+def reply_ad(reply: bytes, ya: bytes) -> bytes:
+    """What the REPLY's AEAD authenticates besides the long code: its header
+    (type, attempts left, Yb) and the Ya it answers."""
+    return reply[: 2 + _POINT] + ya
+
+
 # --- joiner ---------------------------------------------------------------------------
 
 
@@ -214,7 +220,7 @@ class ShortJoiner:
         left, yb, sealed = reply[1], reply[2 : 2 + _POINT], reply[2 + _POINT :]
         key = _session_key(self._y, yb, self.code.nameplate, self.ya, yb)
         try:
-            plain = bytes(sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, self.ya + yb, _NONCE, key))
+            plain = bytes(sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, reply_ad(reply, self.ya), _NONCE, key))
         except nacl.exceptions.CryptoError:
             tries = f"{left} more {'try' if left == 1 else 'tries'}" if left else "no more tries"
             raise InviteError(
@@ -263,6 +269,7 @@ class ShortInvite:
         y = _scalar(rng)
         yb = bytes(sodium.crypto_scalarmult_ed25519_noclamp(y, _generator(self.code)))
         key = _session_key(y, ya, self.code.nameplate, ya, yb)
+        head = bytes([_REPLY, self.attempts_left]) + yb
         sealed = bytes(sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            self.long_code.encode("ascii"), ya + yb, _NONCE, key))
-        return bytes([_REPLY, self.attempts_left]) + yb + sealed
+            self.long_code.encode("ascii"), head + ya, _NONCE, key))
+        return head + sealed
