@@ -67,3 +67,22 @@ def test_invite_and_join_across_hosts_then_discover_and_sync(lan2: Lan, tmp_path
     assert {"Rice and lentils", "Diapers, size 4"} <= titles
     for s in serves:
         s.stop()
+
+
+def test_short_code_found_by_mdns_across_hosts(lan2: Lan, tmp_path: Path) -> None:
+    """The LAN case: the joiner types only the 12 digits and finds the inviter by mDNS."""
+    a, b = lan2.hosts
+    ana_home, bo_home = tmp_path / "ana", tmp_path / "bo"
+    CLI(ana_home).run("init", "--name", "Pantry Collective", "--handle", "ana", "--no-passphrase")
+    inviter = lan2.popen(a, _circle(ana_home, "invite", "--short", "--listen", f"{a.ip}:0", "--json", "--no-qr"))
+    first = inviter.wait_for(lambda ev: any(e.get("event") == "invite" for e in ev), 20, "the invite code")
+    code = next(e for e in first if e.get("event") == "invite")
+    assert code["announced"] is True
+    joined = lan2.run(b, _circle(bo_home, "join", code["short_code"], "--interface", b.ip, "--handle", "bo",
+                                 "--no-passphrase", "--json"))
+    assert joined.returncode == 0, joined.stderr
+    result = json.loads(joined.stdout)
+    assert result["inviter_safety_number"] == code["safety_number"]
+    events = inviter.wait_for(lambda ev: any(e.get("event") == "joined" for e in ev), 20, "the joined event")
+    done = next(e for e in events if e.get("event") == "joined")
+    assert done["handle"] == "bo" and done["safety_number"] == result["safety_number"]

@@ -47,3 +47,31 @@ async def test_join_through_a_relay_and_relay_sees_only_ciphertext(relay_factory
         assert secret not in stored
     assert stored  # the relay did store something (the join went through it)
 
+
+
+async def test_invite_mailbox_is_per_relay(relay_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An invite listing two relays uses a different token (and mailbox) on each,
+    like the circle's own mailboxes: relay A's operator, who saw the token, can
+    neither use it at relay B nor link the invite across the two by mailbox id."""
+    from circle.net.relay_client import RelayConnection, RelayCredentials
+
+    relay = relay_factory()
+    founder = CircleService.create(Home.create(tmp_path / "ana", None), "Tenants", "ana")
+    joined: list[JoinedEvent] = []
+    host = InviteHost(founder, on_joined=joined.append)
+    other_url = "wss://relay-b.example.org/"
+    code = host.create(10, addresses=(), relays=(relay.url,))
+    await asyncio.sleep(0.3)
+    try:
+        await asyncio.wait_for(join(Home.create(tmp_path / "bo", None), code, "bo"), 30)
+    finally:
+        await host.close()
+    per_relay = RelayCredentials.for_relay(code.key, relay.url)
+    assert per_relay.mailbox != RelayCredentials.for_relay(code.key, other_url).mailbox
+    async with await RelayConnection.open(relay.url, per_relay) as conn:
+        envelopes, _ = await conn.fetch_all(0)
+    assert envelopes, "the join went through the relay's per-relay invite mailbox"
+    async with await RelayConnection.open(relay.url, RelayCredentials.for_epoch(code.key)) as conn:
+        shared, _ = await conn.fetch_all(0)
+    assert shared == []  # nothing under the one-token-for-every-relay mailbox
+    relay.stop()

@@ -171,6 +171,14 @@ async def test_add_and_remove_relays_with_errors_in_the_form(demo: Demo) -> None
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, FormScreen) and "already listed" in form_error(app)
+        # Plain ws:// to another machine would carry the mailbox token in clear:
+        # refused by the CLI's rule, nothing listed.
+        for insecure in ("ws://relay.example.org", "ws://192.168.1.20:7400", "ws://localhost.example.org"):
+            await fill(pilot, "#f-url", insecure)
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, FormScreen) and "use wss://" in form_error(app), insecure
+            assert [r.url for r in board.relays()] == ["wss://relay.example.org/"]
         await fill(pilot, "#f-url", "ws://127.0.0.1:9/")
         await pilot.press("enter")
         await pilot.pause()
@@ -317,5 +325,5 @@ def test_help_lists_the_new_actions() -> None:
     assert helps["Export every record to JSON, or to CSV files"] == "E"
     assert helps["Import records from a circle JSON export or a myTurn/Circulate item CSV"] == "I"
     assert helps["Mark the selected tool lost and its open loans lost (asks first)"] == "l"
-    assert helps["Add a relay (ws:// or wss:// URL) to this circle"] == "a"
+    assert helps["Add a relay (wss://; ws:// only for one on this machine) to this circle"] == "a"
     assert any(what.startswith("Show needs of the next status") for what in helps)

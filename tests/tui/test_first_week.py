@@ -282,3 +282,45 @@ async def test_tones_and_status_bar_meet_wcag_aa_in_light_and_dark(demo: Demo) -
             ratio = _contrast((style.color or RichColor.parse("white")).get_truecolor(),
                               (style.bgcolor or RichColor.parse("black")).get_truecolor())
             assert ratio >= 4.5, (theme, "status bar", ratio)
+
+
+# --- issue 11 item 4: the short code on the invite screen ------------------------------------
+
+
+class ShortInvite:
+    """An invite provider with a short code; its attempts can be used up."""
+
+    def __init__(self, demo: Demo) -> None:
+        self.demo = demo
+        self.left = 3
+
+    def create_invite(self) -> InviteInfo:
+        me = self.demo.founder.board.view().members[self.demo.founder.me]
+        return InviteInfo("circle:" + "-".join(["abcd"] * 33), fingerprint(me.sign_key), FIXED_NOW + 1_800_000,
+                          "4821-0937-5512", lambda: self.left)
+
+    def invite_used(self, code: str) -> tuple[str, str] | None:
+        return None
+
+
+async def test_invite_screen_shows_the_whole_short_code_at_80x24_and_120x40(demo: Demo) -> None:
+    for size in ((80, 24), (120, 40)):
+        provider = ShortInvite(demo)
+        app = CircleApp(demo.founder, invites=provider)
+        async with app.run_test(size=size) as pilot:
+            await pilot.press("4", "i")
+            await pilot.pause()
+            assert isinstance(app.screen, InviteScreen)
+            short = app.screen.query_one("#invite-short", Static)
+            assert text_of(short) == "4821-0937-5512"
+            region = short.region  # on screen, whole, not scrolled away
+            assert region.width >= len("4821-0937-5512") and region.height >= 1
+            assert 0 <= region.x and region.right <= size[0] and 0 <= region.y and region.bottom <= size[1]
+            assert "4821-0937-5512" in app.export_screenshot().replace("&#160;", " ")
+            for wid in ("#invite-fpr", "#invite-state"):  # the safety number and the state still show
+                r = app.screen.query_one(wid).region
+                assert r.height >= 1 and r.bottom <= size[1], (size, wid)
+            provider.left = 0
+            await pilot.pause(1.2)
+            state = text_of(app.screen.query_one("#invite-state", Static))
+            assert "short code was tried too often" in state and "long code still does" in state

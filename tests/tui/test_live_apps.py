@@ -52,5 +52,14 @@ async def test_edit_in_one_app_appears_in_the_other_over_loopback(tmp_path: Path
             # The safety number shown is ana's member one: the same as on every Members tab.
             ana_key = app_b.service.board.member("ana").sign_key  # type: ignore[union-attr]
             assert info.code.startswith("circle:") and info.fingerprint == fingerprint(ana_key)
+            # Its short code, traded over loopback, gives back the same invite.
+            from circle.net.invite import InviteCode
+            from circle.net.shortcode import ShortCode
+            from circle.node.invites import redeem_short
+
+            assert info.short_code is not None and info.short_left is not None and info.short_left() == 3
+            assert link_a.host is not None and link_a.host.bound is not None
+            redeemed = await redeem_short(ShortCode.parse(info.short_code), [f"127.0.0.1:{link_a.host.bound[1]}"])
+            assert redeemed.invite_id == InviteCode.parse(info.code).invite_id and info.short_left() == 2
         await link_b.close()
     await link_a.close()

@@ -35,13 +35,18 @@ def qr_text(code: str) -> str:
               help="Address(es) to put in the code (default: this machine's LAN addresses).")
 @click.option("--relay", "relays", multiple=True, metavar="URL", help="Relay(s) to list in the code.")
 @click.option("--no-qr", is_flag=True, help="Do not draw the QR code.")
+@click.option("--short", "short", is_flag=True,
+              help="Also show a 12-digit code to read aloud, for someone on the same network.")
+@click.option("--interface", "interfaces", multiple=True, metavar="IP",
+              help="With --short: announce the short code on these interfaces only (default: all).")
 @json_option
 @pass_ctx
 def invite(ctx: Ctx, expires_min: float, listen: str, addresses: tuple[str, ...], relays: tuple[str, ...],
-           no_qr: bool) -> None:
+           no_qr: bool, short: bool, interfaces: tuple[str, ...]) -> None:
     """Show a one-time invite code (and QR code) and wait for the new member."""
     from circle.net.keys import fingerprint
-    from circle.node.invites import InviteHost, JoinedEvent
+    from circle.net.shortcode import MAX_ATTEMPTS
+    from circle.node.invites import InviteHost, JoinedEvent, advertise_short
     from circle.node.live import parse_listen
 
     svc = ctx.service()
@@ -52,11 +57,37 @@ def invite(ctx: Ctx, expires_min: float, listen: str, addresses: tuple[str, ...]
         host = InviteHost(svc, on_joined=lambda e: joined.done() or joined.set_result(e))
         bound = await host.start(*parse_listen(listen))
         addrs = tuple(addresses) or tuple(local_addresses(bound[1]) if bound[0] == "0.0.0.0" else [f"{bound[0]}:{bound[1]}"])
-        code = host.create(expires_min, addrs, tuple(relays) or tuple(r.url for r in _relays(svc)))
+        relay_urls = tuple(relays) or tuple(r.url for r in _relays(svc))
+        short_code = None
+        if short:
+            code, short_code = host.create_short(expires_min, addrs, relay_urls)
+        else:
+            code = host.create(expires_min, addrs, relay_urls)
         text = code.encode()
+        announced, mdns_note = None, ""
+        if short_code is not None:
+            if _is_loopback(bound[0]):
+                mdns_note = "listening on this machine only: not announced on the network"
+            else:
+                try:
+                    announced = await advertise_short(
+                        short_code, bound[1], list(interfaces) or ([bound[0]] if bound[0] != "0.0.0.0" else None))
+                except (OSError, RuntimeError, ValueError) as exc:
+                    mdns_note = f"could not announce it on the network ({exc})"
         if ctx.json:
-            click.echo(json.dumps({"event": "invite", "code": text, "safety_number": mine,
-                                   "expires_at": code.expires_at, "addresses": list(addrs)}))
+            event: dict[str, object] = {"event": "invite", "code": text, "safety_number": mine,
+                                        "expires_at": code.expires_at, "addresses": list(addrs)}
+            if short_code is not None:
+                event.update(short_code=short_code.text, short_attempts=MAX_ATTEMPTS, announced=announced is not None)
+            click.echo(json.dumps(event))
+        elif short_code is not None:
+            click.echo(f"Invite for {svc.config.name} (one use, expires in {expires_min:g} min).\n")
+            click.echo(f"  Short code (same network):  {short_code.text}\n")
+            click.echo(f"They run:  circle join {short_code.text} --handle THEIR-NAME")
+            if mdns_note:
+                click.echo(f"(The short code is {mdns_note}; they add --peer {addrs[0]})")
+            click.echo(f"\nLong code (works anywhere, also through relays):\n  {text}\n")
+            click.echo(f"Your safety number: {mine}")
         else:
             click.echo(f"Invite code for {svc.config.name} (one use, expires in {expires_min:g} min):\n\n  {text}\n")
             if not no_qr:
@@ -64,17 +95,31 @@ def invite(ctx: Ctx, expires_min: float, listen: str, addresses: tuple[str, ...]
             click.echo(f"Your safety number: {mine}")
             click.echo(f"They run:  circle join {text} --handle THEIR-NAME")
         sys.stdout.flush()
+        used_up_told = False
         try:
             while not joined.done():
                 left = code.expires_at - time.time()
                 if left <= 0:
                     return None
+                if short_code is not None and not used_up_told and host.short_attempts_left(short_code.nameplate) == 0:
+                    used_up_told = True
+                    if announced is not None:  # nothing left to find
+                        await announced.close()
+                        announced = None
+                    if ctx.json:
+                        click.echo(json.dumps({"event": "short_code_used_up"}))
+                    else:
+                        click.echo(f"\nThe short code was tried {MAX_ATTEMPTS} times and no longer works. "
+                                   "The long code still does; or stop and make a new invite.", err=True)
+                    sys.stdout.flush()
                 if not ctx.json and sys.stderr.isatty():
                     click.echo(f"\rWaiting for the new member... {int(left) // 60:02d}:{int(left) % 60:02d} left ",
                                err=True, nl=False)
                 await asyncio.wait({joined}, timeout=min(1.0, left))
             return joined.result()
         finally:
+            if announced is not None:
+                await announced.close()
             await host.close()
 
     result = asyncio.run(run())
@@ -107,24 +152,45 @@ def _ask_match(who: str, if_not: str) -> None:
         sys.exit(8)
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _relays(svc):  # type: ignore[no-untyped-def]
     getter = getattr(svc.board, "relays", None)
     return list(getter()) if getter is not None else []
 
 
 @click.command("join")
-@click.argument("code")
+@click.argument("code", nargs=-1, required=True)
 @click.option("--handle", required=True, help="Your pseudonym in this circle.")
 @click.option("--zone", default="", help="Your coarse area (never an address).")
 @click.option("--no-passphrase", is_flag=True, help="Do not encrypt this device's data at rest (new device only).")
 @click.option("--timeout", type=float, default=30.0, show_default=True)
+@click.option("--peer", default=None, metavar="HOST:PORT",
+              help="Short code only: the inviter's address, where the network has no multicast.")
+@click.option("--interface", "interfaces", multiple=True, metavar="IP",
+              help="Short code only: look for the inviter on these interfaces (default: all).")
 @json_option
 @pass_ctx
-def join_command(ctx: Ctx, code: str, handle: str, zone: str, no_passphrase: bool, timeout: float) -> None:
-    """Join a circle with an invite code from a member."""
+def join_command(ctx: Ctx, code: tuple[str, ...], handle: str, zone: str, no_passphrase: bool, timeout: float,
+                 peer: str | None, interfaces: tuple[str, ...]) -> None:
+    """Join a circle with an invite code from a member: the long code, or the
+    12-digit short code (as one word or in groups: 4821 0937 5512)."""
+    from circle.net.shortcode import ShortCode
     from circle.node.invites import join
-    parsed = InviteCode.parse(code)  # a mistyped code fails here, before any network traffic
-    if parsed.expires_at <= time.time():
+
+    text = " ".join(code)
+    short = ShortCode.parse(text) if ShortCode.looks_short(text) else None  # mistypes fail here, offline
+    if short is None and (peer or interfaces):
+        raise UsageError("--peer and --interface are for short codes; a long code names its addresses itself")
+    parsed = InviteCode.parse(text) if short is None else None
+    if parsed is not None and parsed.expires_at <= time.time():
         raise InviteError("this invite has expired; ask for a new one")
     if not handle.strip():
         raise UsageError("a handle is required")
@@ -134,6 +200,9 @@ def join_command(ctx: Ctx, code: str, handle: str, zone: str, no_passphrase: boo
         raise UsageError("a zone has at most 60 characters")
     handle, zone = handle.strip(), zone.strip()
     check_profile_text(handle, zone)
+    if short is not None:  # before any prompt: a wrong short code costs nothing on this device
+        parsed = asyncio.run(_redeem(short, peer, list(interfaces), timeout))
+    assert parsed is not None
     if Home.exists(ctx.home_path):
         home = ctx.home()
     else:
@@ -161,6 +230,14 @@ def join_command(ctx: Ctx, code: str, handle: str, zone: str, no_passphrase: boo
                    f"post nothing; run `circle leave --circle \"{svc.config.name}\"` and ask for a new invite in person")
 
     emit(ctx, data, human)
+
+
+async def _redeem(short, peer: str | None, interfaces: list[str], timeout: float) -> InviteCode:  # type: ignore[no-untyped-def]
+    """The long code behind a short one: at --peer, or wherever mDNS finds it."""
+    from circle.node.invites import find_inviter, redeem_short
+
+    addresses = [peer] if peer else await find_inviter(short, interfaces or None)
+    return await redeem_short(short, addresses, timeout)
 
 
 @click.command()

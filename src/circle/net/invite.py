@@ -24,8 +24,11 @@ Rules:
 - The inviter marks an invite used when it accepts; a second use fails the
   handshake (its key is gone from the inviter's keyring), as does an expired
   code or a code for another circle.
-- Both sides display `InviteCode.fingerprint` (derived from the code) to
-  compare aloud: it catches a swapped or altered code.
+- `InviteCode.fingerprint` (derived from the code) is kept for tools; the
+  screens compare each member's safety number instead.
+- The secret is checkable offline from a recorded message 1 (it keys the
+  PSK), which is fine at 128 bits. A short code to read aloud never keys
+  anything here: net/shortcode.py trades it for this code in a PAKE.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ class RelayCredentials:
 
     @classmethod
     def for_epoch(cls, epoch_key: EpochKey) -> RelayCredentials:
-        """One token for every relay (invite mailboxes, which use one relay)."""
+        """One token for every relay: tests only (every real mailbox, invites included, uses `for_relay`)."""
         return cls.from_token(derive(epoch_key, Purpose.RELAY_TOKEN))
 
 

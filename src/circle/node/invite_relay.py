@@ -31,8 +31,11 @@ TO_INVITER, TO_JOINER = 1, 2
 CHUNK = 48 * 1024
 
 
-def _credentials(code: InviteCode) -> RelayCredentials:
-    return RelayCredentials.for_epoch(code.key)
+def _credentials(code: InviteCode, url: str) -> RelayCredentials:
+    """A token (and mailbox) of its own on every relay the code lists, as for the
+    circle's mailboxes: one relay's operator cannot use what it saw at another,
+    nor link the invite across relays by its mailbox id."""
+    return RelayCredentials.for_relay(code.key, url)
 
 
 def _seal_chunks(identity: DeviceIdentity, code: InviteCode, attempt: bytes, direction: int,
@@ -63,7 +66,7 @@ class RelayJoinerPipe:
 
     @classmethod
     async def open(cls, url: str, identity: DeviceIdentity, code: InviteCode) -> RelayJoinerPipe:
-        conn = await RelayConnection.open(url, _credentials(code))
+        conn = await RelayConnection.open(url, _credentials(code, url))
         await conn.subscribe(conn.head)  # only what is posted from now on
         return cls(conn, identity, code)
 
@@ -97,7 +100,7 @@ async def serve_invite_on_relay(
     conns: dict[bytes, InviterConnection] = {}
     while True:
         try:
-            conn = await RelayConnection.open(url, _credentials(code))
+            conn = await RelayConnection.open(url, _credentials(code, url))
         except CircleError:
             await asyncio.sleep(2.0)
             continue

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from circle.errors import CircleError
 from circle.net.invite import InviteCode
 from circle.net.keys import fingerprint
+from circle.net.shortcode import ShortCode
 from circle.node.home import Home
-from circle.node.invites import InviteHost, join
+from circle.node.invites import InviteHost, advertise_short, find_inviter, join, redeem_short
 from circle.node.live import LiveSync, PeerStatus
 from circle.node.relays import RelayRow
 from circle.node.service import CircleService
@@ -73,6 +75,7 @@ class LiveLink:
     error: str | None = None
     loopback: bool = False
     _task: asyncio.Task[None] | None = None
+    _adverts: list[asyncio.Task[None]] = field(default_factory=list)
 
     def attach(self, svc: CircleService) -> None:
         """Called by the app when the board opens (on the loop)."""
@@ -90,7 +93,23 @@ class LiveLink:
         except (CircleError, OSError, RuntimeError) as exc:
             self.error = f"live sync could not start: {exc}"
 
+    async def _announce(self, short: ShortCode, port: int, expires_at: int) -> None:
+        """Advertise a short code while it can still be answered (not used, not
+        used up, not expired), then stop."""
+        host = self.host
+        disc = await advertise_short(short, port, list(self.options.interfaces) or None)
+        try:
+            while (host is not None and time.time() < expires_at and short.nameplate in host.short
+                   and host.short_attempts_left(short.nameplate) > 0):
+                await asyncio.sleep(1.0)
+        finally:
+            await disc.close()
+
     async def close(self) -> None:
+        for task in self._adverts:
+            task.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
         if self.host is not None:
             await self.host.close()
         if self.live is not None:
@@ -124,10 +143,15 @@ class LiveLink:
             tuple(local_addresses(port)) if host == "0.0.0.0" else (f"{host}:{port}",))
         svc = self.host.svc
         relays = tuple(r.url for r in svc.board.relays()) if hasattr(svc.board, "relays") else ()
-        code = self.host.create(INVITE_MINUTES, addresses, relays)
+        code, short = self.host.create_short(INVITE_MINUTES, addresses, relays)
         me = svc.board.view().members.get(svc.me)
         mine = fingerprint(me.sign_key) if me is not None else fingerprint(svc.home.identity.verify_key)
-        return InviteInfo(code.encode(), mine, code.expires_at * 1000)
+        if self.options.discovery and not self.loopback and not host.startswith("127."):  # where live sync announces
+            self._adverts.append(asyncio.get_running_loop().create_task(
+                self._announce(short, port, code.expires_at)))
+        invite_host = self.host
+        return InviteInfo(code.encode(), mine, code.expires_at * 1000, short.text,
+                          lambda: invite_host.short_attempts_left(short.nameplate))
 
     def invite_used(self, code_text: str) -> tuple[str, str] | None:
         """(handle, safety number) of who joined with this code, once someone did."""
@@ -158,7 +182,12 @@ class LiveJoin:
     """JoinProvider: join with a code typed on the welcome screen."""
 
     async def join(self, home: Home, code: str, handle: str, zone: str) -> CircleService:
-        result = await join(home, InviteCode.parse(code), handle, zone)
+        if ShortCode.looks_short(code):  # found on the LAN by mDNS, traded for the long code
+            short = ShortCode.parse(code)
+            long_code = await redeem_short(short, await find_inviter(short, None))
+        else:
+            long_code = InviteCode.parse(code)
+        result = await join(home, long_code, handle, zone)
         return result.service
 
 

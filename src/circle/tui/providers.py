@@ -6,6 +6,7 @@ that would use it say plainly that the feature is not available yet.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +20,8 @@ class InviteInfo:
     code: str  # what the newcomer types or scans (`circle join CODE`)
     fingerprint: str  # the inviter's fingerprint, compared in person
     expires_at: Millis | None = None
+    short_code: str | None = None  # 12 digits to read aloud, for someone on the same network
+    short_left: Callable[[], int] | None = None  # answers the short code may still get (0: it is dead)
 
 
 class InviteProvider(Protocol):

@@ -256,6 +256,7 @@ class InviteScreen(ModalScreen[str | None]):
     InviteScreen .invite-title { text-style: bold; padding: 0 0 1 0; }
     InviteScreen #invite-qr { width: auto; }
     InviteScreen #invite-code { text-style: bold; }
+    InviteScreen #invite-short { text-style: bold; color: $accent; padding: 0 0 1 2; }
     InviteScreen #invite-error { color: $error; }
     InviteScreen #invite-state { text-style: bold; padding: 1 0 0 0; }
     InviteScreen .buttons { height: auto; align: right middle; }
@@ -284,7 +285,12 @@ class InviteScreen(ModalScreen[str | None]):
                 yield Static(Text(self.error or "Invites are not available."), id="invite-error")
                 yield Button("Close", id="close")
                 return
-            yield Static(Text("They type the code with `circle join CODE` or scan the QR code (q):"))
+            if self.info.short_code:
+                yield Static(Text("On the same network they run `circle join` with this short code:"))
+                yield Static(Text(self.info.short_code), id="invite-short")
+                yield Static(Text("Anywhere (also through a relay), the long code or its QR code (q):"))
+            else:
+                yield Static(Text("They type the code with `circle join CODE` or scan the QR code (q):"))
             yield Static(Text("\n".join(code_lines(self.info.code, 72))), id="invite-code")
             yield Static(qr_text(self.info.code), id="invite-qr")
             yield Static(Text(f"Your safety number: {self.info.fingerprint}"), id="invite-fpr")
@@ -312,7 +318,7 @@ class InviteScreen(ModalScreen[str | None]):
             return
         qr = self.query_one("#invite-qr", Static)
         if self.show_qr is None:
-            need = len(qr_text(self.info.code).plain.splitlines()) + 14
+            need = len(qr_text(self.info.code).plain.splitlines()) + 14 + (3 if self.info.short_code else 0)
             qr.display = self.app.size.height >= need
         else:
             qr.display = self.show_qr
@@ -325,14 +331,17 @@ class InviteScreen(ModalScreen[str | None]):
             return (f"{handle} joined with this code. Their safety number: {fpr}\n"
                     f"Ask {handle} to read the number their screen shows for you, and read theirs back. "
                     "Do both match?")
+        dead = ""
+        if self.info.short_code and self.info.short_left is not None and self.info.short_left() <= 0:
+            dead = "The short code was tried too often and no longer works; the long code still does. "
         if self.info.expires_at is not None and self.now is not None:
             left = (self.info.expires_at - self.now()) // 1000
             if left <= 0:
                 return "This code has expired: close this and make a new one."
             if left >= 3600:
-                return f"One use; expires in {left // 3600} h {left % 3600 // 60:02d} min."
-            return f"One use; expires in {left // 60} min {left % 60:02d} s."
-        return "One use" + (f"; {self.expires_text}." if self.expires_text else ".")
+                return dead + f"One use; expires in {left // 3600} h {left % 3600 // 60:02d} min."
+            return dead + f"One use; expires in {left // 60} min {left % 60:02d} s."
+        return dead + "One use" + (f"; {self.expires_text}." if self.expires_text else ".")
 
     def _buttons(self) -> None:
         joined = self.joined is not None

@@ -28,7 +28,7 @@ class SyncTab(BoardTab):
     TAB_ID = "sync"
     TITLE = "Sync"
     ACTIONS: ClassVar[list[ActionSpec]] = [
-        ActionSpec("add_relay", "a", "Add relay", "sync", "Add a relay (ws:// or wss:// URL) to this circle"),
+        ActionSpec("add_relay", "a", "Add relay", "sync", "Add a relay (wss://; ws:// only for one on this machine) to this circle"),
         ActionSpec("remove_relay", "d", "Remove relay", "sync", "Stop using one of this circle's relays"),
     ]
 
@@ -85,6 +85,9 @@ class SyncTab(BoardTab):
         fields = [FieldSpec("url", "Relay URL", placeholder="wss://relay.example.org")]
 
         def submit(v: FormValues) -> None:
+            from circle.net.relay_protocol import check_relay_url
+
+            check_relay_url(v["url"])  # the CLI's rule: ws:// only to this machine (the token would travel in clear)
             rec = self.board.add_relay(v["url"])
             self.app.notify(f"Relay {rec.url} added; every member's device will use it once synced")
             self.call_after_refresh(self.query_one("#relays-table", RecordTable).move_to_key, rec.url)
