@@ -100,8 +100,8 @@ def test_not_a_bundle_and_newer_version(tmp_path: Path) -> None:
     path.write_bytes(b"PK\x03\x04 a zip file")
     with pytest.raises(BundleCorrupt, match="not a circle bundle"):
         read_bundle(path)
-    path.write_bytes(MAGIC + struct.pack(">HHI", 2, 0, 0) + bytes(32))
-    with pytest.raises(BundleCorrupt, match="version 2"):
+    path.write_bytes(MAGIC + struct.pack(">HHI", 3, 0, 0) + bytes(32))
+    with pytest.raises(BundleCorrupt, match="version 3"):
         read_bundle(path)
     path.write_bytes(MAGIC + struct.pack(">HHI", 1, 0, 5) + struct.pack(">I", 2**31))
     with pytest.raises(BundleCorrupt, match="impossible length"):
