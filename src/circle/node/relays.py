@@ -450,6 +450,7 @@ class RelaySync:
                 results[(url, which)] = err
         self._dirty = True
         self.save_state(force=True)
+        self.waiting = self.parts.waiting(self.svc.doc)  # parts kept from an earlier process count too
         pools = {"current": self.pool, "previous": self.previous}  # may have switched epoch
         end = traffic()
         rows: list[RelayRoundResult] = []
@@ -475,7 +476,7 @@ class RelaySync:
 
     def _apply(self, items: list[_Pending]) -> None:
         """Open, then apply snapshot(s) first and changes after, as one remote change."""
-        if not items:
+        if not items and not self.parts.complete:
             return
         opened: list[tuple[OpenedEnvelope, bool, int, str]] = []
         for item in items:

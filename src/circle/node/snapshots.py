@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 
 from circle.crdt.am import AmDoc
-from circle.errors import CircleError, MalformedDocument, PartRejected, RemoteProtocolError
+from circle.errors import CircleError, PartRejected, RemoteProtocolError
 from circle.net import parts
 from circle.net.envelope import Kind, OpenedEnvelope, open_envelope, seal_snapshot_parts
 from circle.net.keys import EpochKey, member_id_for
@@ -61,16 +61,15 @@ def meta_heads(meta: bytes) -> list[bytes] | None:
     return [meta[2 + 32 * i : 34 + 32 * i] for i in range(n)]
 
 
-def covered(doc: AmDoc, meta: bytes) -> bool:
-    """Does `doc` already hold every change the snapshot with this meta holds?"""
+def covered(doc: AmDoc, meta: bytes, known: set[bytes] | None = None) -> bool:
+    """Does `doc` already hold every change the snapshot with this meta holds?
+    (`known`: the hashes of every change in `doc`, if the caller has them.)"""
     heads = meta_heads(meta)
     if heads is None:
         return False
-    try:
-        doc.changes_since(heads)
-    except MalformedDocument:
-        return False  # some head unknown here: the snapshot has something new
-    return True
+    if known is None:
+        known = {m.hash for m in doc.change_metas([])}
+    return all(h in known for h in heads)
 
 
 def seal_document(svc: CircleService, epoch: int, key: EpochKey, packed: bytes,
@@ -175,8 +174,10 @@ class RelayParts:
     def waiting(self, doc: AmDoc) -> str | None:
         """Forget sets the document no longer needs; say what the others still wait for."""
         open_sets: list[parts.PendingSet] = []
-        for s in self.reassembler.pending():
-            if covered(doc, s.meta):
+        pending = self.reassembler.pending()
+        known = {m.hash for m in doc.change_metas([])} if pending else set()
+        for s in pending:
+            if covered(doc, s.meta, known):
                 self.reassembler.forget(s.author, s.set_id)
                 self._delete([str(t) for t in s.tags.values()])
             else:
