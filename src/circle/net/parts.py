@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -155,6 +156,7 @@ class Reassembler:
         self.max_pending = max_pending
         self._sets: dict[tuple[bytes, bytes], PendingSet] = {}
         self._current: tuple[bytes, bytes] | None = None  # strict: the set being read
+        self._done: deque[tuple[bytes, bytes]] = deque(maxlen=64)  # sets already rebuilt
 
     def pending(self) -> list[PendingSet]:
         return list(self._sets.values())
@@ -167,11 +169,17 @@ class Reassembler:
             self._current = None
         return self._sets.pop((author, set_id), None)
 
-    def add(self, author: bytes, part: Part, tag: object = None) -> tuple[PendingSet, bytes | None]:
+    def add(self, author: bytes, part: Part, tag: object = None) -> tuple[PendingSet | None, bytes | None]:
         """Keep `part`; returns its set and, if that set is now complete, the
-        whole payload (the set is then forgotten). Raises PartRejected (the
-        set is forgotten) if the part contradicts its set or the limits."""
+        whole payload (the set is then forgotten). A late copy of a part of a
+        set already rebuilt returns (None, None) (strict: refused). Raises
+        PartRejected (the set is forgotten) if the part contradicts its set
+        or the limits."""
         key = (author, part.set_id)
+        if key in self._done:
+            if self.strict:
+                raise PartRejected(f"part {part.index + 1} of {part.total} arrived twice")
+            return None, None
         s = self._sets.get(key)
         if self.strict and self._current is not None and self._current != key:
             raise PartRejected("a part of another snapshot is in the middle of one (parts were spliced)")
@@ -206,6 +214,7 @@ class Reassembler:
         if len(s.parts) < s.total:
             return s, None
         self.forget(*key)
+        self._done.append(key)
         whole = b"".join(s.parts[i] for i in range(s.total))
         if len(whole) != s.size or digest(whole) != s.digest:
             raise PartRejected("a snapshot rebuilt from its parts does not match its digest")

@@ -117,6 +117,9 @@ class RelayParts:
         part = parts.parse(opened.payloads[0])
         self._sizes[name] = size
         pset, whole = self.reassembler.add(opened.author, part, tag=name)
+        if pset is None:  # a late copy of a part of a snapshot already rebuilt
+            self._delete([name])
+            return None
         if whole is None:
             return None
         done = OpenedEnvelope(opened.envelope_id, Kind.SNAPSHOT, opened.epoch, opened.author, (whole,))
