@@ -169,3 +169,28 @@ def test_parts_refused_by_a_full_relay_stay_queued(homes: tuple[Path, Path],
     done = b.run(*SYNC, "--json", check=False)
     assert done.returncode == 0, done.stdout
     assert need_count(homes[1]) == bigcircle.NEEDS
+
+
+def test_big_circle_travels_a_live_session_to_a_fresh_member(homes: tuple[Path, Path]) -> None:
+    """The LAN path: `circle serve` on sam's home, `circle sync --peer` from alex.
+    The session's snapshot fallback is chunked already (256 KiB chunks, 64 MiB
+    cap): this checks that a document above one envelope goes through it."""
+    import json
+    import subprocess
+    import sys
+
+    a, b = CLI(homes[0]), CLI(homes[1])
+    serve = subprocess.Popen([sys.executable, "-m", "circle", "serve", "--listen", "127.0.0.1:0",
+                              "--no-discovery", "--json"], env=a.env, stdout=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert serve.stdout is not None
+        listening = json.loads(serve.stdout.readline())
+        proc = b.run("sync", "--peer", f"127.0.0.1:{listening['port']}", "--no-discovery",
+                     "--listen", "127.0.0.1:0", "--timeout", "60", "--json", check=False)
+        out = json.loads(proc.stdout)
+        assert proc.returncode == 0 and len(out) == 1 and out[0]["in_sync"], json.dumps(out)
+    finally:
+        serve.terminate()
+        serve.wait(timeout=20)
+    assert need_count(homes[1]) == bigcircle.NEEDS
