@@ -704,8 +704,9 @@ class RelaySync:
             if pool is None:
                 continue
             for s in pool.status():
+                error = s.last_error or (self.waiting if which == "current" else None)
                 rows.append(RelayRow(s.url, which, s.connected, s.caught_up, s.last_seen, s.pending,
-                                     s.received, s.last_error))
+                                     s.received, error))
         return rows
 
     def pending(self) -> int:
