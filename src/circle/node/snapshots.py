@@ -158,10 +158,11 @@ class RelayParts:
             self._store(data, name)
         except OSError as exc:
             raise RemoteProtocolError(f"cannot keep a part of a snapshot: {exc.strerror}") from None
+        earlier = self._names_of(opened.author, opened.payloads[0])  # the set is forgotten if refused
         try:
             return self._take(opened, name, len(data))
         except PartRejected:
-            self._delete([name, *self._names_of(opened.author, opened.payloads[0])])
+            self._delete([name, *earlier])
             raise
 
     def _names_of(self, author: bytes, payload: bytes) -> list[str]:
