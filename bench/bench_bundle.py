@@ -5,6 +5,8 @@ in-process, saved once) until the saved document reaches --mb megabytes,
 then measures whole `circle` processes (wait4: wall, CPU = user+sys, peak
 RSS; interpreter start-up included):
 
+0. `circle --version` and `circle status` on the big home (the cost of
+   starting, and of opening the document at all);
 1. `circle bundle write` on the big home;
 2. `circle bundle read` of that file on a fresh member's home;
 3. with --relay: `circle sync` of the big home to a fresh relay (127.0.0.1),
@@ -86,10 +88,12 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CIRCLE_")}
         a, b = dict(env, CIRCLE_HOME=str(sam)), dict(env, CIRCLE_HOME=str(alex))
         results["version"] = run(["--version"], a)
+        results["status_on_big_home"] = run(["status"], a)  # the cost of opening the document at all
         stick = tmp / "circle.bundle"
         results["bundle_write"] = run(["bundle", "write", str(stick)], a)
         results["bundle_mb"] = round(stick.stat().st_size / 1e6, 2)
         results["bundle_read"] = run(["bundle", "read", str(stick)], b)
+        results["status_after_read"] = run(["status"], b)
         if opts.relay:
             relay = subprocess.Popen([sys.executable, "-m", "circle.relay.server", "--host", "127.0.0.1",
                                       "--port", "0", "--data", str(tmp), "--mailbox-quota-bytes",
