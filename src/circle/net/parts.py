@@ -216,6 +216,7 @@ class Reassembler:
         self.forget(*key)
         self._done.append(key)
         whole = b"".join(s.parts[i] for i in range(s.total))
+        s.parts = {}  # the caller may keep the set (its tags) a while: not the bytes twice
         if len(whole) != s.size or digest(whole) != s.digest:
             raise PartRejected("a snapshot rebuilt from its parts does not match its digest")
         return s, whole
