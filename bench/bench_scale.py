@@ -57,13 +57,13 @@ def export_file(path: Path, n: int, author: str) -> int:
 
 def crafted_bundle(path: Path, megabytes: int) -> None:
     """A bundle header and envelopes of the largest allowed size, then a wrong checksum."""
-    from circle.net.bundle import _HEAD, MAGIC, VERSION
+    from circle.net.bundle import _HEAD_V1, MAGIC
     from circle.net.envelope import MAX_ENVELOPE_SIZE
 
     count = max(1, megabytes * 1024 * 1024 // MAX_ENVELOPE_SIZE)
     blob = os.urandom(MAX_ENVELOPE_SIZE)
     with open(path, "wb") as f:
-        f.write(_HEAD.pack(MAGIC, VERSION, 0, count))
+        f.write(_HEAD_V1.pack(MAGIC, 1, 0, count))  # version 1: no size in the header, read to the end
         for _ in range(count):
             f.write(struct.pack(">I", len(blob)) + blob)
         f.write(b"\0" * 32)

@@ -153,6 +153,10 @@ class BundleCorrupt(RemoteProtocolError):
     """A bundle file is truncated, damaged or not a circle bundle."""
 
 
+class PartRejected(RemoteProtocolError):
+    """A part of a split snapshot (or its set) is inconsistent: refused, nothing of the set used."""
+
+
 class RelayError(NetworkError):
     """A relay refused a request or answered with something invalid."""
 

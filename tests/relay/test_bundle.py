@@ -100,8 +100,8 @@ def test_not_a_bundle_and_newer_version(tmp_path: Path) -> None:
     path.write_bytes(b"PK\x03\x04 a zip file")
     with pytest.raises(BundleCorrupt, match="not a circle bundle"):
         read_bundle(path)
-    path.write_bytes(MAGIC + struct.pack(">HHI", 2, 0, 0) + bytes(32))
-    with pytest.raises(BundleCorrupt, match="version 2"):
+    path.write_bytes(MAGIC + struct.pack(">HHI", 3, 0, 0) + bytes(32))
+    with pytest.raises(BundleCorrupt, match="version 3"):
         read_bundle(path)
     path.write_bytes(MAGIC + struct.pack(">HHI", 1, 0, 5) + struct.pack(">I", 2**31))
     with pytest.raises(BundleCorrupt, match="impossible length"):
@@ -160,3 +160,30 @@ def test_write_failure_leaves_old_file(tmp_path: Path, circle: Circle) -> None:
         write_bundle(path, gen())
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+def test_version_1_bundles_are_still_read(tmp_path: Path, circle: Circle) -> None:
+    """Files written before bundles named their size (no `body` field, one checksum)."""
+    import hashlib
+
+    envs = envelopes(circle)
+    head = MAGIC + struct.pack(">HHI", 1, 0, len(envs))
+    body = b"".join(struct.pack(">I", len(e)) + e for e in envs)
+    check = hashlib.blake2b(head + body, digest_size=32, person=b"circle/bundle").digest()
+    path = tmp_path / "old.bundle"
+    path.write_bytes(head + body + check)
+    assert read_bundle(path) == envs
+    path.write_bytes(head + body + bytes(32))
+    with pytest.raises(BundleCorrupt, match="checksum"):
+        read_bundle(path)
+
+
+def test_version_2_header_names_its_size(tmp_path: Path, circle: Circle) -> None:
+    path = tmp_path / "b"
+    write_bundle(path, envelopes(circle))
+    raw = path.read_bytes()
+    _m, version, _f, count, body = struct.unpack_from(">8sHHIQ", raw)
+    assert (version, count, body + 24 + 32) == (2, len(envelopes(circle)), len(raw))
+    path.write_bytes(raw[:24] + raw[24:-32][:-1] + raw[-32:])  # one byte short inside
+    with pytest.raises(BundleCorrupt, match="truncated"):
+        read_bundle(path)

@@ -24,8 +24,11 @@ def need_titles(cli: CLI) -> set[str]:
 def reseal_checksum(path: Path) -> None:
     """Fix up the (non-security) checksum after tampering, so the envelope check is what fails."""
     data = path.read_bytes()[:-CHECKSUM_LEN]
+    head, body = data[:24], data[24:]  # version 2: the header, then the records
+    inner = hashlib.blake2b(body, digest_size=CHECKSUM_LEN, person=b"circle/bundle").digest()
     h = hashlib.blake2b(digest_size=CHECKSUM_LEN, person=b"circle/bundle")
-    h.update(data)
+    h.update(head)
+    h.update(inner)
     path.write_bytes(data + h.digest())
 
 

@@ -82,12 +82,10 @@ def bundle() -> None:
 @pass_ctx
 def bundle_write(ctx: Ctx, file: Path) -> None:
     """Write the whole circle, sealed under the current circle key, to FILE."""
-    from circle.net.bundle import write_bundle
-    from circle.node.relays import seal_bundle_envelopes
+    from circle.node import bundles
 
     svc = ctx.service()
-    envs = seal_bundle_envelopes(svc)
-    count = write_bundle(file, envs)
+    count = bundles.write(svc, file)
     data = {"file": str(file), "envelopes": count, "snapshots": 1, "bytes": file.stat().st_size,
             "epoch": svc.config.epoch}
     emit(ctx, data, lambda: click.echo(
@@ -100,60 +98,22 @@ def bundle_write(ctx: Ctx, file: Path) -> None:
 @pass_ctx
 def bundle_read(ctx: Ctx, file: Path) -> None:
     """Merge a bundle into this circle. An envelope that fails to open
-    (tampered, another circle, a removed member) refuses the whole file.
-    Envelopes under an epoch this device does not hold yet are retried once
-    the others were merged (they may carry the grant of that epoch)."""
-    from circle.crdt.am import AmDoc
-    from circle.errors import UnknownEpoch
-    from circle.net.bundle import read_bundle
-    from circle.net.envelope import Kind, OpenedEnvelope, open_envelope
+    (tampered, another circle, a removed member), or a part of a large
+    snapshot that is missing, repeated or out of place, refuses the whole
+    file. Envelopes under an epoch this device does not hold yet are retried
+    once the others were merged (they may carry the grant of that epoch)."""
+    from circle.net.keys import member_id_for
+    from circle.node import bundles
 
     svc = ctx.service()
-    envs = read_bundle(file)
-    before = svc.doc.heads()
-    snapshots = changes = 0
-    authors: set[str] = set()
-    todo = list(envs)
-    while todo:
-        accepted: list[OpenedEnvelope] = []
-        unknown: list[bytes] = []
-        for env in todo:
-            try:
-                accepted.append(open_envelope(env, lambda: svc.config.epoch_keys, svc.is_active_member))
-            except UnknownEpoch:
-                unknown.append(env)
-        if not accepted:
-            if unknown and svc.doc.heads() == before:
-                open_envelope(unknown[0], lambda: svc.config.epoch_keys, svc.is_active_member)  # raises
-            break
-        # Everything in the file is checked (signed by members' devices) before
-        # the document adopts it: snapshots first, then changes with their proofs.
-        from circle.node.authorship import PROOF_BLOCK_MAGIC, decode_proofs, unpack_snapshot
-
-        h0 = svc.doc.heads()
-        for opened in accepted:
-            if opened.kind is Kind.SNAPSHOT:
-                saved, proofs = unpack_snapshot(opened.payloads[0])
-                other = AmDoc.load(saved)
-                svc.gate.stage(svc.doc, lambda fork, other=other: fork.merge(other), proofs)  # type: ignore[misc]
-                snapshots += 1
-        for opened in accepted:
-            authors.add(handle_of(svc, opened.author_id))
-            if opened.kind is Kind.CHANGES:
-                chunks = [p for p in opened.payloads if not p.startswith(PROOF_BLOCK_MAGIC)]
-                proofs = [x for p in opened.payloads if p.startswith(PROOF_BLOCK_MAGIC) for x in decode_proofs(p)]
-                svc.gate.stage(svc.doc, lambda fork, chunks=chunks: fork.apply_changes(chunks), proofs)  # type: ignore[misc]
-                changes += len(chunks)
-        if svc.doc.heads() != h0:
-            svc.remote_changed()  # reconcile: may adopt the key the `unknown` ones need
-        todo = unknown
-    changed = svc.doc.heads() != before
-    data = {"file": str(file), "envelopes": len(envs), "snapshots": snapshots, "changes": changes,
-            "changed": changed, "authors": sorted(authors), "skipped_unknown_epoch": len(todo),
-            "new_changes": len(svc.doc.changes_since(before)) if changed else 0}
+    got = bundles.read(svc, file)
+    authors = sorted(handle_of(svc, member_id_for(a)) for a in got.authors)
+    data = {"file": str(file), "envelopes": got.envelopes, "snapshots": got.snapshots, "changes": got.changes,
+            "parts": got.parts, "changed": got.changed, "authors": authors,
+            "skipped_unknown_epoch": got.skipped_unknown_epoch, "new_changes": got.new_changes}
     emit(ctx, data, lambda: click.echo(
-        f"Read {file}: {'merged new data' if changed else 'nothing new'} "
-        f"({snapshots} snapshot(s), {changes} change(s), from {', '.join(sorted(authors)) or 'nobody'})."))
+        f"Read {file}: {'merged new data' if got.changed else 'nothing new'} "
+        f"({got.snapshots} snapshot(s), {got.changes} change(s), from {', '.join(authors) or 'nobody'})."))
 
 
 commands = [relays_command, bundle]

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -64,6 +64,7 @@ from circle.errors import (
     RemoteProtocolError,
     UnknownEpoch,
 )
+from circle.net import parts
 from circle.net.keys import (
     DeviceIdentity,
     EpochKey,
@@ -385,5 +386,28 @@ class EnvelopeInbox:
 __all__ = [
     "EnvelopeHeader", "EnvelopeInbox", "EpochKeys", "Kind", "MAX_ENVELOPE_SIZE",
     "MAX_PLAINTEXT", "MIN_ENVELOPE_SIZE", "OpenedEnvelope", "envelope_id", "open_envelope",
-    "padded_size", "peek_header", "seal", "seal_changes", "seal_snapshot",
+    "padded_size", "peek_header", "seal", "seal_changes", "seal_snapshot", "seal_snapshot_parts",
 ]
+
+
+#: Payload bytes per part of a split snapshot: each part's envelope pads to
+#: the 1 MiB bucket (smaller than one envelope's 4 MiB: a refused or lost
+#: part costs less to send again, and a relay's byte rate is not hit at once).
+PART_BUCKET = 1024 * KIB
+
+
+def part_capacity(meta_len: int) -> int:
+    """Bytes of the payload one part carries with `meta_len` bytes of meta."""
+    return PART_BUCKET - _INNER_FIXED - 8 - parts.HEAD_LEN - meta_len
+
+
+def seal_snapshot_parts(identity: DeviceIdentity, epoch: int, epoch_key: EpochKey, saved: bytes,
+                        meta: bytes = b"") -> Iterator[bytes]:
+    """A whole saved document as envelopes: one snapshot envelope if it fits,
+    else a set of part envelopes (see net/parts.py), sealed one at a time.
+    Raises LocalProtocolError above `parts.MAX_SIZE`."""
+    if 4 + 4 + len(saved) <= MAX_BLOCK:
+        yield seal_snapshot(identity, epoch, epoch_key, saved)
+        return
+    for part in parts.split(saved, part_capacity(len(meta)), meta):
+        yield seal(identity, epoch, epoch_key, Kind.SNAPSHOT, [part])

@@ -82,6 +82,9 @@ from circle.net.keys import DeviceIdentity, EpochKey
 
 MAX_FRAME = 4 << 20  # cap on one encrypted frame, checked before buffering it
 SNAPSHOT_CHUNK = 256 << 10
+#: Snapshots re-sent in one session when a sync message is above one frame
+#: after the snapshot fallback (see `_fallback`).
+_SNAPSHOT_RESENDS = 2
 MAX_SNAPSHOT = 64 << 20  # refuse a larger announced snapshot, compressed or raw (a circle never needs more)
 MAX_ROUNDS = 64
 CAP_SNAPSHOT_ZLIB = "snapshot-zlib"
@@ -233,6 +236,7 @@ class Connection:
         self._fallback_used = False
         self._pending_local = False
         self._snapshot_asked = False  # we sent or received SnapshotPlease: a snapshot may come
+        self._resent = 0  # snapshots sent again after the fallback (see `_fallback`)
         self._proofs_sent: set[bytes] = set()
         self.peer_heads: frozenset[bytes] | None = None  # last heads the peer told us
         if role is Role.INITIATOR:
@@ -593,7 +597,7 @@ class Connection:
                 if count_round:
                     self._rounds += 1
                 if len(data) > _MAX_SYNC_BODY or self._rounds > self._max_rounds:
-                    self._fallback()
+                    self._fallback(too_big=len(data) > _MAX_SYNC_BODY)
                     return
                 self._send_proofs(data)
                 self._send(m.SyncMsg(data))
@@ -612,7 +616,15 @@ class Connection:
             self._stalls = 0
             self._events.append(InSync(heads))
 
-    def _fallback(self) -> None:
+    def _fallback(self, too_big: bool = False) -> None:
+        if self._fallback_used and too_big and self._snapshot_asked and self._resent < _SNAPSHOT_RESENDS:
+            # A sync message the peer sent before it had our snapshot (in flight
+            # while snapshots crossed) says it lacks what the snapshot gave it, so
+            # Automerge wants to send everything again, above one frame: send the
+            # snapshot again instead (the peer accepts it, it asked for ours).
+            self._resent += 1
+            self._send_snapshot()
+            return
         if self._fallback_used:
             raise RemoteProtocolError(
                 f"the sync did not converge within {self._max_rounds} rounds, even after a snapshot"

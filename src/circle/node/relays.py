@@ -44,7 +44,7 @@ import json
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,9 +57,9 @@ from circle.net.envelope import (
     envelope_id,
     peek_header,
     seal_changes,
-    seal_snapshot,
 )
 from circle.net.keys import EpochKey
+from circle.net.parts import is_part
 from circle.net.relay_client import Backoff, RelayCredentials, RelayCursor, RelayCursors, RelayPool
 from circle.net.statements import Kind as StatementKind
 from circle.net.statements import decode as decode_statement
@@ -72,6 +72,7 @@ from circle.node.authorship import (
     unpack_snapshot,
 )
 from circle.node.service import CircleService
+from circle.node.snapshots import RelayParts, seal_document
 
 log = logging.getLogger("circle.node.relays")
 
@@ -205,6 +206,8 @@ class RelaySync:
         self._unsubscribe: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.unsendable: str | None = None  # why the last snapshot could not be sealed, if it could not
+        self.parts = RelayParts(svc)  # parts of split snapshots, kept until their set is whole
+        self.waiting: str | None = None  # what an incomplete split snapshot still waits for
         self._last_save = 0.0
         self._dirty = False
         self._unsubscribe = svc.subscribe(self._on_service_change)
@@ -447,6 +450,7 @@ class RelaySync:
                 results[(url, which)] = err
         self._dirty = True
         self.save_state(force=True)
+        self.waiting = self.parts.waiting(self.svc.doc)  # parts kept from an earlier process count too
         pools = {"current": self.pool, "previous": self.previous}  # may have switched epoch
         end = traffic()
         rows: list[RelayRoundResult] = []
@@ -455,7 +459,8 @@ class RelaySync:
             # changes are counted per relay, not per mailbox: give them to the current one
             changes = s1[2] - s0[2] if which == "current" else 0
             if err is None and which == "current":
-                err = self.unsendable  # the snapshot could not be sealed: nothing went out
+                # the snapshot could not be sealed (nothing went out), or one received is incomplete
+                err = self.unsendable or self.waiting
             rows.append(RelayRoundResult(url, which, err, max(0, s1[0] - s0[0]), max(0, s1[1] - s0[1]),
                                          max(0, changes)))
         return rows
@@ -471,7 +476,7 @@ class RelaySync:
 
     def _apply(self, items: list[_Pending]) -> None:
         """Open, then apply snapshot(s) first and changes after, as one remote change."""
-        if not items:
+        if not items and not self.parts.complete:
             return
         opened: list[tuple[OpenedEnvelope, bool, int, str]] = []
         for item in items:
@@ -487,8 +492,21 @@ class RelaySync:
                 continue
             self._seen_order.append(got.envelope_id)
             self.stats.envelopes_opened += 1
+            if got.kind is Kind.SNAPSHOT and is_part(got.payloads[0]):
+                try:
+                    got = self.parts.add(got, item.env)
+                except RemoteProtocolError as exc:
+                    self.stats.rejected += 1
+                    self.stats.last_error = f"snapshot part from {item.url}: {exc.message}"
+                    log.warning("rejected a snapshot part from %s: %s", item.url, exc.message)
+                    continue
+                if got is None:
+                    continue  # its set is not complete yet
             opened.append((got, item.previous, len(item.env), item.url))
+        while self.parts.complete:  # a set completed by parts stored before a restart
+            opened.insert(0, (self.parts.complete.pop(), False, 0, ""))
         if not opened:
+            self.waiting = self.parts.waiting(self.svc.doc)
             return
         doc = self.svc.doc
         before = doc.heads()
@@ -532,6 +550,7 @@ class RelaySync:
                 if previous:
                     from_previous.extend(chunks)
         self._dirty = True
+        self.waiting = self.parts.waiting(doc)
         if doc.heads() == before:
             self.save_state()
             return
@@ -634,19 +653,20 @@ class RelaySync:
         return self._state.log_bytes > limit
 
     def publish_snapshot(self, url: str | None = None) -> bool:
-        """Seal the whole document as one snapshot envelope and push it (to one relay or all)."""
+        """Seal the whole document as a snapshot and push it (to one relay or all):
+        one envelope, or a set of parts when it is bigger than one envelope holds."""
         epoch, key = self._identity_epoch()
         saved = self.svc.packed_snapshot()
         try:
-            env = seal_snapshot(self.svc.home.identity, epoch, key, saved)
+            envs = list(seal_document(self.svc, epoch, key, saved, self.svc.doc.heads()))
         except LocalProtocolError as exc:
             # Nothing went out: say so in every round's result, never "in sync" (issue 16 case 3).
             self.unsendable = (f"the circle ({len(saved) / 1e6:.1f} MB saved) is too large to send through a "
-                               f"relay as one snapshot ({exc}); nothing was sent")
+                               f"relay ({exc}); nothing was sent")
             self.stats.last_error = self.unsendable
             return False
         self.unsendable = None
-        self._push([env], url)
+        self._push(envs, url)
         if self._state.sealed_epoch is None:
             self._state.sealed_epoch = epoch
         self.stats.snapshots_sent += 1
@@ -684,8 +704,9 @@ class RelaySync:
             if pool is None:
                 continue
             for s in pool.status():
+                error = s.last_error or (self.waiting if which == "current" else None)
                 rows.append(RelayRow(s.url, which, s.connected, s.caught_up, s.last_seen, s.pending,
-                                     s.received, s.last_error))
+                                     s.received, error))
         return rows
 
     def pending(self) -> int:
@@ -739,23 +760,22 @@ def seal_changes_with_proofs(svc: CircleService, epoch: int, key: EpochKey, chan
     return out
 
 
-def seal_bundle_envelopes(svc: CircleService) -> list[bytes]:
-    """What `circle bundle write` carries: a snapshot envelope of the whole
-    document under the current epoch (it supersedes any change log), and, if
-    this device holds the epoch before it, the document *as of the rotation*
-    under that older key, so a member who has not rotated yet learns the new
-    epoch from the stick (nothing written after the rotation is in it)."""
+def seal_bundle_envelopes(svc: CircleService) -> Iterator[bytes]:
+    """What `circle bundle write` carries, one envelope at a time: a snapshot
+    of the whole document under the current epoch (it supersedes any change
+    log; a set of parts if it is bigger than one envelope), and, if this
+    device holds the epoch before it, the document *as of the rotation* under
+    that older key, so a member who has not rotated yet learns the new epoch
+    from the stick (nothing written after the rotation is in it)."""
     epoch = svc.config.epoch
-    ident = svc.home.identity
-    out = [seal_snapshot(ident, epoch, svc.config.epoch_keys[epoch], svc.packed_snapshot())]
+    yield from seal_document(svc, epoch, svc.config.epoch_keys[epoch], svc.packed_snapshot(), svc.doc.heads())
     older = [n for n in svc.config.epoch_keys if n < epoch]
     if older:
         previous = max(older)
         base = AmDoc.new()
         base.apply_changes(history_until_epoch(svc.doc, epoch))
         packed = pack_snapshot(base.save(), svc.gate.head_proofs(base))
-        out.append(seal_snapshot(ident, previous, svc.config.epoch_keys[previous], packed))
-    return out
+        yield from seal_document(svc, previous, svc.config.epoch_keys[previous], packed, base.heads())
 
 
 def undelivered(svc: CircleService) -> int | None:
