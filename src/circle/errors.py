@@ -56,6 +56,10 @@ class NotAMember(ActionRefused):
     """This device is not (or no longer) an active member of the circle."""
 
 
+class DocumentFull(ActionRefused):
+    """A local edit would grow the document past what every path can carry."""
+
+
 # --- storage ----------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from net_helpers import (
 )
 
 from circle.crdt.am import AmDoc
+from circle.crdt.amscan import MAX_DOCUMENT
 from circle.errors import (
     DecryptionFailed,
     EpochMismatch,
@@ -506,11 +507,11 @@ def test_an_unsolicited_snapshot_is_refused_and_changes_nothing() -> None:
     assert right.heads() == heads
 
 
-def test_a_snapshot_above_64_mib_raw_is_refused_before_inflating() -> None:
+def test_a_snapshot_above_the_document_size_is_refused_before_inflating() -> None:
     a, b, right = _established()
     b.receive_data(_sealed(a, m.SnapshotPlease()))  # b may now accept a snapshot...
     b.events()
-    b.receive_data(_sealed(a, m.SnapshotStart(65_000, m.Codec.ZLIB, (64 << 20) + 1, ())))
+    b.receive_data(_sealed(a, m.SnapshotStart(65_000, m.Codec.ZLIB, MAX_DOCUMENT + 1, ())))
     err = closed(b.events()).error  # ...but not one announced above the cap
     assert isinstance(err, RemoteProtocolError) and "cap" in str(err)
 

@@ -37,8 +37,9 @@ from typing import Final, TypeAlias
 
 import automerge.core as am
 
+from circle.crdt import amscan
 from circle.crdt.amscan import has_exotic_values
-from circle.errors import MalformedDocument
+from circle.errors import DocumentFull, MalformedDocument
 
 
 class _Malformed:
@@ -532,18 +533,29 @@ class Editor:
         self._tx.put(self._collection(collection), key, kind, raw)
 
 
-def _check_inflation(data: bytes, sync: bool) -> None:
+def _check_inflation(data: bytes, sync: bool, cap: int = amscan.MAX_INFLATE) -> int:
     """Refuse data that would make Automerge inflate past the cap (a zlib bomb
-    in a change chunk or a document column), before Automerge allocates it."""
-    from circle.crdt import amscan
-
+    in a change chunk or a document column), before Automerge allocates it;
+    return what it inflates to."""
     try:
         if sync:
-            amscan.check_sync_message(data)
-        else:
-            amscan.check_inflation(data)
+            return amscan.check_sync_message(data, cap)
+        return amscan.check_inflation(data, cap)
     except amscan.Oversized as exc:
         raise MalformedDocument(f"refused: {exc}") from None
+
+
+# Local edits stop here: a margin below what every path carries
+# (amscan.MAX_DOCUMENT), so one more edit, or an import, never makes a
+# document that a bundle, a relay or a new member's snapshot refuses.
+EDIT_LIMIT = amscan.MAX_DOCUMENT - (32 << 20)
+# Our own store's files are ours (tagged under this home's key): no cap that
+# could lock a member out of a document it already holds.
+OWN_DATA = 1 << 40
+
+
+def size_words(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB"
 
 
 @dataclass(frozen=True)
@@ -611,6 +623,10 @@ class AmDoc:
     """One Automerge document, with a safe, typed surface."""
 
     def __init__(self, doc: am.Document) -> None:
+        # What the document inflates to, as an upper estimate: measured at
+        # load, grown by every change that arrives or is made (exact again at
+        # the next load). Local edits are refused past EDIT_LIMIT.
+        self.inflated = 0
         self._doc = doc
         self._guard_state = _Guard()
 
@@ -624,11 +640,14 @@ class AmDoc:
         return cls(doc)
 
     @classmethod
-    def load(cls, data: bytes) -> AmDoc:
-        """Load a saved document, optionally followed by change chunks."""
-        _check_inflation(data, sync=False)  # cap what Automerge would inflate, before it does
+    def load(cls, data: bytes, cap: int = amscan.MAX_DOCUMENT) -> AmDoc:
+        """Load a saved document, optionally followed by change chunks.
+        `cap`: the most it may inflate to (bytes from elsewhere); our own
+        store passes OWN_DATA."""
+        inflated = _check_inflation(data, sync=False, cap=cap)  # before Automerge inflates it
         try:
             doc = cls(am.Document.load(data))
+            doc.inflated = inflated
             doc._guard_state.loaded = data  # scanned on first read instead of a save()
             doc._guard_state.loaded_heads = doc._doc.get_heads()
             return doc
@@ -642,6 +661,7 @@ class AmDoc:
 
     def fork(self) -> AmDoc:
         forked = AmDoc(self._doc.fork())
+        forked.inflated = self.inflated
         forked._guard_state = self._guard_state.copy()  # same heads: what we know holds there too
         return forked
 
@@ -662,13 +682,17 @@ class AmDoc:
                 raise
             raise MalformedDocument(f"unknown heads ({exc})") from None
 
-    def apply_changes(self, changes: list[bytes]) -> None:
-        """Apply change chunks (idempotent; out-of-order ones wait for deps)."""
+    def apply_changes(self, changes: list[bytes], cap: int = amscan.MAX_INFLATE) -> None:
+        """Apply change chunks (idempotent; out-of-order ones wait for deps).
+        `cap` as in `load`: our own store's log passes OWN_DATA."""
         if not changes:
             return
-        self._receive(am.SyncState(), _changes_message(changes))
+        self._receive(am.SyncState(), _changes_message(changes), cap)
 
     def merge(self, other: AmDoc) -> None:
+        # Most of a merged document is usually shared history: the larger of
+        # the two (the next load measures it exactly).
+        self.inflated = max(self.inflated, other.inflated)
         try:
             self._doc.merge(other._doc)
         except BaseException as exc:
@@ -676,16 +700,18 @@ class AmDoc:
                 raise
             raise MalformedDocument(f"cannot merge document ({exc})") from None
 
-    def merge_saved(self, data: bytes) -> None:
-        """Merge a whole saved document (a snapshot from a peer or file).
+    def merge_saved(self, data: bytes, cap: int = amscan.MAX_DOCUMENT) -> None:
+        """Merge a whole saved document (a snapshot from a peer or file;
+        `cap` as in `load`).
 
         An empty document adopts the loaded one instead of merging into it:
         load-then-merge costs twice the time of the load alone."""
-        other = AmDoc.load(data)
+        other = AmDoc.load(data, cap)
         if self.is_empty():
             actor = self._doc.get_actor()
             self._doc = other._doc
             self._doc.set_actor(actor)
+            self.inflated = other.inflated
         else:
             self.merge(other)
 
@@ -723,8 +749,8 @@ class AmDoc:
     def receive_sync_message(self, state: am.SyncState, data: bytes) -> None:
         self._receive(state, data)
 
-    def _receive(self, state: am.SyncState, data: bytes) -> None:
-        _check_inflation(data, sync=True)
+    def _receive(self, state: am.SyncState, data: bytes, cap: int = amscan.MAX_INFLATE) -> None:
+        self.inflated += _check_inflation(data, sync=True, cap=cap)
         try:
             message = am.Message.decode(data)
             self._doc.receive_sync_message(state, message)
@@ -739,10 +765,18 @@ class AmDoc:
     def edit(self) -> Iterator[Editor]:
         """One transaction: all writes inside commit as one change."""
         self._guard()  # learn odd keys before the transaction: the binding cannot diff inside one
+        if self.inflated > EDIT_LIMIT:
+            raise DocumentFull(
+                f"this circle's document is about {size_words(self.inflated)}, near the "
+                f"{size_words(amscan.MAX_DOCUMENT)} that circle can carry to every member; "
+                "nothing was changed (start a new circle for new records)")
         g = self._guard_state
         before = g.seen
+        heads = self._doc.get_heads()
         with self._doc.transaction() as tx:
             yield Editor(tx, self)
+        for change in self._doc.get_changes(heads):
+            self.inflated += _check_inflation(bytes(change.bytes), sync=False, cap=OWN_DATA)
         if not g.exotic and g.seen is before:
             # Our own change holds only types we write: no need to scan it.
             g.seen = self._doc.get_heads()
@@ -1063,6 +1097,7 @@ class AmDoc:
 
     def adopt(self, other: AmDoc) -> None:
         """Become `other` (a fork this document was staged into), keeping our actor."""
+        self.inflated = other.inflated
         actor = self._doc.get_actor()
         self._doc = other._doc
         self._doc.set_actor(actor)

@@ -33,7 +33,12 @@ _VALMETA_COL: Final = (5 << 4) | 6  # column id 5, type value metadata
 _DEFLATE: Final = 0b1000
 _EXOTIC_ACTIONS: Final = frozenset({5, 6})  # increment (a counter exists), make table
 _FIRST_EXOTIC_TYPE: Final = 8  # 8 counter, 9 timestamp, 10-15 unknown
-MAX_INFLATE: Final = 64 << 20
+MAX_INFLATE: Final = 64 << 20  # one message or change from a peer
+# The largest document circle carries by every path (a whole snapshot from a
+# peer, a bundle, a relay's snapshot parts: net/parts.py MAX_SIZE). Local edits
+# stop a margin below it (crdt/am.py EDIT_LIMIT), so no member can write a
+# document that another member's path refuses.
+MAX_DOCUMENT: Final = 256 << 20
 
 
 class _Stop(Exception):
@@ -264,19 +269,19 @@ def _document_inflated(body: memoryview, cap: int) -> int:
     columns = _columns(r) + _columns(r)
     offset, total = r.pos, len(body)
     for spec, length in columns:
-        if spec & _DEFLATE:
-            total += _inflated_len(body[offset : offset + length], cap)
+        if spec & _DEFLATE:  # the column's inflated bytes replace its deflated ones
+            total += _inflated_len(body[offset : offset + length], cap) - length
             if total > cap:
                 raise Oversized(f"a document inflates past the {cap}-byte cap")
         offset += length
     return total
 
 
-def check_inflation(data: bytes, cap: int = MAX_INFLATE) -> None:
+def check_inflation(data: bytes, cap: int = MAX_INFLATE) -> int:
     """Raise Oversized if the chunks in `data` (a saved document and/or change
-    chunks) hold more than `cap` bytes raw or once inflated. Chunks this
-    parser cannot read are left to Automerge, which refuses them."""
-    _chunks_inflated(data, cap)
+    chunks) hold more than `cap` bytes raw or once inflated; else return that
+    size. Chunks this parser cannot read are left to Automerge, which refuses them."""
+    return _chunks_inflated(data, cap)
 
 
 def _chunks_inflated(data: bytes, cap: int) -> int:
@@ -309,27 +314,28 @@ def _chunks_inflated(data: bytes, cap: int) -> int:
     return total
 
 
-def check_sync_message(data: bytes, cap: int = MAX_INFLATE) -> None:
+def check_sync_message(data: bytes, cap: int = MAX_INFLATE) -> int:
     """`check_inflation` for the chunks an Automerge sync message carries."""
     if len(data) > cap:
         raise Oversized(f"{len(data)} bytes is past the {cap}-byte cap")
     if not data or data[0] not in (0x42, 0x43):
-        return
+        return 0
     r = _Reader(data, 1)
+    total = 0
     try:
         r.skip_prefixed(32)  # heads
         r.skip_prefixed(32)  # need
         for _ in range(r.uleb()):  # have: last_sync hashes, bloom filter
             r.skip_prefixed(32)
             r.skip(r.uleb())
-        total = 0
         for _ in range(r.uleb()):
             length = r.uleb()
             start = r.pos
             r.skip(length)
             total += _chunks_inflated(data[start : start + length], cap - total)
     except _Stop:
-        return
+        pass
+    return total
 
 
-__all__ = ["MAX_INFLATE", "Oversized", "check_inflation", "check_sync_message", "has_exotic_values"]
+__all__ = ["MAX_DOCUMENT", "MAX_INFLATE", "Oversized", "check_inflation", "check_sync_message", "has_exotic_values"]

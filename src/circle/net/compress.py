@@ -15,10 +15,11 @@ from __future__ import annotations
 import zlib
 from typing import Final
 
+from circle.crdt import amscan
 from circle.errors import RemoteProtocolError
 
-#: The most a circle document can need, raw: ~25x a 100k-record board.
-MAX_DOCUMENT: Final = 64 << 20
+#: The most a circle document can be, raw: one number for every path (crdt/amscan.py).
+MAX_DOCUMENT: Final = amscan.MAX_DOCUMENT
 _CHUNK: Final = 1 << 20
 
 

@@ -59,6 +59,7 @@ from enum import Enum
 from typing import Any, Protocol, TypeAlias
 
 from circle.crdt.am import advertised_heads, sync_message_change_hashes, warm_sync_message
+from circle.crdt.amscan import MAX_DOCUMENT
 from circle.errors import (
     CircleError,
     HandshakeFailed,
@@ -85,7 +86,7 @@ SNAPSHOT_CHUNK = 256 << 10
 #: Snapshots re-sent in one session when a sync message is above one frame
 #: after the snapshot fallback (see `_fallback`).
 _SNAPSHOT_RESENDS = 2
-MAX_SNAPSHOT = 64 << 20  # refuse a larger announced snapshot, compressed or raw (a circle never needs more)
+MAX_SNAPSHOT = MAX_DOCUMENT  # refuse a larger announced snapshot, compressed or raw (no circle can be larger)
 MAX_ROUNDS = 64
 CAP_SNAPSHOT_ZLIB = "snapshot-zlib"
 CAPABILITIES = frozenset({CAP_SNAPSHOT_ZLIB})

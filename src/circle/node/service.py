@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from circle.crdt.am import AmDoc
+from circle.crdt.am import OWN_DATA, AmDoc
 from circle.crdt.board import Board, now_ms
 from circle.crdt.model import MemberId, Millis
 from circle.crdt.store import DocStore
@@ -123,9 +123,9 @@ class CircleService:
         config = CircleConfig.load(home, circle_id)
         store = DocStore(home.circle_dir(circle_id) / "doc", home.doc_cipher(circle_id))
         loaded = store.load()
-        doc = AmDoc.load(loaded.snapshot)
+        doc = AmDoc.load(loaded.snapshot, OWN_DATA)
         try:
-            doc.apply_changes(loaded.changes)
+            doc.apply_changes(loaded.changes, OWN_DATA)
         except MalformedDocument:
             raise StoreCorrupt(f"the change log of circle {circle_id} holds data automerge rejects") from None
         # The signed founding statement decides; `meta.schema` is a field any
@@ -314,9 +314,9 @@ class CircleService:
             return False
         before = self.doc.heads()
         if reloaded:
-            self.doc.merge_saved(items[0])
+            self.doc.merge_saved(items[0], OWN_DATA)
             items = items[1:]
-        self.doc.apply_changes(items)
+        self.doc.apply_changes(items, OWN_DATA)
         self.gate.refresh()
         self._persisted = self.doc.heads()
         if self.doc.heads() == before:
@@ -339,9 +339,9 @@ class CircleService:
         with self.store.compacting() as ticket:
             pending = ticket.pending
             if ticket.reloaded and pending:
-                self.doc.merge_saved(pending[0])
+                self.doc.merge_saved(pending[0], OWN_DATA)
                 pending = pending[1:]
-            self.doc.apply_changes(pending)
+            self.doc.apply_changes(pending, OWN_DATA)
             ticket.commit(self.doc.save())
         self._persisted = self.doc.heads()
         self.board.invalidate()
