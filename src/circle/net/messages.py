@@ -34,6 +34,7 @@ class MsgType(IntEnum):
     KEY_UPDATE = 0x09
     PROOFS = 0x0A
     SNAPSHOT_PLEASE = 0x0B
+    SAVED = 0x0C
 
 
 class Codec(IntEnum):
@@ -126,9 +127,19 @@ class SnapshotPlease:
     A snapshot is accepted only by a side that asked (or that is empty)."""
 
 
+@dataclass(frozen=True)
+class Saved:
+    """These heads are durable on my device (written and fsynced). `reason`
+    says, when not empty, why my last attempt to save what I hold failed
+    ("the disk is full"). Only this counts as delivery (net/session.py)."""
+
+    heads: tuple[bytes, ...]
+    reason: str = ""
+
+
 Message: TypeAlias = (
     Hello | SyncMsg | Idle | SnapshotStart | SnapshotChunk | Ping | Pong | Bye | KeyUpdate
-    | Proofs | SnapshotPlease
+    | Proofs | SnapshotPlease | Saved
 )
 
 
@@ -186,6 +197,8 @@ def encode(msg: Message) -> bytes:
         return bytes([MsgType.PROOFS]) + msg.data
     if isinstance(msg, SnapshotPlease):
         return bytes([MsgType.SNAPSHOT_PLEASE])
+    if isinstance(msg, Saved):
+        return bytes([MsgType.SAVED]) + _heads(msg.heads) + _str(msg.reason, 2)
     raise LocalProtocolError(f"cannot encode {type(msg).__name__}")
 
 
@@ -286,6 +299,8 @@ def decode(frame: bytes) -> Message:
         msg = Proofs(r.rest(nonempty=True))
     elif kind is MsgType.SNAPSHOT_PLEASE:
         msg = SnapshotPlease()
+    elif kind is MsgType.SAVED:
+        msg = Saved(r.heads(), r.string(2))
     else:
         msg = KeyUpdate(r.rest(nonempty=True))
     r.end()
@@ -294,5 +309,5 @@ def decode(frame: bytes) -> Message:
 
 __all__ = [
     "Bye", "ByeCode", "Codec", "Hello", "Idle", "KeyUpdate", "Message", "MsgType", "Ping",
-    "Pong", "Proofs", "SnapshotChunk", "SnapshotPlease", "SnapshotStart", "SyncMsg", "decode", "encode",
+    "Pong", "Proofs", "Saved", "SnapshotChunk", "SnapshotPlease", "SnapshotStart", "SyncMsg", "decode", "encode",
 ]

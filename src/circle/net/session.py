@@ -40,6 +40,23 @@ Session rules:
    document offers them (node/authorship.GatedDoc); received Proofs go to
    `doc.take_proofs`. The document checks them before anything is applied;
    a refusal ends the session with the reason.
+9. Delivery means durable at the other end. `Saved(heads, reason)` says
+   which heads a side holds *durably*; `InSync` (and `peer_has_all_ours`)
+   need the peer's last `Saved` heads to equal ours, besides the `Idle`
+   exchange. With `owner_persists` the owner (node/live.py) persists what
+   the session applied and then calls `persisted(heads)` (sent as `Saved`),
+   or `persist_failed(reason)` (sent as `Saved(old heads, reason)`: the
+   peer shows "bo could not save: the disk is full" and keeps counting our
+   changes as undelivered). Without it (in-memory documents, tests) the
+   document is its own durable copy. A side sends `Saved` again after each
+   `Idle` or sync message it sends, and a received `Saved` counts only if
+   its heads equal the heads the peer advertised last (Hello, Idle, sync
+   message, snapshot): an ack sent ahead of the data ("I saved what you
+   have not sent yet") is ignored. A `Saved` never feeds the Automerge sync
+   state and nothing is dropped on its word: a peer that holds our changes
+   in memory and claims to have saved them can only lie about itself, and
+   every new session starts again from what the peer says it has (Hello),
+   so anything it lacks is sent again.
 7. Ending: `close()` sends `Bye` sealed with TAG_FINAL. A received Bye is
    answered with our own Bye. EOF without the peer's final frame means the
    peer vanished or the stream was truncated: `PeerUnavailable`. Any protocol
@@ -149,8 +166,17 @@ class Closed:
     by_peer: bool
 
 
+@dataclass(frozen=True)
+class PeerSaved:
+    """The peer told us what it holds durably; `reason` is why its last save
+    failed ("" when it did not)."""
+
+    heads: tuple[bytes, ...]
+    reason: str
+
+
 Event: TypeAlias = (
-    HandshakeDone | PeerHello | DocChanged | InSync | Progress | KeyUpdateReceived | Closed
+    HandshakeDone | PeerHello | DocChanged | InSync | Progress | KeyUpdateReceived | Closed | PeerSaved
 )
 
 
@@ -198,6 +224,7 @@ class Connection:
         max_snapshot: int = MAX_SNAPSHOT,
         snapshot_chunk: int = SNAPSHOT_CHUNK,
         compress: bool = True,
+        owner_persists: bool = False,
     ) -> None:
         self.role = role
         self.doc = doc
@@ -235,6 +262,14 @@ class Connection:
         self._snapshot_asked = False  # we sent or received SnapshotPlease: a snapshot may come
         self._proofs_sent: set[bytes] = set()
         self.peer_heads: frozenset[bytes] | None = None  # last heads the peer told us
+        # delivery (rule 9)
+        self._owner_persists = owner_persists
+        self._durable: frozenset[bytes] | None = None  # what the owner said is on disk
+        self._save_error = ""
+        self._saved_sent: tuple[frozenset[bytes], str] | None = None
+        self.peer_saved: frozenset[bytes] | None = None  # what the peer says it holds durably
+        self._peer_advertised: frozenset[bytes] | None = None  # heads the peer last said it holds
+        self.peer_save_error = ""
         if role is Role.INITIATOR:
             self._out += encode_frame(self._hs.start(), MAX_HANDSHAKE_MESSAGE)
 
@@ -278,12 +313,28 @@ class Connection:
             self._phase is Phase.ACTIVE
             and self._peer_idle == heads
             and self._idle_sent_for == heads
+            and self.peer_saved == heads
+            and self._durable_set() == heads
         )
 
     @property
     def peer_has_all_ours(self) -> bool:
-        """Whether the peer's last reported heads equal ours (it has all our changes)."""
-        return self.peer_heads is not None and self.peer_heads == frozenset(self.doc.heads())
+        """Whether the peer said it holds our exact heads durably (it has saved all our changes)."""
+        return self.peer_saved is not None and self.peer_saved == frozenset(self.doc.heads())
+
+    def persisted(self, heads: list[bytes] | tuple[bytes, ...]) -> None:
+        """Owner: these heads are now durable on this device (after the store's fsync)."""
+        self._durable = frozenset(heads)
+        self._save_error = ""
+        if self._phase is Phase.ACTIVE:
+            self._guard(self._send_saved)
+            self._check_in_sync()
+
+    def persist_failed(self, reason: str) -> None:
+        """Owner: saving what the session applied failed (the peer is told why)."""
+        self._save_error = _clean_reason(reason) or "could not save"
+        if self._phase is Phase.ACTIVE:
+            self._guard(self._send_saved)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -471,6 +522,8 @@ class Connection:
                     raise RemoteProtocolError(f"the peer sent malformed proofs: {exc}") from None
         elif isinstance(msg, m.SnapshotPlease):
             self._on_snapshot_please()
+        elif isinstance(msg, m.Saved):
+            self._on_saved(msg)
         else:
             self._on_bye(msg)
 
@@ -504,8 +557,10 @@ class Connection:
             raise RemoteProtocolError("the peer's Hello names another member than its handshake")
         self.peer_hello = hello
         self.peer_heads = frozenset(hello.heads)
+        self._peer_advertised = self.peer_heads
         self._phase = Phase.ACTIVE
         self._events.append(PeerHello(hello))
+        self._send_saved()
         ours, theirs = self._our_hello_heads, hello.heads
         if ours and not theirs:
             self._send_snapshot()
@@ -534,6 +589,8 @@ class Connection:
         self._idle_sent_for = None
         # Progress: our heads moved, or the heads the peer advertises moved.
         advertised = advertised_heads(data)
+        if advertised is not None:
+            self._peer_advertised = advertised
         progress = self._note_change(before) or advertised != self._peer_sync_heads
         self._peer_sync_heads = advertised
         if progress:
@@ -551,6 +608,7 @@ class Connection:
         peer = frozenset(heads)
         self._peer_idle = peer
         self.peer_heads = peer
+        self._peer_advertised = peer
         if self._awaiting_snapshot:
             return
         ours = frozenset(self._heads())
@@ -597,6 +655,7 @@ class Connection:
                     return
                 self._send_proofs(data)
                 self._send(m.SyncMsg(data))
+                self._saved_sent = None  # new heads advertised: say again what is saved (rule 9)
                 self.stats.sync_messages_sent += 1
                 self.stats.sync_bytes_sent += len(data)
                 self._idle_sent_for = None
@@ -606,7 +665,48 @@ class Connection:
         if self._idle_sent_for != hset:
             self._send(m.Idle(heads))
             self._idle_sent_for = hset
-        if self._peer_idle == hset and self._in_sync_for != hset:
+            self._saved_sent = None
+        self._send_saved()
+        self._check_in_sync()
+
+    # --- internals: delivery (rule 9) ----------------------------------------------
+
+    def _durable_set(self) -> frozenset[bytes] | None:
+        return self._durable if self._owner_persists else frozenset(self._heads())
+
+    def _send_saved(self) -> None:
+        durable = self._durable_set()
+        if durable is None or self._phase is not Phase.ACTIVE:
+            return
+        if self._saved_sent != (durable, self._save_error):
+            self._saved_sent = (durable, self._save_error)
+            self._send(m.Saved(tuple(sorted(durable)), self._save_error))
+
+    def _on_saved(self, msg: m.Saved) -> None:
+        heads, reason = frozenset(msg.heads), _clean_reason(msg.reason)
+        valid = heads == self._peer_advertised
+        if not valid and not reason:
+            return  # an ack for heads the peer has not said it holds: not delivery (rule 9)
+        saved = heads if valid else self.peer_saved  # a failure's words count; its heads only if valid
+        if (saved, reason) != (self.peer_saved, self.peer_save_error):
+            self.peer_saved, self.peer_save_error = saved, reason
+            self._events.append(PeerSaved(tuple(sorted(saved or ())), reason))
+        self._check_in_sync()
+
+    def _check_in_sync(self) -> None:
+        """InSync once per head set: both idle on our heads, both hold them durably."""
+        heads = self._heads()
+        hset = frozenset(heads)
+        if (
+            self._phase is Phase.ACTIVE
+            and not self._awaiting_snapshot
+            and self._incoming is None
+            and self._idle_sent_for == hset
+            and self._peer_idle == hset
+            and self.peer_saved == hset
+            and self._durable_set() == hset
+            and self._in_sync_for != hset
+        ):
             self._in_sync_for = hset
             self._rounds = 0
             self._stalls = 0
@@ -687,6 +787,7 @@ class Connection:
             raise RemoteProtocolError("the peer announced an inconsistent snapshot")
         self._incoming = start
         self._incoming_buf = bytearray()
+        self._peer_advertised = frozenset(start.heads)
         self._events.append(Progress("receive", 0, start.size))
 
     def _on_snapshot_chunk(self, data: bytes) -> None:
@@ -742,5 +843,5 @@ class Connection:
 
 __all__ = [
     "Closed", "Connection", "DocChanged", "Event", "HandshakeDone", "InSync", "KeyUpdateReceived",
-    "MAX_FRAME", "PeerHello", "Phase", "Progress", "Stats", "SyncDoc",
+    "MAX_FRAME", "PeerHello", "PeerSaved", "Phase", "Progress", "Stats", "SyncDoc",
 ]

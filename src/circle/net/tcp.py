@@ -50,6 +50,7 @@ from circle.net.session import (
     Event,
     HandshakeDone,
     InSync,
+    PeerSaved,
     Stats,
     SyncDoc,
 )
@@ -135,6 +136,7 @@ class PeerSession:
         self.last_seen = time.time()
         self._in_sync = asyncio.Event()
         self._done = asyncio.Event()
+        self._not_saved = asyncio.Event()  # the peer said it could not save (ends a one-shot wait)
         self.task: asyncio.Task[None] | None = None
         self.superseded = False  # closed because another session with this peer won
 
@@ -176,15 +178,22 @@ class PeerSession:
     def peer_has_all_ours(self) -> bool:
         return self.conn.peer_has_all_ours
 
-    async def wait_in_sync(self, timeout: float | None = None) -> bool:
-        """Wait until the first InSync (True) or the session ends/times out (False)."""
-        in_sync = asyncio.ensure_future(self._in_sync.wait())
-        done = asyncio.ensure_future(self._done.wait())
+    @property
+    def peer_save_error(self) -> str:
+        """Why the peer could not save what it holds ("" when it could)."""
+        return self.conn.peer_save_error
+
+    async def wait_in_sync(self, timeout: float | None = None, *, until_not_saved: bool = False) -> bool:
+        """Wait until the first InSync (True) or the session ends/times out (False);
+        with `until_not_saved`, also stop (False) when the peer says it cannot save."""
+        waits = {asyncio.ensure_future(self._in_sync.wait()), asyncio.ensure_future(self._done.wait())}
+        if until_not_saved:
+            waits.add(asyncio.ensure_future(self._not_saved.wait()))
         try:
-            await asyncio.wait({in_sync, done}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            in_sync.cancel()
-            done.cancel()
+            for w in waits:
+                w.cancel()
         return self._in_sync.is_set()
 
     async def wait_closed(self) -> CircleError | None:
@@ -204,6 +213,11 @@ class PeerSession:
             if isinstance(event, InSync):
                 self._in_sync.set()
                 self.node._member_in_sync(self)
+            if isinstance(event, PeerSaved):
+                if event.reason:
+                    self._not_saved.set()
+                else:
+                    self._not_saved.clear()
             self.node._emit(self, event)
             if isinstance(event, HandshakeDone):
                 self.node._on_handshake(self)  # may close this session (duplicate)
@@ -314,6 +328,11 @@ class SyncNode:
     _first_seen: dict[int, float] = field(default_factory=dict)
     _member_synced: dict[bytes, float] = field(default_factory=dict)
     _member_wakeup: asyncio.Event | None = None
+    #: The owner persists what sessions apply and reports it (`persisted`,
+    #: `persist_failed`); peers count our changes delivered only on that word.
+    owner_persists: bool = False
+    _durable: tuple[bytes, ...] | None = None
+    _save_error: str = ""
 
     # --- serving and dialing ------------------------------------------------------
 
@@ -365,7 +384,7 @@ class SyncNode:
                 session = await self.connect(host, port, epoch)
             except PeerUnavailable as exc:
                 return SyncReport((host, port), None, False, exc, Stats(), time.monotonic() - started)
-            ok = await session.wait_in_sync(max(0.1, deadline - time.monotonic()))
+            ok = await session.wait_in_sync(max(0.1, deadline - time.monotonic()), until_not_saved=True)
             if not ok and session.error is None and session.peer_verify_key is not None:
                 # Closed cleanly before sync: we lost a duplicate race (here or
                 # at the peer), and the other session carries the sync.
@@ -379,7 +398,11 @@ class SyncNode:
                 break
         error = session.error if not ok else None
         if not ok and error is None:
-            if session.peer_verify_key is None:
+            if session.peer_save_error:
+                error = PeerUnavailable(
+                    f"the peer could not save our changes ({session.peer_save_error}); they stay here and "
+                    "are sent again at the next sync")
+            elif session.peer_verify_key is None:
                 error = PeerUnavailable(f"{host}:{port} did not finish the handshake within {timeout:g} s")
             elif time.monotonic() >= deadline:
                 error = PeerUnavailable(f"{host}:{port} answered but did not finish syncing within {timeout:g} s")
@@ -476,6 +499,22 @@ class SyncNode:
                 return s
         return None
 
+    def persisted(self, heads: list[bytes] | tuple[bytes, ...]) -> None:
+        """Owner (on the loop): these heads are durable here; every session tells its peer."""
+        self._durable, self._save_error = tuple(heads), ""
+        for session in list(self.sessions):
+            if not session.closed:
+                session.conn.persisted(heads)
+                session._pump()
+
+    def persist_failed(self, reason: str) -> None:
+        """Owner (on the loop): saving failed; every session tells its peer why."""
+        self._save_error = reason
+        for session in list(self.sessions):
+            if not session.closed:
+                session.conn.persist_failed(reason)
+                session._pump()
+
     def local_change(self) -> None:
         """Call (on the loop) after editing the document: pushes to every live peer."""
         for session in list(self.sessions):
@@ -534,8 +573,13 @@ class SyncNode:
         conn = Connection(
             role, self.doc, self.identity, keys, self.is_active_member,
             epoch=epoch if epoch in keys else None,
+            owner_persists=self.owner_persists,
             **self.session_options,  # type: ignore[arg-type]
         )
+        if self._durable is not None:
+            conn.persisted(self._durable)
+        if self._save_error:
+            conn.persist_failed(self._save_error)
         session = PeerSession(self, conn, reader, writer, address)
         self.sessions.add(session)
         task = asyncio.get_running_loop().create_task(session.run())

@@ -7,6 +7,14 @@ thread-safe): the refresh timer that follows other processes' edits, the
 sessions applying peers' changes, and local edits made by the CLI or TUI on
 the same loop.
 
+Delivery (issue 16 case 4): a peer counts our changes as delivered only when
+we tell it they are on disk. After every persist (a remote burst, a local
+edit, the refresh timer, which also retries a save that failed) the heads
+the store holds are passed to the sessions (`SyncNode.persisted`), and a
+failed save is passed on in words (`persist_failed`: "the disk holding ...
+is full"). Our side shows, per peer, what it could not save
+(`PeerStatus.undelivered`), in `circle status` too.
+
 What a peer sees is recorded in `PeerStatus` and persisted (throttled) in the
 circle's settings, so `circle status` can show peers even when nothing runs.
 A LAN peer leaves `peers` when discovery loses it (a goodbye, or its
@@ -34,7 +42,7 @@ from circle.errors import CircleError, UsageError
 from circle.net.discovery import ALL_INTERFACES, Discovery, PeerFound, PeerLost, parse_manual_peer
 from circle.net.keys import member_id_for
 from circle.net.messages import ByeCode
-from circle.net.session import Closed, DocChanged, Event, HandshakeDone, InSync, Progress
+from circle.net.session import Closed, DocChanged, Event, HandshakeDone, InSync, PeerSaved, Progress
 from circle.net.tcp import PeerSession, SyncNode, SyncReport
 from circle.node.authorship import GatedDoc
 from circle.node.membership import removal_notice
@@ -97,6 +105,7 @@ class PeerStatus:
     has_all_ours: bool = False
     progress: tuple[int, int] | None = None
     error: str | None = None
+    undelivered: str | None = None  # why the peer does not hold our changes durably ("could not save: ...")
 
     @property
     def key(self) -> str:
@@ -140,7 +149,9 @@ class LiveSync:
         self.follow_disk = follow_disk
         self.node = SyncNode(GatedDoc(svc.doc, svc.gate), svc.home.identity, svc.keyring, svc.is_active_member,
                              self._on_event, current_epoch=lambda: svc.config.epoch,
-                             adopted_at=self._adopted_at)
+                             adopted_at=self._adopted_at, owner_persists=True)
+        self._told_durable: list[bytes] | None = None
+        self._told_error: str | None = None
         self.discovery: Discovery | None = None
         self.bound: tuple[str, int] | None = None
         self.peers: dict[str, PeerStatus] = {}
@@ -162,6 +173,7 @@ class LiveSync:
 
     async def start(self, keep_connected: bool = True) -> None:
         self._note_epoch()
+        self._note_persisted()
         if self.listen is not None:
             self.bound = await self.node.start_server(*self.listen)
         self._unsubscribe = self.svc.subscribe(self._on_service_change)
@@ -301,7 +313,7 @@ class LiveSync:
             status = next((p for p in self.peers.values() if p.member_id == row.member_id), None)
             if status is not None:
                 status.in_sync = row.in_sync
-                status.has_all_ours = status.has_all_ours or row.in_sync
+                status.has_all_ours = row.in_sync  # InSync needs the peer's word that it saved ours
                 status.error = row.error
                 if row.in_sync:
                     status.last_seen = time.time()
@@ -412,9 +424,13 @@ class LiveSync:
                 asyncio.get_running_loop().call_soon(self._apply_remote)
         elif isinstance(event, Progress):
             status.progress = (event.bytes_done, event.bytes_total)
+        elif isinstance(event, PeerSaved):
+            status.has_all_ours = session.peer_has_all_ours
+            status.undelivered = f"could not save our changes: {event.reason}" if event.reason else None
         elif isinstance(event, InSync):
             status.in_sync, status.progress = True, None
             status.has_all_ours = session.peer_has_all_ours
+            status.undelivered = None
             self.last_sync = time.time()
             mid = self._member_of(session.peer_verify_key)
             if self._round is not None and mid is not None:
@@ -430,9 +446,24 @@ class LiveSync:
         self._remote_pending = False
         try:
             self.svc.remote_changed()
-        except CircleError as exc:  # e.g. a newer schema arrived: report, keep running
+        except CircleError as exc:  # a full disk, a newer schema...: report, keep running
             for status in self.peers.values():
                 status.error = str(exc)
+            self._note_persisted(str(exc))
+            return
+        self._note_persisted()
+
+    def _note_persisted(self, failure: str | None = None) -> None:
+        """Tell the sessions what the store now holds durably, or why saving failed
+        (peers count our changes, and theirs, as delivered only on this word)."""
+        heads = self.svc.persisted_heads
+        if heads != self._told_durable:
+            self._told_durable = heads
+            self._told_error = None
+            self.node.persisted(heads)
+        if failure is not None and failure != self._told_error:
+            self._told_error = failure
+            self.node.persist_failed(failure)
 
     async def _start_relays(self) -> None:
         if self.relays is None and self.use_relays and self.svc.board.relays():
@@ -460,6 +491,7 @@ class LiveSync:
             self._spawn(self._start_relays())  # the first relay was just added
         if origin in ("local", "disk"):
             self.node.local_change()
+            self._note_persisted()
         if self.svc.config.epoch != self._epoch:
             self._epoch = self.svc.config.epoch
             self._note_epoch()
@@ -471,10 +503,13 @@ class LiveSync:
         while True:
             await asyncio.sleep(REFRESH_S)
             try:
-                self.svc.refresh()  # other processes' edits; notifies "disk" -> push
+                self.svc.refresh()  # other processes' edits; notifies "disk" -> push; retries a failed save
             except CircleError as exc:
                 for status in self.peers.values():
                     status.error = f"local store: {exc}"
+                self._note_persisted(str(exc))
+                continue
+            self._note_persisted()
 
     def _changed(self) -> None:
         if self.on_change is not None:
