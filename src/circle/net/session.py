@@ -57,6 +57,20 @@ Session rules:
    in memory and claims to have saved them can only lie about itself, and
    every new session starts again from what the peer says it has (Hello),
    so anything it lacks is sent again.
+10. Priority lane (issue 13: an alert reaches everyone at once, even while a
+   large sync runs). Messages are queued unsealed and sealed in the order
+   they leave (`data_to_send(limit)`): urgent ones first, then bulk ones, so
+   anything pushed with `push_urgent(changes, proofs)` overtakes every bulk
+   message not yet handed out. Bulk is cut small enough to be overtaken: a
+   sync message above `SYNC_PIECE` goes as `SyncMore` pieces and a final
+   `SyncMsg`; snapshots already go in chunks. Our Hello is sealed at once,
+   so nothing ever precedes it. An `Urgent` carries changes written on top
+   of heads every member holds (crdt/defence.py writes alerts that way), so
+   the receiver can apply them before the bulk; its `Proofs` travel in the
+   same lane just before it and the document's gate checks them as for any
+   sync data. An urgent batch the receiver cannot apply or verify yet (it is
+   still empty, say) is ignored, not an error: the same changes come with
+   the ordinary sync, where a refusal ends the session.
 7. Ending: `close()` sends `Bye` sealed with TAG_FINAL. A received Bye is
    answered with our own Bye. EOF without the peer's final frame means the
    peer vanished or the stream was truncated: `PeerUnavailable`. Any protocol
@@ -99,6 +113,7 @@ from circle.net.keys import DeviceIdentity, EpochKey
 
 MAX_FRAME = 4 << 20  # cap on one encrypted frame, checked before buffering it
 SNAPSHOT_CHUNK = 256 << 10
+SYNC_PIECE = 64 << 10  # a larger sync message goes in pieces an urgent message can pass between
 MAX_SNAPSHOT = 64 << 20  # refuse a larger announced snapshot, compressed or raw (a circle never needs more)
 MAX_ROUNDS = 64
 CAP_SNAPSHOT_ZLIB = "snapshot-zlib"
@@ -116,7 +131,8 @@ class SyncDoc(Protocol):
     def heads(self) -> list[bytes]: ...
     def merge_saved(self, data: bytes) -> None: ...
     def is_empty(self) -> bool: ...
-    # Optional (GatedDoc): `proofs_for_hashes(hashes) -> list[bytes]`, `take_proofs(block)`.
+    # Optional (GatedDoc): `proofs_for_hashes(hashes) -> list[bytes]`, `take_proofs(block)`,
+    # `apply_changes(changes)` (urgent changes; verified like sync data).
 
 
 # --- events ------------------------------------------------------------------
@@ -231,7 +247,12 @@ class Connection:
         self.identity = identity
         self._hs = Handshake(role, identity, keyring, is_active_member, epoch=epoch)
         self._decoder = FrameDecoder(MAX_HANDSHAKE_MESSAGE)
-        self._out = bytearray()
+        self._out = bytearray()  # bytes ready to go: handshake frames, our sealed Hello
+        self._urgent: deque[bytes] = deque()  # message bodies, sealed when handed out (rule 10)
+        self._bulk: deque[tuple[bytes, bool]] = deque()  # (body, final)
+        self._final_queued = False
+        self._urgent_waiting: list[tuple[list[bytes], list[bytes]]] = []  # pushed before our Hello
+        self._sync_buf = bytearray()  # SyncMore pieces received so far
         self._events: deque[Event] = deque()
         self._phase = Phase.HANDSHAKE
         self._max_rounds = max_rounds
@@ -344,9 +365,26 @@ class Connection:
         self._events.clear()
         return out
 
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._out or self._urgent or self._bulk)
+
+    def data_to_send(self, limit: int | None = None) -> bytes:
+        """The bytes to write now: urgent messages first, then bulk ones up to
+        about `limit` bytes (all of them when None). Call again for the rest."""
+        buf = bytearray(self._out)
         self._out.clear()
+        channel = self.peer.channel if self.peer is not None else None
+        if channel is not None:
+            while self._urgent:
+                body = self._urgent.popleft()
+                if not channel.sent_final:
+                    buf += encode_frame(channel.seal(body), MAX_FRAME)
+            while self._bulk and (limit is None or len(buf) < limit):
+                body, final = self._bulk.popleft()
+                if not channel.sent_final:
+                    buf += encode_frame(channel.seal_final(body) if final else channel.seal(body), MAX_FRAME)
+        out = bytes(buf)
         if out:
             self.stats.wire_bytes_out += len(out)
             if self._received_since_send:
@@ -379,6 +417,25 @@ class Connection:
         except CircleError as exc:
             self._fail(exc)
 
+    def push_urgent(self, changes: list[bytes], proofs: list[bytes] = ()) -> None:  # type: ignore[assignment]
+        """Send these changes (and the proofs they need) ahead of everything
+        queued (rule 10). Before our Hello is out they wait for it."""
+        if self._phase is Phase.CLOSED or self._final_queued or not changes:
+            return
+        if self._phase is Phase.HANDSHAKE:
+            self._urgent_waiting.append((list(changes), list(proofs)))
+            return
+        self._guard(lambda: self._queue_urgent(changes, proofs))
+
+    def _queue_urgent(self, changes: list[bytes], proofs: list[bytes]) -> None:
+        fresh = [p for p in proofs if len(p) == 96 and p[:32] not in self._proofs_sent]
+        if fresh:
+            self._proofs_sent.update(p[:32] for p in fresh)
+            self._send(m.Proofs(b"CPRF" + b"".join(fresh)), urgent=True)
+        for i in range(0, len(changes), m.MAX_URGENT_CHANGES):
+            self._send(m.Urgent(tuple(changes[i : i + m.MAX_URGENT_CHANGES])), urgent=True)
+        self.stats.extra["urgent_sent"] = self.stats.extra.get("urgent_sent", 0) + len(changes)
+
     def local_change(self) -> None:
         """Call after editing the document: pushes the new changes to the peer."""
         if self._phase is not Phase.ACTIVE or self._awaiting_snapshot or self._incoming:
@@ -400,6 +457,7 @@ class Connection:
         """End the session cleanly (sends Bye with the final tag when possible)."""
         if self._phase is Phase.CLOSED:
             return
+        self._drop_unsent()
         self._send_bye(code, reason)
         self._end(None, by_peer=False)
 
@@ -415,15 +473,25 @@ class Connection:
         except CircleError as exc:
             self._fail(exc)
 
-    def _send(self, msg: m.Message, final: bool = False) -> None:
+    def _send(self, msg: m.Message, final: bool = False, urgent: bool = False, now: bool = False) -> None:
+        """Queue one message (sealed when handed out, rule 10); `now` seals it at once."""
         body = m.encode(msg)
         assert self.peer is not None
-        channel = self.peer.channel
-        sealed = channel.seal_final(body) if final else channel.seal(body)
-        self._out += encode_frame(sealed, MAX_FRAME)
+        if now:
+            self._out += encode_frame(self.peer.channel.seal(body), MAX_FRAME)
+        elif urgent:
+            self._urgent.append(body)
+        else:
+            self._bulk.append((body, final))
+            self._final_queued |= final
+
+    def _drop_unsent(self) -> None:
+        """Ending: what was queued but never sealed need not go (the goodbye goes next)."""
+        self._urgent.clear()
+        self._bulk = deque(item for item in self._bulk if item[1])
 
     def _send_bye(self, code: m.ByeCode, reason: str) -> None:
-        if self.peer is not None and not self.peer.channel.sent_final:
+        if self.peer is not None and not self._final_queued and not self.peer.channel.sent_final:
             self._send(m.Bye(code, _clean_reason(reason)), final=True)
 
     def _end(self, error: CircleError | None, by_peer: bool) -> None:
@@ -440,6 +508,7 @@ class Connection:
             if self._hs.reject_reply is not None:
                 self._out += encode_frame(self._hs.reject_reply, MAX_HANDSHAKE_MESSAGE)
         else:
+            self._drop_unsent()
             code = m.ByeCode.PROTOCOL_ERROR
             if isinstance(exc, LocalProtocolError):
                 code = m.ByeCode.INTERNAL_ERROR
@@ -485,8 +554,12 @@ class Connection:
                     str(self.identity.member_id),
                     CAPABILITIES,
                     self._our_hello_heads,
-                )
+                ),
+                now=True,  # sealed first: no urgent message may overtake it
             )
+            for changes, proofs in self._urgent_waiting:
+                self._queue_urgent(changes, proofs)
+            self._urgent_waiting.clear()
 
     def _on_frame(self, frame: bytes) -> None:
         assert self.peer is not None
@@ -501,6 +574,10 @@ class Connection:
             self._on_hello(msg)
         elif isinstance(msg, m.SyncMsg):
             self._on_sync(msg.data)
+        elif isinstance(msg, m.SyncMore):
+            self._on_sync_more(msg.data)
+        elif isinstance(msg, m.Urgent):
+            self._on_urgent(msg.changes)
         elif isinstance(msg, m.Idle):
             self._on_idle(msg.heads)
         elif isinstance(msg, m.SnapshotStart):
@@ -574,9 +651,35 @@ class Connection:
             self._pump()
         self._pending_local = False
 
+    def _on_sync_more(self, data: bytes) -> None:
+        if self._incoming is not None:
+            raise RemoteProtocolError("the peer interleaved sync data with a snapshot")
+        if len(self._sync_buf) + len(data) > _MAX_SYNC_BODY:
+            raise RemoteProtocolError("the peer sent a sync message larger than the cap")
+        self._sync_buf += data
+
+    def _on_urgent(self, changes: tuple[bytes, ...]) -> None:
+        apply = getattr(self.doc, "apply_changes", None)
+        if apply is None:
+            return
+        before = self._heads()
+        try:
+            apply(list(changes))
+        except MalformedDocument:
+            # Not applicable or not verifiable here yet (rule 10): the ordinary sync brings it.
+            self.stats.extra["urgent_ignored"] = self.stats.extra.get("urgent_ignored", 0) + len(changes)
+            return
+        self.stats.extra["urgent_received"] = self.stats.extra.get("urgent_received", 0) + len(changes)
+        self._note_change(before)
+
     def _on_sync(self, data: bytes) -> None:
         if self._incoming is not None:
             raise RemoteProtocolError("the peer interleaved sync data with a snapshot")
+        if self._sync_buf:
+            if len(self._sync_buf) + len(data) > _MAX_SYNC_BODY:
+                raise RemoteProtocolError("the peer sent a sync message larger than the cap")
+            data = bytes(self._sync_buf) + data
+            self._sync_buf = bytearray()
         self.stats.sync_messages_received += 1
         self.stats.sync_bytes_received += len(data)
         before = self._heads()
@@ -603,8 +706,8 @@ class Connection:
         self._pump(count_round=not progress)
 
     def _on_idle(self, heads: tuple[bytes, ...]) -> None:
-        if self._incoming is not None:
-            raise RemoteProtocolError("the peer sent Idle in the middle of a snapshot")
+        if self._incoming is not None or self._sync_buf:
+            raise RemoteProtocolError("the peer sent Idle in the middle of a snapshot or sync message")
         peer = frozenset(heads)
         self._peer_idle = peer
         self.peer_heads = peer
@@ -654,7 +757,10 @@ class Connection:
                     self._fallback()
                     return
                 self._send_proofs(data)
-                self._send(m.SyncMsg(data))
+                last = max(0, len(data) - 1) // SYNC_PIECE * SYNC_PIECE
+                for pos in range(0, last, SYNC_PIECE):  # pieces an urgent message can pass (rule 10)
+                    self._send(m.SyncMore(data[pos : pos + SYNC_PIECE]))
+                self._send(m.SyncMsg(data[last:]))
                 self._saved_sent = None  # new heads advertised: say again what is saved (rule 9)
                 self.stats.sync_messages_sent += 1
                 self.stats.sync_bytes_sent += len(data)
@@ -774,6 +880,8 @@ class Connection:
         self._rounds = 0
 
     def _on_snapshot_start(self, start: m.SnapshotStart) -> None:
+        if self._sync_buf:
+            raise RemoteProtocolError("the peer interleaved a snapshot with sync data")
         if not (self._awaiting_snapshot or self._snapshot_asked):
             raise RemoteProtocolError("the peer sent a snapshot nobody asked for")
         if self._incoming is not None:

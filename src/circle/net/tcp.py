@@ -8,6 +8,11 @@ Rules:
   its own edits on the same loop and then call `SyncNode.local_change()`.
 - The driver only moves bytes: read -> `receive_data` -> events ->
   `data_to_send` -> write. All protocol decisions live in the core.
+  Writes go in slices of `WRITE_SLICE` bytes from a flush task that yields
+  to the loop between slices, so a message the core puts in its urgent lane
+  meanwhile (an alert) leaves before the rest of a large sync (session.py
+  rule 10); after each read the reader yields once too, so the owner can
+  act on what arrived (show an alert) before the next piece is handled.
 - Timeouts: the handshake must finish within `handshake_timeout`; a silent
   peer gets one Ping after `idle_timeout` and is dropped (`PeerUnavailable`)
   if still silent after another `idle_timeout`; a write that cannot drain
@@ -56,6 +61,7 @@ from circle.net.session import (
 )
 
 READ_SIZE = 256 << 10
+WRITE_SLICE = 64 << 10
 MAX_EPOCH_TRIES = 3
 #: How long a responder still accepts the previous epoch key after this
 #: device adopted a new one: members who missed a removal can still reach
@@ -137,6 +143,7 @@ class PeerSession:
         self._in_sync = asyncio.Event()
         self._done = asyncio.Event()
         self._not_saved = asyncio.Event()  # the peer said it could not save (ends a one-shot wait)
+        self._more = asyncio.Event()  # the core holds more to write than one slice
         self.task: asyncio.Task[None] | None = None
         self.superseded = False  # closed because another session with this peer won
 
@@ -223,9 +230,21 @@ class PeerSession:
                 self.node._on_handshake(self)  # may close this session (duplicate)
             if isinstance(event, Closed):
                 self._done.set()
-        data = self.conn.data_to_send()
+        data = self.conn.data_to_send(WRITE_SLICE)
         if data and not self._writer.is_closing():
             self._writer.write(data)
+        if self.conn.has_data_to_send:
+            self._more.set()
+
+    async def _flush_loop(self) -> None:
+        """Write what the core holds, one slice at a time, yielding between slices."""
+        while True:
+            await self._more.wait()
+            self._more.clear()
+            while self.conn.has_data_to_send and not self._writer.is_closing():
+                await self._drain()
+                await asyncio.sleep(0)  # urgent pushes and the owner run between slices
+                self._pump()
 
     async def _drain(self) -> None:
         try:
@@ -238,6 +257,7 @@ class PeerSession:
     async def run(self) -> None:
         t = self.node.timeouts
         pinged = False
+        flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         try:
             self._pump()
             await self._drain()
@@ -271,13 +291,17 @@ class PeerSession:
                 self._pump()
                 await self._drain()
                 self._pump()
+                await asyncio.sleep(0)  # the owner handles what arrived before the next read
         except asyncio.CancelledError:
             if not self.conn.closed:
                 self.conn.close("shutting down", ByeCode.SHUTTING_DOWN)
                 self._pump()
             raise
         finally:
+            flusher.cancel()
             self._pump()
+            if not self._writer.is_closing():
+                self._writer.write(self.conn.data_to_send())  # the rest, with our goodbye
             self._done.set()
             with contextlib.suppress(Exception):
                 if not self._writer.is_closing() and self._writer.can_write_eof():
@@ -513,6 +537,13 @@ class SyncNode:
         for session in list(self.sessions):
             if not session.closed:
                 session.conn.persist_failed(reason)
+                session._pump()
+
+    def push_urgent(self, changes: list[bytes], proofs: list[bytes]) -> None:
+        """Call (on the loop): send these changes to every live peer ahead of all else."""
+        for session in list(self.sessions):
+            if not session.closed:
+                session.conn.push_urgent(changes, proofs)
                 session._pump()
 
     def local_change(self) -> None:

@@ -15,6 +15,12 @@ failed save is passed on in words (`persist_failed`: "the disk holding ...
 is full"). Our side shows, per peer, what it could not save
 (`PeerStatus.undelivered`), in `circle status` too.
 
+Alerts first (issue 13): after an edit on this device (this process or
+another one: "local" and "disk"), changes written on top of the collections
+change alone (a raised alert, crdt/defence.py) are pushed to every session
+in the urgent lane (`SyncNode.push_urgent`, net/session.py rule 10) with
+their proofs, before the ordinary push.
+
 What a peer sees is recorded in `PeerStatus` and persisted (throttled) in the
 circle's settings, so `circle status` can show peers even when nothing runs.
 A LAN peer leaves `peers` when discovery loses it (a goodbye, or its
@@ -38,6 +44,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from circle.crdt.am import change_hash
+from circle.crdt.defence import COLLECTIONS_CHANGE, COLLECTIONS_CHANGE_HASH
 from circle.errors import CircleError, UsageError
 from circle.net.discovery import ALL_INTERFACES, Discovery, PeerFound, PeerLost, parse_manual_peer
 from circle.net.keys import member_id_for
@@ -151,6 +159,7 @@ class LiveSync:
                              self._on_event, current_epoch=lambda: svc.config.epoch,
                              adopted_at=self._adopted_at, owner_persists=True)
         self._told_durable: list[bytes] | None = None
+        self._urgent_seen: list[bytes] = svc.doc.heads()  # standalone changes after these not pushed yet
         self._told_error: str | None = None
         self.discovery: Discovery | None = None
         self.bound: tuple[str, int] | None = None
@@ -486,7 +495,11 @@ class LiveSync:
         return closed
 
     def _on_service_change(self, origin: str) -> None:
-        self.close_removed()
+        self.close_removed()  # first: a removed device receives nothing that follows
+        if origin in ("local", "disk"):
+            self._push_urgent()  # before anything slower (the relays check below reads the board)
+        else:
+            self._urgent_seen = self.svc.doc.heads()
         if self.relays is None and self.use_relays and self._unsubscribe is not None and self.svc.board.relays():
             self._spawn(self._start_relays())  # the first relay was just added
         if origin in ("local", "disk"):
@@ -498,6 +511,21 @@ class LiveSync:
             if self.discovery is not None:
                 self._spawn(self.discovery.set_epoch_key(self.svc.config.epoch_key))
         self._changed()
+
+    def _push_urgent(self) -> None:
+        """Standalone changes (alerts) since the last look go ahead of everything."""
+        heads = self.svc.doc.heads()
+        try:
+            new = self.svc.doc.changes_on([COLLECTIONS_CHANGE_HASH], self._urgent_seen)
+        except CircleError:
+            new = []
+        self._urgent_seen = heads
+        if not new:
+            return
+        hashes = [h for h in (change_hash(c) for c in new) if h is not None]
+        gated = self.node.doc
+        proofs = gated.proofs_for_hashes(hashes) if isinstance(gated, GatedDoc) else []
+        self.node.push_urgent([COLLECTIONS_CHANGE, *new], proofs)
 
     async def _refresh_loop(self) -> None:
         while True:
