@@ -186,3 +186,13 @@ def test_peer_reason_is_cleaned_before_it_is_shown() -> None:
     shuttle(a, b)
     assert "\x1b" not in a.peer_save_error and "\x07" not in a.peer_save_error
     assert len(a.peer_save_error) <= 200
+
+
+def test_what_a_peer_is_told_about_our_failed_save_names_no_path() -> None:
+    from circle.node.live import save_failure_words
+
+    home = "/home/bo/.local/share/circle/c1/doc/log"
+    assert save_failure_words(f"the disk holding {home} is full; nothing was saved") == "its disk is full"
+    assert save_failure_words(f"the disk quota for {home} is used up") == "its disk quota is used up"
+    odd = save_failure_words(f"could not use {home}: Stale file handle")
+    assert "/home" not in odd and "bo" not in odd and odd.startswith("it could not save")

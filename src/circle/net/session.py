@@ -22,8 +22,9 @@ Session rules:
      a whole-document Bloom filter.
    - otherwise: run the Automerge sync protocol (one SyncState per session).
 4. Whenever a side has nothing to send (generate_sync_message -> None) it
-   sends `Idle(heads)` once per head set. `InSync` fires when we are idle
-   and the last thing the peer said was `Idle` with our exact heads.
+   sends `Idle(heads)` once per head set. `InSync` fires when we are idle,
+   the last thing the peer said was `Idle` with our exact heads, and both
+   sides hold them durably (rule 9).
 5. `local_change()` pushes new local edits to the live peer at once.
 6. Caps: more than `max_rounds` exchanges in a row in which neither side's
    heads moved and we still had more to say, or
@@ -34,6 +35,15 @@ Session rules:
    error. A second failure ends the session (`RemoteProtocolError`). If
    both sides go idle with different heads (a stall: nobody would speak
    again), the SyncState is reset once, then the snapshot fallback applies.
+7. Ending: `close()` drops queued messages not handed out yet (never
+   sealed, so nothing is missing from the stream) and sends `Bye` sealed
+   with TAG_FINAL. A received Bye is
+   answered with our own Bye. EOF without the peer's final frame means the
+   peer vanished or the stream was truncated: `PeerUnavailable`. Any protocol
+   or crypto error sends a best-effort Bye and ends with a typed error. The
+   local document is only ever changed by complete, valid sync messages, a
+   complete, valid snapshot or complete urgent changes (automerge validates
+   all of them before applying; the document's gate checks their proofs).
 8. Authorship: before a sync message that carries changes, and before a
    snapshot's data, we send `Proofs` (the signatures the peer needs, from
    `doc.proofs_for_hashes` of the changes in that message, each sent once per session) when the
@@ -46,7 +56,7 @@ Session rules:
    exchange. With `owner_persists` the owner (node/live.py) persists what
    the session applied and then calls `persisted(heads)` (sent as `Saved`),
    or `persist_failed(reason)` (sent as `Saved(old heads, reason)`: the
-   peer shows "bo could not save: the disk is full" and keeps counting our
+   peer shows "bo could not save our changes: its disk is full" and keeps counting our
    changes as undelivered). Without it (in-memory documents, tests) the
    document is its own durable copy. A side sends `Saved` again after each
    `Idle` or sync message it sends, and a received `Saved` counts only if
@@ -71,12 +81,6 @@ Session rules:
    sync data. An urgent batch the receiver cannot apply or verify yet (it is
    still empty, say) is ignored, not an error: the same changes come with
    the ordinary sync, where a refusal ends the session.
-7. Ending: `close()` sends `Bye` sealed with TAG_FINAL. A received Bye is
-   answered with our own Bye. EOF without the peer's final frame means the
-   peer vanished or the stream was truncated: `PeerUnavailable`. Any protocol
-   or crypto error sends a best-effort Bye and ends with a typed error. The
-   local document is only ever changed by complete, valid sync messages or a
-   complete, valid snapshot (automerge validates both before applying).
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol, TypeAlias
@@ -251,7 +255,7 @@ class Connection:
         self._urgent: deque[bytes] = deque()  # message bodies, sealed when handed out (rule 10)
         self._bulk: deque[tuple[bytes, bool]] = deque()  # (body, final)
         self._final_queued = False
-        self._urgent_waiting: list[tuple[list[bytes], list[bytes]]] = []  # pushed before our Hello
+        self._urgent_waiting: list[tuple[Sequence[bytes], Sequence[bytes]]] = []  # pushed before our Hello
         self._sync_buf = bytearray()  # SyncMore pieces received so far
         self._events: deque[Event] = deque()
         self._phase = Phase.HANDSHAKE
@@ -417,7 +421,7 @@ class Connection:
         except CircleError as exc:
             self._fail(exc)
 
-    def push_urgent(self, changes: list[bytes], proofs: list[bytes] = ()) -> None:  # type: ignore[assignment]
+    def push_urgent(self, changes: Sequence[bytes], proofs: Sequence[bytes] = ()) -> None:
         """Send these changes (and the proofs they need) ahead of everything
         queued (rule 10). Before our Hello is out they wait for it."""
         if self._phase is Phase.CLOSED or self._final_queued or not changes:
@@ -427,7 +431,7 @@ class Connection:
             return
         self._guard(lambda: self._queue_urgent(changes, proofs))
 
-    def _queue_urgent(self, changes: list[bytes], proofs: list[bytes]) -> None:
+    def _queue_urgent(self, changes: Sequence[bytes], proofs: Sequence[bytes]) -> None:
         fresh = [p for p in proofs if len(p) == 96 and p[:32] not in self._proofs_sent]
         if fresh:
             self._proofs_sent.update(p[:32] for p in fresh)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -458,7 +459,7 @@ class LiveSync:
         except CircleError as exc:  # a full disk, a newer schema...: report, keep running
             for status in self.peers.values():
                 status.error = str(exc)
-            self._note_persisted(str(exc))
+            self._note_persisted(save_failure_words(str(exc)))
             return
         self._note_persisted()
 
@@ -535,7 +536,7 @@ class LiveSync:
             except CircleError as exc:
                 for status in self.peers.values():
                     status.error = f"local store: {exc}"
-                self._note_persisted(str(exc))
+                self._note_persisted(save_failure_words(str(exc)))
                 continue
             self._note_persisted()
 
@@ -556,6 +557,19 @@ class LiveSync:
         self.svc.config.settings["peers"] = dict(sorted(known.items(), key=lambda kv: -(kv[1].get("last_seen") or 0))[:50])
         with contextlib.suppress(CircleError):
             self.svc.config.save(self.svc.home)
+
+
+def save_failure_words(text: str) -> str:
+    """Why our save failed, as a peer may read it: the common causes in a few
+    words, never a path on this device (it names the user's home)."""
+    lowered = text.lower()
+    for needle, words in (("quota", "its disk quota is used up"), ("is full", "its disk is full"),
+                          ("read-only", "its store is on a read-only file system"),
+                          ("input/output", "its disk reported an input/output error"),
+                          ("permission", "it has no permission to write its store")):
+        if needle in lowered:
+            return words
+    return "it could not save (" + re.sub(r"(?:[A-Za-z]:)?[\\/][^\s;,)]*", "...", text)[:150] + ")"
 
 
 def _words(error: object) -> str:
