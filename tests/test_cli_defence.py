@@ -229,3 +229,30 @@ def test_wipe_leaves_nothing_readable_and_every_command_fails_in_one_sentence(tm
         assert proc.returncode != 0, args
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("circle: this device's circle data was wiped"), (args, proc.stderr)
+
+
+def test_missed_checkin_is_printed_by_the_buddys_watch_process(pair: tuple[CLI, CLI], procs: list[Proc]) -> None:
+    """ana's check-in (every 30 min) reaches bo's `alert watch --json`, a real process whose
+    clock (CIRCLE_NOW, tests only) runs 30 min + skew - 2 s ahead: the deadline passes
+    while it watches, and it prints the missed check-in for its buddy."""
+    ana, bo = pair
+    started = ana.json("checkin", "start", "Copwatch, 5th precinct", "--buddy", "bo", "--every", "30m")
+    serve = _start(procs, ana, "serve", "--listen", "127.0.0.1:0", "--no-discovery", "--json")
+    port = serve.expect(lambda e: e.get("event") == "listening")["port"]
+    ahead = 30 * 60_000 + 60_000 - 2_000  # CLOCK_SKEW is 60 s: missed 2 s after the watch starts
+    bo.env["CIRCLE_NOW"] = f"+{ahead}"
+    watch = _start(procs, bo, "alert", "watch", "--json", "--listen", "127.0.0.1:0", "--no-discovery",
+                   "--peer", f"127.0.0.1:{port}")
+    watch.expect(lambda e: e.get("event") == "watching")
+    got = watch.expect(lambda e: e.get("event") == "checkin" and e.get("id") == started["id"], timeout=30)
+    assert got["state"] == "missed" and got["buddy"] is True
+    assert got["message"].startswith("ana missed their") and "Copwatch, 5th precinct" in got["message"]
+    # Before the deadline (the watch's first look) nothing was printed for it: the line is the transition.
+    assert not any(started["id"] in line for line in watch.seen[:-1])
+
+
+def test_circle_now_must_be_milliseconds(pair: tuple[CLI, CLI]) -> None:
+    ana, _ = pair
+    ana.env["CIRCLE_NOW"] = "tomorrow"
+    proc = ana.run("checkin", "list", check=False)
+    assert proc.returncode == 2 and "CIRCLE_NOW" in proc.stderr and "Traceback" not in proc.stderr

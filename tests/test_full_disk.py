@@ -109,8 +109,6 @@ def test_edit_saved_but_compaction_failed_says_saved(two_mb_disk: Path) -> None:
     assert "the one that fits" in cli.run("need", "list").stdout  # and the store still works
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 case 4: needs the session to advertise only persisted heads "
-                   "(net/session.py Idle after the owner confirms persist; see notes/16-safety.md)")
 def test_peer_that_could_not_save_is_not_counted_as_in_sync(two_mb_disk: Path, tmp_path: Path) -> None:
     """B's `circle serve` runs on a full disk; A's `circle sync` must not say B has everything."""
     import sys
@@ -137,5 +135,22 @@ def test_peer_that_could_not_save_is_not_counted_as_in_sync(two_mb_disk: Path, t
         server.communicate(timeout=20)
     for p in two_mb_disk.glob("filler*"):
         p.unlink()
-    saved = "too big for bo's disk 3" in b.run("need", "list").stdout
-    assert saved or proc.returncode != 0, proc.stdout  # never "in sync" for an edit bo does not have
+    assert "too big for bo's disk 3" not in b.run("need", "list").stdout  # bo's disk really was full
+    assert proc.returncode != 0, proc.stdout  # never "in sync" for an edit bo does not have
+    assert "could not save our changes" in proc.stdout and "is full" in proc.stdout, proc.stdout
+    status = a.run("status").stdout
+    assert "has all our changes" not in status and "bo could not save our changes" in status, status
+    # Room again: bo saves what the next session brings, and only then is it in sync.
+    server = subprocess.Popen([sys.executable, "-m", "circle", "serve", "--no-discovery", "--listen",
+                               "127.0.0.1:0"], env=b.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().split("Listening on ")[1].split(";")[0].rsplit(":", 1)[1]
+        proc = a.run("sync", "--no-discovery", "--listen", "127.0.0.1:0", "--peer", f"127.0.0.1:{port}",
+                     "--timeout", "15", "--json", check=False)
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)
+    assert proc.returncode == 0, proc.stdout
+    assert "too big for bo's disk 3" in b.run("need", "list").stdout
+    assert "bo has all our changes" not in status and "has all our changes" in a.run("status").stdout

@@ -301,3 +301,22 @@ def test_cursor_json_round_trip() -> None:
     c.get("wss://relay.example/").cursor = 42
     c.get("wss://relay.example/").instance = "ab" * 16
     assert RelayCursors.from_json(c.to_json()) == c
+
+
+async def test_urgent_envelopes_overtake_the_queued_outbox(
+    relay_factory: Callable[..., RelayProcess], circle: Circle
+) -> None:
+    """Issue 13: an alert pushed while a backlog waits (relay unreachable, or a
+    large push) is stored by the relay, and so read by everyone, before it."""
+    relay = relay_factory()
+    a = Member(circle, circle.members[0], [relay.url])
+    backlog = [b"need %d" % i for i in range(40)]
+    a.edit(*backlog)  # queued: the pool has not connected yet
+    alert = seal_changes(a.ident, circle.epoch, circle.key, [b"ALERT: vans at 5th & Main"], max_block=64)
+    a.pool.push(alert, urgent=True)
+    async with a.pool:
+        assert (await a.pool.flush(WAIT)) == {relay.url: True}
+    b = Member(circle, circle.members[1], [relay.url])
+    async with b.pool:
+        await b.wait_for({b"ALERT: vans at 5th & Main", *backlog})
+    assert b.applied[0] == b"ALERT: vans at 5th & Main"  # read first: the relay stored it first

@@ -119,6 +119,8 @@ def status(ctx: Ctx) -> None:
             when = ago(int(seen)) if isinstance(seen, int | float) else "never"
             who = peer.get("handle") or peer.get("member_id") or "?"
             state = "has all our changes" if peer.get("has_all_ours") else "may be missing some of our changes"
+            if peer.get("undelivered") and not peer.get("has_all_ours"):
+                state = f"{who} {peer['undelivered']}; they stay here and are sent again"
             click.echo(f"Peer {who} at {peer.get('address')} ({peer.get('path')}): last seen {when}, {state}"
                        + (f"; last error: {peer['error']}" if peer.get("error") else ""))
     emit(ctx, data, human)

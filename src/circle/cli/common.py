@@ -75,12 +75,32 @@ class Ctx:
             from circle.node.circles import pick
 
             home = self.home()
-            self._service = CircleService.open(home, pick(home, self.circle))
+            self._service = CircleService.open(home, pick(home, self.circle), clock=clock_from_env())
             warn_about_store(self._service)
             svc = self._service
             click.get_current_context().call_on_close(lambda: show_warnings(svc))
             self._service.refresh()
         return self._service
+
+
+#: Tests only: this device's clock for one process (docs/defence.md "Testing
+#: with another clock"). "1764633600000" fixes it at that unix time in ms;
+#: "+1860000" / "-5000" runs it that many ms ahead of / behind the real clock.
+CLOCK_ENV = "CIRCLE_NOW"
+
+
+def clock_from_env() -> Callable[[], int]:
+    """The clock commands judge and write times with (the real one unless CIRCLE_NOW is set)."""
+    text = os.environ.get(CLOCK_ENV, "").strip()
+    if not text:
+        return lambda: int(time.time() * 1000)
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{CLOCK_ENV} must be unix milliseconds or +/-milliseconds, not '{text}'") from None
+    if text[0] in "+-":
+        return lambda: int(time.time() * 1000) + value
+    return lambda: value
 
 
 def show_warnings(svc: CircleService) -> None:

@@ -781,6 +781,35 @@ class AmDoc:
             # Our own change holds only types we write: no need to scan it.
             g.seen = self._doc.get_heads()
 
+    @contextmanager
+    def edit_at(self, heads: list[bytes], actor: bytes) -> Iterator[Editor]:
+        """One transaction written on top of `heads` (not our current heads) by
+        `actor`, then merged in: its change depends on `heads` only, so a peer
+        holding those can apply it before anything newer arrives. `actor` must
+        be one that never wrote here (Automerge refuses a second change with
+        the same actor and seq)."""
+        try:
+            forked = AmDoc(self._doc.fork(heads))
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            raise MalformedDocument(f"unknown heads ({exc})") from None
+        forked._doc.set_actor(actor)
+        with forked._doc.transaction() as tx:
+            yield Editor(tx, forked)
+        self.apply_changes(forked.changes_since(heads))
+
+    def changes_on(self, base: list[bytes], since: list[bytes]) -> list[bytes]:
+        """Raw bytes of the changes after `since` whose dependencies are exactly `base`."""
+        want = sorted(base)
+        try:
+            return [bytes(c.bytes) for c in self._doc.get_changes(since)
+                    if sorted(bytes(d) for d in c.deps) == want]
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            raise MalformedDocument(f"unknown heads ({exc})") from None
+
     # --- reads ----------------------------------------------------------
     #
     # Every public read starts with `_guard()`. On a document whose bytes hold

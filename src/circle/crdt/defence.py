@@ -51,11 +51,21 @@ these names to `model.COLLECTIONS`: a founding change that created them too
 would conflict with this change. The trust layer must accept this change by
 its hash (`is_collections_change`): it carries no signature because it
 carries no content.
+
+Standalone alerts: a raised alert is written on top of the collections
+change alone (`AmDoc.edit_at`), by a fresh actor of this device (the same
+16-byte device prefix as every process actor, new last 8 bytes), then merged
+in. Its change needs nothing but that fixed change, so a member who lacks
+thousands of other changes applies it first, when a live session sends it
+ahead of the bulk (net/session.py rule 10). It is signed like any change
+(the trust layer binds the actor prefix to the device). A removed device's
+fresh actor has no pin, so whatever it writes after its removal is late.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -546,12 +556,21 @@ class Defence:
         if not all(doc.has_collection(n) for n in DEFENCE_COLLECTIONS):
             doc.apply_changes([COLLECTIONS_CHANGE])
 
-    def _put(self, collection: str, fields: dict[str, Field]) -> RecordId:
+    def _put(self, collection: str, fields: dict[str, Field], standalone: bool = False) -> RecordId:
         me = self.board._require_member()
         self.ensure_collections()
         rid = new_record_id()
-        with self.board.doc.edit() as ed:
-            ed.put_record(collection, rid, {**fields, "author": me})
+        doc = self.board.doc
+        if standalone:
+            # An alert depends on the collections change only, written by a fresh
+            # actor of this device (its first 16 bytes name the device, as every
+            # process actor's do): a member who lacks everything else can apply
+            # it at once, ahead of a large sync (net/session.py rule 10).
+            with doc.edit_at([COLLECTIONS_CHANGE_HASH], doc.actor()[:16] + os.urandom(8)) as ed:
+                ed.put_record(collection, rid, {**fields, "author": me})
+        else:
+            with doc.edit() as ed:
+                ed.put_record(collection, rid, {**fields, "author": me})
         self.board._commit()
         return rid
 
@@ -568,7 +587,7 @@ class Defence:
         return self._put("alerts", {
             "text": _text(text, "alert text", MAX_ALERT_TEXT, required=True), "kind": AlertKind(kind).value,
             "zone": _text(zone, "zone", 60), "raised_at": now, "expires_at": now + expires_ms,
-        })
+        }, standalone=True)
 
     def _open_alert(self, prefix: str) -> Alert:
         alert = self.alert(prefix)

@@ -34,6 +34,9 @@ class MsgType(IntEnum):
     KEY_UPDATE = 0x09
     PROOFS = 0x0A
     SNAPSHOT_PLEASE = 0x0B
+    SAVED = 0x0C
+    SYNC_MORE = 0x0D
+    URGENT = 0x0E
 
 
 class Codec(IntEnum):
@@ -126,9 +129,37 @@ class SnapshotPlease:
     A snapshot is accepted only by a side that asked (or that is empty)."""
 
 
+@dataclass(frozen=True)
+class Saved:
+    """These heads are durable on my device (written and fsynced). `reason`
+    says, when not empty, why my last attempt to save what I hold failed
+    ("the disk is full"). Only this counts as delivery (net/session.py)."""
+
+    heads: tuple[bytes, ...]
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SyncMore:
+    """The first pieces of one large sync message; the `SyncMsg` that follows
+    carries the last piece (so an `Urgent` can pass between pieces)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Urgent:
+    """Changes to apply at once, ahead of any sync in progress (an alert):
+    each written on top of heads every member holds (net/session.py rule 10)."""
+
+    changes: tuple[bytes, ...]
+
+
+MAX_URGENT_CHANGES = 64
+
 Message: TypeAlias = (
     Hello | SyncMsg | Idle | SnapshotStart | SnapshotChunk | Ping | Pong | Bye | KeyUpdate
-    | Proofs | SnapshotPlease
+    | Proofs | SnapshotPlease | Saved | SyncMore | Urgent
 )
 
 
@@ -186,6 +217,15 @@ def encode(msg: Message) -> bytes:
         return bytes([MsgType.PROOFS]) + msg.data
     if isinstance(msg, SnapshotPlease):
         return bytes([MsgType.SNAPSHOT_PLEASE])
+    if isinstance(msg, Saved):
+        return bytes([MsgType.SAVED]) + _heads(msg.heads) + _str(msg.reason, 2)
+    if isinstance(msg, SyncMore):
+        return bytes([MsgType.SYNC_MORE]) + msg.data
+    if isinstance(msg, Urgent):
+        if not 0 < len(msg.changes) <= MAX_URGENT_CHANGES or not all(msg.changes):
+            raise LocalProtocolError("an urgent message carries 1 to 64 non-empty changes")
+        return bytes([MsgType.URGENT, len(msg.changes)]) + b"".join(
+            len(c).to_bytes(4, "big") + c for c in msg.changes)
     raise LocalProtocolError(f"cannot encode {type(msg).__name__}")
 
 
@@ -286,6 +326,18 @@ def decode(frame: bytes) -> Message:
         msg = Proofs(r.rest(nonempty=True))
     elif kind is MsgType.SNAPSHOT_PLEASE:
         msg = SnapshotPlease()
+    elif kind is MsgType.SAVED:
+        msg = Saved(r.heads(), r.string(2))
+    elif kind is MsgType.SYNC_MORE:
+        msg = SyncMore(r.rest(nonempty=True))
+    elif kind is MsgType.URGENT:
+        count = r.uint(1)
+        if not 0 < count <= MAX_URGENT_CHANGES:
+            raise r.fail("1 to 64 changes")
+        changes = tuple(r.take(r.uint(4)) for _ in range(count))
+        if not all(changes):
+            raise r.fail("an empty change")
+        msg = Urgent(changes)
     else:
         msg = KeyUpdate(r.rest(nonempty=True))
     r.end()
@@ -294,5 +346,6 @@ def decode(frame: bytes) -> Message:
 
 __all__ = [
     "Bye", "ByeCode", "Codec", "Hello", "Idle", "KeyUpdate", "Message", "MsgType", "Ping",
-    "Pong", "Proofs", "SnapshotChunk", "SnapshotPlease", "SnapshotStart", "SyncMsg", "decode", "encode",
+    "Pong", "Proofs", "Saved", "SnapshotChunk", "SnapshotPlease", "SnapshotStart", "SyncMore", "SyncMsg",
+    "Urgent", "decode", "encode",
 ]

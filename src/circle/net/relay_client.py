@@ -421,10 +421,12 @@ class _Relay:
         self.conn: RelayConnection | None = None
         self.refused_since: float | None = None
 
-    def enqueue(self, eid: bytes, env: bytes) -> None:
+    def enqueue(self, eid: bytes, env: bytes, urgent: bool = False) -> None:
         if eid in self.outbox:
             return
         self.outbox[eid] = env
+        if urgent:  # an alert: ahead of everything still queued (issue 13)
+            self.outbox.move_to_end(eid, last=False)
         while len(self.outbox) > self.max_outbox:
             self.outbox.popitem(last=False)
             self.status.needs_resync = True
@@ -550,14 +552,15 @@ class RelayPool:
 
     # --- writing ----------------------------------------------------------
 
-    def push(self, envelopes: Iterable[bytes]) -> None:
-        """Queue envelopes for every relay (returns at once; see `flush`)."""
-        for env in envelopes:
+    def push(self, envelopes: Iterable[bytes], urgent: bool = False) -> None:
+        """Queue envelopes for every relay (returns at once; see `flush`);
+        `urgent` ones go to the front of each outbox."""
+        for env in reversed(list(envelopes)) if urgent else envelopes:
             env = bytes(env)
             eid = envelope_id(env)
             self._mark_seen(eid)  # our own envelopes are not delivered back to us
             for r in self._relays.values():
-                r.enqueue(eid, env)
+                r.enqueue(eid, env, urgent)
 
     def push_to(self, url: str, envelopes: Iterable[bytes]) -> None:
         """Queue envelopes for one relay only (e.g. a snapshot after `on_reset`)."""

@@ -22,8 +22,9 @@ Session rules:
      a whole-document Bloom filter.
    - otherwise: run the Automerge sync protocol (one SyncState per session).
 4. Whenever a side has nothing to send (generate_sync_message -> None) it
-   sends `Idle(heads)` once per head set. `InSync` fires when we are idle
-   and the last thing the peer said was `Idle` with our exact heads.
+   sends `Idle(heads)` once per head set. `InSync` fires when we are idle,
+   the last thing the peer said was `Idle` with our exact heads, and both
+   sides hold them durably (rule 9).
 5. `local_change()` pushes new local edits to the live peer at once.
 6. Caps: more than `max_rounds` exchanges in a row in which neither side's
    heads moved and we still had more to say, or
@@ -34,18 +35,52 @@ Session rules:
    error. A second failure ends the session (`RemoteProtocolError`). If
    both sides go idle with different heads (a stall: nobody would speak
    again), the SyncState is reset once, then the snapshot fallback applies.
+7. Ending: `close()` drops queued messages not handed out yet (never
+   sealed, so nothing is missing from the stream) and sends `Bye` sealed
+   with TAG_FINAL. A received Bye is
+   answered with our own Bye. EOF without the peer's final frame means the
+   peer vanished or the stream was truncated: `PeerUnavailable`. Any protocol
+   or crypto error sends a best-effort Bye and ends with a typed error. The
+   local document is only ever changed by complete, valid sync messages, a
+   complete, valid snapshot or complete urgent changes (automerge validates
+   all of them before applying; the document's gate checks their proofs).
 8. Authorship: before a sync message that carries changes, and before a
    snapshot's data, we send `Proofs` (the signatures the peer needs, from
    `doc.proofs_for_hashes` of the changes in that message, each sent once per session) when the
    document offers them (node/authorship.GatedDoc); received Proofs go to
    `doc.take_proofs`. The document checks them before anything is applied;
    a refusal ends the session with the reason.
-7. Ending: `close()` sends `Bye` sealed with TAG_FINAL. A received Bye is
-   answered with our own Bye. EOF without the peer's final frame means the
-   peer vanished or the stream was truncated: `PeerUnavailable`. Any protocol
-   or crypto error sends a best-effort Bye and ends with a typed error. The
-   local document is only ever changed by complete, valid sync messages or a
-   complete, valid snapshot (automerge validates both before applying).
+9. Delivery means durable at the other end. `Saved(heads, reason)` says
+   which heads a side holds *durably*; `InSync` (and `peer_has_all_ours`)
+   need the peer's last `Saved` heads to equal ours, besides the `Idle`
+   exchange. With `owner_persists` the owner (node/live.py) persists what
+   the session applied and then calls `persisted(heads)` (sent as `Saved`),
+   or `persist_failed(reason)` (sent as `Saved(old heads, reason)`: the
+   peer shows "bo could not save our changes: its disk is full" and keeps counting our
+   changes as undelivered). Without it (in-memory documents, tests) the
+   document is its own durable copy. A side sends `Saved` again after each
+   `Idle` or sync message it sends, and a received `Saved` counts only if
+   its heads equal the heads the peer advertised last (Hello, Idle, sync
+   message, snapshot): an ack sent ahead of the data ("I saved what you
+   have not sent yet") is ignored. A `Saved` never feeds the Automerge sync
+   state and nothing is dropped on its word: a peer that holds our changes
+   in memory and claims to have saved them can only lie about itself, and
+   every new session starts again from what the peer says it has (Hello),
+   so anything it lacks is sent again.
+10. Priority lane (issue 13: an alert reaches everyone at once, even while a
+   large sync runs). Messages are queued unsealed and sealed in the order
+   they leave (`data_to_send(limit)`): urgent ones first, then bulk ones, so
+   anything pushed with `push_urgent(changes, proofs)` overtakes every bulk
+   message not yet handed out. Bulk is cut small enough to be overtaken: a
+   sync message above `SYNC_PIECE` goes as `SyncMore` pieces and a final
+   `SyncMsg`; snapshots already go in chunks. Our Hello is sealed at once,
+   so nothing ever precedes it. An `Urgent` carries changes written on top
+   of heads every member holds (crdt/defence.py writes alerts that way), so
+   the receiver can apply them before the bulk; its `Proofs` travel in the
+   same lane just before it and the document's gate checks them as for any
+   sync data. An urgent batch the receiver cannot apply or verify yet (it is
+   still empty, say) is ignored, not an error: the same changes come with
+   the ordinary sync, where a refusal ends the session.
 """
 
 from __future__ import annotations
@@ -53,7 +88,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol, TypeAlias
@@ -86,6 +121,7 @@ SNAPSHOT_CHUNK = 256 << 10
 #: Snapshots re-sent in one session when a sync message is above one frame
 #: after the snapshot fallback (see `_fallback`).
 _SNAPSHOT_RESENDS = 2
+SYNC_PIECE = 64 << 10  # a larger sync message goes in pieces an urgent message can pass between
 MAX_SNAPSHOT = MAX_DOCUMENT  # refuse a larger announced snapshot, compressed or raw (no circle can be larger)
 MAX_ROUNDS = 64
 CAP_SNAPSHOT_ZLIB = "snapshot-zlib"
@@ -103,7 +139,8 @@ class SyncDoc(Protocol):
     def heads(self) -> list[bytes]: ...
     def merge_saved(self, data: bytes) -> None: ...
     def is_empty(self) -> bool: ...
-    # Optional (GatedDoc): `proofs_for_hashes(hashes) -> list[bytes]`, `take_proofs(block)`.
+    # Optional (GatedDoc): `proofs_for_hashes(hashes) -> list[bytes]`, `take_proofs(block)`,
+    # `apply_changes(changes)` (urgent changes; verified like sync data).
 
 
 # --- events ------------------------------------------------------------------
@@ -153,8 +190,17 @@ class Closed:
     by_peer: bool
 
 
+@dataclass(frozen=True)
+class PeerSaved:
+    """The peer told us what it holds durably; `reason` is why its last save
+    failed ("" when it did not)."""
+
+    heads: tuple[bytes, ...]
+    reason: str
+
+
 Event: TypeAlias = (
-    HandshakeDone | PeerHello | DocChanged | InSync | Progress | KeyUpdateReceived | Closed
+    HandshakeDone | PeerHello | DocChanged | InSync | Progress | KeyUpdateReceived | Closed | PeerSaved
 )
 
 
@@ -202,13 +248,19 @@ class Connection:
         max_snapshot: int = MAX_SNAPSHOT,
         snapshot_chunk: int = SNAPSHOT_CHUNK,
         compress: bool = True,
+        owner_persists: bool = False,
     ) -> None:
         self.role = role
         self.doc = doc
         self.identity = identity
         self._hs = Handshake(role, identity, keyring, is_active_member, epoch=epoch)
         self._decoder = FrameDecoder(MAX_HANDSHAKE_MESSAGE)
-        self._out = bytearray()
+        self._out = bytearray()  # bytes ready to go: handshake frames, our sealed Hello
+        self._urgent: deque[bytes] = deque()  # message bodies, sealed when handed out (rule 10)
+        self._bulk: deque[tuple[bytes, bool]] = deque()  # (body, final)
+        self._final_queued = False
+        self._urgent_waiting: list[tuple[Sequence[bytes], Sequence[bytes]]] = []  # pushed before our Hello
+        self._sync_buf = bytearray()  # SyncMore pieces received so far
         self._events: deque[Event] = deque()
         self._phase = Phase.HANDSHAKE
         self._max_rounds = max_rounds
@@ -240,6 +292,14 @@ class Connection:
         self._resent = 0  # snapshots sent again after the fallback (see `_fallback`)
         self._proofs_sent: set[bytes] = set()
         self.peer_heads: frozenset[bytes] | None = None  # last heads the peer told us
+        # delivery (rule 9)
+        self._owner_persists = owner_persists
+        self._durable: frozenset[bytes] | None = None  # what the owner said is on disk
+        self._save_error = ""
+        self._saved_sent: tuple[frozenset[bytes], str] | None = None
+        self.peer_saved: frozenset[bytes] | None = None  # what the peer says it holds durably
+        self._peer_advertised: frozenset[bytes] | None = None  # heads the peer last said it holds
+        self.peer_save_error = ""
         if role is Role.INITIATOR:
             self._out += encode_frame(self._hs.start(), MAX_HANDSHAKE_MESSAGE)
 
@@ -283,12 +343,28 @@ class Connection:
             self._phase is Phase.ACTIVE
             and self._peer_idle == heads
             and self._idle_sent_for == heads
+            and self.peer_saved == heads
+            and self._durable_set() == heads
         )
 
     @property
     def peer_has_all_ours(self) -> bool:
-        """Whether the peer's last reported heads equal ours (it has all our changes)."""
-        return self.peer_heads is not None and self.peer_heads == frozenset(self.doc.heads())
+        """Whether the peer said it holds our exact heads durably (it has saved all our changes)."""
+        return self.peer_saved is not None and self.peer_saved == frozenset(self.doc.heads())
+
+    def persisted(self, heads: list[bytes] | tuple[bytes, ...]) -> None:
+        """Owner: these heads are now durable on this device (after the store's fsync)."""
+        self._durable = frozenset(heads)
+        self._save_error = ""
+        if self._phase is Phase.ACTIVE:
+            self._guard(self._send_saved)
+            self._check_in_sync()
+
+    def persist_failed(self, reason: str) -> None:
+        """Owner: saving what the session applied failed (the peer is told why)."""
+        self._save_error = _clean_reason(reason) or "could not save"
+        if self._phase is Phase.ACTIVE:
+            self._guard(self._send_saved)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -298,9 +374,26 @@ class Connection:
         self._events.clear()
         return out
 
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._out or self._urgent or self._bulk)
+
+    def data_to_send(self, limit: int | None = None) -> bytes:
+        """The bytes to write now: urgent messages first, then bulk ones up to
+        about `limit` bytes (all of them when None). Call again for the rest."""
+        buf = bytearray(self._out)
         self._out.clear()
+        channel = self.peer.channel if self.peer is not None else None
+        if channel is not None:
+            while self._urgent:
+                body = self._urgent.popleft()
+                if not channel.sent_final:
+                    buf += encode_frame(channel.seal(body), MAX_FRAME)
+            while self._bulk and (limit is None or len(buf) < limit):
+                body, final = self._bulk.popleft()
+                if not channel.sent_final:
+                    buf += encode_frame(channel.seal_final(body) if final else channel.seal(body), MAX_FRAME)
+        out = bytes(buf)
         if out:
             self.stats.wire_bytes_out += len(out)
             if self._received_since_send:
@@ -333,6 +426,25 @@ class Connection:
         except CircleError as exc:
             self._fail(exc)
 
+    def push_urgent(self, changes: Sequence[bytes], proofs: Sequence[bytes] = ()) -> None:
+        """Send these changes (and the proofs they need) ahead of everything
+        queued (rule 10). Before our Hello is out they wait for it."""
+        if self._phase is Phase.CLOSED or self._final_queued or not changes:
+            return
+        if self._phase is Phase.HANDSHAKE:
+            self._urgent_waiting.append((list(changes), list(proofs)))
+            return
+        self._guard(lambda: self._queue_urgent(changes, proofs))
+
+    def _queue_urgent(self, changes: Sequence[bytes], proofs: Sequence[bytes]) -> None:
+        fresh = [p for p in proofs if len(p) == 96 and p[:32] not in self._proofs_sent]
+        if fresh:
+            self._proofs_sent.update(p[:32] for p in fresh)
+            self._send(m.Proofs(b"CPRF" + b"".join(fresh)), urgent=True)
+        for i in range(0, len(changes), m.MAX_URGENT_CHANGES):
+            self._send(m.Urgent(tuple(changes[i : i + m.MAX_URGENT_CHANGES])), urgent=True)
+        self.stats.extra["urgent_sent"] = self.stats.extra.get("urgent_sent", 0) + len(changes)
+
     def local_change(self) -> None:
         """Call after editing the document: pushes the new changes to the peer."""
         if self._phase is not Phase.ACTIVE or self._awaiting_snapshot or self._incoming:
@@ -354,6 +466,7 @@ class Connection:
         """End the session cleanly (sends Bye with the final tag when possible)."""
         if self._phase is Phase.CLOSED:
             return
+        self._drop_unsent()
         self._send_bye(code, reason)
         self._end(None, by_peer=False)
 
@@ -369,15 +482,25 @@ class Connection:
         except CircleError as exc:
             self._fail(exc)
 
-    def _send(self, msg: m.Message, final: bool = False) -> None:
+    def _send(self, msg: m.Message, final: bool = False, urgent: bool = False, now: bool = False) -> None:
+        """Queue one message (sealed when handed out, rule 10); `now` seals it at once."""
         body = m.encode(msg)
         assert self.peer is not None
-        channel = self.peer.channel
-        sealed = channel.seal_final(body) if final else channel.seal(body)
-        self._out += encode_frame(sealed, MAX_FRAME)
+        if now:
+            self._out += encode_frame(self.peer.channel.seal(body), MAX_FRAME)
+        elif urgent:
+            self._urgent.append(body)
+        else:
+            self._bulk.append((body, final))
+            self._final_queued |= final
+
+    def _drop_unsent(self) -> None:
+        """Ending: what was queued but never sealed need not go (the goodbye goes next)."""
+        self._urgent.clear()
+        self._bulk = deque(item for item in self._bulk if item[1])
 
     def _send_bye(self, code: m.ByeCode, reason: str) -> None:
-        if self.peer is not None and not self.peer.channel.sent_final:
+        if self.peer is not None and not self._final_queued and not self.peer.channel.sent_final:
             self._send(m.Bye(code, _clean_reason(reason)), final=True)
 
     def _end(self, error: CircleError | None, by_peer: bool) -> None:
@@ -394,6 +517,7 @@ class Connection:
             if self._hs.reject_reply is not None:
                 self._out += encode_frame(self._hs.reject_reply, MAX_HANDSHAKE_MESSAGE)
         else:
+            self._drop_unsent()
             code = m.ByeCode.PROTOCOL_ERROR
             if isinstance(exc, LocalProtocolError):
                 code = m.ByeCode.INTERNAL_ERROR
@@ -439,8 +563,12 @@ class Connection:
                     str(self.identity.member_id),
                     CAPABILITIES,
                     self._our_hello_heads,
-                )
+                ),
+                now=True,  # sealed first: no urgent message may overtake it
             )
+            for changes, proofs in self._urgent_waiting:
+                self._queue_urgent(changes, proofs)
+            self._urgent_waiting.clear()
 
     def _on_frame(self, frame: bytes) -> None:
         assert self.peer is not None
@@ -455,6 +583,10 @@ class Connection:
             self._on_hello(msg)
         elif isinstance(msg, m.SyncMsg):
             self._on_sync(msg.data)
+        elif isinstance(msg, m.SyncMore):
+            self._on_sync_more(msg.data)
+        elif isinstance(msg, m.Urgent):
+            self._on_urgent(msg.changes)
         elif isinstance(msg, m.Idle):
             self._on_idle(msg.heads)
         elif isinstance(msg, m.SnapshotStart):
@@ -476,6 +608,8 @@ class Connection:
                     raise RemoteProtocolError(f"the peer sent malformed proofs: {exc}") from None
         elif isinstance(msg, m.SnapshotPlease):
             self._on_snapshot_please()
+        elif isinstance(msg, m.Saved):
+            self._on_saved(msg)
         else:
             self._on_bye(msg)
 
@@ -509,8 +643,10 @@ class Connection:
             raise RemoteProtocolError("the peer's Hello names another member than its handshake")
         self.peer_hello = hello
         self.peer_heads = frozenset(hello.heads)
+        self._peer_advertised = self.peer_heads
         self._phase = Phase.ACTIVE
         self._events.append(PeerHello(hello))
+        self._send_saved()
         ours, theirs = self._our_hello_heads, hello.heads
         if ours and not theirs:
             self._send_snapshot()
@@ -524,9 +660,35 @@ class Connection:
             self._pump()
         self._pending_local = False
 
+    def _on_sync_more(self, data: bytes) -> None:
+        if self._incoming is not None:
+            raise RemoteProtocolError("the peer interleaved sync data with a snapshot")
+        if len(self._sync_buf) + len(data) > _MAX_SYNC_BODY:
+            raise RemoteProtocolError("the peer sent a sync message larger than the cap")
+        self._sync_buf += data
+
+    def _on_urgent(self, changes: tuple[bytes, ...]) -> None:
+        apply = getattr(self.doc, "apply_changes", None)
+        if apply is None:
+            return
+        before = self._heads()
+        try:
+            apply(list(changes))
+        except MalformedDocument:
+            # Not applicable or not verifiable here yet (rule 10): the ordinary sync brings it.
+            self.stats.extra["urgent_ignored"] = self.stats.extra.get("urgent_ignored", 0) + len(changes)
+            return
+        self.stats.extra["urgent_received"] = self.stats.extra.get("urgent_received", 0) + len(changes)
+        self._note_change(before)
+
     def _on_sync(self, data: bytes) -> None:
         if self._incoming is not None:
             raise RemoteProtocolError("the peer interleaved sync data with a snapshot")
+        if self._sync_buf:
+            if len(self._sync_buf) + len(data) > _MAX_SYNC_BODY:
+                raise RemoteProtocolError("the peer sent a sync message larger than the cap")
+            data = bytes(self._sync_buf) + data
+            self._sync_buf = bytearray()
         self.stats.sync_messages_received += 1
         self.stats.sync_bytes_received += len(data)
         before = self._heads()
@@ -539,6 +701,8 @@ class Connection:
         self._idle_sent_for = None
         # Progress: our heads moved, or the heads the peer advertises moved.
         advertised = advertised_heads(data)
+        if advertised is not None:
+            self._peer_advertised = advertised
         progress = self._note_change(before) or advertised != self._peer_sync_heads
         self._peer_sync_heads = advertised
         if progress:
@@ -551,11 +715,12 @@ class Connection:
         self._pump(count_round=not progress)
 
     def _on_idle(self, heads: tuple[bytes, ...]) -> None:
-        if self._incoming is not None:
-            raise RemoteProtocolError("the peer sent Idle in the middle of a snapshot")
+        if self._incoming is not None or self._sync_buf:
+            raise RemoteProtocolError("the peer sent Idle in the middle of a snapshot or sync message")
         peer = frozenset(heads)
         self._peer_idle = peer
         self.peer_heads = peer
+        self._peer_advertised = peer
         if self._awaiting_snapshot:
             return
         ours = frozenset(self._heads())
@@ -601,7 +766,11 @@ class Connection:
                     self._fallback(too_big=len(data) > _MAX_SYNC_BODY)
                     return
                 self._send_proofs(data)
-                self._send(m.SyncMsg(data))
+                last = max(0, len(data) - 1) // SYNC_PIECE * SYNC_PIECE
+                for pos in range(0, last, SYNC_PIECE):  # pieces an urgent message can pass (rule 10)
+                    self._send(m.SyncMore(data[pos : pos + SYNC_PIECE]))
+                self._send(m.SyncMsg(data[last:]))
+                self._saved_sent = None  # new heads advertised: say again what is saved (rule 9)
                 self.stats.sync_messages_sent += 1
                 self.stats.sync_bytes_sent += len(data)
                 self._idle_sent_for = None
@@ -611,7 +780,48 @@ class Connection:
         if self._idle_sent_for != hset:
             self._send(m.Idle(heads))
             self._idle_sent_for = hset
-        if self._peer_idle == hset and self._in_sync_for != hset:
+            self._saved_sent = None
+        self._send_saved()
+        self._check_in_sync()
+
+    # --- internals: delivery (rule 9) ----------------------------------------------
+
+    def _durable_set(self) -> frozenset[bytes] | None:
+        return self._durable if self._owner_persists else frozenset(self._heads())
+
+    def _send_saved(self) -> None:
+        durable = self._durable_set()
+        if durable is None or self._phase is not Phase.ACTIVE:
+            return
+        if self._saved_sent != (durable, self._save_error):
+            self._saved_sent = (durable, self._save_error)
+            self._send(m.Saved(tuple(sorted(durable)), self._save_error))
+
+    def _on_saved(self, msg: m.Saved) -> None:
+        heads, reason = frozenset(msg.heads), _clean_reason(msg.reason)
+        valid = heads == self._peer_advertised
+        if not valid and not reason:
+            return  # an ack for heads the peer has not said it holds: not delivery (rule 9)
+        saved = heads if valid else self.peer_saved  # a failure's words count; its heads only if valid
+        if (saved, reason) != (self.peer_saved, self.peer_save_error):
+            self.peer_saved, self.peer_save_error = saved, reason
+            self._events.append(PeerSaved(tuple(sorted(saved or ())), reason))
+        self._check_in_sync()
+
+    def _check_in_sync(self) -> None:
+        """InSync once per head set: both idle on our heads, both hold them durably."""
+        heads = self._heads()
+        hset = frozenset(heads)
+        if (
+            self._phase is Phase.ACTIVE
+            and not self._awaiting_snapshot
+            and self._incoming is None
+            and self._idle_sent_for == hset
+            and self._peer_idle == hset
+            and self.peer_saved == hset
+            and self._durable_set() == hset
+            and self._in_sync_for != hset
+        ):
             self._in_sync_for = hset
             self._rounds = 0
             self._stalls = 0
@@ -687,6 +897,8 @@ class Connection:
         self._rounds = 0
 
     def _on_snapshot_start(self, start: m.SnapshotStart) -> None:
+        if self._sync_buf:
+            raise RemoteProtocolError("the peer interleaved a snapshot with sync data")
         if not (self._awaiting_snapshot or self._snapshot_asked):
             raise RemoteProtocolError("the peer sent a snapshot nobody asked for")
         if self._incoming is not None:
@@ -700,6 +912,7 @@ class Connection:
             raise RemoteProtocolError("the peer announced an inconsistent snapshot")
         self._incoming = start
         self._incoming_buf = bytearray()
+        self._peer_advertised = frozenset(start.heads)
         self._events.append(Progress("receive", 0, start.size))
 
     def _on_snapshot_chunk(self, data: bytes) -> None:
@@ -755,5 +968,5 @@ class Connection:
 
 __all__ = [
     "Closed", "Connection", "DocChanged", "Event", "HandshakeDone", "InSync", "KeyUpdateReceived",
-    "MAX_FRAME", "PeerHello", "Phase", "Progress", "Stats", "SyncDoc",
+    "MAX_FRAME", "PeerHello", "PeerSaved", "Phase", "Progress", "Stats", "SyncDoc",
 ]

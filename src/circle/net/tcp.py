@@ -8,6 +8,11 @@ Rules:
   its own edits on the same loop and then call `SyncNode.local_change()`.
 - The driver only moves bytes: read -> `receive_data` -> events ->
   `data_to_send` -> write. All protocol decisions live in the core.
+  Writes go in slices of `WRITE_SLICE` bytes from a flush task that yields
+  to the loop between slices, so a message the core puts in its urgent lane
+  meanwhile (an alert) leaves before the rest of a large sync (session.py
+  rule 10); after each read the reader yields once too, so the owner can
+  act on what arrived (show an alert) before the next piece is handled.
 - Timeouts: the handshake must finish within `handshake_timeout`; a silent
   peer gets one Ping after `idle_timeout` and is dropped (`PeerUnavailable`)
   if still silent after another `idle_timeout`; a write that cannot drain
@@ -50,11 +55,13 @@ from circle.net.session import (
     Event,
     HandshakeDone,
     InSync,
+    PeerSaved,
     Stats,
     SyncDoc,
 )
 
 READ_SIZE = 256 << 10
+WRITE_SLICE = 64 << 10
 MAX_EPOCH_TRIES = 3
 #: How long a responder still accepts the previous epoch key after this
 #: device adopted a new one: members who missed a removal can still reach
@@ -135,6 +142,8 @@ class PeerSession:
         self.last_seen = time.time()
         self._in_sync = asyncio.Event()
         self._done = asyncio.Event()
+        self._not_saved = asyncio.Event()  # the peer said it could not save (ends a one-shot wait)
+        self._more = asyncio.Event()  # the core holds more to write than one slice
         self.task: asyncio.Task[None] | None = None
         self.superseded = False  # closed because another session with this peer won
 
@@ -176,15 +185,22 @@ class PeerSession:
     def peer_has_all_ours(self) -> bool:
         return self.conn.peer_has_all_ours
 
-    async def wait_in_sync(self, timeout: float | None = None) -> bool:
-        """Wait until the first InSync (True) or the session ends/times out (False)."""
-        in_sync = asyncio.ensure_future(self._in_sync.wait())
-        done = asyncio.ensure_future(self._done.wait())
+    @property
+    def peer_save_error(self) -> str:
+        """Why the peer could not save what it holds ("" when it could)."""
+        return self.conn.peer_save_error
+
+    async def wait_in_sync(self, timeout: float | None = None, *, until_not_saved: bool = False) -> bool:
+        """Wait until the first InSync (True) or the session ends/times out (False);
+        with `until_not_saved`, also stop (False) when the peer says it cannot save."""
+        waits = {asyncio.ensure_future(self._in_sync.wait()), asyncio.ensure_future(self._done.wait())}
+        if until_not_saved:
+            waits.add(asyncio.ensure_future(self._not_saved.wait()))
         try:
-            await asyncio.wait({in_sync, done}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            in_sync.cancel()
-            done.cancel()
+            for w in waits:
+                w.cancel()
         return self._in_sync.is_set()
 
     async def wait_closed(self) -> CircleError | None:
@@ -204,14 +220,31 @@ class PeerSession:
             if isinstance(event, InSync):
                 self._in_sync.set()
                 self.node._member_in_sync(self)
+            if isinstance(event, PeerSaved):
+                if event.reason:
+                    self._not_saved.set()
+                else:
+                    self._not_saved.clear()
             self.node._emit(self, event)
             if isinstance(event, HandshakeDone):
                 self.node._on_handshake(self)  # may close this session (duplicate)
             if isinstance(event, Closed):
                 self._done.set()
-        data = self.conn.data_to_send()
+        data = self.conn.data_to_send(WRITE_SLICE)
         if data and not self._writer.is_closing():
             self._writer.write(data)
+        if self.conn.has_data_to_send:
+            self._more.set()
+
+    async def _flush_loop(self) -> None:
+        """Write what the core holds, one slice at a time, yielding between slices."""
+        while True:
+            await self._more.wait()
+            self._more.clear()
+            while self.conn.has_data_to_send and not self._writer.is_closing():
+                await self._drain()
+                await asyncio.sleep(0)  # urgent pushes and the owner run between slices
+                self._pump()
 
     async def _drain(self) -> None:
         try:
@@ -224,6 +257,7 @@ class PeerSession:
     async def run(self) -> None:
         t = self.node.timeouts
         pinged = False
+        flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         try:
             self._pump()
             await self._drain()
@@ -257,13 +291,17 @@ class PeerSession:
                 self._pump()
                 await self._drain()
                 self._pump()
+                await asyncio.sleep(0)  # the owner handles what arrived before the next read
         except asyncio.CancelledError:
             if not self.conn.closed:
                 self.conn.close("shutting down", ByeCode.SHUTTING_DOWN)
                 self._pump()
             raise
         finally:
+            flusher.cancel()
             self._pump()
+            if not self._writer.is_closing():
+                self._writer.write(self.conn.data_to_send())  # the rest, with our goodbye
             self._done.set()
             with contextlib.suppress(Exception):
                 if not self._writer.is_closing() and self._writer.can_write_eof():
@@ -314,6 +352,11 @@ class SyncNode:
     _first_seen: dict[int, float] = field(default_factory=dict)
     _member_synced: dict[bytes, float] = field(default_factory=dict)
     _member_wakeup: asyncio.Event | None = None
+    #: The owner persists what sessions apply and reports it (`persisted`,
+    #: `persist_failed`); peers count our changes delivered only on that word.
+    owner_persists: bool = False
+    _durable: tuple[bytes, ...] | None = None
+    _save_error: str = ""
 
     # --- serving and dialing ------------------------------------------------------
 
@@ -365,7 +408,7 @@ class SyncNode:
                 session = await self.connect(host, port, epoch)
             except PeerUnavailable as exc:
                 return SyncReport((host, port), None, False, exc, Stats(), time.monotonic() - started)
-            ok = await session.wait_in_sync(max(0.1, deadline - time.monotonic()))
+            ok = await session.wait_in_sync(max(0.1, deadline - time.monotonic()), until_not_saved=True)
             if not ok and session.error is None and session.peer_verify_key is not None:
                 # Closed cleanly before sync: we lost a duplicate race (here or
                 # at the peer), and the other session carries the sync.
@@ -379,7 +422,11 @@ class SyncNode:
                 break
         error = session.error if not ok else None
         if not ok and error is None:
-            if session.peer_verify_key is None:
+            if session.peer_save_error:
+                error = PeerUnavailable(
+                    f"the peer could not save our changes ({session.peer_save_error}); they stay here and "
+                    "are sent again at the next sync")
+            elif session.peer_verify_key is None:
                 error = PeerUnavailable(f"{host}:{port} did not finish the handshake within {timeout:g} s")
             elif time.monotonic() >= deadline:
                 error = PeerUnavailable(f"{host}:{port} answered but did not finish syncing within {timeout:g} s")
@@ -476,6 +523,29 @@ class SyncNode:
                 return s
         return None
 
+    def persisted(self, heads: list[bytes] | tuple[bytes, ...]) -> None:
+        """Owner (on the loop): these heads are durable here; every session tells its peer."""
+        self._durable, self._save_error = tuple(heads), ""
+        for session in list(self.sessions):
+            if not session.closed:
+                session.conn.persisted(heads)
+                session._pump()
+
+    def persist_failed(self, reason: str) -> None:
+        """Owner (on the loop): saving failed; every session tells its peer why."""
+        self._save_error = reason
+        for session in list(self.sessions):
+            if not session.closed:
+                session.conn.persist_failed(reason)
+                session._pump()
+
+    def push_urgent(self, changes: list[bytes], proofs: list[bytes]) -> None:
+        """Call (on the loop): send these changes to every live peer ahead of all else."""
+        for session in list(self.sessions):
+            if not session.closed:
+                session.conn.push_urgent(changes, proofs)
+                session._pump()
+
     def local_change(self) -> None:
         """Call (on the loop) after editing the document: pushes to every live peer."""
         for session in list(self.sessions):
@@ -534,8 +604,13 @@ class SyncNode:
         conn = Connection(
             role, self.doc, self.identity, keys, self.is_active_member,
             epoch=epoch if epoch in keys else None,
+            owner_persists=self.owner_persists,
             **self.session_options,  # type: ignore[arg-type]
         )
+        if self._durable is not None:
+            conn.persisted(self._durable)
+        if self._save_error:
+            conn.persist_failed(self._save_error)
         session = PeerSession(self, conn, reader, writer, address)
         self.sessions.add(session)
         task = asyncio.get_running_loop().create_task(session.run())

@@ -366,6 +366,10 @@ class GatedDoc:
             return
         self.gate.stage(self.doc, lambda fork: fork.receive_sync_message(state, data))  # type: ignore[arg-type]
 
+    def apply_changes(self, changes: list[bytes]) -> None:
+        """Urgent changes (net/session.py rule 10), checked like any sync data."""
+        self.gate.stage(self.doc, lambda fork: fork.apply_changes(changes))
+
     def save(self) -> bytes:
         return pack_snapshot(self.doc.save(), self.gate.head_proofs(self.doc))
 

@@ -7,6 +7,20 @@ thread-safe): the refresh timer that follows other processes' edits, the
 sessions applying peers' changes, and local edits made by the CLI or TUI on
 the same loop.
 
+Delivery (issue 16 case 4): a peer counts our changes as delivered only when
+we tell it they are on disk. After every persist (a remote burst, a local
+edit, the refresh timer, which also retries a save that failed) the heads
+the store holds are passed to the sessions (`SyncNode.persisted`), and a
+failed save is passed on in words (`persist_failed`: "the disk holding ...
+is full"). Our side shows, per peer, what it could not save
+(`PeerStatus.undelivered`), in `circle status` too.
+
+Alerts first (issue 13): after an edit on this device (this process or
+another one: "local" and "disk"), changes written on top of the collections
+change alone (a raised alert, crdt/defence.py) are pushed to every session
+in the urgent lane (`SyncNode.push_urgent`, net/session.py rule 10) with
+their proofs, before the ordinary push.
+
 What a peer sees is recorded in `PeerStatus` and persisted (throttled) in the
 circle's settings, so `circle status` can show peers even when nothing runs.
 A LAN peer leaves `peers` when discovery loses it (a goodbye, or its
@@ -25,16 +39,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from circle.crdt.am import change_hash
+from circle.crdt.defence import COLLECTIONS_CHANGE, COLLECTIONS_CHANGE_HASH
 from circle.errors import CircleError, UsageError
 from circle.net.discovery import ALL_INTERFACES, Discovery, PeerFound, PeerLost, parse_manual_peer
 from circle.net.keys import member_id_for
 from circle.net.messages import ByeCode
-from circle.net.session import Closed, DocChanged, Event, HandshakeDone, InSync, Progress
+from circle.net.session import Closed, DocChanged, Event, HandshakeDone, InSync, PeerSaved, Progress
 from circle.net.tcp import PeerSession, SyncNode, SyncReport
 from circle.node.authorship import GatedDoc
 from circle.node.membership import removal_notice
@@ -97,6 +114,7 @@ class PeerStatus:
     has_all_ours: bool = False
     progress: tuple[int, int] | None = None
     error: str | None = None
+    undelivered: str | None = None  # why the peer does not hold our changes durably ("could not save: ...")
 
     @property
     def key(self) -> str:
@@ -140,7 +158,10 @@ class LiveSync:
         self.follow_disk = follow_disk
         self.node = SyncNode(GatedDoc(svc.doc, svc.gate), svc.home.identity, svc.keyring, svc.is_active_member,
                              self._on_event, current_epoch=lambda: svc.config.epoch,
-                             adopted_at=self._adopted_at)
+                             adopted_at=self._adopted_at, owner_persists=True)
+        self._told_durable: list[bytes] | None = None
+        self._urgent_seen: list[bytes] = svc.doc.heads()  # standalone changes after these not pushed yet
+        self._told_error: str | None = None
         self.discovery: Discovery | None = None
         self.bound: tuple[str, int] | None = None
         self.peers: dict[str, PeerStatus] = {}
@@ -162,6 +183,7 @@ class LiveSync:
 
     async def start(self, keep_connected: bool = True) -> None:
         self._note_epoch()
+        self._note_persisted()
         if self.listen is not None:
             self.bound = await self.node.start_server(*self.listen)
         self._unsubscribe = self.svc.subscribe(self._on_service_change)
@@ -301,7 +323,7 @@ class LiveSync:
             status = next((p for p in self.peers.values() if p.member_id == row.member_id), None)
             if status is not None:
                 status.in_sync = row.in_sync
-                status.has_all_ours = status.has_all_ours or row.in_sync
+                status.has_all_ours = row.in_sync  # InSync needs the peer's word that it saved ours
                 status.error = row.error
                 if row.in_sync:
                     status.last_seen = time.time()
@@ -412,9 +434,13 @@ class LiveSync:
                 asyncio.get_running_loop().call_soon(self._apply_remote)
         elif isinstance(event, Progress):
             status.progress = (event.bytes_done, event.bytes_total)
+        elif isinstance(event, PeerSaved):
+            status.has_all_ours = session.peer_has_all_ours
+            status.undelivered = f"could not save our changes: {event.reason}" if event.reason else None
         elif isinstance(event, InSync):
             status.in_sync, status.progress = True, None
             status.has_all_ours = session.peer_has_all_ours
+            status.undelivered = None
             self.last_sync = time.time()
             mid = self._member_of(session.peer_verify_key)
             if self._round is not None and mid is not None:
@@ -430,9 +456,24 @@ class LiveSync:
         self._remote_pending = False
         try:
             self.svc.remote_changed()
-        except CircleError as exc:  # e.g. a newer schema arrived: report, keep running
+        except CircleError as exc:  # a full disk, a newer schema...: report, keep running
             for status in self.peers.values():
                 status.error = str(exc)
+            self._note_persisted(save_failure_words(str(exc)))
+            return
+        self._note_persisted()
+
+    def _note_persisted(self, failure: str | None = None) -> None:
+        """Tell the sessions what the store now holds durably, or why saving failed
+        (peers count our changes, and theirs, as delivered only on this word)."""
+        heads = self.svc.persisted_heads
+        if heads != self._told_durable:
+            self._told_durable = heads
+            self._told_error = None
+            self.node.persisted(heads)
+        if failure is not None and failure != self._told_error:
+            self._told_error = failure
+            self.node.persist_failed(failure)
 
     async def _start_relays(self) -> None:
         if self.relays is None and self.use_relays and self.svc.board.relays():
@@ -455,11 +496,16 @@ class LiveSync:
         return closed
 
     def _on_service_change(self, origin: str) -> None:
-        self.close_removed()
+        self.close_removed()  # first: a removed device receives nothing that follows
+        if origin in ("local", "disk"):
+            self._push_urgent()  # before anything slower (the relays check below reads the board)
+        else:
+            self._urgent_seen = self.svc.doc.heads()
         if self.relays is None and self.use_relays and self._unsubscribe is not None and self.svc.board.relays():
             self._spawn(self._start_relays())  # the first relay was just added
         if origin in ("local", "disk"):
             self.node.local_change()
+            self._note_persisted()
         if self.svc.config.epoch != self._epoch:
             self._epoch = self.svc.config.epoch
             self._note_epoch()
@@ -467,14 +513,32 @@ class LiveSync:
                 self._spawn(self.discovery.set_epoch_key(self.svc.config.epoch_key))
         self._changed()
 
+    def _push_urgent(self) -> None:
+        """Standalone changes (alerts) since the last look go ahead of everything."""
+        heads = self.svc.doc.heads()
+        try:
+            new = self.svc.doc.changes_on([COLLECTIONS_CHANGE_HASH], self._urgent_seen)
+        except CircleError:
+            new = []
+        self._urgent_seen = heads
+        if not new:
+            return
+        hashes = [h for h in (change_hash(c) for c in new) if h is not None]
+        gated = self.node.doc
+        proofs = gated.proofs_for_hashes(hashes) if isinstance(gated, GatedDoc) else []
+        self.node.push_urgent([COLLECTIONS_CHANGE, *new], proofs)
+
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(REFRESH_S)
             try:
-                self.svc.refresh()  # other processes' edits; notifies "disk" -> push
+                self.svc.refresh()  # other processes' edits; notifies "disk" -> push; retries a failed save
             except CircleError as exc:
                 for status in self.peers.values():
                     status.error = f"local store: {exc}"
+                self._note_persisted(save_failure_words(str(exc)))
+                continue
+            self._note_persisted()
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -493,6 +557,19 @@ class LiveSync:
         self.svc.config.settings["peers"] = dict(sorted(known.items(), key=lambda kv: -(kv[1].get("last_seen") or 0))[:50])
         with contextlib.suppress(CircleError):
             self.svc.config.save(self.svc.home)
+
+
+def save_failure_words(text: str) -> str:
+    """Why our save failed, as a peer may read it: the common causes in a few
+    words, never a path on this device (it names the user's home)."""
+    lowered = text.lower()
+    for needle, words in (("quota", "its disk quota is used up"), ("is full", "its disk is full"),
+                          ("read-only", "its store is on a read-only file system"),
+                          ("input/output", "its disk reported an input/output error"),
+                          ("permission", "it has no permission to write its store")):
+        if needle in lowered:
+            return words
+    return "it could not save (" + re.sub(r"(?:[A-Za-z]:)?[\\/][^\s;,)]*", "...", text)[:150] + ")"
 
 
 def _words(error: object) -> str:

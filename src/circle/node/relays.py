@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from circle.crdt.am import AmDoc, change_hash
+from circle.crdt.defence import COLLECTIONS_CHANGE, COLLECTIONS_CHANGE_HASH
 from circle.errors import CircleError, LocalProtocolError, MalformedDocument, RemoteProtocolError
 from circle.net.envelope import (
     EnvelopeInbox,
@@ -593,12 +594,18 @@ class RelaySync:
             return
         try:
             diff = doc.changes_since(self._heads)
+            standalone = {_h(c) for c in doc.changes_on([COLLECTIONS_CHANGE_HASH], self._heads)}
         except MalformedDocument:
             self._heads = heads
             self.publish_snapshot()
             return
         todo = [c for c in diff if _h(c) not in self._skip]
         self._heads = heads
+        alerts = [c for c in todo if _h(c) in standalone]
+        if alerts:  # a raised alert goes first, in its own envelope (issue 13; crdt/defence.py)
+            epoch, key = self._identity_epoch()
+            self._push(seal_changes_with_proofs(self.svc, epoch, key, [COLLECTIONS_CHANGE, *alerts]), urgent=True)
+            todo = [c for c in todo if _h(c) not in standalone]
         self._dirty = True
         todo = self._straggler_part(todo)
         if not todo:
@@ -635,13 +642,13 @@ class RelaySync:
             self.stats.envelopes_sent += len(envs)
         return [c for c in todo if _h(c) not in prefix]
 
-    def _push(self, envs: list[bytes], url: str | None = None) -> None:
+    def _push(self, envs: list[bytes], url: str | None = None, urgent: bool = False) -> None:
         for env in envs:
             eid = envelope_id(env)
             self.inbox.seen.add(eid)  # our own envelopes come back after a restart: skip them
             self._seen_order.append(eid)
         if url is None:
-            self.pool.push(envs)
+            self.pool.push(envs, urgent=urgent)
         elif url in self.pool.urls:
             self.pool.push_to(url, envs)
         self.stats.envelopes_sent += len(envs)

@@ -255,6 +255,11 @@ class CircleService:
         self.persist()
         self._notify("local")
 
+    @property
+    def persisted_heads(self) -> list[bytes]:
+        """The heads that are durable in this device's store (what a peer may count as delivered)."""
+        return list(self._persisted)
+
     def persist(self) -> int:
         """Append every change not yet on disk. Returns how many were written."""
         heads = self.doc.heads()

@@ -41,7 +41,9 @@ def peer_info(p: PeerStatus, loopback: bool = False) -> PeerInfo:
     return PeerInfo(
         name=p.handle or p.member_id or p.key, path=path, address=p.key, last_seen=_ms(p.last_seen),
         in_sync=p.in_sync and p.has_all_ours if p.connected else None, progress=progress,
-        error=p.error, online=p.connected, last_synced=_ms(p.last_seen) if p.in_sync else None,
+        # What the peer could not save is the first thing to say ("could not save our changes: the disk...").
+        error=p.undelivered or p.error, online=p.connected,
+        last_synced=_ms(p.last_seen) if p.in_sync else None,
     )
 
 
