@@ -117,7 +117,11 @@ class Board:
         self.clock = clock
         self.on_commit = on_commit
         self._view: BoardView | None = None
-        self._view_key: tuple[tuple[bytes, ...], Millis] | None = None
+        self._view_key: tuple[tuple[bytes, ...], Millis, int] | None = None
+        #: This device's first-seen times of records whose writer's clock was
+        #: implausible (crdt/clock.py; kept by the node). Replace the mapping
+        #: (never mutate it) so the next view re-reads everything.
+        self.first_seen: dict[str, Millis] = {}
         #: Maps an Automerge actor to the member whose device it is, as the
         #: signed statements say (set by the node's trust layer); None = unknown.
         self.member_of_actor: Callable[[bytes], MemberId | None] = lambda _actor: None
@@ -178,14 +182,15 @@ class Board:
     def view(self) -> BoardView:
         """Parsed, derived state; rebuilt when the document or the minute changes."""
         now = self.clock()
-        key = (tuple(self.doc.heads()), now // 60_000)
+        key = (tuple(self.doc.heads()), now // 60_000, id(self.first_seen))
         if self._view is None or self._view_key != key:
             previous, changed = None, None
-            if self._view is not None and self._view_key is not None and self._view_key[1] == key[1]:
+            if self._view is not None and self._view_key is not None and self._view_key[1:] == key[1:]:
                 # Same minute, new heads: re-read only the records that changed.
                 changed = self.doc.changed_records(list(self._view_key[0]), list(key[0]))
                 previous = self._view if changed is not None else None
-            self._view = build_view(self.doc, now, previous, changed, lambda a: self.member_of_actor(a))
+            self._view = build_view(self.doc, now, previous, changed, lambda a: self.member_of_actor(a),
+                                    self.first_seen)
             self._view_key = key
             if changed is None:
                 self._writers.clear()
