@@ -103,8 +103,12 @@ def warn_about_store(svc: CircleService) -> None:
     """Damage is reported in words on every command until `circle doctor` repairs it."""
     damage = svc.store.damage
     if damage is not None:
-        click.echo(f"circle: WARNING: {damage.message}. Reading works; nothing new can be saved until you run "
-                   "`circle doctor` (it keeps every good record and sets the damaged bytes aside).", err=True)
+        damage_warning(damage.message)
+
+
+def damage_warning(message: str) -> None:
+    click.echo(f"circle: WARNING: {message}. Reading works; nothing new can be saved until you run "
+               "`circle doctor` (it keeps every good record and sets the damaged bytes aside).", err=True)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

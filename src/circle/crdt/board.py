@@ -28,6 +28,7 @@ from circle.crdt.model import (
     Hold,
     HoldStatus,
     Loan,
+    LoanStatus,
     Malformed,
     Member,
     MemberId,
@@ -215,6 +216,11 @@ class Board:
         member), whatever its `author` field claims; a mismatch is reported."""
         notes = view._malformed.setdefault("authorship", [])
         cache = self._writers.setdefault(collection, {})
+        if len(table) - len(cache) > 64:  # many unknown: every record's creator in one read
+            _coll, creators = self.doc.object_ids(collection)
+            for rid, creator in creators.items():
+                if rid not in cache:
+                    cache[rid] = self.member_of_actor(creator[0])
         for rid, rec in list(table.items()):
             if rid not in cache:
                 who = self.doc.record_writer(collection, rid)
@@ -298,6 +304,19 @@ class Board:
             words = search.lower().split()
             items = [t for t in items if all(w in f"{t.name} {t.description} {t.category}".lower() for w in words)]
         return sorted(items, key=lambda t: (t.name.lower(), t.id))
+
+    def next_change_at(self) -> Millis:
+        """The earliest time after now at which a derived state can change by
+        the clock alone (a need or offer expires, a loan becomes overdue):
+        how long a cached result stays true (node/viewcache.py)."""
+        view = self.view()
+        now = view.now
+        times = [n.expires_at for n in view.needs.values()
+                 if n.status in (NeedStatus.OPEN, NeedStatus.CLAIMED) and n.expires_at > now]
+        times += [o.expires_at for o in view.offers.values()
+                  if o.status in (OfferStatus.OPEN, OfferStatus.PAUSED) and o.expires_at > now]
+        times += [x.due_at + 1 for x in view.loans.values() if x.status == LoanStatus.OUT and not x.overdue]
+        return min(times, default=now + DAY_MS)
 
     def loan_conflicts(self) -> list[Tool]:
         return [t for t in self.view().tools.values() if t.conflicting_loans]

@@ -63,6 +63,7 @@ class CircleService:
         self.board.late_actors = self._late_actors
         self.board.op_counts = lambda actor, op: self.membership().counts(actor, op)
         self._late: tuple[tuple[bytes, ...], set[bytes]] | None = None
+        self._actor_memo: tuple[Membership, dict[bytes, MemberId | None]] | None = None
         self._persisted = self.doc.heads()
         self.board.first_seen = firstseen.load(self.home, self.home.circle_dir(cid))
 
@@ -171,9 +172,14 @@ class CircleService:
 
     def _member_of_actor(self, actor: bytes) -> MemberId | None:
         m = self.membership()
-        d = m.device_by_actor(actor[:16])
-        info = m.members.get(d.member) if d is not None else None
-        return info.id if info is not None else None
+        memo = self._actor_memo
+        if memo is None or memo[0] is not m:
+            memo = self._actor_memo = (m, {})  # one answer per actor per membership (called per record)
+        if actor not in memo[1]:
+            d = m.device_by_actor(actor[:16])
+            info = m.members.get(d.member) if d is not None else None
+            memo[1][actor] = info.id if info is not None else None
+        return memo[1][actor]
 
     def _late_actors(self) -> set[bytes]:
         """Actors of removed devices that wrote past their removal's pin."""
