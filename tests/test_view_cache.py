@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from circle.crdt.model import DAY_MS
@@ -91,3 +92,24 @@ def test_the_cache_is_sealed_with_a_passphrase_and_damage_is_a_miss(tmp_path: Pa
     assert sam.json("status") == before
     _cache(tmp_path / "sam").write_bytes(b"\x00" * 10)
     assert sam.json("status") == before
+
+
+def test_need_list_is_cached_as_rows_and_follows_every_edit(tmp_path: Path) -> None:
+    sam = CLI(tmp_path / "sam", passphrase="correct horse battery")
+    sam.run("init", "--name", "Eastside", "--handle", "sam")
+    sam.run("need", "add", "Insulin pickup")
+    first = sam.run("need", "list").stdout
+    (circle,) = list((tmp_path / "sam" / "circles").iterdir())
+    cache = circle / "cache-needs-active"
+    assert cache.exists() and b"Insulin" not in cache.read_bytes()
+    def without_ages(text: str) -> str:
+        return re.sub(r"\d+[smhd] ago", "", text)
+
+    assert without_ages(sam.run("need", "list").stdout) == without_ages(first)
+    sam.run("need", "add", "Firewood")
+    listing = sam.run("need", "list").stdout
+    assert "Firewood" in listing and "Insulin pickup" in listing
+    need_id = sam.json("need", "list")[0]["id"]
+    sam.run("need", "met", need_id)
+    assert need_id not in sam.run("need", "list").stdout
+    assert need_id in sam.run("need", "list", "--status", "met").stdout

@@ -7,6 +7,7 @@ import click
 from circle.cli.common import (
     Ctx,
     ago,
+    damage_warning,
     emit,
     handle_of,
     json_option,
@@ -15,6 +16,7 @@ from circle.cli.common import (
     status_action,
     table,
 )
+from circle.crdt.board import now_ms
 from circle.crdt.matching import offers_for
 from circle.crdt.model import Need, Urgency
 from circle.crdt.transfer import record_dict
@@ -63,10 +65,31 @@ def need_add(ctx: Ctx, title: str, details: str, category: str, urgency: str, zo
 @pass_ctx
 def need_list(ctx: Ctx, status: str, category: str | None, search: str | None) -> None:
     """List needs (active = open or claimed)."""
+    header = ["id", "status", "urgency", "title", "category", "zone", "claimed by", "posted"]
+    if not ctx.json and category is None and search is None:
+        # The table from the view cache when nothing it depends on changed
+        # (node/viewcache.py); "posted" is rendered now, from stored times.
+        from circle.node import viewcache
+        from circle.node.circles import pick
+
+        home = ctx.home()
+        circle_id = pick(home, ctx.circle)
+        kind, key, now = f"needs-{status}", viewcache.token(home, circle_id), now_ms()
+        cached = viewcache.get(home, circle_id, kind, key, now)
+        if isinstance(cached, dict) and isinstance(cached.get("rows"), list):
+            if cached.get("damage"):
+                damage_warning(str(cached["damage"]))
+        else:
+            svc = ctx.service()
+            items = svc.board.needs(status, category, search)
+            rows = [[*row[:-1], n.created_at] for row, n in zip(_need_rows(svc, items), items, strict=True)]
+            cached = {"rows": rows, "damage": svc.store.damage.message if svc.store.damage else None}
+            viewcache.put(home, circle_id, kind, key, now, svc.board.next_change_at(), cached)
+        table([[*row[:-1], ago(int(row[-1]), now)] for row in cached["rows"]], header)
+        return
     svc = ctx.service()
     items = svc.board.needs(status, category, search)
-    emit(ctx, [record_dict(n) for n in items],
-         lambda: table(_need_rows(svc, items), ["id", "status", "urgency", "title", "category", "zone", "claimed by", "posted"]))
+    emit(ctx, [record_dict(n) for n in items], lambda: table(_need_rows(svc, items), header))
 
 
 @need.command("show")

@@ -218,9 +218,12 @@ class Board:
         cache = self._writers.setdefault(collection, {})
         if len(table) - len(cache) > 64:  # many unknown: every record's creator in one read
             _coll, creators = self.doc.object_ids(collection)
+            by_actor: dict[bytes, MemberId | None] = {}
             for rid, creator in creators.items():
                 if rid not in cache:
-                    cache[rid] = self.member_of_actor(creator[0])
+                    if creator[0] not in by_actor:
+                        by_actor[creator[0]] = self.member_of_actor(creator[0])
+                    cache[rid] = by_actor[creator[0]]
         for rid, rec in list(table.items()):
             if rid not in cache:
                 who = self.doc.record_writer(collection, rid)
