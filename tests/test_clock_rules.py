@@ -142,3 +142,21 @@ def test_first_seen_times_are_sealed_with_a_passphrase(tmp_path: Path) -> None:
     seen = ana.home.circle_dir(ana.config.circle_id) / "seen"
     assert seen.exists() and rid.encode() not in seen.read_bytes() and b"needs" not in seen.read_bytes()
     assert ana.board.need(rid).status == NeedStatus.OPEN
+
+
+def test_a_joiner_reads_history_as_written_except_claims_from_the_future(tmp_path: Path) -> None:
+    from circle.node import membership
+
+    (path,) = member_homes(tmp_path, ["ana"])
+    clock = DeviceClock(-20 * DAY_MS)
+    ana = CircleService.open(Home.open(path, None), clock=clock)
+    old = ana.board.add_need("Last month's soup")  # honestly old: expired for everyone, joiners too
+    clock.error = 365 * DAY_MS
+    future = ana.board.add_need("From a clock a year ahead")
+    home = Home.create(tmp_path / "cy", None)
+    membership.add_member(ana, home.identity.verify_key, home.identity.box_public, "cy", "")
+    cy = CircleService.join_from_snapshot(home, ana.config.circle_id, "Eastside", ana.packed_snapshot(),
+                                          ana.keyring(), ana.config.epoch)
+    assert cy.board.need(old).status == NeedStatus.EXPIRED
+    assert cy.board.need(future).created_at <= int(time.time() * 1000) + HOUR_MS
+    assert cy.board.need(future).expires_at <= int(time.time() * 1000) + 15 * DAY_MS

@@ -1037,6 +1037,16 @@ class AmDoc:
             return False
         return ca not in later
 
+    def record_field(self, collection: str, record_id: str, key: str) -> Scalar | _Malformed:
+        """One scalar field of a record (None if absent or not a scalar), without reading the rest."""
+        self._guard()
+        obj = self._map_of(am.ROOT, collection)
+        rec = None if obj is None else self._map_of(obj, record_id)
+        got = None if rec is None else self._get(rec, key)
+        if got is None or got[0] is MALFORMED:
+            return None if got is None else MALFORMED
+        return _scalar_out(got[0]) if type(got[0]) is tuple else None
+
     def object_ids(self, collection: str) -> tuple[tuple[bytes, int] | None, dict[str, tuple[bytes, int]]]:
         """(the collection map's id, {record: its map's id}) as (actor, counter):
         what a change's ops name as their target object."""

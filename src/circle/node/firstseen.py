@@ -14,6 +14,7 @@ as written (the behaviour before this rule), and the next arrival rewrites it.
 
 from __future__ import annotations
 
+import bisect
 import json
 from pathlib import Path
 
@@ -47,20 +48,29 @@ def arrivals(doc: AmDoc, before: list[bytes], now: Millis, *, history: bool = Fa
     """Records created by changes after `before` whose anchor time is
     implausible now: {seen_key: now}. `history`: the first copy a device
     gets, where only a claim in the future is implausible."""
-    spans = doc.op_spans(before)
+    spans = {actor: sorted(s) for actor, s in doc.op_spans(before).items()}
     if not spans:
         return {}
     changed = doc.changed_records(before, doc.heads()) if before else None
     out: dict[str, Millis] = {}
     for collection, anchor in ANCHORS.items():
-        rids = changed.get(collection, set()) if changed is not None else set(doc.record_ids(collection))
-        for rid in rids:
-            who = doc.record_writer(collection, rid)
-            if who is None or not any(lo <= who[1] <= hi for lo, hi in spans.get(who[0], ())):
+        if changed is not None:
+            creators = {rid: doc.record_writer(collection, rid) for rid in changed.get(collection, set())}
+        else:  # everything (a first copy, or too many changes to list): every creator in one read
+            creators = dict(doc.object_ids(collection)[1])
+        for rid, who in creators.items():
+            if who is None or not _within(spans.get(who[0]), who[1]):
                 continue  # an edit of a record this device already had
-            rec = doc.record(collection, rid)
-            claimed = rec.get(anchor) if rec is not None else None
+            claimed = doc.record_field(collection, rid, anchor)
             if isinstance(claimed, int) and not isinstance(claimed, bool) \
                     and not plausible(claimed, now, history=history):
                 out[seen_key(collection, rid)] = now
     return out
+
+
+def _within(spans: list[tuple[int, int]] | None, op: int) -> bool:
+    """Whether op counter `op` lies in one of these sorted (first, last) spans."""
+    if not spans:
+        return False
+    i = bisect.bisect_right(spans, (op, 1 << 62)) - 1
+    return i >= 0 and spans[i][0] <= op <= spans[i][1]
