@@ -79,13 +79,19 @@ def need_list(ctx: Ctx, status: str, category: str | None, search: str | None) -
         if isinstance(cached, dict) and isinstance(cached.get("rows"), list):
             if cached.get("damage"):
                 damage_warning(str(cached["damage"]))
+            rows = cached["rows"]
         else:
             svc = ctx.service()
             items = svc.board.needs(status, category, search)
-            rows = [[*row[:-1], n.created_at] for row, n in zip(_need_rows(svc, items), items, strict=True)]
-            cached = {"rows": rows, "damage": svc.store.damage.message if svc.store.damage else None}
-            viewcache.put(home, circle_id, kind, key, now, svc.board.next_change_at(), cached)
-        table([[*row[:-1], ago(int(row[-1]), now)] for row in cached["rows"]], header)
+            rows = _need_rows(svc, items)
+            for row, n in zip(rows, items, strict=True):
+                row[-1] = n.created_at  # stored as a time, rendered as "2h ago" when shown
+            del items
+            viewcache.put(home, circle_id, kind, key, now, svc.board.next_change_at(),
+                          {"rows": rows, "damage": svc.store.damage.message if svc.store.damage else None})
+        for row in rows:  # in place: 100k rows are not copied again
+            row[-1] = ago(int(row[-1]), now)
+        table(rows, header)
         return
     svc = ctx.service()
     items = svc.board.needs(status, category, search)
