@@ -122,9 +122,11 @@ def _relays(svc):  # type: ignore[no-untyped-def]
 @pass_ctx
 def join_command(ctx: Ctx, code: str, handle: str, zone: str, no_passphrase: bool, timeout: float) -> None:
     """Join a circle with an invite code from a member."""
-    from circle.node.invites import join
+    from circle.node.invites import INVITE_CLOCK_SKEW_S, join
     parsed = InviteCode.parse(code)  # a mistyped code fails here, before any network traffic
-    if parsed.expires_at <= time.time():
+    # The inviter judges expiry on its own clock; this laptop's clock may be
+    # hours off, so it gives up on its own only beyond the stated skew.
+    if parsed.expires_at + INVITE_CLOCK_SKEW_S <= time.time():
         raise InviteError("this invite has expired; ask for a new one")
     if not handle.strip():
         raise UsageError("a handle is required")
