@@ -21,8 +21,10 @@ rules, and why each is shaped so:
    when this device first saw the record** (`effective_shift`). A record's
    anchor time (`created_at`, a loan's `out_at`) is clamped into
    `[first_seen - LATE_TOLERANCE_MS, first_seen + FUTURE_SKEW_MS]`, and
-   every derived time of the record (expiry, due date, its sort time) moves
-   by the same amount. So a need posted with a clock 15 days slow is not
+   every derived time of the record (expiry, due date, a need's or offer's
+   sort time) moves by the same amount. A loan's `out_at` itself stays as
+   written: it decides which of concurrent loans is current, and that must
+   be the same on every device (like the hold queue). So a need posted with a clock 15 days slow is not
    expired on arrival, one posted a year ahead does not stay open a year,
    and a loan written 10 days in the past is not overdue at once.
    First-seen times are local facts (the service keeps them in the circle's

@@ -232,7 +232,9 @@ def parse_loan(rid: str, rec: Record, now: Millis, bad: list[str] | None = None,
     cond_in = f.opt_text("condition_in")
     loan = Loan(
         id=RecordId(rid), tool=RecordId(f.essential_text("tool")), borrower=MemberId(f.essential_text("borrower")),
-        out_at=_moved(out_at, shift), due_at=due_at, returned_at=returned_at, lost_at=lost_at,
+        # out_at stays as written: which of concurrent loans is current must be
+        # the same on every device (model.py); only the due date is judged here.
+        out_at=out_at, due_at=due_at, returned_at=returned_at, lost_at=lost_at,
         condition_out=f.enum(Condition, "condition_out", Condition.UNSAFE),
         condition_in=Condition(cond_in) if cond_in in set(Condition) else None,
         renewals=f.opt_int("renewals") or 0, status=status,
