@@ -173,3 +173,33 @@ async def test_a_joiner_whose_clock_is_an_hour_fast_can_join(founder: CircleServ
     far = time.time() + 7 * 3600  # beyond the stated skew: refused on this device, before any connection
     with pytest.raises(InviteError, match="expired"):
         await join(Home.create(tmp_path / "cy", None), code, "cy", clock=lambda: far)
+
+
+async def test_the_join_command_on_a_laptop_an_hour_fast_can_join(founder: CircleService, tmp_path: Path) -> None:
+    """Issue 16 case 7 through the real `circle join` process, whose clock is
+    an hour fast (time.time patched in that process only): the command used
+    to refuse a fresh 10-minute code itself ("has expired")."""
+    import os
+    import sys
+
+    host, joined, _ = await _host(founder)
+    assert host.bound is not None
+    code = host.create(10, (f"127.0.0.1:{host.bound[1]}",))
+    fast_clock = ("import time, sys; _real = time.time; time.time = lambda: _real() + {offset}; "
+                  "sys.argv[0] = 'circle'; from circle.cli.main import main; main()")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIRCLE_")}
+
+    async def run_join(home: str, offset: int) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", fast_clock.format(offset=offset), "--home", home, "join", code.encode(),
+            "--handle", "bo", "--no-passphrase", "--timeout", "20", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, (out + err).decode()
+
+    code_rc, text = await run_join(str(tmp_path / "bo"), 3600)
+    assert code_rc == 0, text
+    assert "expired" not in text and [e.handle for e in joined] == ["bo"]
+    code_rc, text = await run_join(str(tmp_path / "cy"), 7 * 3600)  # beyond the stated skew: refused here
+    await host.close()
+    assert code_rc != 0 and "has expired" in text

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from circle.cli.common import (
     Ctx,
     ago,
+    damage_warning,
     emit,
     handle_of,
     json_option,
@@ -67,11 +69,22 @@ def members(ctx: Ctx) -> None:
     emit(ctx, data, lambda: table(rows, ["id", "handle", "zone", "safety number", "invited by", "state"]))
 
 
-@click.command()
-@json_option
-@pass_ctx
-def status(ctx: Ctx) -> None:
-    """The circle at a glance: counts, conflicts, storage protection."""
+def _status_data(ctx: Ctx) -> dict[str, Any]:
+    """`status` from the view cache when nothing it depends on changed
+    (node/viewcache.py): a large circle is then not loaded at all."""
+    from circle.crdt.board import now_ms
+    from circle.node import viewcache
+    from circle.node.circles import pick
+
+    home = ctx.home()
+    circle_id = pick(home, ctx.circle)
+    key, now = viewcache.token(home, circle_id), now_ms()
+    cached = viewcache.get(home, circle_id, "status", key, now)
+    if isinstance(cached, dict):
+        damage = cached.get("storage", {}).get("damage")
+        if isinstance(damage, dict):
+            damage_warning(str(damage.get("message")))
+        return cached
     svc = ctx.service()
     data = svc.status()
     for peer in data.get("peers", []):
@@ -88,6 +101,16 @@ def status(ctx: Ctx) -> None:
     data["relays_undelivered_changes"] = undelivered(svc)
     damage = svc.store.damage
     data["storage"]["damage"] = None if damage is None else {"kind": damage.kind, "message": damage.message}
+    viewcache.put(home, circle_id, "status", key, now, svc.board.next_change_at(), data)
+    return data
+
+
+@click.command()
+@json_option
+@pass_ctx
+def status(ctx: Ctx) -> None:
+    """The circle at a glance: counts, conflicts, storage protection."""
+    data = _status_data(ctx)
     def human() -> None:
         c, me, n, st = data["circle"], data["me"], data["counts"], data["storage"]
         click.echo(f"Circle {c['name']} ({c['id']}), key generation {c['key_generation']}")

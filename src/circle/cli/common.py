@@ -123,8 +123,12 @@ def warn_about_store(svc: CircleService) -> None:
     """Damage is reported in words on every command until `circle doctor` repairs it."""
     damage = svc.store.damage
     if damage is not None:
-        click.echo(f"circle: WARNING: {damage.message}. Reading works; nothing new can be saved until you run "
-                   "`circle doctor` (it keeps every good record and sets the damaged bytes aside).", err=True)
+        damage_warning(damage.message)
+
+
+def damage_warning(message: str) -> None:
+    click.echo(f"circle: WARNING: {message}. Reading works; nothing new can be saved until you run "
+               "`circle doctor` (it keeps every good record and sets the damaged bytes aside).", err=True)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -171,9 +175,9 @@ def table(rows: list[list[str]], header: list[str]) -> None:
         return
     rows = [[printable(c) for c in row] for row in rows]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-    for row in rows:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    click.echo("\n".join(lines))  # one write: 100k rows were 100k guarded writes
 
 
 def handle_of(svc: CircleService, member_id: str) -> str:

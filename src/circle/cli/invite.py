@@ -183,14 +183,16 @@ def join_command(ctx: Ctx, code: tuple[str, ...], handle: str, zone: str, no_pas
     """Join a circle with an invite code from a member: the long code, or the
     12-digit short code (as one word or in groups: 4821 0937 5512)."""
     from circle.net.shortcode import ShortCode
-    from circle.node.invites import join
+    from circle.node.invites import INVITE_CLOCK_SKEW_S, join
 
     text = " ".join(code)
     short = ShortCode.parse(text) if ShortCode.looks_short(text) else None  # mistypes fail here, offline
     if short is None and (peer or interfaces):
         raise UsageError("--peer and --interface are for short codes; a long code names its addresses itself")
     parsed = InviteCode.parse(text) if short is None else None
-    if parsed is not None and parsed.expires_at <= time.time():
+    # The inviter judges expiry on its own clock; this laptop's clock may be
+    # hours off, so it gives up on its own only beyond the stated skew.
+    if parsed is not None and parsed.expires_at + INVITE_CLOCK_SKEW_S <= time.time():
         raise InviteError("this invite has expired; ask for a new one")
     if not handle.strip():
         raise UsageError("a handle is required")

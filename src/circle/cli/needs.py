@@ -7,6 +7,7 @@ import click
 from circle.cli.common import (
     Ctx,
     ago,
+    damage_warning,
     emit,
     handle_of,
     json_option,
@@ -15,6 +16,7 @@ from circle.cli.common import (
     status_action,
     table,
 )
+from circle.crdt.board import now_ms
 from circle.crdt.matching import offers_for
 from circle.crdt.model import Need, Urgency
 from circle.crdt.transfer import record_dict
@@ -63,10 +65,37 @@ def need_add(ctx: Ctx, title: str, details: str, category: str, urgency: str, zo
 @pass_ctx
 def need_list(ctx: Ctx, status: str, category: str | None, search: str | None) -> None:
     """List needs (active = open or claimed)."""
+    header = ["id", "status", "urgency", "title", "category", "zone", "claimed by", "posted"]
+    if not ctx.json and category is None and search is None:
+        # The table from the view cache when nothing it depends on changed
+        # (node/viewcache.py); "posted" is rendered now, from stored times.
+        from circle.node import viewcache
+        from circle.node.circles import pick
+
+        home = ctx.home()
+        circle_id = pick(home, ctx.circle)
+        kind, key, now = f"needs-{status}", viewcache.token(home, circle_id), now_ms()
+        cached = viewcache.get(home, circle_id, kind, key, now)
+        if isinstance(cached, dict) and isinstance(cached.get("rows"), list):
+            if cached.get("damage"):
+                damage_warning(str(cached["damage"]))
+            rows = cached["rows"]
+        else:
+            svc = ctx.service()
+            items = svc.board.needs(status, category, search)
+            rows = _need_rows(svc, items)
+            for row, n in zip(rows, items, strict=True):
+                row[-1] = n.created_at  # stored as a time, rendered as "2h ago" when shown
+            del items
+            viewcache.put(home, circle_id, kind, key, now, svc.board.next_change_at(),
+                          {"rows": rows, "damage": svc.store.damage.message if svc.store.damage else None})
+        for row in rows:  # in place: 100k rows are not copied again
+            row[-1] = ago(int(row[-1]), now)
+        table(rows, header)
+        return
     svc = ctx.service()
     items = svc.board.needs(status, category, search)
-    emit(ctx, [record_dict(n) for n in items],
-         lambda: table(_need_rows(svc, items), ["id", "status", "urgency", "title", "category", "zone", "claimed by", "posted"]))
+    emit(ctx, [record_dict(n) for n in items], lambda: table(_need_rows(svc, items), header))
 
 
 @need.command("show")

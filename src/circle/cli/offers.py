@@ -58,7 +58,7 @@ def offer_list(ctx: Ctx, status: str, category: str | None, search: str | None) 
     items = svc.board.offers(status, category, search)
     rows = [[o.id, o.status.value, o.title[:40], o.category, o.zone, handle_of(svc, o.author),
              "" if o.quantity is None else str(o.quantity), ago(o.created_at)] for o in items]
-    emit(ctx, [record_dict(o) for o in items],
+    emit(ctx, [record_dict(o) for o in items] if ctx.json else None,
          lambda: table(rows, ["id", "status", "title", "category", "zone", "by", "qty", "posted"]))
 
 

@@ -69,7 +69,7 @@ def tool_list(ctx: Ctx, available: bool, search: str | None) -> None:
     """List the tool library with who has what and until when."""
     svc = ctx.service()
     items = svc.board.tools(available, search)
-    emit(ctx, [record_dict(t) for t in items],
+    emit(ctx, [record_dict(t) for t in items] if ctx.json else None,
          lambda: table([_tool_row(svc, t) for t in items], ["id", "name", "category", "condition", "availability", "holds"]))
 
 

@@ -594,6 +594,37 @@ def op_writer(exid: bytes) -> tuple[bytes, int] | None:
     return bytes(actor), value
 
 
+class _CausalIndex:
+    """Which change holds which op: per actor, (start op, max op, hash) in order."""
+
+    __slots__ = ("heads", "after", "by_actor")
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self.after: dict[bytes, set[bytes]] = {}  # change hash -> hashes not in its causal past
+        self.by_actor: dict[bytes, list[tuple[int, int, bytes]]] = {}
+
+    def add(self, changes: list[am.Change]) -> None:
+        touched = set()
+        for c in changes:
+            actor = bytes(c.actor_id)
+            self.by_actor.setdefault(actor, []).append((int(c.start_op), int(c.max_op), bytes(c.hash)))
+            touched.add(actor)
+        for actor in touched:
+            self.by_actor[actor].sort()
+
+    def change_of(self, op: tuple[bytes, int]) -> bytes | None:
+        import bisect
+
+        spans = self.by_actor.get(op[0])
+        if not spans:
+            return None
+        i = bisect.bisect_right(spans, (op[1], 1 << 62, b"\xff" * 32)) - 1
+        if i >= 0 and spans[i][0] <= op[1] <= spans[i][1]:
+            return spans[i][2]
+        return None
+
+
 _ANY_KEY: Final = "\x00any"  # a poisoned map whose bad key could not be named: every key is bad
 
 
@@ -629,6 +660,7 @@ class AmDoc:
         self.inflated = 0
         self._doc = doc
         self._guard_state = _Guard()
+        self._causal: _CausalIndex | None = None
 
     # --- lifecycle ------------------------------------------------------
 
@@ -1040,6 +1072,44 @@ class AmDoc:
             return None
         return op_writer(bytes(got[1]))
 
+    def op_precedes(self, a: tuple[bytes, int], b: tuple[bytes, int]) -> bool:
+        """Whether the change holding op `a` is in the causal past of the
+        change holding op `b` (`b`'s writer had seen `a`). Ops are
+        (actor, counter) as `record_writer` gives them; an op this document
+        does not hold precedes nothing. Used for hold queues (crdt/clock.py):
+        the index of changes is kept per heads and extended incrementally."""
+        heads = self._doc.get_heads()
+        idx = self._causal
+        try:
+            if idx is None or idx.heads != heads:
+                new = self._doc.get_changes(idx.heads if idx is not None and idx.heads else [])
+                if idx is None:
+                    idx = self._causal = _CausalIndex()
+                idx.add(new)
+                idx.heads, idx.after = heads, {}
+            ca, cb = idx.change_of(a), idx.change_of(b)
+            if ca is None or cb is None or ca == cb:
+                return False
+            later = idx.after.get(cb)
+            if later is None:
+                later = idx.after[cb] = {bytes(c.hash) for c in self._doc.get_changes([cb])}
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            self._causal = None
+            return False
+        return ca not in later
+
+    def record_field(self, collection: str, record_id: str, key: str) -> Scalar | _Malformed:
+        """One scalar field of a record (None if absent or not a scalar), without reading the rest."""
+        self._guard()
+        obj = self._map_of(am.ROOT, collection)
+        rec = None if obj is None else self._map_of(obj, record_id)
+        got = None if rec is None else self._get(rec, key)
+        if got is None or got[0] is MALFORMED:
+            return None if got is None else MALFORMED
+        return _scalar_out(got[0]) if type(got[0]) is tuple else None
+
     def object_ids(self, collection: str) -> tuple[tuple[bytes, int] | None, dict[str, tuple[bytes, int]]]:
         """(the collection map's id, {record: its map's id}) as (actor, counter):
         what a change's ops name as their target object."""
@@ -1114,6 +1184,19 @@ class AmDoc:
     def set_actor(self, actor: bytes) -> None:
         self._doc.set_actor(actor)
 
+    def op_spans(self, heads: list[bytes]) -> dict[bytes, list[tuple[int, int]]]:
+        """Per actor, the (first, last) op counters of every change not covered
+        by `heads`: which ops (records created) arrived after those heads."""
+        out: dict[bytes, list[tuple[int, int]]] = {}
+        try:
+            for c in self._doc.get_changes(heads):
+                out.setdefault(bytes(c.actor_id), []).append((int(c.start_op), int(c.max_op)))
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            raise MalformedDocument(f"unknown heads ({exc})") from None
+        return out
+
     def change_metas(self, heads: list[bytes]) -> list[ChangeMeta]:
         """Every change not covered by `heads`, with who wrote it (causal order)."""
         try:
@@ -1131,6 +1214,7 @@ class AmDoc:
         self._doc = other._doc
         self._doc.set_actor(actor)
         self._guard_state = other._guard_state
+        self._causal = None
 
     def records(self, collection: str) -> dict[str, Record | _Malformed]:
         """Every record of a collection; a non-map entry reads as MALFORMED."""

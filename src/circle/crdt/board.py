@@ -28,6 +28,7 @@ from circle.crdt.model import (
     Hold,
     HoldStatus,
     Loan,
+    LoanStatus,
     Malformed,
     Member,
     MemberId,
@@ -117,7 +118,11 @@ class Board:
         self.clock = clock
         self.on_commit = on_commit
         self._view: BoardView | None = None
-        self._view_key: tuple[tuple[bytes, ...], Millis] | None = None
+        self._view_key: tuple[tuple[bytes, ...], Millis, int] | None = None
+        #: This device's first-seen times of records whose writer's clock was
+        #: implausible (crdt/clock.py; kept by the node). Replace the mapping
+        #: (never mutate it) so the next view re-reads everything.
+        self.first_seen: dict[str, Millis] = {}
         #: Maps an Automerge actor to the member whose device it is, as the
         #: signed statements say (set by the node's trust layer); None = unknown.
         self.member_of_actor: Callable[[bytes], MemberId | None] = lambda _actor: None
@@ -178,14 +183,15 @@ class Board:
     def view(self) -> BoardView:
         """Parsed, derived state; rebuilt when the document or the minute changes."""
         now = self.clock()
-        key = (tuple(self.doc.heads()), now // 60_000)
+        key = (tuple(self.doc.heads()), now // 60_000, id(self.first_seen))
         if self._view is None or self._view_key != key:
             previous, changed = None, None
-            if self._view is not None and self._view_key is not None and self._view_key[1] == key[1]:
+            if self._view is not None and self._view_key is not None and self._view_key[1:] == key[1:]:
                 # Same minute, new heads: re-read only the records that changed.
                 changed = self.doc.changed_records(list(self._view_key[0]), list(key[0]))
                 previous = self._view if changed is not None else None
-            self._view = build_view(self.doc, now, previous, changed, lambda a: self.member_of_actor(a))
+            self._view = build_view(self.doc, now, previous, changed, lambda a: self.member_of_actor(a),
+                                    self.first_seen)
             self._view_key = key
             if changed is None:
                 self._writers.clear()
@@ -210,6 +216,14 @@ class Board:
         member), whatever its `author` field claims; a mismatch is reported."""
         notes = view._malformed.setdefault("authorship", [])
         cache = self._writers.setdefault(collection, {})
+        if len(table) - len(cache) > 64:  # many unknown: every record's creator in one read
+            _coll, creators = self.doc.object_ids(collection)
+            by_actor: dict[bytes, MemberId | None] = {}
+            for rid, creator in creators.items():
+                if rid not in cache:
+                    if creator[0] not in by_actor:
+                        by_actor[creator[0]] = self.member_of_actor(creator[0])
+                    cache[rid] = by_actor[creator[0]]
         for rid, rec in list(table.items()):
             if rid not in cache:
                 who = self.doc.record_writer(collection, rid)
@@ -293,6 +307,19 @@ class Board:
             words = search.lower().split()
             items = [t for t in items if all(w in f"{t.name} {t.description} {t.category}".lower() for w in words)]
         return sorted(items, key=lambda t: (t.name.lower(), t.id))
+
+    def next_change_at(self) -> Millis:
+        """The earliest time after now at which a derived state can change by
+        the clock alone (a need or offer expires, a loan becomes overdue):
+        how long a cached result stays true (node/viewcache.py)."""
+        view = self.view()
+        now = view.now
+        times = [n.expires_at for n in view.needs.values()
+                 if n.status in (NeedStatus.OPEN, NeedStatus.CLAIMED) and n.expires_at > now]
+        times += [o.expires_at for o in view.offers.values()
+                  if o.status in (OfferStatus.OPEN, OfferStatus.PAUSED) and o.expires_at > now]
+        times += [x.due_at + 1 for x in view.loans.values() if x.status == LoanStatus.OUT and not x.overdue]
+        return min(times, default=now + DAY_MS)
 
     def loan_conflicts(self) -> list[Tool]:
         return [t for t in self.view().tools.values() if t.conflicting_loans]

@@ -17,8 +17,10 @@ time from those facts and the clock:
   the earliest `out_at`, then the smallest borrower id; the others are
   conflicts to resolve by returning them.
 - Hold: cancelled if `cancelled_at`; loaned if `fulfilled_at`; otherwise
-  waiting, and the first waiting hold (by `created_at`, then member id) is
-  *ready* when the tool is free.
+  waiting, and the first waiting hold (causal order first, then
+  `created_at`, then member id) is *ready* when the tool is free.
+
+Times are writers' claims: how far they are trusted is `crdt/clock.py`.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any
 
 from circle.crdt.am import Field, Scalar
 from circle.crdt.board import Board, clean_tags
+from circle.crdt.exportscan import Rows, scan
 from circle.crdt.model import Condition, ToolState, Urgency
 from circle.crdt.text import check_field, printable
 from circle.errors import ImportError_
@@ -185,8 +186,10 @@ def _convert(kind: str, value: Any, where: str, key: str) -> Field:
 
 
 def parse_import(text: str) -> dict[str, Any]:
+    """The export's top level; its record lists are decoded one record at a
+    time when read (crdt/exportscan.py), so a large file is not held twice."""
     try:
-        data = json.loads(text)
+        data = scan(text, frozenset(COLLECTIONS))
     except json.JSONDecodeError as exc:
         raise ImportError_(f"not a circle export: invalid JSON at line {exc.lineno}, column {exc.colno}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -197,18 +200,22 @@ def parse_import(text: str) -> dict[str, Any]:
 
 
 def import_records(board: Board, data: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Validate everything, then add unknown records in one change."""
+    """Validate everything, then add unknown records in one change.
+
+    Two passes over the records, one record in memory at a time (issue 16
+    case 8): the first validates and counts, the second converts again and
+    writes. Existing ids come from the document's keys, never from parsing
+    the board (an id already present, even as an unreadable record, is left alone)."""
     board._require_member()
-    view = board.view()
-    plan: list[tuple[str, str, dict[str, Field]]] = []
+    plan: list[tuple[str, str]] = []  # (collection, id): what the second pass writes
     report: dict[str, dict[str, int]] = {}
-    known_tools = set(view.tools)
+    known_tools = set(board.doc.record_ids("tools"))
     incoming_tools = {r.get("id") for r in data.get("tools", []) if isinstance(r, dict)}
     for name, schema in _SCHEMA.items():
         rows = data.get(name, [])
-        if not isinstance(rows, list):
+        if not isinstance(rows, list | Rows):
             raise ImportError_(f"'{name}' must be a list of records")
-        existing = getattr(view, name)
+        existing = set(board.doc.record_ids(name))
         added = skipped = 0
         for index, row in enumerate(rows):
             where = f"{name}[{index}]"
@@ -230,14 +237,21 @@ def import_records(board: Board, data: dict[str, Any]) -> dict[str, dict[str, in
             if rid in existing:
                 skipped += 1
                 continue
-            plan.append((name, rid, converted))
+            plan.append((name, rid))
+            existing.add(rid)  # a second copy of an id in the file is skipped, as before
             added += 1
         report[name] = {"added": added, "already_present": skipped}
     members = data.get("members", [])
-    report["members"] = {"added": 0, "not_imported": len(members) if isinstance(members, list) else 0}
+    report["members"] = {"added": 0, "not_imported": len(members) if isinstance(members, list | Rows) else 0}
     if plan:
+        wanted = set(plan)
         with board.doc.edit() as ed:
-            for name, rid, converted in plan:
-                ed.put_record(name, rid, converted)
+            for name, schema in _SCHEMA.items():
+                for index, row in enumerate(data.get(name, [])):
+                    rid = row["id"]
+                    if (name, rid) in wanted:
+                        wanted.discard((name, rid))
+                        where = f"{name}[{index}] (id {rid})"
+                        ed.put_record(name, rid, {k: _convert(kind, row[k], where, k) for k, kind in schema.items()})
         board._commit()
     return report

@@ -8,12 +8,13 @@ left out of every view.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import cached_property
 from typing import Any, TypeVar
 
 from circle.crdt.am import MALFORMED, AmDoc, Record
+from circle.crdt.clock import effective_shift, order_holds, seen_key
 from circle.crdt.model import (
     Condition,
     Hold,
@@ -170,16 +171,26 @@ def parse_member(rid: str, rec: Record, bad: list[str] | None = None) -> Member:
     return member
 
 
-def parse_need(rid: str, rec: Record, now: Millis, bad: list[str] | None = None) -> Need:
+def _moved(value: int, shift: Millis) -> int:
+    """A derived time moved by a record's clock shift (crdt/clock.py); NEVER stays NEVER."""
+    return value if value >= NEVER or not shift else max(0, min(NEVER, value + shift))
+
+
+def parse_need(rid: str, rec: Record, now: Millis, bad: list[str] | None = None,
+               first_seen: Millis | None = None) -> Need:
+    """`first_seen`: when this device first saw a need whose `created_at` was
+    implausible then (crdt/clock.py); its created and expiry times move by the clamp."""
     f = _Fields(rec)
     claims = {MemberId(k): v for k, v in f.map_of("claims", int).items() if isinstance(v, int)}
     met_at, withdrawn_at = f.opt_int("met_at"), f.opt_int("withdrawn_at")
-    expires_at = f.int_("expires_at", NEVER)
+    created_at = f.int_("created_at", 0)
+    shift = effective_shift(created_at, first_seen)
+    expires_at = _moved(f.int_("expires_at", NEVER), shift)
     need = Need(
         id=RecordId(rid), title=f.required_text("title"), details=f.text("details"),
         category=f.text("category"), tags=f.tags("tags"),
         urgency=f.enum(Urgency, "urgency", Urgency.ANYTIME), zone=f.text("zone"),
-        author=MemberId(f.required_text("author", "")), created_at=f.int_("created_at", 0),
+        author=MemberId(f.required_text("author", "")), created_at=_moved(created_at, shift),
         updated_at=f.int_("updated_at", 0), expires_at=expires_at, claims=claims,
         met_at=met_at, withdrawn_at=withdrawn_at,
         status=need_status(claims=claims, met_at=met_at, withdrawn_at=withdrawn_at, expires_at=expires_at, now=now),
@@ -189,14 +200,18 @@ def parse_need(rid: str, rec: Record, now: Millis, bad: list[str] | None = None)
     return need
 
 
-def parse_offer(rid: str, rec: Record, now: Millis, bad: list[str] | None = None) -> Offer:
+def parse_offer(rid: str, rec: Record, now: Millis, bad: list[str] | None = None,
+                first_seen: Millis | None = None) -> Offer:
     f = _Fields(rec)
-    paused, closed_at, expires_at = f.bool_("paused"), f.opt_int("closed_at"), f.int_("expires_at", NEVER)
+    created_at = f.int_("created_at", 0)
+    shift = effective_shift(created_at, first_seen)
+    paused, closed_at = f.bool_("paused"), f.opt_int("closed_at")
+    expires_at = _moved(f.int_("expires_at", NEVER), shift)
     offer = Offer(
         id=RecordId(rid), title=f.required_text("title"), details=f.text("details"),
         category=f.text("category"), tags=f.tags("tags"), zone=f.text("zone"),
         author=MemberId(f.required_text("author", "")), quantity=f.opt_int("quantity"),
-        recurring=f.bool_("recurring"), created_at=f.int_("created_at", 0),
+        recurring=f.bool_("recurring"), created_at=_moved(created_at, shift),
         updated_at=f.int_("updated_at", 0), expires_at=expires_at, paused=paused, closed_at=closed_at,
         status=offer_status(paused=paused, closed_at=closed_at, expires_at=expires_at, now=now),
     )
@@ -205,14 +220,21 @@ def parse_offer(rid: str, rec: Record, now: Millis, bad: list[str] | None = None
     return offer
 
 
-def parse_loan(rid: str, rec: Record, now: Millis, bad: list[str] | None = None) -> Loan:
+def parse_loan(rid: str, rec: Record, now: Millis, bad: list[str] | None = None,
+               first_seen: Millis | None = None) -> Loan:
+    """`first_seen` as for needs: a loan written with a slow clock is not overdue on arrival."""
     f = _Fields(rec)
-    returned_at, lost_at, due_at = f.opt_int("returned_at"), f.opt_int("lost_at"), f.int_("due_at", NEVER)
+    out_at = f.int_("out_at", 0)
+    shift = effective_shift(out_at, first_seen)
+    returned_at, lost_at = f.opt_int("returned_at"), f.opt_int("lost_at")
+    due_at = _moved(f.int_("due_at", NEVER), shift)
     status = loan_status(returned_at, lost_at)
     cond_in = f.opt_text("condition_in")
     loan = Loan(
         id=RecordId(rid), tool=RecordId(f.essential_text("tool")), borrower=MemberId(f.essential_text("borrower")),
-        out_at=f.int_("out_at", 0), due_at=due_at, returned_at=returned_at, lost_at=lost_at,
+        # out_at stays as written: which of concurrent loans is current must be
+        # the same on every device (model.py); only the due date is judged here.
+        out_at=out_at, due_at=due_at, returned_at=returned_at, lost_at=lost_at,
         condition_out=f.enum(Condition, "condition_out", Condition.UNSAFE),
         condition_in=Condition(cond_in) if cond_in in set(Condition) else None,
         renewals=f.opt_int("renewals") or 0, status=status,
@@ -279,14 +301,18 @@ class BoardView:
 
     def __init__(self, doc: AmDoc, now: Millis, previous: BoardView | None = None,
                  changed: dict[str, set[str]] | None = None,
-                 member_of_actor: Callable[[bytes], MemberId | None] | None = None) -> None:
+                 member_of_actor: Callable[[bytes], MemberId | None] | None = None,
+                 first_seen: Mapping[str, Millis] | None = None) -> None:
         """With `previous` and `changed`, collections the previous view had
         parsed are carried over and only the changed records are re-read:
         one edit on a 10k-record board costs a few records, not 10k.
 
         `member_of_actor` names the member behind an Automerge actor (the
-        trust layer's binding) in reports of unreadable fields."""
+        trust layer's binding) in reports of unreadable fields. `first_seen`:
+        this device's first-seen times of records whose clock was implausible
+        (crdt/clock.py), keyed by `seen_key`."""
         self._doc = doc
+        self._first_seen: Mapping[str, Millis] = first_seen or {}
         self._member_of_actor = member_of_actor
         self.now = now
         self._malformed: dict[str, list[Malformed]] = {}
@@ -370,15 +396,18 @@ class BoardView:
 
     @cached_property
     def needs(self) -> dict[RecordId, Need]:
-        return self._parse("needs", lambda r, x, b: parse_need(r, x, self.now, b))
+        seen = self._first_seen
+        return self._parse("needs", lambda r, x, b: parse_need(r, x, self.now, b, seen.get(seen_key("needs", r))))
 
     @cached_property
     def offers(self) -> dict[RecordId, Offer]:
-        return self._parse("offers", lambda r, x, b: parse_offer(r, x, self.now, b))
+        seen = self._first_seen
+        return self._parse("offers", lambda r, x, b: parse_offer(r, x, self.now, b, seen.get(seen_key("offers", r))))
 
     @cached_property
     def loans(self) -> dict[RecordId, Loan]:
-        return self._parse("loans", lambda r, x, b: parse_loan(r, x, self.now, b))
+        seen = self._first_seen
+        return self._parse("loans", lambda r, x, b: parse_loan(r, x, self.now, b, seen.get(seen_key("loans", r))))
 
     @cached_property
     def _raw_holds(self) -> dict[RecordId, Hold]:
@@ -399,7 +428,8 @@ class BoardView:
 
         def parse_tool(rid: str, rec: Record, bad: list[str]) -> Tool:
             base = parse_tool_base(rid, rec, bad)
-            queue = sorted(waiting.get(RecordId(rid), []), key=lambda h: h.order_key)
+            queue = order_holds(sorted(waiting.get(RecordId(rid), []), key=lambda h: h.order_key),
+                                self._hold_precedes)
             availability, current, conflicts = tool_availability(
                 base["state"], active_loans.get(RecordId(rid), []), queue  # type: ignore[arg-type]
             )
@@ -407,6 +437,11 @@ class BoardView:
                         conflicting_loans=conflicts, queue=tuple(queue))
 
         return self._parse("tools", parse_tool)
+
+    def _hold_precedes(self, a: Hold, b: Hold) -> bool:
+        """Whether `b`'s writer had seen hold `a` (causal order, crdt/clock.py)."""
+        wa, wb = self._doc.record_writer("holds", a.id), self._doc.record_writer("holds", b.id)
+        return wa is not None and wb is not None and self._doc.op_precedes(wa, wb)
 
     @cached_property
     def holds(self) -> dict[RecordId, Hold]:
@@ -435,8 +470,9 @@ _ATTRS = {"holds": "_raw_holds"}
 
 def build_view(doc: AmDoc, now: Millis, previous: BoardView | None = None,
                changed: dict[str, set[str]] | None = None,
-               member_of_actor: Callable[[bytes], MemberId | None] | None = None) -> BoardView:
-    return BoardView(doc, now, previous, changed, member_of_actor)
+               member_of_actor: Callable[[bytes], MemberId | None] | None = None,
+               first_seen: Mapping[str, Millis] | None = None) -> BoardView:
+    return BoardView(doc, now, previous, changed, member_of_actor, first_seen)
 
 
 def meta_warnings(doc: AmDoc, circle_id: str) -> list[str]:

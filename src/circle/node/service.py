@@ -29,7 +29,7 @@ from circle.errors import (
 )
 from circle.net.keys import EpochKey, fingerprint, member_id_for, new_epoch_key
 from circle.net.membership_rules import Membership, circle_id_for, derive
-from circle.node import membership
+from circle.node import firstseen, membership
 from circle.node.authorship import Gate, pack_snapshot, process_actor, unpack_snapshot
 from circle.node.home import CircleConfig, Home
 
@@ -63,7 +63,9 @@ class CircleService:
         self.board.late_actors = self._late_actors
         self.board.op_counts = lambda actor, op: self.membership().counts(actor, op)
         self._late: tuple[tuple[bytes, ...], tuple[object, ...], set[bytes]] | None = None
+        self._actor_memo: tuple[Membership, dict[bytes, MemberId | None]] | None = None
         self._persisted = self.doc.heads()
+        self.board.first_seen = firstseen.load(self.home, self.home.circle_dir(cid))
 
     # --- construction ----------------------------------------------------
 
@@ -98,6 +100,7 @@ class CircleService:
         svc = cls(home, config, store, doc, clock)
         if proofs:
             svc.gate.keep(proofs)
+        svc._note_arrivals([], history=True)  # a joiner's first copy: history, only future claims clamped
         return svc
 
     @classmethod
@@ -169,9 +172,14 @@ class CircleService:
 
     def _member_of_actor(self, actor: bytes) -> MemberId | None:
         m = self.membership()
-        d = m.device_by_actor(actor[:16])
-        info = m.members.get(d.member) if d is not None else None
-        return info.id if info is not None else None
+        memo = self._actor_memo
+        if memo is None or memo[0] is not m:
+            memo = self._actor_memo = (m, {})  # one answer per actor per membership (called per record)
+        if actor not in memo[1]:
+            d = m.device_by_actor(actor[:16])
+            info = m.members.get(d.member) if d is not None else None
+            memo[1][actor] = info.id if info is not None else None
+        return memo[1][actor]
 
     def _late_actors(self) -> set[bytes]:
         """Actors of removed devices that wrote past their removal's pin."""
@@ -302,8 +310,27 @@ class CircleService:
         self.remote_changed()
         return True
 
+    def _note_arrivals(self, before: list[bytes], history: bool = False) -> None:
+        """Record when this device first saw records whose writer's clock is
+        implausible (crdt/clock.py rule 2). Failing to save that is a warning,
+        never a lost sync: the board then reads those times as written."""
+        try:
+            new = firstseen.arrivals(self.doc, before, self.clock(), history=history)
+        except CircleError:
+            return
+        new = {k: v for k, v in new.items() if k not in self.board.first_seen}
+        if not new:
+            return
+        seen = {**self.board.first_seen, **new}
+        self.board.first_seen = seen  # a new mapping: the next view re-reads everything
+        try:
+            firstseen.save(self.home, self.home.circle_dir(self.config.circle_id), seen)
+        except (CircleError, OSError) as exc:
+            self.warnings.append(f"could not save when records first arrived ({exc})")
+
     def remote_changed(self) -> None:
         """The document changed from outside (sync session, relay, bundle)."""
+        self._note_arrivals(self._persisted)
         self.board.check_schema()
         self.board.invalidate()
         self.persist()
@@ -327,6 +354,9 @@ class CircleService:
         if self.doc.heads() == before:
             return False
         self.board.invalidate()
+        seen = firstseen.load(self.home, self.home.circle_dir(self.config.circle_id))
+        if seen != self.board.first_seen:
+            self.board.first_seen = seen  # another process of this home saw new arrivals
         self._reload_config()
         self._notify("disk")
         return True
