@@ -67,3 +67,22 @@ def test_an_edit_past_the_limit_is_refused_and_changes_nothing(tmp_path: Path) -
     assert len(again.doc.record_ids("needs")) == count
     with pytest.raises(DocumentFull):  # the limit holds after a restart too
         again.board.add_need("one more", details="", category="other", tags=[], zone="")
+
+
+def test_an_import_that_would_cross_the_limit_is_refused_whole(tmp_path: Path) -> None:
+    import json
+
+    from circle.crdt.transfer import export_json, import_records, parse_import
+
+    source = CircleService.create(Home.create(tmp_path / "src", None), "source", "sam", "")
+    for i in range(3):
+        source.board.add_need(f"need {i}", details="x" * 1000, category="other", tags=[], zone="")
+    data = parse_import(json.dumps(export_json(source.board)))
+    svc = CircleService.create(Home.create(tmp_path / "ann", None), "big circle", "ann", "")
+    svc.doc.inflated = EDIT_LIMIT - 2000  # as if grown this far: the 3 records (~3 KB) do not fit
+    heads = svc.doc.heads()
+    with pytest.raises(DocumentFull, match="nothing was changed"):
+        import_records(svc.board, data)
+    assert svc.doc.heads() == heads and not svc.doc.record_ids("needs")
+    svc.doc.inflated = EDIT_LIMIT - 10_000  # room for them: all three land
+    assert import_records(svc.board, data)["needs"]["added"] == 3

@@ -797,11 +797,7 @@ class AmDoc:
     def edit(self) -> Iterator[Editor]:
         """One transaction: all writes inside commit as one change."""
         self._guard()  # learn odd keys before the transaction: the binding cannot diff inside one
-        if self.inflated > EDIT_LIMIT:
-            raise DocumentFull(
-                f"this circle's document is about {size_words(self.inflated)}, near the "
-                f"{size_words(amscan.MAX_DOCUMENT)} that circle can carry to every member; "
-                "nothing was changed (start a new circle for new records)")
+        self.make_room(0)
         g = self._guard_state
         before = g.seen
         heads = self._doc.get_heads()
@@ -841,6 +837,15 @@ class AmDoc:
             if _fatal(exc):
                 raise
             raise MalformedDocument(f"unknown heads ({exc})") from None
+
+    def make_room(self, extra: int) -> None:
+        """Refuse (DocumentFull) an edit that would take the document past EDIT_LIMIT."""
+        if self.inflated + extra > EDIT_LIMIT:
+            grow = f" (and this would add about {size_words(extra)})" if extra >= 1 << 20 else ""
+            raise DocumentFull(
+                f"this circle's document is about {size_words(self.inflated)}{grow}, near the "
+                f"{size_words(amscan.MAX_DOCUMENT)} that circle can carry to every member; "
+                "nothing was changed (start a new circle for new records)")
 
     # --- reads ----------------------------------------------------------
     #

@@ -199,6 +199,11 @@ def parse_import(text: str) -> dict[str, Any]:
     return data
 
 
+def _size_of(rid: str, fields: dict[str, Any]) -> int:
+    """Bytes a record adds to the document: its text, plus a little per field for the op."""
+    return len(rid) + sum(16 + len(k) + (len(v) if isinstance(v, str | bytes) else 8) for k, v in fields.items())
+
+
 def import_records(board: Board, data: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Validate everything, then add unknown records in one change.
 
@@ -208,6 +213,7 @@ def import_records(board: Board, data: dict[str, Any]) -> dict[str, dict[str, in
     the board (an id already present, even as an unreadable record, is left alone)."""
     board._require_member()
     plan: list[tuple[str, str]] = []  # (collection, id): what the second pass writes
+    size = 0  # what the records add to the document, roughly (checked against its limit)
     report: dict[str, dict[str, int]] = {}
     known_tools = set(board.doc.record_ids("tools"))
     incoming_tools = {r.get("id") for r in data.get("tools", []) if isinstance(r, dict)}
@@ -238,12 +244,14 @@ def import_records(board: Board, data: dict[str, Any]) -> dict[str, dict[str, in
                 skipped += 1
                 continue
             plan.append((name, rid))
+            size += _size_of(rid, converted)
             existing.add(rid)  # a second copy of an id in the file is skipped, as before
             added += 1
         report[name] = {"added": added, "already_present": skipped}
     members = data.get("members", [])
     report["members"] = {"added": 0, "not_imported": len(members) if isinstance(members, list | Rows) else 0}
     if plan:
+        board.doc.make_room(size)  # all or nothing: refuse before writing any of it
         wanted = set(plan)
         with board.doc.edit() as ed:
             for name, schema in _SCHEMA.items():
