@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 import automerge.core as am
 
-from circle.crdt import amscan
+from circle.crdt import amscan, change_ops
 from circle.crdt.amscan import has_exotic_values
 from circle.errors import DocumentFull, MalformedDocument
 
@@ -625,6 +625,68 @@ class _CausalIndex:
         return None
 
 
+#: Per removed device (its 16-byte actor prefix): per actor of it, the last op
+#: its remover had seen (membership rule 6). Ops past that are *late*.
+LatePins: TypeAlias = Mapping[bytes, Mapping[bytes, int]]
+
+
+def _is_late(pins: LatePins, actor: bytes, op: int) -> bool:
+    device = pins.get(actor[:16])
+    return device is not None and op > device.get(actor, 0)
+
+
+class _LateMask:
+    """What reads hide: values removed devices wrote past their removal's pin.
+
+    `clean` are the heads of the history without the late changes and
+    without everything that depends on one (the largest causally closed set
+    of changes that holds no late op): a field whose winning value is late
+    reads as it was there. `touched` names the (object, key) pairs late ops
+    wrote, so only those keys are looked at. Kept per (heads, pins) and
+    extended by the changes that arrive, never rebuilt while pins stay."""
+
+    __slots__ = ("key", "pins", "heads", "clean", "tainted", "touched", "every", "exempt")
+
+    def __init__(self, key: tuple[object, ...], pins: LatePins) -> None:
+        self.key = key
+        self.pins = pins
+        self.heads: list[bytes] = []
+        self.clean: set[bytes] = set()
+        self.tainted: set[bytes] = set()  # hashes of late changes and their descendants
+        self.touched: dict[tuple[bytes, int] | None, set[str | None]] = {}
+        self.every = False  # a late change could not be decoded: check every key
+        self.exempt: set[tuple[bytes, int] | None] = set()
+
+    def add(self, changes: list[am.Change]) -> None:
+        pins = self.pins
+        for c in changes:
+            h, deps = bytes(c.hash), [bytes(d) for d in c.deps]
+            actor = bytes(c.actor_id)
+            if _is_late(pins, actor, int(c.max_op)):
+                self.tainted.add(h)
+                try:
+                    for op in change_ops.ops(bytes(c.bytes)):
+                        if _is_late(pins, actor, op.id[1]) and op.obj not in self.exempt:
+                            self.touched.setdefault(op.obj, set()).add(op.key)
+                except ValueError:
+                    self.every = True
+            elif any(d in self.tainted for d in deps):
+                self.tainted.add(h)
+            else:
+                self.clean.difference_update(deps)
+                self.clean.add(h)
+
+    def keys_of(self, obj: bytes) -> set[str | None] | None:
+        """The keys of `obj` a late op wrote ({None} = any key may be late)."""
+        if self.every:
+            return {None}
+        return self.touched.get(None if obj == am.ROOT else op_writer(obj))
+
+    def late(self, exid: bytes) -> bool:
+        who = op_writer(exid)
+        return who is not None and _is_late(self.pins, who[0], who[1])
+
+
 _ANY_KEY: Final = "\x00any"  # a poisoned map whose bad key could not be named: every key is bad
 
 
@@ -661,6 +723,13 @@ class AmDoc:
         self._doc = doc
         self._guard_state = _Guard()
         self._causal: _CausalIndex | None = None
+        #: Removed devices' pins (membership rule 6), asked when the heads
+        #: change; set by the trust layer. Values written past a pin are read
+        #: as they were without the late changes (`_LateMask`).
+        self.late_pins: Callable[[], LatePins] | None = None
+        self._mask: _LateMask | None = None
+        self._mask_seen: list[bytes] | None = None
+        self._mask_busy = False
 
     # --- lifecycle ------------------------------------------------------
 
@@ -858,6 +927,8 @@ class AmDoc:
     def _guard(self) -> None:
         g = self._guard_state
         heads = self._doc.get_heads()
+        if self.late_pins is not None and heads != self._mask_seen:
+            self._update_mask(heads)
         if heads == g.seen:
             return
         if not g.exotic:
@@ -865,6 +936,86 @@ class AmDoc:
         if g.exotic:
             self._update_poison(g, heads)
         g.seen, g.loaded = heads, None
+
+    def _update_mask(self, heads: list[bytes]) -> None:
+        """Bring the late-value mask to `heads`: one pass over the changes
+        that arrived since; none at all while nobody removed has written."""
+        if self._mask_busy or self.late_pins is None:
+            return  # the pins are being derived (statements are never masked)
+        self._mask_busy = True
+        try:
+            pins = self.late_pins()
+        finally:
+            self._mask_busy = False
+        self._mask_seen = heads
+        if not pins:
+            self._mask = None
+            return
+        key = tuple(sorted((d, tuple(sorted(a.items()))) for d, a in pins.items()))
+        m = self._mask
+        try:
+            if m is None or m.key != key:
+                m = _LateMask(key, {d: dict(a) for d, a in pins.items()})
+                stm = self._doc.get(am.ROOT, "statements")
+                if stm is not None:
+                    m.exempt.add(op_writer(bytes(stm[1])))  # membership reads them raw
+                m.add(self._doc.get_changes([]))
+            else:
+                m.add(self._doc.get_changes(m.heads))
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            m = _LateMask(key, {d: dict(a) for d, a in pins.items()})
+            m.add(self._doc.get_changes([]))
+        m.heads = heads
+        self._mask = m
+
+    def late_key(self) -> tuple[object, ...] | None:
+        """What the mask hides depends on (for caches of parsed values)."""
+        self._guard()
+        return None if self._mask is None else self._mask.key
+
+    def late_objects(self) -> dict[tuple[bytes, int] | None, set[str | None]]:
+        """(object, key) pairs that removed devices wrote past their pins."""
+        self._guard()
+        return {} if self._mask is None else self._mask.touched
+
+    def _at_clean(self, obj: bytes, key: str) -> tuple[object, bytes] | None:
+        m = self._mask
+        assert m is not None
+        try:
+            with _quiet_fd2():
+                got = self._doc.get(obj, key, list(m.clean))
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return None
+        return None if got is None else (got[0], bytes(got[1]))
+
+    def _unlate(self, obj: bytes, pairs: list[tuple[str, tuple[object, bytes]]]
+                ) -> list[tuple[str, tuple[object, bytes]]]:
+        """`pairs` of `obj` with each late winning value replaced by the
+        value at the clean heads (or dropped if there was none); keys a late
+        op deleted come back as they were."""
+        m = self._mask
+        keys = None if m is None else m.keys_of(obj)
+        if m is None or not keys:
+            return pairs
+        every = None in keys
+        out: list[tuple[str, tuple[object, bytes]]] = []
+        for k, (v, exid) in pairs:
+            if (every or k in keys) and m.late(bytes(exid)):
+                got = self._at_clean(obj, k)
+                if got is not None:
+                    out.append((k, got))
+            else:
+                out.append((k, (v, exid)))
+        present = {k for k, _ in pairs}
+        for k in sorted(k for k in keys if k is not None and k not in present):
+            got = self._at_clean(obj, k)
+            if got is not None:
+                out.append((k, got))
+        return out
 
     def _unscanned(self, g: _Guard) -> bytes:
         """The chunks not yet scanned: what `load` was given plus later
@@ -936,6 +1087,17 @@ class AmDoc:
         return g.poison.get(_obj_key(obj))
 
     def _get(self, obj: bytes, key: str) -> tuple[object, bytes] | None:
+        """A key's value as members should see it (late values masked)."""
+        if self._mask is None:
+            return self._raw_get(obj, key)
+        got = self._raw_get(obj, key)
+        if self._mask.keys_of(obj):
+            out = self._unlate(obj, [] if got is None else [(key, got)])
+            got = next((v for k, v in out if k == key), None)
+        return got
+
+    def _raw_get(self, obj: bytes, key: str) -> tuple[object, bytes] | None:
+        """A key's current winning value, whoever wrote it."""
         g = self._guard_state
         if g.exotic:
             bad = self._bad_keys(obj)
@@ -953,8 +1115,8 @@ class AmDoc:
             return (MALFORMED, b"")
         return got
 
-    def _map_of(self, obj: bytes, key: str) -> bytes | None:
-        got = self._get(obj, key)
+    def _map_of(self, obj: bytes, key: str, raw: bool = False) -> bytes | None:
+        got = self._raw_get(obj, key) if raw else self._get(obj, key)
         if got is None or got[0] != am.ObjType.Map:
             return None
         return got[1]
@@ -981,16 +1143,23 @@ class AmDoc:
         return out
 
     def _text(self, obj: bytes) -> str | _Malformed:
+        m = self._mask
+        heads = list(m.clean) if m is not None and m.keys_of(obj) else None  # late edits inside it
         try:
-            if self._doc.length(obj) > MAX_READ_TEXT:
+            if self._doc.length(obj, heads) > MAX_READ_TEXT:
                 return MALFORMED
-            return self._doc.text(obj)
+            return self._doc.text(obj, heads)
         except BaseException as exc:
             if _fatal(exc):
                 raise
             return MALFORMED
 
     def _pairs(self, obj: bytes, maybe_empty: bool = False) -> list[tuple[str, tuple[object, bytes]]]:
+        """A map's keys and values as members should see them (late values masked)."""
+        pairs = self._raw_pairs(obj, maybe_empty)
+        return pairs if self._mask is None else self._unlate(obj, pairs)
+
+    def _raw_pairs(self, obj: bytes, maybe_empty: bool = False) -> list[tuple[str, tuple[object, bytes]]]:
         g = self._guard_state
         if g.exotic and (g.careful or self._bad_keys(obj) is not None):
             return self._pairs_by_key(obj)
@@ -1019,7 +1188,7 @@ class AmDoc:
             return []
         out: list[tuple[str, tuple[object, bytes]]] = []
         for key in keys:
-            got = self._get(obj, key)
+            got = self._raw_get(obj, key)
             if got is not None:
                 out.append((key, got))
         return out
@@ -1049,6 +1218,8 @@ class AmDoc:
         obj = self._map_of(am.ROOT, collection)
         if obj is None:
             return []
+        if self._mask is not None and self._mask.keys_of(obj):
+            return [k for k, _ in self._pairs(obj)]
         try:
             return list(self._doc.keys(obj))
         except BaseException as exc:
@@ -1069,10 +1240,10 @@ class AmDoc:
     def record_writer(self, collection: str, record_id: str) -> tuple[bytes, int] | None:
         """Who created a record: the (actor, op counter) of the op that put its map."""
         self._guard()
-        obj = self._map_of(am.ROOT, collection)
+        obj = self._map_of(am.ROOT, collection, raw=True)
         if obj is None:
             return None
-        got = self._get(obj, record_id)
+        got = self._raw_get(obj, record_id)
         if got is None or got[0] != am.ObjType.Map:
             return None
         return op_writer(bytes(got[1]))
@@ -1118,11 +1289,11 @@ class AmDoc:
     def object_ids(self, collection: str) -> tuple[tuple[bytes, int] | None, dict[str, tuple[bytes, int]]]:
         """(the collection map's id, {record: its map's id}) as (actor, counter):
         what a change's ops name as their target object."""
-        got = self._get(am.ROOT, collection)
+        got = self._raw_get(am.ROOT, collection)
         if got is None or got[0] != am.ObjType.Map:
             return None, {}
         out: dict[str, tuple[bytes, int]] = {}
-        for key, (_value, exid) in self._pairs(got[1]):
+        for key, (_value, exid) in self._raw_pairs(got[1]):
             who = op_writer(bytes(exid))
             if who is not None:
                 out[key] = who
@@ -1131,12 +1302,12 @@ class AmDoc:
     def field_writers(self, collection: str, record_id: str) -> dict[str, tuple[bytes, int]]:
         """Who wrote the current value of each field of a record."""
         self._guard()
-        obj = self._map_of(am.ROOT, collection)
-        rec = None if obj is None else self._map_of(obj, record_id)
+        obj = self._map_of(am.ROOT, collection, raw=True)
+        rec = None if obj is None else self._map_of(obj, record_id, raw=True)
         if rec is None:
             return {}
         out: dict[str, tuple[bytes, int]] = {}
-        for key, (_value, exid) in self._pairs(rec):
+        for key, (_value, exid) in self._raw_pairs(rec):
             who = op_writer(bytes(exid))
             if who is not None:
                 out[key] = who
@@ -1163,21 +1334,21 @@ class AmDoc:
     def entry_writer(self, collection: str, record_id: str, field: str, key: str) -> tuple[bytes, int] | None:
         """Who wrote one entry of a nested map field (a claim, a grant)."""
         self._guard()
-        obj = self._map_of(am.ROOT, collection)
-        rec = None if obj is None else self._map_of(obj, record_id)
-        inner = None if rec is None else self._map_of(rec, field)
-        got = None if inner is None else self._get(inner, key)
+        obj = self._map_of(am.ROOT, collection, raw=True)
+        rec = None if obj is None else self._map_of(obj, record_id, raw=True)
+        inner = None if rec is None else self._map_of(rec, field, raw=True)
+        got = None if inner is None else self._raw_get(inner, key)
         return None if got is None else op_writer(bytes(got[1]))
 
     def entry_writers(self, collection: str, record_id: str, field: str) -> dict[str, tuple[bytes, int]]:
         """Who wrote each key of a map inside a record (RSVPs, shift takes)."""
-        obj = self._map_of(am.ROOT, collection)
-        rec = None if obj is None else self._map_of(obj, record_id)
-        inner = None if rec is None else self._map_of(rec, field)
+        obj = self._map_of(am.ROOT, collection, raw=True)
+        rec = None if obj is None else self._map_of(obj, record_id, raw=True)
+        inner = None if rec is None else self._map_of(rec, field, raw=True)
         if inner is None:
             return {}
         out: dict[str, tuple[bytes, int]] = {}
-        for key, (_value, exid) in self._pairs(inner):
+        for key, (_value, exid) in self._raw_pairs(inner):
             who = op_writer(bytes(exid))
             if who is not None:
                 out[key] = who

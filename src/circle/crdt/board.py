@@ -118,7 +118,7 @@ class Board:
         self.clock = clock
         self.on_commit = on_commit
         self._view: BoardView | None = None
-        self._view_key: tuple[tuple[bytes, ...], Millis, int] | None = None
+        self._view_key: tuple[tuple[bytes, ...], Millis, int, object] | None = None
         #: This device's first-seen times of records whose writer's clock was
         #: implausible (crdt/clock.py; kept by the node). Replace the mapping
         #: (never mutate it) so the next view re-reads everything.
@@ -183,7 +183,9 @@ class Board:
     def view(self) -> BoardView:
         """Parsed, derived state; rebuilt when the document or the minute changes."""
         now = self.clock()
-        key = (tuple(self.doc.heads()), now // 60_000, id(self.first_seen))
+        # What removed devices wrote late is masked by the document's reads
+        # (crdt/am.py): a new set of pins re-reads every record.
+        key = (tuple(self.doc.heads()), now // 60_000, id(self.first_seen), self.doc.late_key())
         if self._view is None or self._view_key != key:
             previous, changed = None, None
             if self._view is not None and self._view_key is not None and self._view_key[1:] == key[1:]:
@@ -237,24 +239,34 @@ class Board:
                                        f"but was written by {real.handle if real else writer}"))
 
     def _drop_late_writes(self, view: BoardView, late: set[bytes]) -> None:
-        """Ignore what removed devices wrote after their removal (membership
-        rule 6): records they created are hidden, fields they changed are
-        reported. Both listed with the view's unreadable records."""
+        """Report what removed devices wrote after their removal (membership
+        rule 6), with the view's unreadable records. The document's reads
+        already show those values as they were without the late changes
+        (crdt/am.py `_LateMask`): records they created are absent, fields
+        they changed read as before, whatever path the changes came by."""
         notes = view._malformed.setdefault("after-removal", [])
-        for collection, attr in (("loans", "loans"), ("holds", "_raw_holds"), ("needs", "needs"),
-                                 ("offers", "offers"), ("tools", "tools")):
-            table = getattr(view, attr)
-            for rid in list(table):
+        touched = self.doc.late_objects()
+        if not touched:
+            return
+        for collection in ("loans", "holds", "needs", "offers", "tools", "relays", "settings"):
+            coll, records = self.doc.object_ids(collection)
+            for rid in sorted(k for k in touched.get(coll, set()) if k is not None):
                 who = self.doc.record_writer(collection, rid)
                 if who is not None and who[0] in late and not self.op_counts(*who):
-                    del table[rid]
                     notes.append(Malformed(collection, rid, f"written by {self._writer_name(who[0])} "
                                            "after they were removed (ignored)"))
+            for rid, obj in sorted(records.items()):
+                if obj not in touched:
                     continue
-                for fname, (actor, op) in self.doc.field_writers(collection, rid).items():
+                for fname, (actor, op) in sorted(self.doc.field_writers(collection, rid).items()):
                     if actor in late and not self.op_counts(actor, op):
                         notes.append(Malformed(collection, rid, f"field {fname} was changed by "
-                                               f"{self._writer_name(actor)} after they were removed"))
+                                               f"{self._writer_name(actor)} after they were removed (ignored)"))
+        meta, settings = self.doc.object_ids("meta")
+        for fname, (actor, op) in sorted(settings.items()):
+            if fname in touched.get(meta, set()) and actor in late and not self.op_counts(actor, op):
+                notes.append(Malformed("meta", fname, f"setting {fname} was changed by "
+                                       f"{self._writer_name(actor)} after they were removed (ignored)"))
 
     def _writer_name(self, actor: bytes) -> str:
         mid = self.member_of_actor(actor)

@@ -262,6 +262,7 @@ class Gatherings:
         self._view: GatherView | None = None
         self._heads: tuple[bytes, ...] | None = None
         self._index: _ObjectIndex | None = None  # built on the first change from elsewhere
+        self._late_key: tuple[object, ...] | None = None
         # (heads before, heads after, records touched) of our last write
         self._local: tuple[tuple[bytes, ...], tuple[bytes, ...], dict[str, set[str]]] | None = None
 
@@ -278,6 +279,9 @@ class Gatherings:
 
     def view(self) -> GatherView:
         heads = tuple(self.doc.heads())
+        late = self.doc.late_key()  # removed devices' late values are masked by the reads (crdt/am.py)
+        if late != self._late_key:
+            self._view, self._late_key = None, late  # new pins: re-read everything
         if self._view is None or heads != self._heads:
             changed = None
             local = self._local

@@ -63,6 +63,7 @@ class CircleService:
         self.board.late_actors = self._late_actors
         self.board.op_counts = lambda actor, op: self.membership().counts(actor, op)
         self._late: tuple[tuple[bytes, ...], tuple[object, ...], set[bytes]] | None = None
+        self.doc.late_pins = self._late_pins
         self._actor_memo: tuple[Membership, dict[bytes, MemberId | None]] | None = None
         self._persisted = self.doc.heads()
         self.board.first_seen = firstseen.load(self.home, self.home.circle_dir(cid))
@@ -206,6 +207,21 @@ class CircleService:
                 late.add(meta.actor)
         self._late = (heads, pins, late)
         return late
+
+    def _late_pins(self) -> dict[bytes, dict[bytes, int]]:
+        """Pins of the removed devices that wrote past them (rule 6): every
+        read of the document shows their late values as they were without
+        them (crdt/am.py `_LateMask`). Empty, and free, without such writes."""
+        late = self._late_actors()
+        if not late:
+            return {}
+        m = self.membership()
+        out: dict[bytes, dict[bytes, int]] = {}
+        for actor in late:
+            d = m.device_by_actor(actor[:16])
+            if d is not None:
+                out[d.actor] = dict(d.seen)
+        return out
 
     def removal_notice(self) -> str:
         """"You were removed from Block 9 by ana on 2 Dec." for this device."""
