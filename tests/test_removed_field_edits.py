@@ -93,6 +93,7 @@ def test_late_field_edits_through_a_straggler_read_as_before(tmp_path: Path) -> 
         assert any("field title was changed by cy after they were removed (ignored)" in r for r in reasons)
         assert any("field due_at was changed by cy" in r for r in reasons)
         assert any("field timebank was changed by cy" in r for r in reasons)
+        assert any("after they were removed" in m["reason"] for m in svc.status()["malformed"])
 
 
 def test_an_honest_edit_after_the_late_one_still_counts(tmp_path: Path) -> None:
@@ -134,6 +135,24 @@ def test_a_late_delete_of_a_field_is_undone(tmp_path: Path) -> None:
     deliver(ana, bo)
     assert bo.board.need(need).status == NeedStatus.CLAIMED
     assert ana.me in bo.board.need(need).claims
+
+
+def test_a_late_replacement_of_a_whole_collection_is_undone(tmp_path: Path) -> None:
+    """A modified client puts a fresh, empty map where every need lives."""
+    import automerge.core as am  # a hostile client, not product code
+
+    ana, bo, cy, need, own, tool, loan = setup(tmp_path)
+    with cy.doc._doc.transaction() as tx:
+        tx.put_object(am.ROOT, "needs", am.ObjType.Map)
+    cy._local_commit()
+    deliver(cy, bo)
+    assert not bo.board.needs("all")  # (the straggler, before it knows)
+    deliver(ana, bo)
+    titles = {n.title for n in bo.board.needs("all")}
+    assert titles == {"Ride to the clinic", "Cy's ladder"}
+    bo.board.add_need("After the attack")  # and honest writes go on
+    deliver(bo, ana)
+    assert {n.title for n in ana.board.needs("all")} == titles | {"After the attack"}
 
 
 def test_the_straggler_converges_when_it_learns_of_the_removal(tmp_path: Path) -> None:

@@ -466,7 +466,15 @@ class Editor:
             if bad is not None and (key in bad or _ANY_KEY in bad):
                 return (MALFORMED, b"")
         try:
-            return self._tx.get(obj, key)
+            got = self._tx.get(obj, key)
+            mask = doc._mask if doc is not None else None
+            if got is not None and mask is not None:
+                keys = mask.keys_of(obj)
+                if keys and (key in keys or None in keys) and mask.late(bytes(got[1])):
+                    # A removed device's late value (say, a fresh map put over a
+                    # collection): write where members read, as it was without it.
+                    got = self._tx.get(obj, key, list(mask.clean))
+            return got
         except BaseException as exc:
             if _fatal(exc):
                 raise
@@ -645,7 +653,7 @@ class _LateMask:
     wrote, so only those keys are looked at. Kept per (heads, pins) and
     extended by the changes that arrive, never rebuilt while pins stay."""
 
-    __slots__ = ("key", "pins", "heads", "clean", "tainted", "touched", "every", "exempt")
+    __slots__ = ("key", "pins", "heads", "clean", "tainted", "touched", "every", "exempt", "_by_id")
 
     def __init__(self, key: tuple[object, ...], pins: LatePins) -> None:
         self.key = key
@@ -656,6 +664,7 @@ class _LateMask:
         self.touched: dict[tuple[bytes, int] | None, set[str | None]] = {}
         self.every = False  # a late change could not be decoded: check every key
         self.exempt: set[tuple[bytes, int] | None] = set()
+        self._by_id: dict[bytes, set[str | None] | None] = {}  # object id bytes -> keys_of
 
     def add(self, changes: list[am.Change]) -> None:
         pins = self.pins
@@ -664,6 +673,7 @@ class _LateMask:
             actor = bytes(c.actor_id)
             if _is_late(pins, actor, int(c.max_op)):
                 self.tainted.add(h)
+                self._by_id.clear()
                 try:
                     for op in change_ops.ops(bytes(c.bytes)):
                         if _is_late(pins, actor, op.id[1]) and op.obj not in self.exempt:
@@ -680,7 +690,11 @@ class _LateMask:
         """The keys of `obj` a late op wrote ({None} = any key may be late)."""
         if self.every:
             return {None}
-        return self.touched.get(None if obj == am.ROOT else op_writer(obj))
+        try:
+            return self._by_id[obj]  # one dict look-up per record read, not an id parse
+        except KeyError:
+            got = self._by_id[obj] = self.touched.get(None if obj == am.ROOT else op_writer(obj))
+            return got
 
     def late(self, exid: bytes) -> bool:
         who = op_writer(exid)
@@ -1215,6 +1229,7 @@ class AmDoc:
         return record
 
     def record_ids(self, collection: str) -> list[str]:
+        self._guard()
         obj = self._map_of(am.ROOT, collection)
         if obj is None:
             return []

@@ -133,6 +133,7 @@ class Board:
         self.late_actors: Callable[[], set[bytes]] = lambda: set()
         self.op_counts: Callable[[bytes, int], bool] = lambda _actor, _op: True
         self._writers: dict[str, dict[str, MemberId | None]] = {}
+        self._late_notes: tuple[object, list[Malformed]] | None = None
         self.check_schema()
 
     # --- creation and meta ------------------------------------------------
@@ -244,10 +245,16 @@ class Board:
         already show those values as they were without the late changes
         (crdt/am.py `_LateMask`): records they created are absent, fields
         they changed read as before, whatever path the changes came by."""
-        notes = view._malformed.setdefault("after-removal", [])
         touched = self.doc.late_objects()
         if not touched:
             return
+        # The notes change only when late ops touch more keys (or the pins
+        # change): kept, so a view after each honest edit costs no walk.
+        key = (self.doc.late_key(), sum(len(keys) for keys in touched.values()))
+        if self._late_notes is not None and self._late_notes[0] == key:
+            view._malformed["after-removal"] = list(self._late_notes[1])
+            return
+        notes = view._malformed.setdefault("after-removal", [])
         for collection in ("loans", "holds", "needs", "offers", "tools", "relays", "settings"):
             coll, records = self.doc.object_ids(collection)
             for rid in sorted(k for k in touched.get(coll, set()) if k is not None):
@@ -267,6 +274,7 @@ class Board:
             if fname in touched.get(meta, set()) and actor in late and not self.op_counts(actor, op):
                 notes.append(Malformed("meta", fname, f"setting {fname} was changed by "
                                        f"{self._writer_name(actor)} after they were removed (ignored)"))
+        self._late_notes = (key, list(notes))
 
     def _writer_name(self, actor: bytes) -> str:
         mid = self.member_of_actor(actor)
