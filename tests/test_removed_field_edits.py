@@ -137,6 +137,46 @@ def test_a_late_delete_of_a_field_is_undone(tmp_path: Path) -> None:
     assert ana.me in bo.board.need(need).claims
 
 
+def test_an_honest_delete_after_a_late_overwrite_stands(tmp_path: Path) -> None:
+    ana, bo, cy, need, own, tool, loan = setup(tmp_path)
+    ana.board.claim_need(need)
+    for a, b in ((ana, bo), (ana, cy)):
+        deliver(a, b)
+    with cy.doc.edit() as ed:
+        ed.map_put("needs", need, "claims", ana.me, 1)  # cy rewrites ana's claim
+    cy._local_commit()
+    deliver(cy, bo)
+    deliver(bo, ana)
+    assert ana.board.need(need).claims[ana.me] != 1  # read as before
+    ana.board.unclaim_need(need)  # then ana really unclaims
+    deliver(ana, bo)
+    for svc in (ana, bo):
+        assert ana.me not in svc.board.need(need).claims
+        assert svc.board.need(need).status == NeedStatus.OPEN
+
+
+def test_late_edits_of_offers_relays_and_events_read_as_before(tmp_path: Path) -> None:
+    ana, bo, cy = services(tmp_path, ["ana", "bo", "cy"])
+    offer = ana.board.add_offer("Soup on Fridays")
+    relay = ana.board.add_relay("wss://relay.example.org")
+    (event,) = gatherings(ana.board).add_event("Repair cafe", ana.clock() + 86_400_000, 120, "Library")
+    for a, b in ((ana, bo), (ana, cy)):
+        deliver(a, b)
+    membership.remove(ana, "cy")
+    raw_update(cy, "offers", offer, {"title": "Soup (send money first)", "closed_at": cy.clock()})
+    raw_update(cy, "relays", relay.id, {"url": "wss://evil.example.net"})
+    raw_update(cy, "events", event, {"place": "Back alley", "title": "Repair cafe (moved)"})
+    deliver(cy, bo)
+    deliver(ana, bo)
+    deliver(bo, ana)
+    for svc in (bo, ana):
+        o = svc.board.offer(offer)
+        assert (o.title, o.closed_at) == ("Soup on Fridays", None)
+        assert [r.url for r in svc.board.relays()] == [relay.url]
+        e = gatherings(svc.board).event(event)
+        assert (e.title, e.place) == ("Repair cafe", "Library")
+
+
 def test_a_late_replacement_of_a_whole_collection_is_undone(tmp_path: Path) -> None:
     """A modified client puts a fresh, empty map where every need lives."""
     import automerge.core as am  # a hostile client, not product code

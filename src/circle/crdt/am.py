@@ -653,7 +653,7 @@ class _LateMask:
     wrote, so only those keys are looked at. Kept per (heads, pins) and
     extended by the changes that arrive, never rebuilt while pins stay."""
 
-    __slots__ = ("key", "pins", "heads", "clean", "tainted", "touched", "every", "exempt", "_by_id")
+    __slots__ = ("key", "pins", "heads", "clean", "tainted", "touched", "deleted", "every", "exempt", "_by_id")
 
     def __init__(self, key: tuple[object, ...], pins: LatePins) -> None:
         self.key = key
@@ -662,6 +662,7 @@ class _LateMask:
         self.clean: set[bytes] = set()
         self.tainted: set[bytes] = set()  # hashes of late changes and their descendants
         self.touched: dict[tuple[bytes, int] | None, set[str | None]] = {}
+        self.deleted: set[tuple[tuple[bytes, int] | None, str]] = set()  # (object, key) a late op deleted
         self.every = False  # a late change could not be decoded: check every key
         self.exempt: set[tuple[bytes, int] | None] = set()
         self._by_id: dict[bytes, set[str | None] | None] = {}  # object id bytes -> keys_of
@@ -678,6 +679,8 @@ class _LateMask:
                     for op in change_ops.ops(bytes(c.bytes)):
                         if _is_late(pins, actor, op.id[1]) and op.obj not in self.exempt:
                             self.touched.setdefault(op.obj, set()).add(op.key)
+                            if op.deletes and op.key is not None:
+                                self.deleted.add((op.obj, op.key))
                 except ValueError:
                     self.every = True
             elif any(d in self.tainted for d in deps):
@@ -1024,8 +1027,11 @@ class AmDoc:
                     out.append((k, got))
             else:
                 out.append((k, (v, exid)))
+        # A key gone now comes back only if a late op deleted it: an honest
+        # delete after a late overwrite stands.
         present = {k for k, _ in pairs}
-        for k in sorted(k for k in keys if k is not None and k not in present):
+        where = None if obj == am.ROOT else op_writer(obj)
+        for k in sorted(k for k in keys if k is not None and k not in present and (where, k) in m.deleted):
             got = self._at_clean(obj, k)
             if got is not None:
                 out.append((k, got))

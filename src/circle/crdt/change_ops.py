@@ -26,6 +26,7 @@ from dataclasses import dataclass
 MAGIC = b"\x85\x6f\x4a\x83"
 OBJ_ACTOR, OBJ_CTR, KEY_STR, ACTION = 0x01, 0x02, 0x15, 0x42
 MAKE_MAP, MAKE_LIST, MAKE_TEXT, MAKE_TABLE = 0, 2, 4, 6
+DELETE = 3
 _DEFLATE = 0x08
 MAX_OPS = 1_000_000  # a run count is checked against this before it is expanded
 MAX_INFLATED = 64 * 1024 * 1024
@@ -37,6 +38,7 @@ class Op:
     obj: tuple[bytes, int] | None          # target object; None = the document root
     key: str | None                        # map key (None for list ops)
     makes_object: bool
+    deletes: bool = False                  # a delete of `key` (or of a list element)
 
 
 class _Reader:
@@ -164,5 +166,5 @@ def ops(change: bytes) -> list[Op]:
         obj = None if a is None else (actors[a], c)  # type: ignore[index]
         key = keys[i] if keys else None
         out.append(Op((actors[0], start + i), obj, key,  # type: ignore[arg-type]
-                      actions[i] in (MAKE_MAP, MAKE_LIST, MAKE_TEXT, MAKE_TABLE)))
+                      actions[i] in (MAKE_MAP, MAKE_LIST, MAKE_TEXT, MAKE_TABLE), actions[i] == DELETE))
     return out
