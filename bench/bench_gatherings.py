@@ -257,19 +257,24 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--only", choices=["cli", "tab", "live"], default=None,
+                        help="run one part only (the others take minutes at 10k)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         a_path, b_path = make_homes(Path(tmp), args.records)
         print(f"generated {args.records} records of all kinds in {time.perf_counter() - t:.1f} s")
-        print("CLI (whole process: start, open, list):")
-        cli_times(a_path, args.runs)
-        print("in process:")
-        in_process(a_path)
-        print("Events tab:")
-        asyncio.run(events_tab(a_path, args.runs))
-        print("live loopback peer:")
-        asyncio.run(live(a_path, b_path, args.trials))
+        if args.only in (None, "cli"):
+            print("CLI (whole process: start, open, list):")
+            cli_times(a_path, args.runs)
+            print("in process:")
+            in_process(a_path)
+        if args.only in (None, "tab"):
+            print("Events tab:")
+            asyncio.run(events_tab(a_path, args.runs))
+        if args.only in (None, "live"):
+            print("live loopback peer:")
+            asyncio.run(live(a_path, b_path, args.trials))
 
 
 if __name__ == "__main__":
