@@ -165,7 +165,7 @@ async def events_tab(path: Path, runs: int) -> None:
             assert driver is not None
             for _ in range(runs):
                 await pilot.press("1")
-                app.board_screen.query_one("#events-pane").__setattr__("_dirty", True)  # as after an edit
+                app.board_screen._dirty.add("events")  # as after an edit
                 await pilot.pause()
                 _painted.clear()
                 event = tevents.Key("7", "7")
@@ -192,11 +192,11 @@ async def events_tab(path: Path, runs: int) -> None:
                     keys.append(_painted[expected] - t0)
                 await pilot.pause()
             rows = len(table.rows)
-            pane = app.board_screen.query_one("#events-pane")
+            pane = app.board_screen.tabs["events"]
             fills = []
             for _ in range(runs):
                 t0 = time.perf_counter()
-                pane.fill()  # type: ignore[attr-defined]
+                pane.rebuild()
                 fills.append(time.perf_counter() - t0)
             board = app.board_screen
             need_fills = []
