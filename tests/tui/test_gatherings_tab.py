@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import Static, TabbedContent
+from textual.widgets import Input, Select, Static, TabbedContent
 
 from circle.crdt.gatherings import gatherings
 from circle.tui.app import CircleApp
@@ -169,3 +169,117 @@ async def test_skills_tab_and_hours_on_the_members_tab(demo: Demo, clock: Clock)
         await settle(pilot, app)
         detail = text_of(board_of(app).query_one("#members-detail", Static))
         assert "Time bank (confirmed)" in detail and "gave 1h30" in detail
+
+
+# --- typing straight after a form opens, at both sizes ------------------------------
+
+FORMS = [  # (tab key, form key, the first field, the first keys a member types at once)
+    ("6", "n", "#f-title", "Bik"),
+    ("6", "e", "#f-title", "ing"),
+    ("7", "n", "#f-title", "Pot"),
+    ("7", "e", "#f-title", " 2"),
+    ("7", "b", "#f-item", "soup"),
+    ("7", "s", "#f-title", "set"),
+    ("4", "h", "#f-note", "tap"),
+]
+
+
+async def test_every_form_takes_typing_the_moment_it_opens(demo: Demo, clock: Clock) -> None:
+    you = demo.founder
+    g = gatherings(you.board)
+    g.add_skill("Sewing")
+    g.add_event("Clean-up", clock() + 24 * HOUR, 60, "park")
+    g.set_timebank(True)
+    for size in ((80, 24), (120, 40)):
+        app = CircleApp(you)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            shown = ""
+            for tab, key, field, typed in FORMS:
+                if tab != shown:
+                    await pilot.press(tab)
+                    await pilot.pause()
+                    shown = tab
+                board_of(app).tabs[board_of(app).active_tab].focus_table()
+                await pilot.press(key, *typed)  # no pause between opening and typing
+                assert isinstance(app.screen, FormScreen), (size, tab, key)
+                box = app.screen.query_one(field, Input)
+                assert app.screen.focused is box and box.value.endswith(typed), (size, tab, key, box.value)
+                await pilot.press("escape")
+                await pilot.pause()
+                assert not isinstance(app.screen, FormScreen)
+
+
+# --- hours from the app -----------------------------------------------------------------
+
+
+async def test_hours_are_logged_confirmed_and_disputed_from_the_members_tab(demo: Demo, clock: Clock) -> None:
+    you, ana = demo.founder, demo.members[0]
+    app = CircleApp(you)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        await pilot.pause()
+        members = table(app, "members")
+        members.focus()
+        await pilot.press("h")  # the time bank is off: no form, no hours key in the footer
+        await pilot.pause()
+        assert not isinstance(app.screen, FormScreen)
+        assert "h" not in board_of(app).active_bindings
+        board_of(app).run_command("toggle_timebank")
+        await pilot.pause()
+        await pilot.pause()
+        assert gatherings(you.board).settings().timebank
+        assert "h" in board_of(app).active_bindings
+        # Log 1h30 given to ana: it waits for ana's word.
+        members.focus()
+        await pilot.press("h", *"fixed the tap")
+        await fill(pilot, "#f-hours", "1.5")
+        app.screen.query_one("#f-with", Select).value = ana.me
+        await save_form(pilot)
+        demo.step_sync()
+        ga = gatherings(ana.board)
+        (x,) = ga.exchanges()
+        assert (x.giver, x.receiver, x.minutes, x.status.value) == (you.me, ana.me, 90, "pending")
+        ga.confirm(x.id)
+        # ana logs an hour she gave you, twice (the second is wrong): you confirm one, dispute the other.
+        clock.now += 1000
+        first = ga.log_hours(you.me, 60, "Spanish lesson", gave=True)
+        demo.step_sync()
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, FormScreen)
+        assert app.screen.query_one("#f-exchange", Select).value == first
+        await save_form(pilot)
+        clock.now += 1000
+        second = ga.log_hours(you.me, 300, "Spanish lesson", gave=True, force=True)
+        demo.step_sync()
+        await pilot.press("x", *"it was one hour, not five")
+        app.screen.query_one("#f-exchange", Select).value = second
+        await save_form(pilot)
+        demo.step_sync()
+        statuses = {e.id: e.status.value for e in ga.exchanges()}
+        assert statuses == {x.id: "confirmed", first: "confirmed", second: "disputed"}
+        # Your own line on the Members tab: confirmed only, given and received side by side.
+        await pilot.press("home")
+        for _ in range(len(members.shown)):
+            if members.shown_row(members.cursor).cells[0] == "you":
+                break
+            await pilot.press("down")
+        await settle(pilot, app)
+        detail = text_of(board_of(app).query_one("#members-detail", Static))
+        assert "gave 1h30 · received 1h" in detail and "disputed" in detail
+
+
+async def test_toasts_show_markup_in_titles_as_text(demo: Demo, clock: Clock) -> None:
+    you = demo.founder
+    (eid,) = gatherings(you.board).add_event("[@click=app.quit]Potluck[/]", clock() + 24 * HOUR, 60, "hall")
+    app = CircleApp(you)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("7")
+        await pilot.pause()
+        table(app, "events").focus()
+        await pilot.press("y")
+        await pilot.pause()
+        last = list(app._notifications)[-1]
+        assert "[@click=app.quit]Potluck[/]" in last.message and last.markup is False
+        assert gatherings(you.board).event(eid).rsvps[you.me].value == "yes"

@@ -27,8 +27,10 @@ from circle.tui.screens import FieldSpec, FormScreen, FormValues
 from circle.tui.table import Column, RecordTable, Row, make_row
 from circle.tui.tabs.base import BoardTab, TabHost
 
-EVENT_COLUMNS = [Column("ID", 8, drop=5), Column("WHEN", 20), Column("TITLE", 0), Column("KIND", 8, drop=3),
-                 Column("WHERE", 16, drop=2), Column("YES", 3, drop=4), Column("SHIFTS", 10, drop=1),
+# At 120 columns the side panel leaves room for WHEN, TITLE, WHERE, YES and
+# SHIFTS; the status and kind are in the detail panel.
+EVENT_COLUMNS = [Column("ID", 8, drop=5), Column("WHEN", 20), Column("TITLE", 0), Column("KIND", 8, drop=4),
+                 Column("WHERE", 16, drop=2), Column("YES", 3, drop=3), Column("SHIFTS", 10, drop=1),
                  Column("STATUS", 9, drop=6)]
 KIND_OPTIONS = [(k.value, k.value) for k in EventKind]
 SHOWING = ["upcoming", "past", "all"]
@@ -180,7 +182,7 @@ class EventsTab(BoardTab):
 
     def _fields(self, e: Event | None) -> list[FieldSpec]:
         when = datetime.fromtimestamp(e.starts_at / 1000).astimezone().strftime("%Y-%m-%dT%H:%M") if e else ""
-        length = f"{e.minutes // 60}h{e.minutes % 60}m" if e else "2h"
+        length = (f"{e.minutes // 60}h{e.minutes % 60}m" if e.minutes % 60 else f"{e.minutes // 60}h") if e else "2h"
         return [
             FieldSpec("title", "Title", value=e.title if e else "", placeholder="e.g. Potluck"),
             FieldSpec("at", "Starts", value=when, placeholder="2026-12-12T18:00 (your time)"),
