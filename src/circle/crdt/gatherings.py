@@ -306,8 +306,11 @@ class Gatherings:
             late = self._late_now()
             if late != self._late:
                 changed = None
-            self._view = GatherView(self.doc, self._view if changed is not None else None, changed,
-                                    self._verify if self.board.members_source is not None else None)
+            check = None
+            if self.board.members_source is not None:
+                def check(name: str, rid: str, rec: Any, notes: list[str]) -> Any:
+                    return self._verify(name, rid, rec, notes, late)
+            self._view = GatherView(self.doc, self._view if changed is not None else None, changed, check)
             self._heads, self._late = heads, late
         return self._view
 
@@ -324,7 +327,8 @@ class Gatherings:
         member = self.board.view().members.get(mid) if mid else None
         return member.handle if member is not None else "a removed device"
 
-    def _verify(self, name: str, rid: str, rec: Any, notes: list[str] | None = None) -> Any:
+    def _verify(self, name: str, rid: str, rec: Any, notes: list[str] | None = None,
+                late: frozenset[bytes] | None = None) -> Any:
         """Authorship from the signed changes, not from fields (DESIGN §8): a
         record's author (`member` of a bring entry, `logged_by` of an
         exchange) is the member whose device wrote it, and an RSVP, shift
@@ -335,7 +339,8 @@ class Gatherings:
         takes and exchange sides are dropped, its cancel/remove/withdraw
         marks are undone, other fields it changed are reported in `notes`."""
         who_of = self.board.member_of_actor
-        late = self._late if self._view is not None and self._heads == tuple(self.doc.heads()) else self._late_now()
+        if late is None:
+            late = self._late_now()
         made = self.doc.record_writer(name, rid)
         if late and self._after_removal(made, late):
             if notes is not None and made is not None:
