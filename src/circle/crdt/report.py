@@ -64,7 +64,7 @@ def gathering_sections(g: Gatherings, handles: dict[MemberId, str], now: Millis,
     shifts = [(e, s) for e, s in g.open_shifts() if e.starts_at <= horizon]
 
     def coming(people: list[MemberId]) -> str:
-        return ", ".join(handles.get(m, "(unknown)") for m in people) or "nobody yet"
+        return ", ".join(sorted((handles.get(m, "(unknown)") for m in people), key=str.lower)) or "nobody yet"
 
     summary = [f"{len(soon)} gathering{'s' if len(soon) != 1 else ''} in the next {days} days, "
                f"{len(shifts)} shift{'s' if len(shifts) != 1 else ''} still need people"]
