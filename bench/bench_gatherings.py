@@ -176,7 +176,7 @@ async def events_tab(path: Path, runs: int) -> None:
                     await asyncio.sleep(0.0005)
                 switch.append(_painted[""] - t0)
                 await pilot.pause()
-            await pilot.press("slash")
+            await pilot.press("f")  # the filter box (`/` is the search screen)
             for key in [*"soup 12", *["backspace"] * 7] * 2:
                 expected = table.query_text + key if len(key) == 1 else table.query_text[:-1]
                 _painted.pop(expected, None)
