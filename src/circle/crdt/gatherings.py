@@ -101,6 +101,9 @@ NESTED = ("events", "shifts", "exchanges")  # collections whose records hold map
 AUTHOR_FIELDS = {"skills": "author", "events": "author", "shifts": "author", "bring": "member",
                  "exchanges": "logged_by"}
 MEMBER_MAPS = {"events": ("rsvps",), "shifts": ("takes",), "exchanges": ("sides", "notes")}
+# Marks a removed device's late write is undone for (a record it could not
+# cancel, remove or withdraw while a member stays as it was).
+UNDONE_WHEN_LATE = ("cancelled_at", "removed_at", "withdrawn_at")
 REMIND_EVENT_MS = 2 * 60 * 60 * 1000   # tell a member who said yes two hours ahead
 REMIND_SHIFT_MS = 60 * 60 * 1000       # and a member on a shift one hour ahead
 
@@ -152,7 +155,7 @@ class GatherView:
 
     def __init__(self, doc: AmDoc, previous: GatherView | None = None,
                  changed: dict[str, set[str]] | None = None,
-                 check: Callable[[str, str, Any], Any] | None = None) -> None:
+                 check: Callable[[str, str, Any, list[str]], Any] | None = None) -> None:
         self._doc = doc
         self._check = check
         self._previous = previous
@@ -192,7 +195,14 @@ class GatherView:
         except (Bad, ValueError, TypeError) as exc:
             bad.append(Malformed(name, rid, str(exc)))
             return
-        out[rid] = self._check(name, rid, parsed) if self._check is not None else parsed
+        if self._check is None:
+            out[rid] = parsed
+            return
+        notes: list[str] = []
+        checked = self._check(name, rid, parsed, notes)
+        bad.extend(Malformed(name, rid, note) for note in notes)
+        if checked is not None:  # None: written by a removed device after its removal
+            out[rid] = checked
 
     @cached_property
     def skills(self) -> dict[RecordId, Skill]:
@@ -262,6 +272,7 @@ class Gatherings:
         self._view: GatherView | None = None
         self._heads: tuple[bytes, ...] | None = None
         self._index: _ObjectIndex | None = None  # built on the first change from elsewhere
+        self._late: frozenset[bytes] = frozenset()  # removed devices' actors, as of the view
         # (heads before, heads after, records touched) of our last write
         self._local: tuple[tuple[bytes, ...], tuple[bytes, ...], dict[str, set[str]]] | None = None
 
@@ -290,32 +301,80 @@ class Gatherings:
                 changed = self._touched_since(self._heads)
                 if changed is None:
                     changed = self.doc.changed_records(list(self._heads), list(heads))
-            self._view = GatherView(self.doc, self._view if changed is not None else None, changed,
-                                    self._verify if self.board.members_source is not None else None)
-            self._heads = heads
+            # A removal that arrived re-reads everything: records a straggler
+            # showed before it knew must go (membership rule 6).
+            late = self._late_now()
+            if late != self._late:
+                changed = None
+            check = None
+            if self.board.members_source is not None:
+                def check(name: str, rid: str, rec: Any, notes: list[str]) -> Any:
+                    return self._verify(name, rid, rec, notes, late)
+            self._view = GatherView(self.doc, self._view if changed is not None else None, changed, check)
+            self._heads, self._late = heads, late
         return self._view
 
-    def _verify(self, name: str, rid: str, rec: Any) -> Any:
+    def _late_now(self) -> frozenset[bytes]:
+        """Actors of removed devices that wrote after their removal (the
+        trust layer says; empty without one)."""
+        return frozenset(self.board.late_actors())
+
+    def _after_removal(self, who: tuple[bytes, int] | None, late: frozenset[bytes]) -> bool:
+        return who is not None and who[0] in late and not self.board.op_counts(*who)
+
+    def _writer_name(self, actor: bytes) -> str:
+        mid = self.board.member_of_actor(actor)
+        member = self.board.view().members.get(mid) if mid else None
+        return member.handle if member is not None else "a removed device"
+
+    def _verify(self, name: str, rid: str, rec: Any, notes: list[str] | None = None,
+                late: frozenset[bytes] | None = None) -> Any:
         """Authorship from the signed changes, not from fields (DESIGN §8): a
         record's author (`member` of a bring entry, `logged_by` of an
         exchange) is the member whose device wrote it, and an RSVP, shift
-        take or exchange side counts only if the member it names wrote it."""
+        take or exchange side counts only if the member it names wrote it.
+
+        What a removed device wrote after its removal (membership rule 6)
+        does not count: a record it created is hidden (None), its RSVPs,
+        takes and exchange sides are dropped, its cancel/remove/withdraw
+        marks are undone, other fields it changed are reported in `notes`."""
         who_of = self.board.member_of_actor
+        if late is None:
+            late = self._late_now()
+        made = self.doc.record_writer(name, rid)
+        if late and self._after_removal(made, late):
+            if notes is not None and made is not None:
+                notes.append(f"written by {self._writer_name(made[0])} after they were removed (ignored)")
+            return None
         field = AUTHOR_FIELDS.get(name)
         if field is not None:
-            made = self.doc.record_writer(name, rid)
             writer = who_of(made[0]) if made is not None else None
             if writer is not None and getattr(rec, field) != writer:
                 rec = replace(rec, **{field: writer})
-        for inner in MEMBER_MAPS.get(name, ()):
+        inner_maps = MEMBER_MAPS.get(name, ())
+        for inner in inner_maps:
             entries = getattr(rec, inner)
             if not entries:
                 continue
             writers = self.doc.entry_writers(name, rid, inner)
             keep = {k: v for k, v in entries.items()
-                    if k not in writers or who_of(writers[k][0]) in (None, k)}
+                    if k not in writers or (who_of(writers[k][0]) in (None, k)
+                                            and not (late and self._after_removal(writers[k], late)))}
             if len(keep) != len(entries):
                 rec = replace(rec, **{inner: keep})
+                if late and notes is not None:
+                    for k in entries:
+                        if k in writers and k not in keep and self._after_removal(writers[k], late):
+                            notes.append(f"{inner} entry written by {self._writer_name(writers[k][0])} "
+                                         "after they were removed (ignored)")
+        if late:
+            for fname, who in self.doc.field_writers(name, rid).items():
+                if fname in inner_maps or not self._after_removal(who, late):
+                    continue
+                if fname in UNDONE_WHEN_LATE and getattr(rec, fname, None) is not None:
+                    rec = replace(rec, **{fname: None})
+                if notes is not None:
+                    notes.append(f"field {fname} was changed by {self._writer_name(who[0])} after they were removed")
         return rec
 
     def _touched_since(self, heads: tuple[bytes, ...]) -> dict[str, set[str]] | None:
