@@ -77,7 +77,8 @@ def test_export_import_round_trip_and_merge(cli: CLI, tmp_path: Path) -> None:
     folder = tmp_path / "csv"
     cli.run("export", "--format", "csv", "--out", str(folder))
     assert sorted(p.name for p in folder.iterdir()) == [
-        "holds.csv", "loans.csv", "members.csv", "needs.csv", "offers.csv", "tools.csv"]
+        "bring.csv", "events.csv", "exchanges.csv", "holds.csv", "loans.csv", "members.csv", "needs.csv",
+        "offers.csv", "shifts.csv", "skills.csv", "tools.csv"]
 
 
 @pytest.mark.parametrize("content,expected", [

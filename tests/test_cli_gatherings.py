@@ -53,6 +53,13 @@ def test_cli_events_shown_in_the_readers_zone_with_rsvp_bring_shifts_and_ics(tmp
     bad = ana.run("event", "add", "Meeting", "--at", "2026-12-12T18:00", "--duration", "forever", check=False)
     assert bad.returncode == 2 and "not a duration" in bad.stderr
     assert len(ana.json("event", "list", "--all")) == 1
+    # status counts the new collections; export carries them (JSON and one CSV).
+    status = ana.run("status").stdout
+    assert "0 skills, 1 upcoming events, 0 open shifts" in status
+    exported = json.loads(ana.run("export").stdout)
+    assert [e["id"] for e in exported["events"]] == [ev["id"]] and len(exported["shifts"]) == 1
+    csv_text = ana.run("export", "--format", "csv", "--collection", "bring").stdout
+    assert csv_text.splitlines()[0].startswith("id,event_id,event,member") and "lentil soup" in csv_text
 
 
 def test_cli_skills_settings_and_hours(tmp_path: Path) -> None:

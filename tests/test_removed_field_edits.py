@@ -89,7 +89,7 @@ def test_late_field_edits_through_a_straggler_read_as_before(tmp_path: Path) -> 
         assert board_state(svc, need, tool, loan) == before
         own_need = svc.board.need(own)  # created before removal, edited after
         assert (own_need.title, own_need.details) == ("Cy's ladder", "before removal")
-        reasons = [m.reason for m in svc.board.view().malformed]
+        reasons = [m.reason for m in [*svc.board.view().malformed, *gatherings(svc.board).view().malformed]]
         assert any("field title was changed by cy after they were removed (ignored)" in r for r in reasons)
         assert any("field due_at was changed by cy" in r for r in reasons)
         assert any("field timebank was changed by cy" in r for r in reasons)
@@ -175,6 +175,35 @@ def test_late_edits_of_offers_relays_and_events_read_as_before(tmp_path: Path) -
         assert [r.url for r in svc.board.relays()] == [relay.url]
         e = gatherings(svc.board).event(event)
         assert (e.title, e.place) == ("Repair cafe", "Library")
+
+
+def test_honest_gathering_values_a_removed_member_overwrote_stay(tmp_path: Path) -> None:
+    """ana's own RSVP and ana's own cancellation, rewritten late by cy: shown
+    as ana wrote them (not dropped as "not written by the member it names",
+    not un-cancelled)."""
+    ana, bo, cy = services(tmp_path, ["ana", "bo", "cy"])
+    ga = gatherings(ana.board)
+    (party,) = ga.add_event("Potluck", ana.clock() + 86_400_000, 120, "Hall")
+    (fair,) = ga.add_event("Fair", ana.clock() + 86_400_000, 120, "Park")
+    ga.rsvp(party, "yes")
+    ga.cancel_event(fair)
+    cancelled_at = ga.event(fair).cancelled_at
+    for a, b in ((ana, bo), (ana, cy)):
+        deliver(a, b)
+    membership.remove(ana, "cy")
+    with cy.doc.edit() as ed:
+        ed.map_put("events", party, "rsvps", ana.me, "no")
+        ed.update("events", fair, {"cancelled_at": cy.clock() + 5})
+    cy._local_commit()
+    deliver(cy, bo)
+    deliver(ana, bo)
+    deliver(bo, ana)
+    for svc in (ana, bo):
+        g = gatherings(svc.board)
+        assert g.event(party).rsvps == {ana.me: "yes"}
+        assert g.event(fair).cancelled_at == cancelled_at
+        reasons = [m.reason for m in g.view().malformed]
+        assert any("rsvps entry was changed by cy after they were removed" in r for r in reasons)
 
 
 def test_a_late_replacement_of_a_whole_collection_is_undone(tmp_path: Path) -> None:

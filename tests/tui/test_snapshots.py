@@ -4,11 +4,17 @@ after checking the new SVGs by eye."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 
+from circle.crdt.gather_records import EventKind
+from circle.crdt.gatherings import gatherings
+from circle.crdt.times import _show_minute
 from circle.tui.app import CircleApp
 from circle.tui.demo import Demo
 from circle.tui.providers import InviteInfo
@@ -101,3 +107,58 @@ def test_invite_screen_80x24(snap_compare: Any, demo: Demo) -> None:
 
 def test_search_80x24(snap_compare: Any, demo: Demo) -> None:
     assert snap_compare(app_for(demo), press=["slash", *"coat"], terminal_size=SMALL)
+
+
+# --- skills and events (issue 12) --------------------------------------------------------
+
+HOUR = 3_600_000
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Event times are shown in the reader's zone: pin it for the snapshots."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    _show_minute.cache_clear()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+    _show_minute.cache_clear()
+
+
+def gathering_demo(demo: Demo) -> Demo:
+    start = FIXED_NOW - FIXED_NOW % (24 * HOUR) + 18 * HOUR  # 18:00 UTC on the fixed day
+    you, ana, ben = demo.founder, demo.members[0], demo.members[1]
+    ga, gb, gy = gatherings(ana.board), gatherings(ben.board), gatherings(you.board)
+    ga.add_skill("Plumbing", "repair", teach=True, details="taps, leaks, radiators")
+    gb.add_skill("Spanish conversation", "language", teach=True)
+    gy.add_skill("Bike repair", "repair")
+    (potluck,) = gy.add_event("Potluck", start + 24 * HOUR, 180, "community room", kind=EventKind.POTLUCK,
+                              zone="north", details="Bring a dish if you can; nobody has to.")
+    (pantry,) = ga.add_event("Food pantry", start + 48 * HOUR, 120, "church hall", kind=EventKind.OTHER)
+    gy.add_shift(potluck, "set-up", start + 23 * HOUR, 60, 2)
+    door = ga.add_shift(pantry, "door", start + 48 * HOUR, 120, 1)
+    demo.step_sync()
+    gy.rsvp(potluck, "yes")
+    ga.rsvp(potluck, "maybe")
+    gy.add_bring(potluck, "lentil soup")
+    gy.take_shift(door)
+    gb.take_shift(door)  # offline at the same time: over-full
+    demo.step_sync()
+    return demo
+
+
+def test_skills_tab(snap_compare: Any, demo: Demo, utc: None) -> None:
+    assert snap_compare(app_for(gathering_demo(demo)), press=["6"], terminal_size=SIZE)
+
+
+def test_events_tab(snap_compare: Any, demo: Demo, utc: None) -> None:
+    assert snap_compare(app_for(gathering_demo(demo)), press=["7"], terminal_size=SIZE)
+
+
+def test_events_tab_80x24(snap_compare: Any, demo: Demo, utc: None) -> None:
+    assert snap_compare(app_for(gathering_demo(demo)), press=["7", "down"], terminal_size=SMALL)
+
+
+def test_event_form(snap_compare: Any, demo: Demo, utc: None) -> None:
+    assert snap_compare(app_for(gathering_demo(demo)), press=["7", "e"], terminal_size=SIZE)

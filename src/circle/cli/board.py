@@ -19,6 +19,7 @@ from circle.cli.common import (
     table,
 )
 from circle.cli.skills import skill_matches
+from circle.crdt.gatherings import gatherings
 from circle.crdt.matching import needs_for, offers_for
 from circle.crdt.model import Member
 from circle.crdt.transfer import export_json, import_records, parse_import, record_dict
@@ -117,6 +118,9 @@ def status(ctx: Ctx) -> None:
         click.echo(f"You: {me['handle']} ({me['id']}){'' if me['active'] else ' - NOT an active member'}")
         click.echo(f"{n['members']} members, {n['open_needs']} open needs, {n['open_offers']} open offers, "
                    f"{n['tools']} tools ({n['on_loan']} on loan, {n['overdue']} overdue)")
+        click.echo(f"{n['skills']} skills, {n['upcoming_events']} upcoming events, {n['open_shifts']} open shifts"
+                   + (f", {n['confirmed_exchanges']} confirmed exchanges ({n['pending_exchanges']} waiting)"
+                      if "confirmed_exchanges" in n else ""))
         for conflict in data["conflicts"]:
             click.echo(f"CONFLICT: {conflict['name']} ({conflict['tool']}) has {len(conflict['conflicting_loans']) + 1} "
                        f"open loans made concurrently; current is {conflict['current_loan']}")
@@ -155,7 +159,8 @@ def status(ctx: Ctx) -> None:
 @click.command("export")
 @click.option("--format", "fmt", type=click.Choice(["json", "csv", "zip"]), default="json", show_default=True,
               help="json: re-importable; csv: one spreadsheet-safe file per collection; zip: those files zipped.")
-@click.option("--collection", type=click.Choice(["needs", "offers", "tools", "loans", "holds", "members"]),
+@click.option("--collection", type=click.Choice(["needs", "offers", "tools", "loans", "holds", "members", "skills",
+                                               "events", "shifts", "bring", "exchanges"]),
               default=None, help="With --format csv: only this collection (to stdout without --out).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="File to write (default: stdout); with --format csv and no --collection, a folder.")
@@ -186,15 +191,15 @@ def export_cmd(ctx: Ctx, fmt: str, collection: str | None, out: Path | None, bom
     elif fmt == "zip":
         if out is None:
             raise UsageError("a zip needs --out FILE.zip")
-        data = export_zip(svc.board.view(), bom=bom)
+        data = export_zip(svc.board.view(), bom=bom, gather=gatherings(svc.board).view())
     elif collection is not None:
-        data = collection_csv(svc.board.view(), collection, bom).encode("utf-8")
+        data = collection_csv(svc.board.view(), collection, bom, gatherings(svc.board).view()).encode("utf-8")
     else:
         if out is None:
             raise UsageError("CSV is one file per collection: give --collection NAME, or --out FOLDER")
         out.mkdir(parents=True, exist_ok=True)
         written = []
-        for name, text in export_csv_files(svc.board.view(), bom=bom).items():
+        for name, text in export_csv_files(svc.board.view(), bom=bom, gather=gatherings(svc.board).view()).items():
             atomic_write(out / name, text.encode("utf-8"), mode=0o600)
             written.append(str(out / name))
         emit(ctx, {"files": written}, lambda: click.echo(f"Wrote {len(written)} files in {out}", err=True))

@@ -180,11 +180,12 @@ def search_cmd(ctx: Ctx, words: tuple[str, ...], limit: int) -> None:
 @json_option
 @pass_ctx
 def report_cmd(ctx: Ctx, fmt: str, out: Path | None, new_days: int) -> None:
-    """A one-page meeting summary: open needs, offers, tools out and overdue, new members."""
-    from circle.crdt.report import build, html, markdown
+    """A one-page meeting summary: open needs, offers, tools out and overdue, new members,
+    upcoming gatherings and open shifts, pinned resources."""
+    from circle.crdt.report import build_for, html, markdown
 
     svc = ctx.service()
-    rep = build(svc.board.view(), svc.board.name, svc.clock(), new_days)
+    rep = build_for(svc.board, svc.clock(), new_days)
     text = html(rep) if fmt == "html" else markdown(rep)
     if out is None:
         if ctx.json:

@@ -653,7 +653,7 @@ class _LateMask:
     wrote, so only those keys are looked at. Kept per (heads, pins) and
     extended by the changes that arrive, never rebuilt while pins stay."""
 
-    __slots__ = ("key", "pins", "heads", "clean", "tainted", "touched", "deleted", "every", "exempt", "_by_id")
+    __slots__ = ("key", "pins", "heads", "clean", "tainted", "touched", "deleted", "every", "exempt", "_by_id", "notes")
 
     def __init__(self, key: tuple[object, ...], pins: LatePins) -> None:
         self.key = key
@@ -666,6 +666,7 @@ class _LateMask:
         self.every = False  # a late change could not be decoded: check every key
         self.exempt: set[tuple[bytes, int] | None] = set()
         self._by_id: dict[bytes, set[str | None] | None] = {}  # object id bytes -> keys_of
+        self.notes: dict[str, list[tuple[str, str, bytes]]] = {}  # late_writes, per collection
 
     def add(self, changes: list[am.Change]) -> None:
         pins = self.pins
@@ -675,6 +676,7 @@ class _LateMask:
             if _is_late(pins, actor, int(c.max_op)):
                 self.tainted.add(h)
                 self._by_id.clear()
+                self.notes.clear()
                 try:
                     for op in change_ops.ops(bytes(c.bytes)):
                         if _is_late(pins, actor, op.id[1]) and op.obj not in self.exempt:
@@ -997,6 +999,44 @@ class AmDoc:
         self._guard()
         return {} if self._mask is None else self._mask.touched
 
+    def late_writes(self, collection: str) -> list[tuple[str, str, bytes]]:
+        """What removed devices wrote past their pins into a root map, and
+        reads do not show: (key, "", actor) for a record (or a `meta`
+        setting) they put, (record, field, actor) for a field of a record,
+        (record, "field.key", actor) for an entry of a map field (a claim,
+        an RSVP). For reports; kept until more late changes arrive."""
+        self._guard()
+        m = self._mask
+        if m is None:
+            return []
+        if collection in m.notes:
+            return m.notes[collection]
+        out: list[tuple[str, str, bytes]] = []
+        coll = self._map_of(am.ROOT, collection, raw=True)
+
+        def late_keys(obj: bytes) -> list[tuple[str, bytes]]:
+            keys = m.keys_of(obj) or set()
+            found = []
+            pairs = self._raw_pairs(obj) if None in keys else [(k, self._raw_get(obj, k)) for k in sorted(
+                k for k in keys if k is not None)]
+            for k, got in pairs:
+                who = None if got is None else op_writer(bytes(got[1]))
+                if who is not None and _is_late(m.pins, who[0], who[1]):
+                    found.append((k, who[0]))
+            return found
+
+        if coll is not None:
+            out += [(k, "", actor) for k, actor in late_keys(coll)]
+            for rid, (value, rec) in self._raw_pairs(coll):
+                if value != am.ObjType.Map:
+                    continue
+                out += [(rid, f, actor) for f, actor in late_keys(rec) if (rid, "", actor) not in out]
+                for f, (v, inner) in self._raw_pairs(rec, maybe_empty=True):
+                    if v == am.ObjType.Map and m.keys_of(inner):
+                        out += [(rid, f"{f}.{k}", actor) for k, actor in late_keys(inner)]
+        m.notes[collection] = out
+        return out
+
     def _at_clean(self, obj: bytes, key: str) -> tuple[object, bytes] | None:
         m = self._mask
         assert m is not None
@@ -1259,12 +1299,14 @@ class AmDoc:
         return self._record_at(rec)
 
     def record_writer(self, collection: str, record_id: str) -> tuple[bytes, int] | None:
-        """Who created a record: the (actor, op counter) of the op that put its map."""
+        """Who created a record: the (actor, op counter) of the op that put its map.
+        Writers here are those of the values reads show (a removed device's
+        late value masked, crdt `_LateMask`); `late_writes` names the others."""
         self._guard()
-        obj = self._map_of(am.ROOT, collection, raw=True)
+        obj = self._map_of(am.ROOT, collection)
         if obj is None:
             return None
-        got = self._raw_get(obj, record_id)
+        got = self._get(obj, record_id)
         if got is None or got[0] != am.ObjType.Map:
             return None
         return op_writer(bytes(got[1]))
@@ -1310,11 +1352,12 @@ class AmDoc:
     def object_ids(self, collection: str) -> tuple[tuple[bytes, int] | None, dict[str, tuple[bytes, int]]]:
         """(the collection map's id, {record: its map's id}) as (actor, counter):
         what a change's ops name as their target object."""
-        got = self._raw_get(am.ROOT, collection)
+        self._guard()
+        got = self._get(am.ROOT, collection)
         if got is None or got[0] != am.ObjType.Map:
             return None, {}
         out: dict[str, tuple[bytes, int]] = {}
-        for key, (_value, exid) in self._raw_pairs(got[1]):
+        for key, (_value, exid) in self._pairs(got[1]):
             who = op_writer(bytes(exid))
             if who is not None:
                 out[key] = who
@@ -1323,12 +1366,12 @@ class AmDoc:
     def field_writers(self, collection: str, record_id: str) -> dict[str, tuple[bytes, int]]:
         """Who wrote the current value of each field of a record."""
         self._guard()
-        obj = self._map_of(am.ROOT, collection, raw=True)
-        rec = None if obj is None else self._map_of(obj, record_id, raw=True)
+        obj = self._map_of(am.ROOT, collection)
+        rec = None if obj is None else self._map_of(obj, record_id)
         if rec is None:
             return {}
         out: dict[str, tuple[bytes, int]] = {}
-        for key, (_value, exid) in self._raw_pairs(rec):
+        for key, (_value, exid) in self._pairs(rec):
             who = op_writer(bytes(exid))
             if who is not None:
                 out[key] = who
@@ -1355,21 +1398,22 @@ class AmDoc:
     def entry_writer(self, collection: str, record_id: str, field: str, key: str) -> tuple[bytes, int] | None:
         """Who wrote one entry of a nested map field (a claim, a grant)."""
         self._guard()
-        obj = self._map_of(am.ROOT, collection, raw=True)
-        rec = None if obj is None else self._map_of(obj, record_id, raw=True)
-        inner = None if rec is None else self._map_of(rec, field, raw=True)
-        got = None if inner is None else self._raw_get(inner, key)
+        obj = self._map_of(am.ROOT, collection)
+        rec = None if obj is None else self._map_of(obj, record_id)
+        inner = None if rec is None else self._map_of(rec, field)
+        got = None if inner is None else self._get(inner, key)
         return None if got is None else op_writer(bytes(got[1]))
 
     def entry_writers(self, collection: str, record_id: str, field: str) -> dict[str, tuple[bytes, int]]:
         """Who wrote each key of a map inside a record (RSVPs, shift takes)."""
-        obj = self._map_of(am.ROOT, collection, raw=True)
-        rec = None if obj is None else self._map_of(obj, record_id, raw=True)
-        inner = None if rec is None else self._map_of(rec, field, raw=True)
+        self._guard()
+        obj = self._map_of(am.ROOT, collection)
+        rec = None if obj is None else self._map_of(obj, record_id)
+        inner = None if rec is None else self._map_of(rec, field)
         if inner is None:
             return {}
         out: dict[str, tuple[bytes, int]] = {}
-        for key, (_value, exid) in self._raw_pairs(inner):
+        for key, (_value, exid) in self._pairs(inner):
             who = op_writer(bytes(exid))
             if who is not None:
                 out[key] = who

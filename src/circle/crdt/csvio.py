@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from circle.crdt.board import Board
+from circle.crdt.gather_records import Rsvp
+from circle.crdt.gatherings import GatherView
 from circle.crdt.model import Condition, MemberId, Millis, ToolState
 from circle.crdt.text import printable
 from circle.crdt.views import BoardView
@@ -86,7 +88,41 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("invited_by_id", "their member id"), ("removed", "when removed (UTC)"),
         ("removed_by", "handle of who removed them"), ("removed_by_id", "their member id"),
     ],
+    "skills": [
+        ("id", "record id"), ("title", "the skill"), ("category", "lowercase category"),
+        ("teach", "true when they can teach it"), ("member", "handle of who listed it"),
+        ("member_id", "their member id"), ("listed", "false once removed"), ("created", "when listed (UTC)"),
+        ("removed", "when removed (UTC)"), ("details", "free text"),
+    ],
+    "events": [
+        ("id", "record id"), ("title", "the gathering"), ("kind", "potluck, workshop, meeting, cleanup or other"),
+        ("starts", "when it starts (UTC)"), ("ends", "when it ends (UTC)"), ("zone_name", "the author's time zone"),
+        ("place", "free text, never an address"), ("zone", "coarse area"), ("planned_by", "handle"),
+        ("planned_by_id", "member id"), ("yes", "handles who said yes, '; '"), ("maybe", "handles, '; '"),
+        ("no", "handles, '; '"), ("cancelled", "when cancelled (UTC)"), ("series", "weekly series id"),
+        ("details", "free text"),
+    ],
+    "shifts": [
+        ("id", "record id"), ("event_id", "event record id"), ("event", "event title"), ("title", "the shift"),
+        ("starts", "when it starts (UTC)"), ("ends", "when it ends (UTC)"), ("slots", "people needed"),
+        ("taken_by", "handles in the order they fill the slots, '; '"), ("taken_by_ids", "member ids, '; '"),
+        ("over_full", "true when taken offline past its slots"), ("cancelled", "when cancelled (UTC)"),
+    ],
+    "bring": [
+        ("id", "record id"), ("event_id", "event record id"), ("event", "event title"), ("member", "handle"),
+        ("member_id", "member id"), ("item", "what they bring"), ("created", "when added (UTC)"),
+        ("removed", "when taken off (UTC)"),
+    ],
+    "exchanges": [
+        ("id", "record id"), ("giver", "handle of who gave the time"), ("giver_id", "member id"),
+        ("receiver", "handle of who received it"), ("receiver_id", "member id"), ("hours", "hours, e.g. 1.5"),
+        ("note", "what it was for"), ("status", "pending, confirmed, disputed or withdrawn"),
+        ("counted", "true when confirmed by both and not a double log"), ("duplicate_of", "the log it doubles"),
+        ("logged_by", "handle"), ("created", "when logged (UTC)"), ("need_id", "the need it helped with"),
+    ],
 }
+# Collections read from the gatherings view (`circle.crdt.gatherings`).
+GATHER_CSV = ("skills", "events", "shifts", "bring", "exchanges")
 CSV_COLLECTIONS = tuple(COLUMNS)
 
 
@@ -110,8 +146,9 @@ def safe_cell(value: Cell) -> str:
     return text
 
 
-def rows_of(view: BoardView, collection: str) -> list[dict[str, Cell]]:
-    """The rows of one collection as column -> value (before neutralising)."""
+def rows_of(view: BoardView, collection: str, gather: GatherView | None = None) -> list[dict[str, Cell]]:
+    """The rows of one collection as column -> value (before neutralising).
+    Skills, events, shifts, bring and exchanges need the gatherings view."""
     if collection not in COLUMNS:
         raise UsageError(f"no collection '{collection}'; choose from {', '.join(COLUMNS)}")
     handles: dict[MemberId, str] = {m.id: m.handle for m in view.members.values()}
@@ -119,6 +156,10 @@ def rows_of(view: BoardView, collection: str) -> list[dict[str, Cell]]:
     def h(m: MemberId | None) -> str:
         return "" if m is None else handles.get(m, "")
 
+    if collection in GATHER_CSV:
+        if gather is None:
+            raise UsageError(f"{collection} need the gatherings view")
+        return _gather_rows(gather, collection, h)
     out: list[dict[str, Cell]] = []
     if collection == "needs":
         for n in sorted(view.needs.values(), key=lambda x: (x.created_at, x.id)):
@@ -180,29 +221,68 @@ def rows_of(view: BoardView, collection: str) -> list[dict[str, Cell]]:
     return out
 
 
-def collection_csv(view: BoardView, collection: str, bom: bool = False) -> str:
+def _gather_rows(g: GatherView, collection: str, h: Any) -> list[dict[str, Cell]]:
+    out: list[dict[str, Cell]] = []
+    if collection == "skills":
+        for s in sorted(g.skills.values(), key=lambda x: (x.created_at, x.id)):
+            out.append({"id": s.id, "title": s.title, "category": s.category, "teach": s.teach, "member": h(s.author),
+                        "member_id": s.author, "listed": s.listed, "created": iso(s.created_at),
+                        "removed": iso(s.removed_at), "details": s.details})
+    elif collection == "events":
+        for e in sorted(g.events.values(), key=lambda x: (x.starts_at, x.id)):
+            out.append({"id": e.id, "title": e.title, "kind": e.kind.value, "starts": iso(e.starts_at),
+                        "ends": iso(e.ends_at), "zone_name": e.tz, "place": e.place, "zone": e.zone,
+                        "planned_by": h(e.author), "planned_by_id": e.author,
+                        **{a.value: "; ".join(h(m) for m in e.answers(a)) for a in Rsvp},
+                        "cancelled": iso(e.cancelled_at), "series": e.series or "", "details": e.details})
+    elif collection == "shifts":
+        for sh in sorted(g.shifts.values(), key=lambda x: (x.starts_at, x.id)):
+            ev = g.events.get(sh.event)
+            out.append({"id": sh.id, "event_id": sh.event, "event": ev.title if ev else "", "title": sh.title,
+                        "starts": iso(sh.starts_at), "ends": iso(sh.ends_at), "slots": sh.slots,
+                        "taken_by": "; ".join(h(m) for m in sh.takers), "taken_by_ids": "; ".join(sh.takers),
+                        "over_full": sh.over_full, "cancelled": iso(sh.cancelled_at)})
+    elif collection == "bring":
+        for b in sorted(g.bring.values(), key=lambda x: (x.created_at, x.id)):
+            ev = g.events.get(b.event)
+            out.append({"id": b.id, "event_id": b.event, "event": ev.title if ev else "", "member": h(b.member),
+                        "member_id": b.member, "item": b.item, "created": iso(b.created_at),
+                        "removed": iso(b.removed_at)})
+    else:  # exchanges
+        for x in sorted(g.exchanges.values(), key=lambda x: (x.created_at, x.id)):
+            out.append({"id": x.id, "giver": h(x.giver), "giver_id": x.giver, "receiver": h(x.receiver),
+                        "receiver_id": x.receiver, "hours": str(round(x.minutes / 60, 2)), "note": x.note,
+                        "status": x.status.value, "counted": x.counted, "duplicate_of": x.duplicate_of or "",
+                        "logged_by": h(x.logged_by), "created": iso(x.created_at), "need_id": x.need or ""})
+    return out
+
+
+def collection_csv(view: BoardView, collection: str, bom: bool = False, gather: GatherView | None = None) -> str:
     columns = [c for c, _ in COLUMNS[collection]]
     buf = io.StringIO()
     if bom:
         buf.write("\ufeff")
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(columns)
-    for row in rows_of(view, collection):
+    for row in rows_of(view, collection, gather):
         writer.writerow([safe_cell(row[c]) for c in columns])
     return buf.getvalue()
 
 
 def export_csv_files(view: BoardView, collections: Iterable[str] = CSV_COLLECTIONS,
-                     bom: bool = False) -> dict[str, str]:
-    """File name -> CSV text, e.g. {"needs.csv": ...}."""
-    return {f"{c}.csv": collection_csv(view, c, bom) for c in collections}
+                     bom: bool = False, gather: GatherView | None = None) -> dict[str, str]:
+    """File name -> CSV text, e.g. {"needs.csv": ...}; without `gather`, the
+    gatherings collections are left out."""
+    return {f"{c}.csv": collection_csv(view, c, bom, gather) for c in collections
+            if gather is not None or c not in GATHER_CSV}
 
 
 def export_zip(view: BoardView, collections: Iterable[str] = CSV_COLLECTIONS, bom: bool = False,
-               date_time: tuple[int, int, int, int, int, int] = (1980, 1, 1, 0, 0, 0)) -> bytes:
+               date_time: tuple[int, int, int, int, int, int] = (1980, 1, 1, 0, 0, 0),
+               gather: GatherView | None = None) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, text in export_csv_files(view, collections, bom).items():
+        for name, text in export_csv_files(view, collections, bom, gather).items():
             info = zipfile.ZipInfo(name, date_time)
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, text.encode("utf-8"))

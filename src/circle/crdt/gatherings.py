@@ -152,7 +152,7 @@ class GatherView:
 
     def __init__(self, doc: AmDoc, previous: GatherView | None = None,
                  changed: dict[str, set[str]] | None = None,
-                 check: Callable[[str, str, Any], Any] | None = None) -> None:
+                 check: Callable[[str, str, Any, list[str]], Any] | None = None) -> None:
         self._doc = doc
         self._check = check
         self._previous = previous
@@ -192,7 +192,14 @@ class GatherView:
         except (Bad, ValueError, TypeError) as exc:
             bad.append(Malformed(name, rid, str(exc)))
             return
-        out[rid] = self._check(name, rid, parsed) if self._check is not None else parsed
+        if self._check is None:
+            out[rid] = parsed
+            return
+        notes: list[str] = []
+        checked = self._check(name, rid, parsed, notes)
+        bad.extend(Malformed(name, rid, note) for note in notes)
+        if checked is not None:  # None: the check drops the record
+            out[rid] = checked
 
     @cached_property
     def skills(self) -> dict[RecordId, Skill]:
@@ -294,20 +301,32 @@ class Gatherings:
                 changed = self._touched_since(self._heads)
                 if changed is None:
                     changed = self.doc.changed_records(list(self._heads), list(heads))
-            self._view = GatherView(self.doc, self._view if changed is not None else None, changed,
-                                    self._verify if self.board.members_source is not None else None)
+            check = None
+            if self.board.members_source is not None:
+                def check(name: str, rid: str, rec: Any, notes: list[str]) -> Any:
+                    return self._verify(name, rid, rec, notes)
+            self._view = GatherView(self.doc, self._view if changed is not None else None, changed, check)
             self._heads = heads
+            if late is not None:  # what removed devices wrote late, reported (their values are not shown)
+                notes = self._view._malformed.setdefault("after-removal", [])
+                for name in EXT_COLLECTIONS:
+                    notes += self.board.late_notes(name)
         return self._view
 
-    def _verify(self, name: str, rid: str, rec: Any) -> Any:
+    def _verify(self, name: str, rid: str, rec: Any, notes: list[str] | None = None) -> Any:
         """Authorship from the signed changes, not from fields (DESIGN §8): a
         record's author (`member` of a bring entry, `logged_by` of an
         exchange) is the member whose device wrote it, and an RSVP, shift
-        take or exchange side counts only if the member it names wrote it."""
+        take or exchange side counts only if the member it names wrote it.
+
+        What a removed device wrote after its removal (membership rule 6) is
+        never seen here: the document's reads show every value as it was
+        without those writes (crdt/am.py `_LateMask`), and the writers asked
+        for are those of the values shown; `view` reports the late writes."""
         who_of = self.board.member_of_actor
+        made = self.doc.record_writer(name, rid)
         field = AUTHOR_FIELDS.get(name)
         if field is not None:
-            made = self.doc.record_writer(name, rid)
             writer = who_of(made[0]) if made is not None else None
             if writer is not None and getattr(rec, field) != writer:
                 rec = replace(rec, **{field: writer})
@@ -316,8 +335,7 @@ class Gatherings:
             if not entries:
                 continue
             writers = self.doc.entry_writers(name, rid, inner)
-            keep = {k: v for k, v in entries.items()
-                    if k not in writers or who_of(writers[k][0]) in (None, k)}
+            keep = {k: v for k, v in entries.items() if k not in writers or who_of(writers[k][0]) in (None, k)}
             if len(keep) != len(entries):
                 rec = replace(rec, **{inner: keep})
         return rec

@@ -1,7 +1,9 @@
 """The meeting printout: one page of what a group goes through together.
 
 `build(view, now)` gathers the facts (open needs by urgency, open offers,
-tools out and overdue, new members); `markdown(report)` and `html(report)`
+tools out and overdue, new members); `build_for(board, now)` adds what the
+board's other views hold: upcoming gatherings and open shifts (issue 12) and
+the pinned resources (issue 13). `markdown(report)` and `html(report)`
 write them with handles, not ids, and dates, not milliseconds. The HTML is
 one self-contained file (inline style, no scripts, no external links) that
 prints on one or two A4 pages; every value is escaped.
@@ -13,7 +15,12 @@ import html as _html
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from circle.crdt.board import Board
+from circle.crdt.defence import Defence, Resource
+from circle.crdt.gather_records import Rsvp
+from circle.crdt.gatherings import Gatherings, gatherings
 from circle.crdt.model import DAY_MS, MemberId, Millis, NeedStatus, OfferStatus, Urgency
+from circle.crdt.times import show_time
 from circle.crdt.views import BoardView
 
 URGENCY_WORDS = {Urgency.NOW: "now", Urgency.H48: "within 48 hours", Urgency.THIS_WEEK: "this week",
@@ -43,7 +50,44 @@ class Report:
     sections: list[Section]
 
 
-def build(view: BoardView, circle: str, now: Millis, new_member_days: int = 30) -> Report:
+def build_for(board: Board, now: Millis, new_member_days: int = 30, event_days: int = 14) -> Report:
+    """The whole report of a board: `build` plus gatherings, shifts and resources."""
+    return build(board.view(), board.name, now, new_member_days, gatherings(board), Defence(board).resources(),
+                 event_days)
+
+
+def gathering_sections(g: Gatherings, handles: dict[MemberId, str], now: Millis,
+                       days: int = 14) -> tuple[list[str], list[Section]]:
+    """Upcoming gatherings (next `days` days) and the shifts that still need people."""
+    horizon = now + days * DAY_MS
+    soon = [e for e in g.events("upcoming") if e.starts_at <= horizon]
+    shifts = [(e, s) for e, s in g.open_shifts() if e.starts_at <= horizon]
+
+    def coming(people: list[MemberId]) -> str:
+        return ", ".join(sorted((handles.get(m, "(unknown)") for m in people), key=str.lower)) or "nobody yet"
+
+    summary = [f"{len(soon)} gathering{'s' if len(soon) != 1 else ''} in the next {days} days, "
+               f"{len(shifts)} shift{'s' if len(shifts) != 1 else ''} still need people"]
+    sections = [
+        Section(f"Upcoming gatherings (next {days} days)", ("When", "Gathering", "Where", "Coming"),
+                [(show_time(e.starts_at), e.title, e.place or "place to be decided", coming(e.answers(Rsvp.YES)))
+                 for e in soon], f"No gatherings planned in the next {days} days."),
+        Section("Open shifts", ("Shift", "For", "When", "Open"),
+                [(s.title, e.title, show_time(s.starts_at), f"{s.open_slots} of {s.slots} open")
+                 for e, s in shifts], "Every shift is covered."),
+    ]
+    return summary, sections
+
+
+def resources_section(resources: list[Resource]) -> Section:
+    """The pinned resources (legal, medical, know-your-rights), as in `circle resource list`."""
+    return Section("Resources", ("Kind", "Resource", "Details"),
+                   [(r.kind.value, r.title, r.details) for r in resources],
+                   "No pinned resources yet (circle resource add).")
+
+
+def build(view: BoardView, circle: str, now: Millis, new_member_days: int = 30, gather: Gatherings | None = None,
+          resources: list[Resource] | None = None, event_days: int = 14) -> Report:
     handles: dict[MemberId, str] = {m.id: m.handle for m in view.members.values()}
 
     def h(m: MemberId | None) -> str:
@@ -82,6 +126,12 @@ def build(view: BoardView, circle: str, now: Millis, new_member_days: int = 30) 
                 [(m.handle, m.zone, h(m.invited_by) if m.invited_by else "founder", date(m.joined_at))
                  for m in members], f"Nobody joined in the last {new_member_days} days."),
     ]
+    if gather is not None:
+        more_summary, more = gathering_sections(gather, handles, now, event_days)
+        summary += more_summary
+        sections += more
+    if resources is not None:
+        sections.append(resources_section(resources))
     return Report(circle, now, summary, sections)
 
 

@@ -19,17 +19,32 @@ from dataclasses import asdict, fields, is_dataclass
 from enum import Enum
 from typing import Any
 
-from circle.crdt.am import Field, Scalar
+from circle.crdt.am import Field, Record, Scalar
 from circle.crdt.board import Board, clean_tags
 from circle.crdt.exportscan import Rows, scan
+from circle.crdt.gather_records import (
+    Bad,
+    EventKind,
+    Rsvp,
+    parse_bring,
+    parse_event,
+    parse_exchange,
+    parse_shift,
+    parse_skill,
+)
+from circle.crdt.gatherings import ensure_collections, gatherings
 from circle.crdt.model import Condition, ToolState, Urgency
 from circle.crdt.text import check_field, printable
+from circle.crdt.timebank import Side
 from circle.errors import ImportError_
 
 FORMAT = "circle-export"
 VERSION = 1
 COLLECTIONS = ("members", "needs", "offers", "tools", "loans", "holds")
-DERIVED = {"status", "availability", "overdue", "current_loan", "conflicting_loans", "queue"}
+# Skills, the time bank and gatherings (issue 12): their own view (`gatherings`).
+GATHER_COLLECTIONS = ("skills", "exchanges", "events", "bring", "shifts")
+DERIVED = {"status", "availability", "overdue", "current_loan", "conflicting_loans", "queue",
+           "duplicate_of", "possible_duplicate_of"}
 
 
 def _plain(value: Any) -> Any:
@@ -65,6 +80,7 @@ def record_dict(obj: Any) -> dict[str, Any]:
 
 def export_json(board: Board) -> dict[str, Any]:
     view = board.view()
+    gather = gatherings(board).view()
     meta = board.meta()
     return {
         "format": FORMAT, "version": VERSION,
@@ -74,7 +90,9 @@ def export_json(board: Board) -> dict[str, Any]:
         "exported_at": board.clock(),
         # Sorted by id: a stable file whatever order the view holds records in.
         **{name: [record_dict(r) for _, r in sorted(getattr(view, name).items())] for name in COLLECTIONS},
-        "malformed": [asdict(m) for m in view.malformed],
+        **{name: [record_dict(r) for _, r in sorted(getattr(gather, name).items())] for name in GATHER_COLLECTIONS},
+        "settings": {"timebank": gather.settings.timebank},
+        "malformed": [asdict(m) for m in view.malformed] + [asdict(m) for m in gather.malformed],
     }
 
 
@@ -125,8 +143,24 @@ _SCHEMA: dict[str, dict[str, str]] = {
               "renewals": _INT},
     "holds": {"tool": _STR, "member": _STR, "created_at": _INT, "cancelled_at": _OPT_INT,
               "fulfilled_at": _OPT_INT},
+    "skills": {"title": _STR, "category": _STR, "details": _STR, "teach": _BOOL, "author": _STR,
+               "created_at": _INT, "updated_at": _INT, "removed_at": _OPT_INT},
+    "events": {"title": _STR, "kind": "kind", "details": _STR, "place": _STR, "zone": _STR, "starts_at": _INT,
+               "minutes": _INT, "tz": _STR, "author": _STR, "created_at": _INT, "updated_at": _INT,
+               "cancelled_at": _OPT_INT, "series": _OPT_STR, "rsvps": "rsvps"},
+    "bring": {"event": _STR, "member": _STR, "item": _STR, "created_at": _INT, "removed_at": _OPT_INT},
+    "shifts": {"event": _STR, "title": _STR, "starts_at": _INT, "minutes": _INT, "slots": _INT, "author": _STR,
+               "created_at": _INT, "cancelled_at": _OPT_INT, "takes": "claims"},
+    "exchanges": {"giver": _STR, "receiver": _STR, "minutes": _INT, "note": _STR, "need": _OPT_STR,
+                  "logged_by": _STR, "created_at": _INT, "sides": "sides", "notes": "notes",
+                  "withdrawn_at": _OPT_INT, "seen": "ids"},
 }
-_ENUMS: dict[str, type[Enum]] = {"urgency": Urgency, "condition": Condition, "state": ToolState}
+_ENUMS: dict[str, type[Enum]] = {"urgency": Urgency, "condition": Condition, "state": ToolState,
+                                 "kind": EventKind}
+# What an imported record must also pass: the parser every view reads it with.
+_PARSERS: dict[str, Any] = {"skills": parse_skill, "events": parse_event, "bring": parse_bring,
+                            "shifts": parse_shift, "exchanges": parse_exchange}
+_MEMBER_MAPS = {"rsvps": (Rsvp, "an answer (yes, no or maybe)"), "sides": (Side, "confirmed or disputed")}
 
 
 # Whole numbers are stored as 64-bit integers; times and counts never need
@@ -165,6 +199,30 @@ def _convert(kind: str, value: Any, where: str, key: str) -> Field:
                                                   for t in value):
             raise bad("a list of text tags")
         return clean_tags(value)
+    if kind == _OPT_STR:
+        if value is None:
+            return None
+        return _convert(_STR, value, where, key)
+    if kind in _MEMBER_MAPS or kind == "notes":
+        if not isinstance(value, dict) or len(value) > 1000 or not all(
+                isinstance(k, str) and _MEMBER_ID.match(k) for k in value):
+            raise bad("a map whose keys are member ids")
+        out: dict[str, Scalar] = {}
+        for k, v in value.items():
+            if kind == "notes":
+                out[k] = _convert(_STR, v, where, key)  # type: ignore[assignment]
+                continue
+            answers, words = _MEMBER_MAPS[kind]
+            try:
+                out[k] = answers(v).value
+            except ValueError:
+                raise bad(f"a map of member id to {words}") from None
+        return out
+    if kind == "ids":
+        if not isinstance(value, list) or len(value) > 1000 or not all(
+                isinstance(x, str) and x.isalnum() and len(x) <= 64 for x in value):
+            raise bad("a list of record ids")
+        return " ".join(sorted(value))
     if kind == "claims":
         if not isinstance(value, dict) or len(value) > 1000 or not all(
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT for v in value.values()
@@ -201,7 +259,14 @@ def parse_import(text: str) -> dict[str, Any]:
 
 def _size_of(rid: str, fields: dict[str, Any]) -> int:
     """Bytes a record adds to the document: its text, plus a little per field for the op."""
-    return len(rid) + sum(16 + len(k) + (len(v) if isinstance(v, str | bytes) else 8) for k, v in fields.items())
+    def size(v: Any) -> int:
+        if isinstance(v, str | bytes):
+            return len(v)
+        if isinstance(v, dict):
+            return sum(16 + len(str(k)) + size(x) for k, x in v.items())
+        return 8
+
+    return len(rid) + sum(16 + len(k) + size(v) for k, v in fields.items())
 
 
 def import_records(board: Board, data: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -238,6 +303,11 @@ def import_records(board: Board, data: dict[str, Any]) -> dict[str, dict[str, in
             if unknown:
                 raise ImportError_(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
             converted = {k: _convert(kind, row[k], where, k) for k, kind in schema.items()}
+            if name in _PARSERS:
+                try:
+                    _PARSERS[name](rid, _as_record(converted))
+                except (Bad, ValueError, TypeError) as exc:
+                    raise ImportError_(f"{where}: {exc}") from None
             if name in ("loans", "holds") and str(converted["tool"]) not in known_tools | incoming_tools:
                 raise ImportError_(f"{where}: refers to tool {converted['tool']!s} which is in neither the circle nor the file")
             if rid in existing:
@@ -250,8 +320,12 @@ def import_records(board: Board, data: dict[str, Any]) -> dict[str, dict[str, in
         report[name] = {"added": added, "already_present": skipped}
     members = data.get("members", [])
     report["members"] = {"added": 0, "not_imported": len(members) if isinstance(members, list | Rows) else 0}
+    if "settings" in data:
+        report["settings"] = {"added": 0, "not_imported": 1}  # a circle's own choice, never another's
     if plan:
         board.doc.make_room(size)  # all or nothing: refuse before writing any of it
+        if any(name in GATHER_COLLECTIONS for name, _ in plan):
+            ensure_collections(board.doc)
         wanted = set(plan)
         with board.doc.edit() as ed:
             for name, schema in _SCHEMA.items():
@@ -263,3 +337,7 @@ def import_records(board: Board, data: dict[str, Any]) -> dict[str, dict[str, in
                         ed.put_record(name, rid, {k: _convert(kind, row[k], where, k) for k, kind in schema.items()})
         board._commit()
     return report
+
+
+def _as_record(fields_: dict[str, Field]) -> Record:
+    return dict(fields_)  # type: ignore[arg-type]

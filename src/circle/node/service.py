@@ -15,6 +15,7 @@ from typing import Any
 
 from circle.crdt.am import OWN_DATA, AmDoc
 from circle.crdt.board import Board, now_ms
+from circle.crdt.gatherings import gatherings
 from circle.crdt.model import MemberId, Millis
 from circle.crdt.store import DocStore
 from circle.crdt.views import meta_warnings
@@ -426,6 +427,9 @@ class CircleService:
         board = self.board
         view = board.view()
         me = view.members.get(self.me)
+        g = gatherings(board)
+        gather = g.view()
+        timebank = g.settings().timebank
         return {
             "circle": {"id": self.config.circle_id, "name": board.name, "epoch": self.config.epoch,
                        "key_generation": membership.generation(self)},
@@ -439,6 +443,14 @@ class CircleService:
                 "tools": len(view.tools),
                 "on_loan": sum(1 for t in view.tools.values() if t.current_loan is not None),
                 "overdue": len(board.overdue()),
+                "skills": sum(1 for s in gather.skills.values() if s.listed),
+                "upcoming_events": len(g.events("upcoming")),
+                "open_shifts": len(g.open_shifts()),
+                # Hours only when the circle turned the time bank on.
+                **({"confirmed_exchanges": sum(1 for x in gather.exchanges.values() if x.counted),
+                    "pending_exchanges": sum(1 for x in gather.exchanges.values()
+                                             if x.status.value == "pending" and x.duplicate_of is None)}
+                   if timebank else {}),
             },
             "conflicts": [
                 {"tool": t.id, "name": t.name, "current_loan": t.current_loan.id if t.current_loan else None,
@@ -446,7 +458,8 @@ class CircleService:
                  "borrowers": [x.borrower for x in t.conflicting_loans]}
                 for t in board.loan_conflicts()
             ],
-            "malformed": [{"collection": m.collection, "id": m.id, "reason": m.reason} for m in view.malformed],
+            "malformed": [{"collection": m.collection, "id": m.id, "reason": m.reason}
+                          for m in [*view.malformed, *gather.malformed]],
             "warnings": meta_warnings(self.doc, self.config.circle_id)
             + ([board.schema_too_new()] if board.schema_too_new() else []),
             "peers": [

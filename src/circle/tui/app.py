@@ -27,6 +27,7 @@ from typing import Any
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Static
 
@@ -103,6 +104,12 @@ class CircleApp(App[None]):
     /* Toasts at the top: forms are centred and keep their buttons at the bottom. */
     ToastRack { align: right top; }
     """
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Toasts show their text as written: messages quote members' titles and
+        handles, and Textual markup in them (`[@click=...]`) must not run."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def __init__(
         self,

@@ -12,8 +12,9 @@ from typing import Any
 
 from circle.crdt.board import Board
 from circle.crdt.csvio import COLUMNS, collection_csv, export_zip, import_items, is_item_csv
+from circle.crdt.gatherings import gatherings
 from circle.crdt.model import Millis
-from circle.crdt.report import build, html, markdown
+from circle.crdt.report import build_for, html, markdown
 from circle.crdt.store import atomic_write
 from circle.crdt.transfer import export_json, import_records, parse_import
 from circle.errors import UsageError
@@ -60,9 +61,10 @@ def export_form(board: Board, default_path: Callable[[str, str], str], notify: N
         if fmt == "json":
             data = (json.dumps(export_json(board), indent=2, sort_keys=True) + "\n").encode("utf-8")
         elif fmt == "zip":
-            data = export_zip(view, bom=v["bom"])
+            data = export_zip(view, bom=v["bom"], gather=gatherings(board).view())
         else:
-            data = collection_csv(view, fmt.removeprefix("csv:"), bom=v["bom"]).encode("utf-8")
+            data = collection_csv(view, fmt.removeprefix("csv:"), bom=v["bom"],
+                                  gather=gatherings(board).view()).encode("utf-8")
         atomic_write(path, data, mode=0o600)
         notify(f"Wrote {path}. It is not encrypted: keep it somewhere safe.", title="Exported")
 
@@ -139,7 +141,7 @@ def report_form(board: Board, default_path: Callable[[str, str], str], now: Call
         if raw == default and v["format"] == "md":
             raw = raw.removesuffix(".html") + ".md"
         path = target(raw, v["overwrite"])
-        rep = build(board.view(), board.name, now())
+        rep = build_for(board, now())
         text = html(rep) if v["format"] == "html" else markdown(rep)
         atomic_write(path, text.encode("utf-8"), mode=0o600)
         notify(f"Wrote {path}. Handles and open needs are in it: share it only with the group.",

@@ -9,12 +9,14 @@ appended here.
 from __future__ import annotations
 
 from circle.tui.tabs.base import BoardTab
+from circle.tui.tabs.events import EventsTab
 from circle.tui.tabs.members import MembersTab
 from circle.tui.tabs.needs import NeedsTab
 from circle.tui.tabs.offers import OffersTab
+from circle.tui.tabs.skills import SkillsTab
 from circle.tui.tabs.sync import SyncTab
 from circle.tui.tabs.tools import ToolsTab
 
-TABS: list[type[BoardTab]] = [NeedsTab, OffersTab, ToolsTab, MembersTab, SyncTab]
+TABS: list[type[BoardTab]] = [NeedsTab, OffersTab, ToolsTab, MembersTab, SyncTab, SkillsTab, EventsTab]
 
 __all__ = ["TABS", "BoardTab"]

@@ -10,28 +10,33 @@ a shift you are on (`REMIND_EVENT_MS` / `REMIND_SHIFT_MS` ahead).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
-from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Input, Static
+from textual.widgets import Static
 
 from circle.crdt.gather_records import Event, EventKind, EventStatus, Rsvp, Shift
-from circle.crdt.gatherings import Gatherings
+from circle.crdt.gatherings import Gatherings, gatherings
 from circle.crdt.model import MemberId, Millis
 from circle.crdt.times import author_time, local_zone_name, parse_duration, parse_when, show_time
 from circle.errors import UsageError
-from circle.node.service import CircleService
-from circle.tui.screens import FieldSpec, FormValues
-from circle.tui.skills_tab import TabPaneBase
+from circle.tui.commands import ActionSpec
+from circle.tui.safetext import SafeText as Text
+from circle.tui.screens import FieldSpec, FormScreen, FormValues
 from circle.tui.table import Column, RecordTable, Row, make_row
+from circle.tui.tabs.base import BoardTab, TabHost
 
-EVENT_COLUMNS = [Column("ID", 8), Column("WHEN", 20), Column("TITLE", 0), Column("KIND", 8), Column("WHERE", 16),
-                 Column("YES", 3), Column("SHIFTS", 12), Column("STATUS", 9)]
+# At 120 columns the side panel leaves room for WHEN, TITLE, WHERE, YES and
+# SHIFTS; the status and kind are in the detail panel.
+EVENT_COLUMNS = [Column("ID", 8, drop=5), Column("WHEN", 20), Column("TITLE", 0), Column("KIND", 8, drop=4),
+                 Column("WHERE", 16, drop=2), Column("YES", 3, drop=3), Column("SHIFTS", 10, drop=1),
+                 Column("STATUS", 9, drop=6)]
 KIND_OPTIONS = [(k.value, k.value) for k in EventKind]
 SHOWING = ["upcoming", "past", "all"]
 REMINDER_INTERVAL = 30.0  # seconds between reminder checks
+EMPTY = {"upcoming": "No upcoming gatherings. Press n to plan one.", "past": "No past gatherings.",
+         "all": "No gatherings yet. Press n to plan one."}
 
 
 def shifts_cell(shifts: list[Shift]) -> str:
@@ -54,61 +59,72 @@ def event_row(e: Event, shifts: list[Shift], me: MemberId, now: Millis) -> Row:
     return make_row(e.id, cells, tone, f"{e.zone} {e.details}")
 
 
-class EventsPane(TabPaneBase):
-    tab_id = "events"
-    BINDINGS = [
-        Binding("n", "new_event", "New"),
-        Binding("e", "edit_event", "Edit"),
-        Binding("y", "rsvp('yes')", "Yes"),
-        Binding("m", "rsvp('maybe')", "Maybe"),
-        Binding("x", "rsvp('no')", "No"),
-        Binding("b", "bring", "Bring"),
-        Binding("s", "new_shift", "Add shift"),
-        Binding("t", "take_shift", "Take shift"),
-        Binding("d", "drop_shift", "Drop shift"),
-        Binding("c", "cancel_event", "Cancel/restore"),
-        Binding("a", "cycle_showing", "Upcoming/past/all"),
+class EventsTab(BoardTab):
+    TAB_ID = "events"
+    TITLE = "Events"
+    RECORDS = "events"
+    FILTER_HINT = "Type to filter events: title, kind, place, zone"
+    ACTIONS: ClassVar[list[ActionSpec]] = [
+        ActionSpec("new_event", "n", "New", "events", "Plan a gathering: potluck, workshop, meeting, clean-up"),
+        ActionSpec("edit_event", "e", "Edit", "events", "Edit the selected event"),
+        ActionSpec("rsvp('yes')", "y", "Yes", "events", "Answer yes: you are coming to the selected event"),
+        ActionSpec("rsvp('maybe')", "m", "Maybe", "events", "Answer maybe for the selected event"),
+        ActionSpec("rsvp('no')", "x", "No", "events", "Answer no: you are not coming to the selected event"),
+        ActionSpec("bring", "b", "Bring", "events", "Say what you bring to the selected event (or take it off)"),
+        ActionSpec("new_shift", "s", "Add shift", "events", "Add a shift (a slot for helpers) to the selected event"),
+        ActionSpec("take_shift", "t", "Take shift", "events", "Take a shift of the selected event"),
+        ActionSpec("drop_shift", "d", "Drop shift", "events", "Drop a shift of the selected event you took"),
+        ActionSpec("cancel_event", "c", "Cancel", "events", "Cancel the selected event, or put a cancelled one on again",
+                   show=False),
+        ActionSpec("cycle_events_showing", "a", "Upcoming/past/all", "events",
+                   "Show upcoming, past or all events", show=False),
     ]
 
-    def __init__(self, service: CircleService) -> None:
-        super().__init__(service)
+    def __init__(self, host: TabHost) -> None:
+        super().__init__(host)
         self.showing = "upcoming"
         self.reminded: set[str] = set()
 
-    def compose(self) -> ComposeResult:
-        yield Input(placeholder="Type to filter events: title, kind, place, zone", id="events-filter",
-                    classes="filter")
+    def compose_body(self) -> ComposeResult:
         with Horizontal(classes="body"):
-            yield RecordTable(EVENT_COLUMNS, id="events-table",
-                              empty_text="No upcoming gatherings. Press n to plan one.")
-            with VerticalScroll(classes="side"):
+            yield RecordTable(EVENT_COLUMNS, id="events-table", empty_text=EMPTY["upcoming"])
+            with VerticalScroll(classes="side", id="events-side"):
                 yield Static(id="events-detail")
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.set_interval(REMINDER_INTERVAL, self.remind)
         self.call_after_refresh(self.remind)
 
+    @property
+    def g(self) -> Gatherings:
+        return gatherings(self.board)
+
+    def who(self, member: MemberId) -> str:
+        return self.host.who(member)
+
     # --- data -------------------------------------------------------------
 
-    def fill(self) -> None:
-        g, me, now = self.g, self.service.me, self.service.clock()
+    def rebuild(self) -> None:
+        g, me, now = self.g, self.host.service.me, self.host.now()
         by_event = g.view().shifts_by_event
         self.table.set_rows([event_row(e, by_event.get(e.id, []), me, now) for e in g.events(self.showing)])
 
     def _event(self, warn: bool = True) -> Event | None:
-        key = self.selected_key()
-        e = self.g.view().events.get(key) if key else None  # type: ignore[call-overload]
-        if e is None and warn:
-            self.app.notify("Select an event first", severity="warning")
-        return e
+        rid = self.need_selection("an event") if warn else self.selected_id()
+        return self.g.view().events.get(rid) if rid else None
 
-    def update_detail(self) -> None:
+    def update_details(self) -> None:
         e = self._event(warn=False)
         self.query_one("#events-detail", Static).update(self.detail(e) if e else Text(""))
 
+    def show_key(self, key: str) -> bool:
+        e = self.g.view().events.get(key)  # type: ignore[call-overload]
+        if e is not None and self.showing != "all" and e not in self.g.events(self.showing):
+            self._show("all")
+        return super().show_key(key)
+
     def detail(self, e: Event) -> Text:
-        g, now = self.g, self.service.clock()
+        g, now = self.g, self.host.now()
         t = Text()
         t.append(e.title + "\n", style="bold")
         t.append(f"{e.kind.value} · {e.status(now).value} · planned by {self.who(e.author)}\n")
@@ -154,17 +170,19 @@ class EventsPane(TabPaneBase):
 
     # --- actions ------------------------------------------------------------
 
-    def action_cycle_showing(self) -> None:
-        self.showing = SHOWING[(SHOWING.index(self.showing) + 1) % len(SHOWING)]
-        self.table.set_empty_text(f"No {self.showing} gatherings." if self.showing != "upcoming"
-                                  else "No upcoming gatherings. Press n to plan one.")
+    def action_cycle_events_showing(self) -> None:
+        self._show(SHOWING[(SHOWING.index(self.showing) + 1) % len(SHOWING)])
         self.app.notify(f"Showing {self.showing} events")
-        self._dirty = True
+
+    def _show(self, showing: str) -> None:
+        self.showing = showing
+        self.table.set_empty_text(EMPTY[showing])
         self.rebuild()
+        self.host.schedule_details()
 
     def _fields(self, e: Event | None) -> list[FieldSpec]:
         when = datetime.fromtimestamp(e.starts_at / 1000).astimezone().strftime("%Y-%m-%dT%H:%M") if e else ""
-        length = f"{e.minutes // 60}h{e.minutes % 60}m" if e else "2h"
+        length = (f"{e.minutes // 60}h{e.minutes % 60}m" if e.minutes % 60 else f"{e.minutes // 60}h") if e else "2h"
         return [
             FieldSpec("title", "Title", value=e.title if e else "", placeholder="e.g. Potluck"),
             FieldSpec("at", "Starts", value=when, placeholder="2026-12-12T18:00 (your time)"),
@@ -182,7 +200,8 @@ class EventsPane(TabPaneBase):
             ids = self.g.add_event(v["title"], parse_when(v["at"], tz), parse_duration(v["duration"]), v["place"],
                                    kind=EventKind(v["kind"]), zone=v["zone"], details=v["details"], tz=tz)
             self.call_after_refresh(self.table.move_to_key, ids[0])
-        self.form("Plan a gathering", self._fields(None), submit, "Plan")
+
+        self.app.push_screen(FormScreen("Plan a gathering", self._fields(None), submit, "Plan"))
 
     def action_edit_event(self) -> None:
         e = self._event()
@@ -194,18 +213,19 @@ class EventsPane(TabPaneBase):
             self.g.edit_event(e.id, title=v["title"], starts_at=parse_when(v["at"], tz),
                               minutes=parse_duration(v["duration"]), place=v["place"], kind=EventKind(v["kind"]),
                               zone=v["zone"], details=v["details"], tz=tz)
-        self.form(f"Edit event {e.id}", self._fields(e), submit)
+
+        self.app.push_screen(FormScreen(f"Edit event {e.id}", self._fields(e), submit))
 
     def action_rsvp(self, answer: str) -> None:
         e = self._event()
         if e is not None:
-            self.act(lambda: self.g.rsvp(e.id, answer), f"You answered {answer} for “{e.title}”")
+            self.host.act(lambda: self.g.rsvp(e.id, answer), f"You answered {answer} for “{e.title}”")
 
     def action_bring(self) -> None:
         e = self._event()
         if e is None:
             return
-        mine = [b for b in self.g.bring_list(e.id) if b.member == self.service.me]
+        mine = [b for b in self.g.bring_list(e.id) if b.member == self.host.service.me]
         fields = [FieldSpec("item", "I will bring", placeholder="e.g. lentil soup")]
         if mine:
             fields.append(FieldSpec("remove", "Or take off", "select", "",
@@ -216,13 +236,14 @@ class EventsPane(TabPaneBase):
                 self.g.remove_bring(v["remove"])
             if v["item"].strip() or not v.get("remove"):
                 self.g.add_bring(e.id, v["item"])
-        self.form(f"Bring list of {e.title}", fields, submit)
+
+        self.app.push_screen(FormScreen(f"Bring list of {e.title}", fields, submit))
 
     def action_cancel_event(self) -> None:
         e = self._event()
         if e is not None:
             undo = e.cancelled_at is not None
-            self.act(lambda: self.g.cancel_event(e.id, cancelled=not undo),
+            self.host.act(lambda: self.g.cancel_event(e.id, cancelled=not undo),
                      f"“{e.title}” is {'on again' if undo else 'cancelled'}")
 
     def action_new_shift(self) -> None:
@@ -237,13 +258,14 @@ class EventsPane(TabPaneBase):
         def submit(v: FormValues) -> None:
             self.g.add_shift(e.id, v["title"], parse_when(v["at"], local_zone_name()), parse_duration(v["duration"]),
                              v["slots"] or 1)
-        self.form(f"Add a shift to {e.title}", fields, submit, "Add")
+
+        self.app.push_screen(FormScreen(f"Add a shift to {e.title}", fields, submit, "Add"))
 
     def _pick_shift(self, take: bool) -> None:
         e = self._event()
         if e is None:
             return
-        me = self.service.me
+        me = self.host.service.me
         shifts = [s for s in self.g.shifts_of(e.id) if (me not in s.takes) == take and s.cancelled_at is None]
         if not shifts:
             self.app.notify("No shift to take here" if take else "You are on no shift of this event",
@@ -257,7 +279,7 @@ class EventsPane(TabPaneBase):
             else:
                 self.g.drop_shift(shift_id)
         if len(shifts) == 1:
-            self.act(lambda: run(shifts[0].id), f"You {verb} “{shifts[0].title}”")
+            self.host.act(lambda: run(shifts[0].id), f"You {verb} “{shifts[0].title}”")
             return
         options = [(f"{s.title} {show_time(s.starts_at)[-5:]} ({len(s.takes)}/{s.slots})", s.id) for s in shifts]
 
@@ -265,9 +287,10 @@ class EventsPane(TabPaneBase):
             if not v["shift"]:
                 raise UsageError("pick a shift")
             run(v["shift"])
-        self.form("Take a shift" if take else "Drop a shift",
-                  [FieldSpec("shift", "Shift", "select", options[0][1], options)], submit,
-                  "Take" if take else "Drop")
+
+        self.app.push_screen(FormScreen("Take a shift" if take else "Drop a shift",
+                                        [FieldSpec("shift", "Shift", "select", options[0][1], options)], submit,
+                                        "Take" if take else "Drop"))
 
     def action_take_shift(self) -> None:
         self._pick_shift(True)
@@ -275,15 +298,3 @@ class EventsPane(TabPaneBase):
     def action_drop_shift(self) -> None:
         self._pick_shift(False)
 
-
-def meeting_section(g: Gatherings, who: dict[MemberId, str], now: Millis, days: int = 14) -> list[str]:
-    """Lines for a meeting report: upcoming events and open shifts."""
-    horizon = now + days * 24 * 3_600_000
-    lines = [f"Upcoming gatherings (next {days} days)"]
-    soon = [e for e in g.events("upcoming") if e.starts_at <= horizon]
-    lines += [f"  {show_time(e.starts_at)}  {e.title} ({e.place or 'place to be decided'}), "
-              f"{len(e.answers(Rsvp.YES))} coming" for e in soon] or ["  none"]
-    lines.append("Open shifts")
-    lines += [f"  {s.title} for {e.title}, {show_time(s.starts_at)}: {s.open_slots} of {s.slots} open"
-              for e, s in g.open_shifts() if e.starts_at <= horizon] or ["  none"]
-    return lines
