@@ -73,9 +73,15 @@ def test_token_bucket_try_take_never_borrows() -> None:
 # --- registration costs a proof ---------------------------------------------------
 
 
-def test_core_registration_needs_a_proof_and_the_token_behind_the_mailbox(circle: Circle) -> None:
+def _needs_a_proof(bits: int) -> Circle:
+    """A circle whose mailbox proof 0 does not already satisfy (1 in 2**bits do:
+    the relay would then register it without a challenge)."""
+    return next(c for c in (Circle.new(1) for _ in range(1000)) if not P.proof_ok(c.creds.mailbox, 0, bits))
+
+
+def test_core_registration_needs_a_proof_and_the_token_behind_the_mailbox() -> None:
     store = MemoryStore()
-    creds = circle.creds
+    creds = _needs_a_proof(8).creds
     core = S.ServerCore(store, S.ServerLimits(registration_bits=8))
     out = core.receive(P.encode(P.Auth(creds.mailbox, creds.token)))
     assert P.decode_server_message(out.send[0]) == P.Challenge(8) and not out.close
@@ -91,7 +97,7 @@ def test_core_registration_needs_a_proof_and_the_token_behind_the_mailbox(circle
                       P.AuthOk)
 
     # a wrong proof after the challenge is fatal
-    other = Circle.new(1).creds
+    other = _needs_a_proof(8).creds
     bad = S.ServerCore(store, S.ServerLimits(registration_bits=8))
     bad.receive(P.encode(P.Auth(other.mailbox, other.token)))
     wrong = next(p for p in range(1, 10_000) if not P.proof_ok(other.mailbox, p, 8))
