@@ -127,7 +127,9 @@ async def test_circle_lock_from_another_process_locks_the_running_app(tmp_path: 
         assert svc is not None
         subprocess.run([sys.executable, "-m", "circle", "--home", str(a_path), "lock"], check=True,
                        capture_output=True, timeout=60)
-        await wait_for(pilot, lambda: isinstance(app.screen, PassphraseScreen))
+        # The screen is pushed before its input is mounted: wait for the field a person types into.
+        await wait_for(pilot, lambda: isinstance(app.screen, PassphraseScreen)
+                       and bool(app.screen.query("#passphrase")))
         assert app.service is None and app.board_screen is None
         assert svc.config.epoch_keys == {} and svc.home.data_key == b""
         app.screen.query_one("#passphrase").value = PASS  # type: ignore[attr-defined]
