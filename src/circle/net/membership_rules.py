@@ -50,6 +50,13 @@ Rules
    (`Membership.counts`), wherever they came from.
 7. Everything ignored is reported with its author and a reason, for `circle
    status`: "1 membership change by rex ignored: rex was removed before it".
+8. Void devices. A device added by a member *after* that member's removal
+   (its ADD is ignored by rule 4) may still have written changes that a
+   straggler took while it believed the addition. Such changes are accepted
+   when their signature verifies under the added key (`void_devices`), and
+   nothing they write counts (rule 6 with nothing seen). Refusing them would
+   make every replica that knew of the removal first refuse every later batch
+   from the others: the circle would split for good.
 """
 
 from __future__ import annotations
@@ -152,6 +159,10 @@ class Membership:
     waiting: int = 0  # statements whose deps have not arrived yet
     heads: list[bytes] = field(default_factory=list)  # deps for the next statement
     accepted: set[bytes] = field(default_factory=set)
+    #: Devices named by an authentic ADD_MEMBER/ADD_DEVICE that is ignored
+    #: because its author had been removed (rule 8): their changes are
+    #: accepted (signature checked against this key) but nothing they write counts.
+    void_devices: dict[bytes, DeviceInfo] = field(default_factory=dict)
 
     def member(self, member_id: str) -> MemberInfo | None:
         for m in self.members.values():
@@ -170,7 +181,7 @@ class Membership:
         for d in self.devices.values():
             if d.actor == actor:
                 return d
-        return None
+        return self.void_devices.get(actor)
 
     def counts(self, actor: bytes, op: int) -> bool:
         """Whether a document value written by `actor` as op `op` counts (rule 6)."""
@@ -282,11 +293,26 @@ def _walk(order: list[Statement], anc: list[int], pins: dict[bytes, list[int]],
         reason = _reason(m, s, i, order, anc, pins, genesis)
         if reason is not None:
             m.ignored.append(Ignored(s.id, s.member, s.kind.name, reason))
+            _note_void(m, s, reason)
             continue
         _apply(m, s, i)
         m.accepted.add(s.id)
     _finish(m)
     return m
+
+
+def _note_void(m: Membership, s: Statement, reason: str) -> None:
+    """Rule 8: a device added by a member after its removal (a straggler saw
+    the addition first) writes changes that some replicas already hold.
+    Refusing them would split the circle for good (one replica refuses every
+    batch that holds them); they are taken, and count for nothing."""
+    if s.kind not in (Kind.ADD_MEMBER, Kind.ADD_DEVICE) or "was removed" not in reason:
+        return
+    if s.member not in m.members or s.subject in m.devices:
+        return  # only additions by a real (now removed) member, of a key no member holds
+    actor = actor_for(m.circle, s.subject)
+    m.void_devices.setdefault(actor, DeviceInfo(s.subject, s.subject if s.kind is Kind.ADD_MEMBER else s.member,
+                                                s.box, actor, s.at, removed_at=s.at, removed_by=s.member))
 
 
 def _pinned_out(s: Statement, i: int, order: list[Statement], anc: list[int],

@@ -187,6 +187,7 @@ class CircleService:
         """Actors of removed devices that wrote past their removal's pin."""
         m = self.membership()
         removed = {d.actor: d for d in m.devices.values() if m.active_device(d.key) is None}
+        removed.update(m.void_devices)  # rule 8: nothing they write counts
         if not removed:
             return set()
         heads = tuple(self.doc.heads())
