@@ -136,3 +136,27 @@ def test_membership_converges_and_removed_writers_have_no_effect(n: int, ops: li
                         f"{need.title!r}, written after its writer's removal, is visible")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_key_named_by_a_void_addition_and_then_added_validly_is_a_member(tmp_path: Path) -> None:
+    """Rule 8 must not stick to a key: ana, already removed by cy, adds kim;
+    then bo, who knows of the removal, adds kim properly. kim is a member and
+    what kim writes counts."""
+    ana, bo, cy = (open_service(p) for p in member_homes(tmp_path, ["ana", "bo", "cy"]))
+    kim_home = Home.create(tmp_path / "kim", None)
+    membership.remove(cy, ana.membership().members[ana.member_key].id)
+    membership.add_member(ana, kim_home.identity.verify_key, kim_home.identity.box_public, "kim", "")
+    deliver(cy, bo)
+    membership.add_member(bo, kim_home.identity.verify_key, kim_home.identity.box_public, "kim", "")
+    kim = CircleService.join_from_snapshot(kim_home, bo.config.circle_id, "Eastside", bo.packed_snapshot(),
+                                           bo.keyring(), bo.config.epoch)
+    kim.board.add_need("kim's first need")
+    for _ in range(3):
+        for a in (ana, bo, cy, kim):
+            for b in (ana, bo, cy, kim):
+                if a is not b:
+                    deliver(a, b)
+    for svc in (bo, cy):
+        m = svc.membership()
+        assert m.active_device(kim_home.identity.verify_key) is not None and not m.void_devices
+        assert "kim's first need" in [n.title for n in svc.board.needs("all")]

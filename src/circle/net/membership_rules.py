@@ -425,6 +425,8 @@ def _apply(m: Membership, s: Statement, i: int) -> None:
 
 
 def _finish(m: Membership) -> None:
+    # A key a void addition named and a valid one added later is that member's device.
+    m.void_devices = {a: d for a, d in m.void_devices.items() if d.key not in m.devices}
     removed = {d.key for d in m.devices.values() if m.active_device(d.key) is None}
     eligible = [e for e in m.epochs if not (set(e.grants) & removed)]
     m.current = max(eligible, key=lambda e: e.order) if eligible else None
