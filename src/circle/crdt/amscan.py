@@ -53,7 +53,8 @@ class _Reader:
         self.pos = pos
         self.end = len(data) if end is None else end
 
-    def uleb(self) -> int:
+    def _leb(self) -> tuple[int, int, int]:
+        """One LEB128 number: (value bits, how many bits, last byte)."""
         data, pos, end = self.data, self.pos, self.end
         result, shift = 0, 0
         while True:
@@ -62,26 +63,17 @@ class _Reader:
             byte = data[pos]
             pos += 1
             result |= (byte & 0x7F) << shift
+            shift += 7
             if not byte & 0x80:
                 self.pos = pos
-                return result
-            shift += 7
+                return result, shift, byte
+
+    def uleb(self) -> int:
+        return self._leb()[0]
 
     def sleb(self) -> int:
-        data, pos, end = self.data, self.pos, self.end
-        result, shift = 0, 0
-        while True:
-            if pos >= end or shift > 63:
-                raise _Stop
-            byte = data[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                self.pos = pos
-                if byte & 0x40:
-                    result -= 1 << shift
-                return result
+        value, shift, last = self._leb()
+        return value - (1 << shift) if last & 0x40 else value
 
     def skip(self, n: int) -> None:
         if n < 0 or self.pos + n > self.end:

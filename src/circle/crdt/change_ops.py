@@ -46,7 +46,8 @@ class _Reader:
         self.data = data
         self.pos = 0
 
-    def uleb(self) -> int:
+    def _leb(self) -> tuple[int, int, int]:
+        """One LEB128 number: (value bits, how many bits, last byte)."""
         value, shift = 0, 0
         while True:
             if self.pos >= len(self.data) or shift > 63:
@@ -56,21 +57,14 @@ class _Reader:
             value |= (byte & 0x7F) << shift
             shift += 7
             if not byte & 0x80:
-                return value
+                return value, shift, byte
+
+    def uleb(self) -> int:
+        return self._leb()[0]
 
     def sleb(self) -> int:
-        value, shift = 0, 0
-        while True:
-            if self.pos >= len(self.data) or shift > 63:
-                raise ValueError("truncated number")
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                if byte & 0x40:
-                    value -= 1 << shift
-                return value
+        value, shift, last = self._leb()
+        return value - (1 << shift) if last & 0x40 else value
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
