@@ -11,7 +11,7 @@ import click
 from circle.cli.common import (
     Ctx,
     ago,
-    damage_warning,
+    clock_from_env,
     emit,
     handle_of,
     json_option,
@@ -71,23 +71,17 @@ def members(ctx: Ctx) -> None:
 
 
 def _status_data(ctx: Ctx) -> dict[str, Any]:
-    """`status` from the view cache when nothing it depends on changed
-    (node/viewcache.py): a large circle is then not loaded at all."""
-    from circle.crdt.board import now_ms
-    from circle.node import viewcache
+    """`status` from the kept board view when it fits the store as it is
+    (node/viewstore.py): a large circle is then not loaded at all."""
+    from circle.node import viewstore
     from circle.node.circles import pick
 
     home = ctx.home()
-    circle_id = pick(home, ctx.circle)
-    key, now = viewcache.token(home, circle_id), now_ms()
-    cached = viewcache.get(home, circle_id, "status", key, now)
-    if isinstance(cached, dict):
-        damage = cached.get("storage", {}).get("damage")
-        if isinstance(damage, dict):
-            damage_warning(str(damage.get("message")))
-        return cached
-    svc = ctx.service()
-    data = svc.status()
+    data = viewstore.kept_status(home, pick(home, ctx.circle), clock_from_env()())
+    if data is None:
+        svc = ctx.service()
+        data = viewstore.document_status(svc)
+        svc.save_view(data)
     for peer in data.get("peers", []):
         # One time unit in JSON (milliseconds), and one word for a peer reached
         # directly, whoever dialled.
@@ -96,13 +90,6 @@ def _status_data(ctx: Ctx) -> dict[str, Any]:
             peer["last_seen"] = int(seen * 1000)
         if peer.get("path") in ("incoming", "manual"):
             peer["path"] = "direct"
-    data["storage"]["in_clear"] = svc.home.in_clear()
-    from circle.node.relays import undelivered
-
-    data["relays_undelivered_changes"] = undelivered(svc)
-    damage = svc.store.damage
-    data["storage"]["damage"] = None if damage is None else {"kind": damage.kind, "message": damage.message}
-    viewcache.put(home, circle_id, "status", key, now, svc.board.next_change_at(), data)
     return data
 
 

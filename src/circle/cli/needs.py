@@ -7,20 +7,21 @@ import click
 from circle.cli.common import (
     Ctx,
     ago,
-    damage_warning,
+    clock_from_env,
     emit,
     handle_of,
     json_option,
+    kept_records,
     pass_ctx,
     show_record,
     status_action,
     table,
 )
-from circle.crdt.board import now_ms
+from circle.crdt.board import select_needs
 from circle.crdt.matching import offers_for
-from circle.crdt.model import Need, Urgency
+from circle.crdt.model import Urgency
+from circle.crdt.text import printable
 from circle.crdt.transfer import record_dict
-from circle.node.service import CircleService
 
 # --- needs ------------------------------------------------------------------------------
 
@@ -30,11 +31,6 @@ URGENCY = click.Choice([u.value for u in Urgency])
 @click.group()
 def need() -> None:
     """Needs: what members ask for."""
-
-
-def _need_rows(svc: CircleService, items: list[Need]) -> list[list[str]]:
-    return [[n.id, n.status.value, n.urgency.value, n.title[:40], n.category, n.zone,
-             ",".join(handle_of(svc, c) for c in n.claims) or "-", ago(n.created_at)] for n in items]
 
 
 @need.command("add")
@@ -66,36 +62,24 @@ def need_add(ctx: Ctx, title: str, details: str, category: str, urgency: str, zo
 def need_list(ctx: Ctx, status: str, category: str | None, search: str | None) -> None:
     """List needs (active = open or claimed)."""
     header = ["id", "status", "urgency", "title", "category", "zone", "claimed by", "posted"]
-    if not ctx.json and category is None and search is None:
-        # The table from the view cache when nothing it depends on changed
-        # (node/viewcache.py); "posted" is rendered now, from stored times.
-        from circle.node import viewcache
-        from circle.node.circles import pick
-
-        home = ctx.home()
-        circle_id = pick(home, ctx.circle)
-        kind, key, now = f"needs-{status}", viewcache.token(home, circle_id), now_ms()
-        cached = viewcache.get(home, circle_id, kind, key, now)
-        if isinstance(cached, dict) and isinstance(cached.get("rows"), list):
-            if cached.get("damage"):
-                damage_warning(str(cached["damage"]))
-            rows = cached["rows"]
-        else:
-            svc = ctx.service()
-            items = svc.board.needs(status, category, search)
-            rows = _need_rows(svc, items)
-            for row, n in zip(rows, items, strict=True):
-                row[-1] = n.created_at  # stored as a time, rendered as "2h ago" when shown
-            del items
-            viewcache.put(home, circle_id, kind, key, now, svc.board.next_change_at(),
-                          {"rows": rows, "damage": svc.store.damage.message if svc.store.damage else None})
-        for row in rows:  # in place: 100k rows are not copied again
-            row[-1] = ago(int(row[-1]), now)
-        table(rows, header)
+    kept = kept_records(ctx, "needs")
+    if kept is not None:
+        # From the kept board view (node/viewstore.py): the document is not loaded.
+        items = select_needs(kept.needs, status, category, search)
+        handles = kept.handles
+        def handle(member: str) -> str:
+            return printable(handles.get(member, member))
+    else:
+        svc = ctx.service()
+        items = svc.board.needs(status, category, search)
+        def handle(member: str) -> str:
+            return handle_of(svc, member)
+    if ctx.json:
+        emit(ctx, [record_dict(n) for n in items], lambda: None)
         return
-    svc = ctx.service()
-    items = svc.board.needs(status, category, search)
-    emit(ctx, [record_dict(n) for n in items], lambda: table(_need_rows(svc, items), header))
+    now = clock_from_env()()
+    table([[n.id, n.status.value, n.urgency.value, n.title[:40], n.category, n.zone,
+            ",".join(handle(c) for c in n.claims) or "-", ago(n.created_at, now)] for n in items], header)
 
 
 @need.command("show")

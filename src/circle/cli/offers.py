@@ -7,14 +7,18 @@ import click
 from circle.cli.common import (
     Ctx,
     ago,
+    clock_from_env,
     emit,
     handle_of,
     json_option,
+    kept_records,
     pass_ctx,
     show_record,
     status_action,
     table,
 )
+from circle.crdt.board import select_offers
+from circle.crdt.text import printable
 from circle.crdt.transfer import record_dict
 
 # --- offers -------------------------------------------------------------------------
@@ -54,12 +58,25 @@ def offer_add(ctx: Ctx, title: str, details: str, category: str, zone: str, tags
 @pass_ctx
 def offer_list(ctx: Ctx, status: str, category: str | None, search: str | None) -> None:
     """List offers (open ones unless --status says otherwise)."""
-    svc = ctx.service()
-    items = svc.board.offers(status, category, search)
-    rows = [[o.id, o.status.value, o.title[:40], o.category, o.zone, handle_of(svc, o.author),
-             "" if o.quantity is None else str(o.quantity), ago(o.created_at)] for o in items]
-    emit(ctx, [record_dict(o) for o in items] if ctx.json else None,
-         lambda: table(rows, ["id", "status", "title", "category", "zone", "by", "qty", "posted"]))
+    kept = kept_records(ctx, "offers")
+    if kept is not None:
+        # From the kept board view (node/viewstore.py): the document is not loaded.
+        items = select_offers(kept.offers, status, category, search)
+        handles = kept.handles
+        def handle(member: str) -> str:
+            return printable(handles.get(member, member))
+    else:
+        svc = ctx.service()
+        items = svc.board.offers(status, category, search)
+        def handle(member: str) -> str:
+            return handle_of(svc, member)
+    if ctx.json:
+        emit(ctx, [record_dict(o) for o in items], lambda: None)
+        return
+    now = clock_from_env()()
+    table([[o.id, o.status.value, o.title[:40], o.category, o.zone, handle(o.author),
+            "" if o.quantity is None else str(o.quantity), ago(o.created_at, now)] for o in items],
+          ["id", "status", "title", "category", "zone", "by", "qty", "posted"])
 
 
 @offer.command("show")

@@ -43,6 +43,16 @@ from circle.crdt.model import (
     ToolState,
     Urgency,
 )
+from circle.crdt.rows import (
+    SEEDED,
+    ViewSeed,
+    malformed_from_row,
+    malformed_row,
+    need_from_row,
+    need_row,
+    offer_from_row,
+    offer_row,
+)
 from circle.crdt.views import BoardView, build_view, parse_relay
 from circle.errors import (
     ActionRefused,
@@ -58,6 +68,8 @@ T = TypeVar("T", Need, Offer)
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 MAX_TEXT = 4000
 MAX_TITLE = 200
+#: Bump when what a seed's rows mean changes (crdt/rows.py).
+SEED_FORMAT = 1
 
 
 def now_ms() -> Millis:
@@ -134,6 +146,13 @@ class Board:
         self.op_counts: Callable[[bytes, int], bool] = lambda _actor, _op: True
         self._writers: dict[str, dict[str, MemberId | None]] = {}
         self._relays: tuple[tuple[bytes, ...], dict[str, RelayRecord]] | None = None
+        #: Needs and offers as a board derived them in an earlier process
+        #: (node/viewstore.py): the first view starts from them and re-reads
+        #: only what changed since. Used once, and only under the same context.
+        self.seed: ViewSeed | Callable[[], ViewSeed | None] | None = None
+        #: Whether the first view was started from the seed (for the store's report).
+        self.seeded = False
+        self._seed_notes: dict[str, list[Malformed]] = {}
         self.check_schema()
 
     # --- creation and meta ------------------------------------------------
@@ -187,12 +206,20 @@ class Board:
         # What removed devices wrote late is masked by the document's reads
         # (crdt/am.py): a new set of pins re-reads every record.
         key = (tuple(self.doc.heads()), now // 60_000, id(self.first_seen), self.doc.late_key())
+        fresh_seed = False
         if self._view is None or self._view_key != key:
             previous, changed = None, None
-            if self._view is not None and self._view_key is not None and self._view_key[1:] == key[1:]:
-                # Same minute, new heads: re-read only the records that changed.
+            if self._view is not None and self._view_key is not None and self._view_key[2:] == key[2:]:
+                # New heads or a new minute: re-read only the records that changed
+                # (time-derived states are judged again, crdt/views.py at_time).
                 changed = self.doc.changed_records(list(self._view_key[0]), list(key[0]))
                 previous = self._view if changed is not None else None
+            elif self._view is None and self.seed is not None:
+                seed = self.seed() if callable(self.seed) else self.seed
+                self.seed = None
+                if seed is not None:
+                    previous, changed = self._from_seed(seed, list(key[0]), now)
+                    fresh_seed = previous is not None
             self._view = build_view(self.doc, now, previous, changed, lambda a: self.member_of_actor(a),
                                     self.first_seen)
             self._view_key = key
@@ -212,12 +239,78 @@ class Board:
             late = self.late_actors()
             if late:
                 self._drop_late_writes(self._view, late)
+        if fresh_seed:
+            # Both carried over now: a later view carries over only what this one holds.
+            self._view.needs, self._view.offers  # noqa: B018
         return self._view
+
+    # --- a view carried across processes (node/viewstore.py) -------------
+
+    def seed_context(self) -> str:
+        """What derived needs and offers depend on besides the document's
+        heads: who is who (the signed statements), what removed devices' late
+        writes hide, and this device's first-seen times. A seed made under
+        another context is never used (a new device binding changes the
+        verified writer of records that did not change themselves)."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(repr((SEED_FORMAT, sorted(self.doc.record_ids("statements")), self.doc.late_key(),
+                            sorted(self.first_seen.items()))).encode())
+        return digest.hexdigest()
+
+    def _from_seed(self, seed: ViewSeed, heads: list[bytes], now: Millis
+                   ) -> tuple[BoardView | None, dict[str, set[str]] | None]:
+        """A stand-in previous view made of the seed's rows, and which records
+        changed since the seed's heads; (None, None) when the seed cannot be used."""
+        if seed.context != self.seed_context():
+            return None, None
+        changed = {} if seed.heads == heads else self.doc.changed_records(seed.heads, heads)
+        if changed is None:
+            return None, None
+        try:
+            previous = BoardView.__new__(BoardView)
+            previous.now = now
+            previous.__dict__["needs"] = {r[0]: need_from_row(r, now) for r in seed.rows["needs"]}
+            previous.__dict__["offers"] = {r[0]: offer_from_row(r, now) for r in seed.rows["offers"]}
+            previous._malformed = {name: [malformed_from_row(m) for m in seed.malformed[name]] for name in SEEDED}
+            notes = [malformed_from_row(m) for m in seed.authorship]
+        except (ValueError, TypeError, KeyError, IndexError):
+            return None, None
+        for name in SEEDED:
+            gone = changed.get(name, set())
+            self._writers[name] = {rid: MemberId(w) if w else None for rid, w in seed.writers[name].items()
+                                   if rid not in gone}
+            self._seed_notes[name] = [m for m in notes if m.collection == name and m.id not in gone]
+        self.seeded = True
+        return previous, changed
+
+    def export_seed(self) -> ViewSeed | None:
+        """This process's needs and offers as a seed for later processes, or
+        None when they were not derived here (deriving them only for this
+        would cost a whole parse)."""
+        if self.seed is not None:
+            self.view()  # from the earlier process's seed: cheap
+        view, key = self._view, self._view_key
+        if view is None or key is None or "needs" not in view.__dict__ or "offers" not in view.__dict__:
+            return None
+        needs: dict[RecordId, Need] = view.__dict__["needs"]
+        offers: dict[RecordId, Offer] = view.__dict__["offers"]
+        writers = {name: {rid: self._writers.get(name, {}).get(rid) for rid in table}
+                   for name, table in (("needs", needs), ("offers", offers))}
+        return ViewSeed(
+            heads=list(key[0]), context=self.seed_context(),
+            rows={"needs": [need_row(n) for n in needs.values()], "offers": [offer_row(o) for o in offers.values()]},
+            writers={name: {rid: w for rid, w in table.items()} for name, table in writers.items()},
+            malformed={name: [malformed_row(m) for m in view._malformed.get(name, [])] for name in SEEDED},
+            authorship=[malformed_row(m) for m in view._malformed.get("authorship", []) if m.collection in SEEDED],
+        )
 
     def _verify_authors(self, view: BoardView, collection: str, table: dict[Any, Any]) -> None:
         """A need's or offer's author is who *wrote* it (the signed device's
         member), whatever its `author` field claims; a mismatch is reported."""
         notes = view._malformed.setdefault("authorship", [])
+        # Records carried over from a seed already show their verified writer;
+        # their reports were made when they were derived.
+        notes.extend(self._seed_notes.pop(collection, []))
         cache = self._writers.setdefault(collection, {})
         if len(table) - len(cache) > 64:  # many unknown: every record's creator in one read
             _coll, creators = self.doc.object_ids(collection)
@@ -292,22 +385,10 @@ class Board:
         return member if member is not None and member.active else None
 
     def needs(self, status: str = "open", category: str | None = None, search: str | None = None) -> list[Need]:
-        items = list(self.view().needs.values())
-        if status == "active":
-            items = [n for n in items if n.status in (NeedStatus.OPEN, NeedStatus.CLAIMED)]
-        elif status != "all":
-            wanted = NeedStatus(status)
-            items = [n for n in items if n.status == wanted]
-        items = _filter(items, category, search)
-        return sorted(items, key=lambda n: (-n.urgency.rank, -n.created_at, n.id))
+        return select_needs(self.view().needs.values(), status, category, search)
 
     def offers(self, status: str = "open", category: str | None = None, search: str | None = None) -> list[Offer]:
-        items = list(self.view().offers.values())
-        if status != "all":
-            wanted = OfferStatus(status)
-            items = [o for o in items if o.status == wanted]
-        items = _filter(items, category, search)
-        return sorted(items, key=lambda o: (-o.created_at, o.id))
+        return select_offers(self.view().offers.values(), status, category, search)
 
     def tools(self, available_only: bool = False, search: str | None = None) -> list[Tool]:
         items = list(self.view().tools.values())
@@ -867,6 +948,30 @@ def _common_edits(title: str | None, details: str | None, category: str | None, 
     if zone is not None:
         fields["zone"] = zone.strip()[:60]
     return fields
+
+
+def select_needs(needs: Iterable[Need], status: str = "open", category: str | None = None,
+                 search: str | None = None) -> list[Need]:
+    """Needs in one status ("active" = open or claimed, "all"), most urgent and newest first."""
+    items = list(needs)
+    if status == "active":
+        items = [n for n in items if n.status in (NeedStatus.OPEN, NeedStatus.CLAIMED)]
+    elif status != "all":
+        wanted = NeedStatus(status)
+        items = [n for n in items if n.status == wanted]
+    items = _filter(items, category, search)
+    return sorted(items, key=lambda n: (-n.urgency.rank, -n.created_at, n.id))
+
+
+def select_offers(offers: Iterable[Offer], status: str = "open", category: str | None = None,
+                  search: str | None = None) -> list[Offer]:
+    """Offers in one status ("all" for every one), newest first."""
+    items = list(offers)
+    if status != "all":
+        wanted = OfferStatus(status)
+        items = [o for o in items if o.status == wanted]
+    items = _filter(items, category, search)
+    return sorted(items, key=lambda o: (-o.created_at, o.id))
 
 
 def _filter(items: list[T], category: str | None, search: str | None) -> list[T]:

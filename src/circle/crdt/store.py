@@ -558,6 +558,15 @@ class DocStore:
             finally:
                 os.close(fd)
 
+    def position(self) -> str | None:
+        """Where this process stands in the store: the log file, its
+        generation and the offset up to which this process read or wrote every
+        record itself (None before a load). Another process's append moves the
+        log's end past it; a compaction replaces the log."""
+        if self._follow_inode is None or self._follow_gen is None:
+            return None
+        return f"{self._follow_inode}:{self._follow_gen.hex()}:{self._follow_offset}"
+
     def _current_gen(self, fd: int) -> bytes:
         return os.pread(fd, _GEN_LEN, len(LOG_MAGIC))
 

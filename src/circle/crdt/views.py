@@ -287,6 +287,20 @@ def parse_tool_base(rid: str, rec: Record, bad: list[str] | None = None) -> dict
     return base
 
 
+def at_time(rec: T, now: Millis) -> T:
+    """A parsed record with its clock-derived state judged at `now` (a view
+    carried over to a later minute re-derives, it does not re-read)."""
+    if isinstance(rec, Need):
+        return replace(rec, status=need_status(claims=rec.claims, met_at=rec.met_at,
+                                               withdrawn_at=rec.withdrawn_at, expires_at=rec.expires_at, now=now))
+    if isinstance(rec, Offer):
+        return replace(rec, status=offer_status(paused=rec.paused, closed_at=rec.closed_at,
+                                                expires_at=rec.expires_at, now=now))
+    if isinstance(rec, Loan):
+        return replace(rec, overdue=rec.status == LoanStatus.OUT and now > rec.due_at)
+    return rec
+
+
 # Singular names for reports ("unreadable field urgency of need 4ruw...").
 _SINGULAR = {"members": "member", "needs": "need", "offers": "offer", "tools": "tool", "loans": "loan",
              "holds": "hold", "relays": "relay"}
@@ -318,10 +332,13 @@ class BoardView:
         self._malformed: dict[str, list[Malformed]] = {}
         self._previous = previous
         self._changed = changed
+        #: Collections re-read whole even with a previous view.
+        self._whole: set[str] = set()
 
     def _parse(self, collection: str, parse: _Parse[T]) -> dict[Any, T]:
         previous, changed = self._previous, self._changed
-        if previous is not None and changed is not None and collection in previous._malformed:
+        if (previous is not None and changed is not None and collection in previous._malformed
+                and collection not in self._whole):
             parsed = previous.__dict__.get(_ATTRS.get(collection, collection))
             if isinstance(parsed, dict):
                 return self._update(collection, parse, parsed, previous._malformed[collection],
@@ -336,6 +353,8 @@ class BoardView:
     def _update(self, collection: str, parse: _Parse[T], parsed: dict[Any, T],
                 bad_before: list[Malformed], ids: set[str]) -> dict[Any, T]:
         out = dict(parsed)
+        if self._previous is not None and getattr(self._previous, "now", self.now) != self.now:
+            out = {rid: at_time(rec, self.now) for rid, rec in out.items()}
         bad = [m for m in bad_before if m.id not in ids]
         for rid in ids:
             out.pop(rid, None)
@@ -415,8 +434,9 @@ class BoardView:
 
     @cached_property
     def tools(self) -> dict[RecordId, Tool]:
-        if self._changed is not None and ({"loans", "holds"} & set(self._changed)):
-            self._previous = None  # a tool's availability depends on every loan and hold of it
+        moved = self._previous is not None and getattr(self._previous, "now", self.now) != self.now
+        if self._changed is not None and (moved or {"loans", "holds"} & set(self._changed)):
+            self._whole.add("tools")  # a tool's availability depends on every loan and hold of it
         active_loans: dict[RecordId, list[Loan]] = defaultdict(list)
         for loan in self.loans.values():
             if loan.status == LoanStatus.OUT:

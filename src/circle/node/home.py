@@ -209,8 +209,8 @@ class Home:
             "the passphrase's salt and argon2id settings (device.json)",
             "file sizes and modification times: roughly how much and when circle was used",
             "names of damaged-* files set aside by `circle doctor` (their content stays as it was on disk)",
-            "names of cached views (cache-status, cache-needs-<status>): which lists this device showed, "
-            "not what they hold",
+            "that a board view is kept for quick reads (view/board, view/seed) and its size, not what it "
+            "holds",
         ]
 
     def config_tag(self, record: dict[str, Any]) -> bytes:

@@ -30,7 +30,7 @@ from circle.errors import (
 )
 from circle.net.keys import EpochKey, fingerprint, member_id_for, new_epoch_key
 from circle.net.membership_rules import Membership, circle_id_for, derive
-from circle.node import firstseen, membership
+from circle.node import firstseen, membership, viewstore
 from circle.node.authorship import Gate, pack_snapshot, process_actor, unpack_snapshot
 from circle.node.home import CircleConfig, Home
 
@@ -145,6 +145,8 @@ class CircleService:
             raise StoreCorrupt(f"the stored document is not circle {circle_id} (its founding statement is missing)")
         svc = cls(home, config, store, doc, clock)
         svc.gate.resign_missing(svc.doc)
+        # The first view starts from the one an earlier process kept, if it fits.
+        svc.board.seed = viewstore.seed_loader(home, circle_id)
         return svc
 
     # --- trust ---------------------------------------------------------------
@@ -463,20 +465,33 @@ class CircleService:
                           for m in [*view.malformed, *gather.malformed]],
             "warnings": meta_warnings(self.doc, self.config.circle_id)
             + ([board.schema_too_new()] if board.schema_too_new() else []),
-            "peers": [
-                {**info, "address": f"{info.get('address')}:{info.get('port')}"}
-                for info in self.config.settings.get("peers", {}).values() if isinstance(info, dict)
-            ],
-            "storage": {
-                "path": str(self.store.path),
-                "encrypted_at_rest": self.home.encrypted,
-                "protection": "encrypted with your passphrase (argon2id + XSalsa20-Poly1305)"
-                if self.home.encrypted else "NOT encrypted: protected only by file permissions",
-                "snapshot_bytes": self.store.snapshot_size(),
-                "log_bytes": self.store.log_size(),
-                "damaged_tail_ignored": self.store.damaged_tail,
-            },
+            "peers": peer_rows(self.config.settings),
+            "storage": storage_facts(self.home, self.store),
         }
+
+    def save_view(self, status: dict[str, Any] | None = None) -> bool:
+        """Keep this process's board view for later processes (node/viewstore.py)."""
+        return viewstore.save(self, status)
+
+
+def peer_rows(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The peers `status` lists (from circle.json, not the document)."""
+    return [{**info, "address": f"{info.get('address')}:{info.get('port')}"}
+            for info in settings.get("peers", {}).values() if isinstance(info, dict)]
+
+
+def storage_facts(home: Home, store: DocStore) -> dict[str, Any]:
+    """What `status` says of the local store, read from the files now."""
+    return {
+        "path": str(store.path),
+        "encrypted_at_rest": home.encrypted,
+        "protection": "encrypted with your passphrase (argon2id + XSalsa20-Poly1305)"
+        if home.encrypted else "NOT encrypted: protected only by file permissions",
+        "snapshot_bytes": store.snapshot_size(),
+        "log_bytes": store.log_size(),
+        "damaged_tail_ignored": store.damaged_tail,
+        "in_clear": home.in_clear(),
+    }
 
 
 def resolve_circle(home: Home, selector: str | None) -> str:

@@ -1,0 +1,298 @@
+"""The board view kept across processes (issue 16 case 8): `status` and
+`need list` / `offer list` on a 100k-record circle without loading the
+Automerge document, and a process that does load it without parsing every
+record again.
+
+Files, in `circles/<id>/view/`, each sealed with the home's data key when
+the home has a passphrase (like the document), replaced atomically:
+- `seed`: needs and offers as the board derived them (crdt/rows.py
+  ViewSeed: verified writers, masked late writes, clock shifts; status is
+  derived again when read).
+- `board`: what `status` says that comes from the document, the handles of
+  every member, the expiry times of active needs and open offers (so counts
+  are made at the time of reading), and the *position* it was made at.
+
+Rules:
+- A process writes the view only when its document is exactly what the
+  store holds up to a position it read or wrote itself (DocStore.position:
+  log inode, generation and offset) and nothing it holds is unsaved. Another
+  process that appended meanwhile makes the store's position differ, so the
+  view is never taken for a state it was not made from.
+- A reader loads the store's files (checksums, damage; not the Automerge
+  document) and uses the view only at the same position, under the same
+  first-seen times, code version and format. Damage in the store is always
+  a miss, so it is reported by the full path in words, every time.
+- Derived states change with the clock: need and offer counts are made from
+  stored expiry times at reading; the rest of `status` (overdue loans,
+  upcoming events) carries the earliest time it can change and is a miss
+  after it, or if the clock went back.
+- `seed` is written before `board`, and `board` names the digest of the
+  `seed` it goes with: a crash between the two is a miss, never a mix.
+- Anything odd (missing, damaged, foreign, unreadable) is a miss, never an
+  error. Writing is best effort: a full disk or read-only home only means
+  the next process does the work again.
+- Any process that loads the document starts its first view from `seed`
+  (crdt/board.py Board.view) when the context matches, and re-reads only
+  the records that changed since the seed's heads.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from circle import __version__
+from circle.crdt.model import DAY_MS, LoanStatus, Millis, Need, NeedStatus, Offer, OfferStatus
+from circle.crdt.rows import ViewSeed, need_from_row, offer_from_row
+from circle.crdt.store import DocStore, atomic_write, read_regular
+from circle.errors import CircleError
+from circle.node import firstseen
+from circle.node.home import Home
+
+if TYPE_CHECKING:
+    from circle.node.service import CircleService
+
+FORMAT = 1
+DIRECTORY = "view"
+#: Longest the non-count part of a status is trusted without a deadline (a safety net).
+MAX_AGE_MS: Millis = DAY_MS
+
+
+def _dir(home: Home, circle_id: str) -> Path:
+    return home.circle_dir(circle_id) / DIRECTORY
+
+
+def seen_digest(seen: dict[str, Millis]) -> str:
+    return hashlib.blake2b(json.dumps(sorted(seen.items())).encode(), digest_size=16).hexdigest()
+
+
+def _read(home: Home, path: Path) -> bytes | None:
+    try:
+        return home.unseal(read_regular(path, "the kept board view"))
+    except (OSError, CircleError):
+        return None
+
+
+def _write(path: Path, data: bytes) -> bool:
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(path, data)
+        return True
+    except (OSError, CircleError):
+        return False
+
+
+# --- writing ----------------------------------------------------------------
+
+
+def save(svc: CircleService, status: dict[str, Any] | None = None) -> bool:
+    """Keep this process's view for later ones. False when it cannot be
+    kept truthfully (unsaved changes, a damaged store, another process's
+    records not read yet) or needs and offers were not derived here."""
+    store = svc.store
+    if store.damage is not None or store.damaged_tail or svc.doc.heads() != svc.persisted_heads:
+        return False
+    position = store.position()
+    if position is None or position == _board_position(svc.home, svc.config.circle_id):
+        return position is not None  # already kept at this position
+    seed = svc.board.export_seed()
+    if seed is None:
+        return False
+    now = svc.clock()
+    if status is None:
+        status = document_status(svc)
+    view = svc.board.view()
+    needs = sorted(n.expires_at for n in view.needs.values() if n.status in (NeedStatus.OPEN, NeedStatus.CLAIMED))
+    offers = sorted(o.expires_at for o in view.offers.values() if o.status == OfferStatus.OPEN)
+    seed_bytes = json.dumps(seed.to_json(), separators=(",", ":")).encode()
+    sealed_seed = svc.home.seal(seed_bytes)
+    board = {
+        "format": FORMAT, "version": __version__, "position": position, "computed_at": now,
+        "valid_until": min(_rest_deadline(svc, now), now + MAX_AGE_MS),
+        "seen": seen_digest(svc.board.first_seen),
+        "seed": hashlib.blake2b(sealed_seed, digest_size=32).hexdigest(),
+        "status": status, "relay_state": _relay_state(svc.config.settings),
+        # Counts at reading: an active need / open offer is one whose expiry is still ahead.
+        "active_need_expiries": needs, "open_offer_expiries": offers,
+        "handles": {m.id: m.handle for m in view.members.values()},
+    }
+    base = _dir(svc.home, svc.config.circle_id)
+    return (_write(base / "seed", sealed_seed)
+            and _write(base / "board", svc.home.seal(json.dumps(board, separators=(",", ":")).encode())))
+
+
+def _board_position(home: Home, circle_id: str) -> str | None:
+    raw = _read(home, _dir(home, circle_id) / "board")
+    try:
+        got = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return got.get("position") if isinstance(got, dict) and got.get("version") == __version__ else None
+
+
+def _rest_deadline(svc: CircleService, now: Millis) -> Millis:
+    """The earliest time the non-count part of `status` can change by the
+    clock alone: a loan becomes overdue, an upcoming event ends."""
+    from circle.crdt.gatherings import gatherings
+
+    view = svc.board.view()
+    times = [x.due_at + 1 for x in view.loans.values() if x.status == LoanStatus.OUT and not x.overdue]
+    times += [e.ends_at for e in gatherings(svc.board).events("upcoming")]
+    return min((t for t in times if t > now), default=now + MAX_AGE_MS)
+
+
+def _relay_state(settings: dict[str, Any]) -> str | None:
+    from circle.node.relays import STATE_KEY
+
+    raw = settings.get(STATE_KEY)
+    return raw if isinstance(raw, str) else None
+
+
+def seed_loader(home: Home, circle_id: str) -> Callable[[], ViewSeed | None]:
+    """Reads the kept seed when the board first needs it (not at all for
+    commands that never read needs or offers)."""
+    def load() -> ViewSeed | None:
+        raw = _read(home, _dir(home, circle_id) / "seed")
+        if raw is None:
+            return None
+        try:
+            return ViewSeed.from_json(json.loads(raw))
+        except (ValueError, TypeError, UnicodeError):
+            return None
+    return load
+
+
+# --- the status of a circle ---------------------------------------------------
+
+
+def document_status(svc: CircleService) -> dict[str, Any]:
+    """Everything `status` says, as computed with the document loaded."""
+    from circle.node.relays import undelivered
+
+    data = svc.status()
+    data["relays_undelivered_changes"] = undelivered(svc)
+    damage = svc.store.damage
+    data["storage"]["damage"] = None if damage is None else {"kind": damage.kind, "message": damage.message}
+    data["storage"]["from_kept_view"] = False
+    return data
+
+
+def _local_parts(data: dict[str, Any], home: Home, settings: dict[str, Any], epoch: int, store: DocStore) -> None:
+    """What `status` says from files other than the document, read now."""
+    from circle.node.service import peer_rows, storage_facts
+
+    data["circle"]["epoch"] = epoch
+    data["peers"] = peer_rows(settings)
+    data["storage"].update(storage_facts(home, store))
+
+
+@dataclass
+class Kept:
+    """A kept view that fits the store as it is now."""
+
+    board: dict[str, Any]
+    now: Millis
+    seed_file: Path
+    seed_digest: str
+
+
+def _current(home: Home, circle_id: str, now: Millis) -> tuple[Kept, DocStore, Any] | None:
+    from circle.node.home import CircleConfig
+
+    raw = _read(home, _dir(home, circle_id) / "board")
+    if raw is None:
+        return None
+    try:
+        board = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(board, dict) or board.get("format") != FORMAT or board.get("version") != __version__:
+        return None
+    computed = board.get("computed_at")
+    if not isinstance(computed, int) or computed > now:
+        return None  # the clock went back: nothing derived from time can be trusted
+    try:
+        config = CircleConfig.load(home, circle_id)
+        store = DocStore(home.circle_dir(circle_id) / "doc", home.doc_cipher(circle_id))
+        loaded = store.load()  # the files' checksums and tags; the Automerge document is not read
+    except (OSError, CircleError):
+        return None
+    if loaded.damage is not None or loaded.damaged_tail or store.position() != board.get("position"):
+        return None
+    if board.get("seen") != seen_digest(firstseen.load(home, home.circle_dir(circle_id))):
+        return None
+    return Kept(board, now, _dir(home, circle_id) / "seed", str(board.get("seed"))), store, config
+
+
+def kept_status(home: Home, circle_id: str, now: Millis) -> dict[str, Any] | None:
+    """`status` from the kept view, or None (then the caller loads the document)."""
+    got = _current(home, circle_id, now)
+    if got is None:
+        return None
+    kept, store, config = got
+    board = kept.board
+    status, until = board.get("status"), board.get("valid_until")
+    needs, offers = board.get("active_need_expiries"), board.get("open_offer_expiries")
+    if not isinstance(status, dict) or not isinstance(until, int) or now >= until:
+        return None
+    if not isinstance(needs, list) or not isinstance(offers, list):
+        return None
+    if board.get("relay_state") != _relay_state(config.settings):
+        return None  # what the relays acknowledged moved: the undelivered count would be stale
+    try:
+        status["counts"]["open_needs"] = len(needs) - bisect.bisect_right(needs, now)
+        status["counts"]["open_offers"] = len(offers) - bisect.bisect_right(offers, now)
+        _local_parts(status, home, config.settings, config.epoch, store)
+        status["storage"]["from_kept_view"] = True
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return status
+
+
+# --- needs and offers -----------------------------------------------------------
+
+
+@dataclass
+class KeptRecords:
+    needs: list[Need]
+    offers: list[Offer]
+    handles: dict[str, str]
+
+
+def kept_records(home: Home, circle_id: str, now: Millis, which: str) -> KeptRecords | None:
+    """Needs (`which` = "needs") or offers from the kept view, with their
+    status at `now`, or None (then the caller loads the document)."""
+    got = _current(home, circle_id, now)
+    if got is None:
+        return None
+    kept = got[0]
+    try:
+        sealed = read_regular(kept.seed_file, "the kept board view")
+    except (OSError, CircleError):
+        return None
+    if hashlib.blake2b(sealed, digest_size=32).hexdigest() != kept.seed_digest:
+        return None  # a seed from another write than this board (a crash between the two)
+    try:
+        seed = ViewSeed.from_json(json.loads(home.unseal(sealed)))
+        handles = kept.board.get("handles")
+        if not isinstance(handles, dict):
+            return None
+        if which == "needs":
+            return KeptRecords([need_from_row(r, now) for r in seed.rows["needs"]], [], handles)
+        return KeptRecords([], [offer_from_row(r, now) for r in seed.rows["offers"]], handles)
+    except (ValueError, TypeError, UnicodeError, CircleError, KeyError):
+        return None
+
+
+def drop(home: Home, circle_id: str) -> None:
+    """Forget the kept view (panic wipe, leaving a circle)."""
+    for name in ("board", "seed"):
+        try:
+            (_dir(home, circle_id) / name).unlink()
+        except OSError:
+            pass
