@@ -285,13 +285,14 @@ class Board:
 
     def export_seed(self) -> ViewSeed | None:
         """This process's needs and offers as a seed for later processes, or
-        None when they were not derived here (deriving them only for this
-        would cost a whole parse)."""
+        None when neither was derived here (deriving them only for this would
+        cost a whole parse)."""
         if self.seed is not None:
             self.view()  # from the earlier process's seed: cheap
         view, key = self._view, self._view_key
-        if view is None or key is None or "needs" not in view.__dict__ or "offers" not in view.__dict__:
+        if view is None or key is None or ("needs" not in view.__dict__ and "offers" not in view.__dict__):
             return None
+        view.needs, view.offers  # noqa: B018 -- the other one too (once; later processes start from both)
         needs: dict[RecordId, Need] = view.__dict__["needs"]
         offers: dict[RecordId, Offer] = view.__dict__["offers"]
         writers = {name: {rid: self._writers.get(name, {}).get(rid) for rid in table}

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 FORMAT = 1
 DIRECTORY = "view"
 #: Longest the non-count part of a status is trusted without a deadline (a safety net).
-MAX_AGE_MS: Millis = DAY_MS
+MAX_AGE_MS: Millis = 7 * DAY_MS
 
 
 def _dir(home: Home, circle_id: str) -> Path:
@@ -274,9 +274,11 @@ def kept_records(home: Home, circle_id: str, now: Millis, which: str) -> KeptRec
     try:
         sealed = read_regular(kept.seed_file, "the kept board view")
     except (OSError, CircleError):
+        _forget_board(home, circle_id)
         return None
     if hashlib.blake2b(sealed, digest_size=32).hexdigest() != kept.seed_digest:
-        return None  # a seed from another write than this board (a crash between the two)
+        _forget_board(home, circle_id)  # a seed from another write (a crash between the two): write both again
+        return None
     try:
         seed = ViewSeed.from_json(json.loads(home.unseal(sealed)))
         handles = kept.board.get("handles")
@@ -287,6 +289,15 @@ def kept_records(home: Home, circle_id: str, now: Millis, which: str) -> KeptRec
         return KeptRecords([], [offer_from_row(r, now) for r in seed.rows["offers"]], handles)
     except (ValueError, TypeError, UnicodeError, CircleError, KeyError):
         return None
+
+
+def _forget_board(home: Home, circle_id: str) -> None:
+    """The board file goes when its seed is missing or another write's: the
+    next process that derives needs and offers then keeps both again."""
+    try:
+        (_dir(home, circle_id) / "board").unlink()
+    except OSError:
+        pass
 
 
 def drop(home: Home, circle_id: str) -> None:
