@@ -1,9 +1,10 @@
 """Issue 16 case 8: scale edges, every figure from a whole `circle` process.
 
 1. import of N needs (a JSON export of about 400 bytes per record);
-2. `circle status` and `circle need list` on that home (cold process each;
-   the first run computes and fills the view cache, later runs with nothing
-   changed are answered from it: node/viewcache.py);
+2. `circle status` and `circle need list` on that home (cold process each),
+   with nothing changed and right after an edit (`need add` keeps the board
+   view for the next process: node/viewstore.py), and a command that still
+   loads the document (`tool list`) for comparison;
 3. `circle bundle read` of a crafted file of about 250 MB whose checksum is
    wrong (peak memory before it is refused).
 
@@ -101,8 +102,17 @@ def main() -> None:
 
         record("baseline: circle --version", ["--version"], opts.repeat)
         record("import", ["import", str(tmp / "export.json")])
-        record("status", ["status"], opts.repeat)
-        record("need list", ["need", "list"], opts.repeat)
+        record("status (first after import)", ["status"])
+        record("status (nothing changed)", ["status"], opts.repeat)
+        record("need list (nothing changed)", ["need", "list"], opts.repeat)
+        # The case the kept view is for: an edit, then the first reads after it.
+        for i in range(opts.repeat):
+            record(f"need add #{i + 1} (keeps the view)", ["need", "add", f"bench edit {i}"])
+            record(f"status after edit #{i + 1}", ["status"])
+            record(f"need list after edit #{i + 1}", ["need", "list"])
+        record("offer list", ["offer", "list"])
+        record("need list --json", ["need", "list", "--json"])
+        record("tool list (loads the document)", ["tool", "list"])
         crafted_bundle(tmp / "crafted.bundle", opts.bundle_mb)
         results["bundle_file_mb"] = round((tmp / "crafted.bundle").stat().st_size / 1e6)
         small = dict(env, CIRCLE_HOME=str(tmp / "small"))  # an empty circle: the figure is the bundle's

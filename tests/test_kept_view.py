@@ -281,3 +281,32 @@ def test_seeded_view_equals_a_whole_parse_over_many_edits(tmp_path: Path) -> Non
     kept = viewstore.kept_records(Home.open(tmp_path / "ana", None), ana.config.circle_id, ana.clock(), "needs")
     assert kept is not None
     assert {n.id: n for n in kept.needs} == open_service(tmp_path / "ana").board.view().needs
+
+
+def test_nothing_is_kept_after_a_panic_lock(tmp_path: Path) -> None:
+    """A process that exits because of a panic lock (before a wipe) must not
+    write the board out again: without a passphrase it would be in clear."""
+    from circle.node import panic
+
+    sam = CLI(tmp_path / "sam")
+    sam.run("init", "--name", "Eastside", "--handle", "sam", "--no-passphrase")
+    svc = open_service(tmp_path / "sam")
+    svc.board.add_need("Safe house address")
+    svc.board.offers("all")
+    panic.lock(tmp_path / "sam")
+    assert svc.save_view() is False
+    assert not (_view_dir(tmp_path / "sam") / "seed").exists()
+
+
+def test_changes_merged_after_the_last_read_are_in_what_is_kept(tmp_path: Path) -> None:
+    """A `sync` process reads the board, then takes in a snapshot and exits
+    without reading again: what it keeps must be the board after the merge
+    (found by the relay test: the next `need list` printed nothing)."""
+    sam_path, alex_path = member_homes(tmp_path, ["sam", "alex"])
+    alex = open_service(alex_path)
+    alex.board.needs("all"), alex.board.offers("all")
+    sam = open_service(sam_path)
+    sam.board.add_need("Firewood for Birchwood street")
+    assert alex.merge_snapshot(sam.packed_snapshot())
+    assert alex.save_view()
+    assert [n["title"] for n in CLI(alex_path).json("need", "list")] == ["Firewood for Birchwood street"]

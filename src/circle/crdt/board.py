@@ -28,7 +28,6 @@ from circle.crdt.model import (
     Hold,
     HoldStatus,
     Loan,
-    LoanStatus,
     Malformed,
     Member,
     MemberId,
@@ -153,6 +152,8 @@ class Board:
         #: Whether the first view was started from the seed (for the store's report).
         self.seeded = False
         self._seed_notes: dict[str, list[Malformed]] = {}
+        #: Whether this process derived needs or offers (then it keeps them on exit).
+        self._derived = False
         self.check_schema()
 
     # --- creation and meta ------------------------------------------------
@@ -287,12 +288,15 @@ class Board:
         """This process's needs and offers as a seed for later processes, or
         None when neither was derived here (deriving them only for this would
         cost a whole parse)."""
-        if self.seed is not None:
-            self.view()  # from the earlier process's seed: cheap
-        view, key = self._view, self._view_key
-        if view is None or key is None or ("needs" not in view.__dict__ and "offers" not in view.__dict__):
+        if self.seed is None and not self._derived:
             return None
-        view.needs, view.offers  # noqa: B018 -- the other one too (once; later processes start from both)
+        # At the current heads: from the seed, or re-reading only what changed
+        # since this process last read them; the other collection too (once:
+        # later processes start from both).
+        view, key = self.view(), self._view_key
+        view.needs, view.offers  # noqa: B018
+        if key is None:
+            return None
         needs: dict[RecordId, Need] = view.__dict__["needs"]
         offers: dict[RecordId, Offer] = view.__dict__["offers"]
         writers = {name: {rid: self._writers.get(name, {}).get(rid) for rid in table}
@@ -308,6 +312,7 @@ class Board:
     def _verify_authors(self, view: BoardView, collection: str, table: dict[Any, Any]) -> None:
         """A need's or offer's author is who *wrote* it (the signed device's
         member), whatever its `author` field claims; a mismatch is reported."""
+        self._derived = True
         notes = view._malformed.setdefault("authorship", [])
         # Records carried over from a seed already show their verified writer;
         # their reports were made when they were derived.
@@ -399,19 +404,6 @@ class Board:
             words = search.lower().split()
             items = [t for t in items if all(w in f"{t.name} {t.description} {t.category}".lower() for w in words)]
         return sorted(items, key=lambda t: (t.name.lower(), t.id))
-
-    def next_change_at(self) -> Millis:
-        """The earliest time after now at which a derived state can change by
-        the clock alone (a need or offer expires, a loan becomes overdue):
-        how long a cached result stays true (node/viewcache.py)."""
-        view = self.view()
-        now = view.now
-        times = [n.expires_at for n in view.needs.values()
-                 if n.status in (NeedStatus.OPEN, NeedStatus.CLAIMED) and n.expires_at > now]
-        times += [o.expires_at for o in view.offers.values()
-                  if o.status in (OfferStatus.OPEN, OfferStatus.PAUSED) and o.expires_at > now]
-        times += [x.due_at + 1 for x in view.loans.values() if x.status == LoanStatus.OUT and not x.overdue]
-        return min(times, default=now + DAY_MS)
 
     def loan_conflicts(self) -> list[Tool]:
         return [t for t in self.view().tools.values() if t.conflicting_loans]

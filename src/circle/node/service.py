@@ -33,6 +33,7 @@ from circle.net.membership_rules import Membership, circle_id_for, derive
 from circle.node import firstseen, membership, viewstore
 from circle.node.authorship import Gate, pack_snapshot, process_actor, unpack_snapshot
 from circle.node.home import CircleConfig, Home
+from circle.node.panic import lock_stamp
 
 COMPACT_MIN_LOG = 256 * 1024
 
@@ -50,6 +51,9 @@ class CircleService:
     _listeners: list[Callable[[str], None]] = field(init=False, default_factory=list)
     _membership: tuple[tuple[str, ...], Membership] | None = field(init=False, default=None)
     warnings: list[str] = field(init=False, default_factory=list)  # e.g. saved, but compaction failed
+    #: The home's panic-lock stamp when this service opened it (node/panic.py):
+    #: once it changes, nothing more is written from this process's memory.
+    lock_stamp_at_open: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         cid = self.config.circle_id
@@ -144,6 +148,7 @@ class CircleService:
                     "membership; it cannot be opened safely: start a new circle and invite the members again")
             raise StoreCorrupt(f"the stored document is not circle {circle_id} (its founding statement is missing)")
         svc = cls(home, config, store, doc, clock)
+        svc.lock_stamp_at_open = lock_stamp(home.path)
         svc.gate.resign_missing(svc.doc)
         # The first view starts from the one an earlier process kept, if it fits.
         svc.board.seed = viewstore.seed_loader(home, circle_id)

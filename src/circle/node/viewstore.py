@@ -28,6 +28,9 @@ Rules:
   after it, or if the clock went back.
 - `seed` is written before `board`, and `board` names the digest of the
   `seed` it goes with: a crash between the two is a miss, never a mix.
+- Nothing is written once the home was locked or wiped after the process
+  opened it (a `serve` that exits on a panic lock leaves no plain copy of
+  the board behind the wipe).
 - Anything odd (missing, damaged, foreign, unreadable) is a miss, never an
   error. Writing is best effort: a full disk or read-only home only means
   the next process does the work again.
@@ -51,7 +54,7 @@ from circle.crdt.model import DAY_MS, LoanStatus, Millis, Need, NeedStatus, Offe
 from circle.crdt.rows import ViewSeed, need_from_row, offer_from_row
 from circle.crdt.store import DocStore, atomic_write, read_regular
 from circle.errors import CircleError
-from circle.node import firstseen
+from circle.node import firstseen, panic
 from circle.node.home import Home
 
 if TYPE_CHECKING:
@@ -97,6 +100,8 @@ def save(svc: CircleService, status: dict[str, Any] | None = None) -> bool:
     store = svc.store
     if store.damage is not None or store.damaged_tail or svc.doc.heads() != svc.persisted_heads:
         return False
+    if panic.lock_stamp(svc.home.path) != svc.lock_stamp_at_open or panic.wiped_at(svc.home.path):
+        return False  # locked or wiped since this process opened the home: write nothing more
     position = store.position()
     if position is None or position == _board_position(svc.home, svc.config.circle_id):
         return position is not None  # already kept at this position

@@ -134,6 +134,12 @@ class BoardScreen(Screen[None]):
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        # The next `circle status` / `need list` then reads this board's view
+        # instead of loading the document (node/viewstore.py; nothing after a lock).
+        try:
+            self.service.save_view()
+        except (CircleError, OSError):
+            pass
 
     def on_resize(self, event: events.Resize) -> None:
         narrow = event.size.width < NARROW
