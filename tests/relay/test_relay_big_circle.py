@@ -121,12 +121,16 @@ def test_dropped_part_is_waited_for_and_nothing_is_applied(
     assert len(parts_dir_files(homes[1])) == len(parts) - 1  # what arrived is kept
     again = b.run(*SYNC, "--json", check=False)  # a new process still knows what it waits for
     assert again.returncode == 6 and "waiting for the rest" in again.stdout
+    for _ in range(2):  # `status` says so too, computed and then from the kept view
+        said = b.run("status", check=False).stdout
+        assert "waiting for the rest of a snapshot" in said and "missing part 3" in said, said
     for db in op.edit():  # the operator stops dropping: the part arrives late
         op.append(db, mailbox, eid, data)
     done = b.run(*SYNC, "--json", check=False)
     assert done.returncode == 0, done.stdout
     assert need_count(homes[1]) == bigcircle.NEEDS
     assert parts_dir_files(homes[1]) == []
+    assert "waiting" not in b.run("status").stdout
 
 
 def test_reordered_duplicated_and_replayed_parts(homes: tuple[Path, Path],

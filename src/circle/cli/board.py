@@ -122,6 +122,8 @@ def status(ctx: Ctx) -> None:
                        f"member's device (last: {data['membership']['last_refusal']})")
         for bad in data["malformed"]:
             click.echo(f"Unreadable record {bad['collection']}/{bad['id']}: {bad['reason']}")
+        if data.get("relays_waiting"):
+            click.echo(f"Relays: {data['relays_waiting']}")
         if data["relays_undelivered_changes"]:
             click.echo(f"Relays: {data['relays_undelivered_changes']} change(s) not yet stored by every relay "
                        "(run `circle sync`; `circle relays` shows why)")

@@ -44,6 +44,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,7 @@ def save(svc: CircleService, status: dict[str, Any] | None = None) -> bool:
         "seen": seen_digest(svc.board.first_seen),
         "seed": hashlib.blake2b(sealed_seed, digest_size=32).hexdigest(),
         "status": status, "relay_state": _relay_state(svc.config.settings),
+        "parts": _parts_listing(svc.home, svc.config.circle_id),
         # Counts at reading: an active need / open offer is one whose expiry is still ahead.
         "active_need_expiries": needs, "open_offer_expiries": offers,
         "handles": {m.id: m.handle for m in view.members.values()},
@@ -181,10 +183,29 @@ def document_status(svc: CircleService) -> dict[str, Any]:
 
     data = svc.status()
     data["relays_undelivered_changes"] = undelivered(svc)
+    data["relays_waiting"] = _waiting(svc)
     damage = svc.store.damage
     data["storage"]["damage"] = None if damage is None else {"kind": damage.kind, "message": damage.message}
     data["storage"]["from_kept_view"] = False
     return data
+
+
+def _parts_listing(home: Home, circle_id: str) -> list[str]:
+    """Names of the stored parts of split snapshots (node/snapshots.py):
+    they change without the document changing."""
+    try:
+        return sorted(os.listdir(home.circle_dir(circle_id) / "parts"))
+    except OSError:
+        return []
+
+
+def _waiting(svc: CircleService) -> str | None:
+    """What an incomplete split snapshot from a relay still waits for."""
+    if not _parts_listing(svc.home, svc.config.circle_id):
+        return None
+    from circle.node.snapshots import RelayParts
+
+    return RelayParts(svc).waiting(svc.doc)
 
 
 def _local_parts(data: dict[str, Any], home: Home, settings: dict[str, Any], epoch: int, store: DocStore) -> None:
@@ -249,6 +270,8 @@ def kept_status(home: Home, circle_id: str, now: Millis) -> dict[str, Any] | Non
         return None
     if board.get("relay_state") != _relay_state(config.settings):
         return None  # what the relays acknowledged moved: the undelivered count would be stale
+    if board.get("parts") != _parts_listing(home, circle_id):
+        return None  # a part of a split snapshot arrived or was used
     try:
         status["counts"]["open_needs"] = len(needs) - bisect.bisect_right(needs, now)
         status["counts"]["open_offers"] = len(offers) - bisect.bisect_right(offers, now)
