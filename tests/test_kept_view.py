@@ -28,6 +28,7 @@ from circle.crdt.store import DocStore
 from circle.node import membership, viewstore
 from circle.node.home import Home
 from circle.node.service import CircleService
+from circle.node.status import keep
 from clihelp import CLI
 from factories import member_homes
 from livehelp import open_service
@@ -86,7 +87,7 @@ def test_racing_writers_never_leave_a_view_for_a_state_they_did_not_hold(tmp_pat
     a.board.needs("all"), a.board.offers("all")
     b.board.add_need("from b")
     a.board.add_need("from a")  # appended after b's record, which a never read
-    a.save_view()  # kept at the position a knows, which is not the store's
+    keep(a)  # kept at the position a knows, which is not the store's
     status = sam.json("status")
     assert status["storage"]["from_kept_view"] is False
     assert status["counts"]["open_needs"] == 2
@@ -97,7 +98,7 @@ def test_racing_writers_never_leave_a_view_for_a_state_they_did_not_hold(tmp_pat
     c.board.needs("all")
     with c.doc.edit() as ed:
         ed.put_root_scalar("meta", "name", "not saved")  # in memory only: never appended
-    assert c.save_view() is False
+    assert keep(c) is False
 
 
 def test_a_removal_reaching_a_straggler_is_never_hidden_by_kept_rows(tmp_path: Path) -> None:
@@ -113,7 +114,7 @@ def test_a_removal_reaching_a_straggler_is_never_hidden_by_kept_rows(tmp_path: P
     deliver(cy, bo)  # bo does not know of the removal yet: the need shows, as it should
     assert late in {n.id for n in bo.board.needs("all")}
     bo.board.offers("all")
-    assert bo.save_view()
+    assert keep(bo)
     bo_cli = CLI(tmp_path / "bo")
     assert late in {n["id"] for n in bo_cli.json("need", "list", "--status", "all")}
     deliver(ana, bo)  # the removal arrives
@@ -133,7 +134,7 @@ def test_a_seed_carries_forged_authorship_reports_and_only_changed_records_are_r
     deliver(bo, ana)
     assert ana.board.need(forged).author == bo.me
     ana.board.offers("all")
-    assert ana.save_view()
+    assert keep(ana)
     del ana
     again = open_service(tmp_path / "ana")
     again.board.add_need("Soup")
@@ -258,7 +259,7 @@ def test_seeded_view_equals_a_whole_parse_over_many_edits(tmp_path: Path) -> Non
     offers = [bo.board.add_offer(f"offer {i}") for i in range(3)]
     deliver(bo, ana)
     ana.board.needs("all"), ana.board.offers("all")
-    assert ana.save_view()
+    assert keep(ana)
     steps = [
         lambda s: s.board.claim_need(ids[0]),
         lambda s: s.board.met_need(ids[1]),
@@ -277,7 +278,7 @@ def test_seeded_view_equals_a_whole_parse_over_many_edits(tmp_path: Path) -> Non
         w = whole.board.view()
         assert seeded.needs == w.needs and seeded.offers == w.offers
         assert sorted(map(repr, seeded.malformed)) == sorted(map(repr, w.malformed))
-        assert svc.save_view()
+        assert keep(svc)
     kept = viewstore.kept_records(Home.open(tmp_path / "ana", None), ana.config.circle_id, ana.clock(), "needs")
     assert kept is not None
     assert {n.id: n for n in kept.needs} == open_service(tmp_path / "ana").board.view().needs
@@ -294,7 +295,7 @@ def test_nothing_is_kept_after_a_panic_lock(tmp_path: Path) -> None:
     svc.board.add_need("Safe house address")
     svc.board.offers("all")
     panic.lock(tmp_path / "sam")
-    assert svc.save_view() is False
+    assert keep(svc) is False
     assert not (_view_dir(tmp_path / "sam") / "seed").exists()
 
 
@@ -308,5 +309,5 @@ def test_changes_merged_after_the_last_read_are_in_what_is_kept(tmp_path: Path) 
     sam = open_service(sam_path)
     sam.board.add_need("Firewood for Birchwood street")
     assert alex.merge_snapshot(sam.packed_snapshot())
-    assert alex.save_view()
+    assert keep(alex)
     assert [n["title"] for n in CLI(alex_path).json("need", "list")] == ["Firewood for Birchwood street"]

@@ -73,15 +73,15 @@ def members(ctx: Ctx) -> None:
 def _status_data(ctx: Ctx) -> dict[str, Any]:
     """`status` from the kept board view when it fits the store as it is
     (node/viewstore.py): a large circle is then not loaded at all."""
-    from circle.node import viewstore
     from circle.node.circles import pick
+    from circle.node.status import document_status, keep, kept_status
 
     home = ctx.home()
-    data = viewstore.kept_status(home, pick(home, ctx.circle), clock_from_env()())
+    data = kept_status(home, pick(home, ctx.circle), clock_from_env()())
     if data is None:
         svc = ctx.service()
-        data = viewstore.document_status(svc)
-        svc.save_view(data)
+        data = document_status(svc)
+        keep(svc, data)
     for peer in data.get("peers", []):
         # One time unit in JSON (milliseconds), and one word for a peer reached
         # directly, whoever dialled.

@@ -17,7 +17,7 @@ import click
 from circle.crdt.model import Need, Offer, Tool
 from circle.crdt.text import is_clean, printable
 from circle.crdt.transfer import record_dict
-from circle.errors import CircleError, PassphraseRequired, UsageError
+from circle.errors import PassphraseRequired, UsageError
 from circle.node.home import PASSPHRASE_ENV, Home
 from circle.node.panic import check_not_wiped
 from circle.node.service import CircleService
@@ -108,10 +108,9 @@ def clock_from_env() -> Callable[[], int]:
 def keep_view(svc: CircleService) -> None:
     """Leave this process's board view for the next one (node/viewstore.py);
     best effort, after the command's result was given."""
-    try:
-        svc.save_view()
-    except (CircleError, OSError):
-        pass
+    from circle.node.status import keep
+
+    keep(svc)
 
 
 def kept_records(ctx: Ctx, which: str) -> KeptRecords | None:

@@ -470,33 +470,10 @@ class CircleService:
                           for m in [*view.malformed, *gather.malformed]],
             "warnings": meta_warnings(self.doc, self.config.circle_id)
             + ([board.schema_too_new()] if board.schema_too_new() else []),
-            "peers": peer_rows(self.config.settings),
-            "storage": storage_facts(self.home, self.store),
+            "peers": viewstore.peer_rows(self.config.settings),
+            "storage": viewstore.storage_facts(self.home, self.store),
         }
 
-    def save_view(self, status: dict[str, Any] | None = None) -> bool:
-        """Keep this process's board view for later processes (node/viewstore.py)."""
-        return viewstore.save(self, status)
-
-
-def peer_rows(settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """The peers `status` lists (from circle.json, not the document)."""
-    return [{**info, "address": f"{info.get('address')}:{info.get('port')}"}
-            for info in settings.get("peers", {}).values() if isinstance(info, dict)]
-
-
-def storage_facts(home: Home, store: DocStore) -> dict[str, Any]:
-    """What `status` says of the local store, read from the files now."""
-    return {
-        "path": str(store.path),
-        "encrypted_at_rest": home.encrypted,
-        "protection": "encrypted with your passphrase (argon2id + XSalsa20-Poly1305)"
-        if home.encrypted else "NOT encrypted: protected only by file permissions",
-        "snapshot_bytes": store.snapshot_size(),
-        "log_bytes": store.log_size(),
-        "damaged_tail_ignored": store.damaged_tail,
-        "in_clear": home.in_clear(),
-    }
 
 
 def resolve_circle(home: Home, selector: str | None) -> str:

@@ -41,25 +41,38 @@ Rules:
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from circle import __version__
+from circle.crdt.am import AmDoc
+from circle.crdt.board import Board
 from circle.crdt.model import DAY_MS, LoanStatus, Millis, Need, NeedStatus, Offer, OfferStatus
 from circle.crdt.rows import ViewSeed, need_from_row, offer_from_row
 from circle.crdt.store import DocStore, atomic_write, read_regular
 from circle.errors import CircleError
 from circle.node import firstseen, panic
-from circle.node.home import Home
+from circle.node.home import CircleConfig, Home
 
-if TYPE_CHECKING:
-    from circle.node.service import CircleService
+
+class Service(Protocol):
+    """What keeping a view needs of a circle service (node/service.py)."""
+
+    home: Home
+    config: CircleConfig
+    store: DocStore
+    doc: AmDoc
+    board: Board
+    clock: Callable[[], Millis]
+    lock_stamp_at_open: str | None
+
+    @property
+    def persisted_heads(self) -> list[bytes]: ...
 
 FORMAT = 1
 DIRECTORY = "view"
@@ -94,24 +107,34 @@ def _write(path: Path, data: bytes) -> bool:
 # --- writing ----------------------------------------------------------------
 
 
-def save(svc: CircleService, status: dict[str, Any] | None = None) -> bool:
-    """Keep this process's view for later ones. False when it cannot be
-    kept truthfully (unsaved changes, a damaged store, another process's
-    records not read yet) or needs and offers were not derived here."""
+def unchanged(svc: Service) -> bool:
+    """Whether the kept view is already at this process's position."""
+    position = svc.store.position()
+    return position is not None and position == _board_position(svc.home, svc.config.circle_id)
+
+
+def can_keep(svc: Service) -> bool:
+    """Whether this process may keep its view: nothing unsaved, the store
+    undamaged, the home neither locked nor wiped since it was opened."""
     store = svc.store
     if store.damage is not None or store.damaged_tail or svc.doc.heads() != svc.persisted_heads:
         return False
-    if panic.lock_stamp(svc.home.path) != svc.lock_stamp_at_open or panic.wiped_at(svc.home.path):
-        return False  # locked or wiped since this process opened the home: write nothing more
-    position = store.position()
-    if position is None or position == _board_position(svc.home, svc.config.circle_id):
-        return position is not None  # already kept at this position
+    if store.position() is None:
+        return False
+    return panic.lock_stamp(svc.home.path) == svc.lock_stamp_at_open and not panic.wiped_at(svc.home.path)
+
+
+def save(svc: Service, status: dict[str, Any], relay_state: str | None) -> bool:
+    """Keep this process's view for later ones (node/status.py `keep` decides
+    when and computes `status`). False when it cannot be kept truthfully
+    (can_keep) or needs and offers were not derived here."""
+    if not can_keep(svc):
+        return False
+    position = svc.store.position()
     seed = svc.board.export_seed()
-    if seed is None:
+    if seed is None or position is None:
         return False
     now = svc.clock()
-    if status is None:
-        status = document_status(svc)
     view = svc.board.view()
     needs = sorted(n.expires_at for n in view.needs.values() if n.status in (NeedStatus.OPEN, NeedStatus.CLAIMED))
     offers = sorted(o.expires_at for o in view.offers.values() if o.status == OfferStatus.OPEN)
@@ -122,8 +145,8 @@ def save(svc: CircleService, status: dict[str, Any] | None = None) -> bool:
         "valid_until": min(_rest_deadline(svc, now), now + MAX_AGE_MS),
         "seen": seen_digest(svc.board.first_seen),
         "seed": hashlib.blake2b(sealed_seed, digest_size=32).hexdigest(),
-        "status": status, "relay_state": _relay_state(svc.config.settings),
-        "parts": _parts_listing(svc.home, svc.config.circle_id),
+        "status": status, "relay_state": relay_state,
+        "parts": parts_listing(svc.home, svc.config.circle_id),
         # Counts at reading: an active need / open offer is one whose expiry is still ahead.
         "active_need_expiries": needs, "open_offer_expiries": offers,
         "handles": {m.id: m.handle for m in view.members.values()},
@@ -142,7 +165,7 @@ def _board_position(home: Home, circle_id: str) -> str | None:
     return got.get("position") if isinstance(got, dict) and got.get("version") == __version__ else None
 
 
-def _rest_deadline(svc: CircleService, now: Millis) -> Millis:
+def _rest_deadline(svc: Service, now: Millis) -> Millis:
     """The earliest time the non-count part of `status` can change by the
     clock alone: a loan becomes overdue, an upcoming event ends."""
     from circle.crdt.gatherings import gatherings
@@ -151,13 +174,6 @@ def _rest_deadline(svc: CircleService, now: Millis) -> Millis:
     times = [x.due_at + 1 for x in view.loans.values() if x.status == LoanStatus.OUT and not x.overdue]
     times += [e.ends_at for e in gatherings(svc.board).events("upcoming")]
     return min((t for t in times if t > now), default=now + MAX_AGE_MS)
-
-
-def _relay_state(settings: dict[str, Any]) -> str | None:
-    from circle.node.relays import STATE_KEY
-
-    raw = settings.get(STATE_KEY)
-    return raw if isinstance(raw, str) else None
 
 
 def seed_loader(home: Home, circle_id: str) -> Callable[[], ViewSeed | None]:
@@ -174,23 +190,10 @@ def seed_loader(home: Home, circle_id: str) -> Callable[[], ViewSeed | None]:
     return load
 
 
-# --- the status of a circle ---------------------------------------------------
+# --- what status says from files other than the document --------------------------
 
 
-def document_status(svc: CircleService) -> dict[str, Any]:
-    """Everything `status` says, as computed with the document loaded."""
-    from circle.node.relays import undelivered
-
-    data = svc.status()
-    data["relays_undelivered_changes"] = undelivered(svc)
-    data["relays_waiting"] = _waiting(svc)
-    damage = svc.store.damage
-    data["storage"]["damage"] = None if damage is None else {"kind": damage.kind, "message": damage.message}
-    data["storage"]["from_kept_view"] = False
-    return data
-
-
-def _parts_listing(home: Home, circle_id: str) -> list[str]:
+def parts_listing(home: Home, circle_id: str) -> list[str]:
     """Names of the stored parts of split snapshots (node/snapshots.py):
     they change without the document changing."""
     try:
@@ -199,22 +202,24 @@ def _parts_listing(home: Home, circle_id: str) -> list[str]:
         return []
 
 
-def _waiting(svc: CircleService) -> str | None:
-    """What an incomplete split snapshot from a relay still waits for."""
-    if not _parts_listing(svc.home, svc.config.circle_id):
-        return None
-    from circle.node.snapshots import RelayParts
-
-    return RelayParts(svc).waiting(svc.doc)
+def peer_rows(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The peers `status` lists (from circle.json, not the document)."""
+    return [{**info, "address": f"{info.get('address')}:{info.get('port')}"}
+            for info in settings.get("peers", {}).values() if isinstance(info, dict)]
 
 
-def _local_parts(data: dict[str, Any], home: Home, settings: dict[str, Any], epoch: int, store: DocStore) -> None:
-    """What `status` says from files other than the document, read now."""
-    from circle.node.service import peer_rows, storage_facts
-
-    data["circle"]["epoch"] = epoch
-    data["peers"] = peer_rows(settings)
-    data["storage"].update(storage_facts(home, store))
+def storage_facts(home: Home, store: DocStore) -> dict[str, Any]:
+    """What `status` says of the local store, read from the files now."""
+    return {
+        "path": str(store.path),
+        "encrypted_at_rest": home.encrypted,
+        "protection": "encrypted with your passphrase (argon2id + XSalsa20-Poly1305)"
+        if home.encrypted else "NOT encrypted: protected only by file permissions",
+        "snapshot_bytes": store.snapshot_size(),
+        "log_bytes": store.log_size(),
+        "damaged_tail_ignored": store.damaged_tail,
+        "in_clear": home.in_clear(),
+    }
 
 
 @dataclass
@@ -227,9 +232,9 @@ class Kept:
     seed_digest: str
 
 
-def _current(home: Home, circle_id: str, now: Millis) -> tuple[Kept, DocStore, Any] | None:
-    from circle.node.home import CircleConfig
-
+def current(home: Home, circle_id: str, now: Millis) -> tuple[Kept, DocStore, CircleConfig] | None:
+    """The kept board, the store and the circle's settings, when the kept view
+    fits the store as it is now (else None)."""
     raw = _read(home, _dir(home, circle_id) / "board")
     if raw is None:
         return None
@@ -255,33 +260,6 @@ def _current(home: Home, circle_id: str, now: Millis) -> tuple[Kept, DocStore, A
     return Kept(board, now, _dir(home, circle_id) / "seed", str(board.get("seed"))), store, config
 
 
-def kept_status(home: Home, circle_id: str, now: Millis) -> dict[str, Any] | None:
-    """`status` from the kept view, or None (then the caller loads the document)."""
-    got = _current(home, circle_id, now)
-    if got is None:
-        return None
-    kept, store, config = got
-    board = kept.board
-    status, until = board.get("status"), board.get("valid_until")
-    needs, offers = board.get("active_need_expiries"), board.get("open_offer_expiries")
-    if not isinstance(status, dict) or not isinstance(until, int) or now >= until:
-        return None
-    if not isinstance(needs, list) or not isinstance(offers, list):
-        return None
-    if board.get("relay_state") != _relay_state(config.settings):
-        return None  # what the relays acknowledged moved: the undelivered count would be stale
-    if board.get("parts") != _parts_listing(home, circle_id):
-        return None  # a part of a split snapshot arrived or was used
-    try:
-        status["counts"]["open_needs"] = len(needs) - bisect.bisect_right(needs, now)
-        status["counts"]["open_offers"] = len(offers) - bisect.bisect_right(offers, now)
-        _local_parts(status, home, config.settings, config.epoch, store)
-        status["storage"]["from_kept_view"] = True
-    except (KeyError, TypeError, AttributeError):
-        return None
-    return status
-
-
 # --- needs and offers -----------------------------------------------------------
 
 
@@ -295,7 +273,7 @@ class KeptRecords:
 def kept_records(home: Home, circle_id: str, now: Millis, which: str) -> KeptRecords | None:
     """Needs (`which` = "needs") or offers from the kept view, with their
     status at `now`, or None (then the caller loads the document)."""
-    got = _current(home, circle_id, now)
+    got = current(home, circle_id, now)
     if got is None:
         return None
     kept = got[0]

@@ -32,6 +32,7 @@ from circle.crdt.views import BoardView
 from circle.errors import CircleError, UsageError
 from circle.node.circles import last_looked, mark_looked
 from circle.node.service import CircleService
+from circle.node.status import keep
 from circle.tui.commands import ACTIONS, ActionSpec
 from circle.tui.exchange import export_form, import_form, report_form
 from circle.tui.providers import InviteProvider
@@ -136,10 +137,7 @@ class BoardScreen(Screen[None]):
             self._unsubscribe()
         # The next `circle status` / `need list` then reads this board's view
         # instead of loading the document (node/viewstore.py; nothing after a lock).
-        try:
-            self.service.save_view()
-        except (CircleError, OSError):
-            pass
+        keep(self.service)
 
     def on_resize(self, event: events.Resize) -> None:
         narrow = event.size.width < NARROW
