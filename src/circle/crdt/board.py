@@ -69,6 +69,8 @@ MAX_TEXT = 4000
 MAX_TITLE = 200
 #: Bump when what a seed's rows mean changes (crdt/rows.py).
 SEED_FORMAT = 1
+#: Most records a process reads only to keep its view for the next one (about 1 s).
+MAX_REREAD = 20_000
 
 
 def now_ms() -> Millis:
@@ -224,6 +226,11 @@ class Board:
             self._view = build_view(self.doc, now, previous, changed, lambda a: self.member_of_actor(a),
                                     self.first_seen)
             self._view_key = key
+            if previous is not None:
+                # Views carry over only from the one before: without this, each
+                # view kept every earlier one alive (a long app session grew
+                # by a copy of the board per edit).
+                previous._previous = None
             if changed is None:
                 self._writers.clear()
             else:
@@ -286,17 +293,16 @@ class Board:
 
     def export_seed(self) -> ViewSeed | None:
         """This process's needs and offers as a seed for later processes, or
-        None when neither was derived here (deriving them only for this would
-        cost a whole parse)."""
+        None when bringing them to the current heads would mean reading more
+        than MAX_REREAD records (nothing derived here, or a bulk import since):
+        keeping a view must not make a command cost a whole parse; the next
+        reader that needs them derives them and keeps them then."""
         if self.seed is None and not self._derived:
             return None
-        # At the current heads: from the seed, or re-reading only what changed
-        # since this process last read them; the other collection too (once:
-        # later processes start from both).
-        view, key = self.view(), self._view_key
-        view.needs, view.offers  # noqa: B018
-        if key is None:
+        view, key = self.view(), self._view_key  # from the seed when one fits
+        if key is None or self._reread_cost(view) > MAX_REREAD:
             return None
+        view.needs, view.offers  # noqa: B018
         needs: dict[RecordId, Need] = view.__dict__["needs"]
         offers: dict[RecordId, Offer] = view.__dict__["offers"]
         writers = {name: {rid: self._writers.get(name, {}).get(rid) for rid in table}
@@ -308,6 +314,21 @@ class Board:
             malformed={name: [malformed_row(m) for m in view._malformed.get(name, [])] for name in SEEDED},
             authorship=[malformed_row(m) for m in view._malformed.get("authorship", []) if m.collection in SEEDED],
         )
+
+    def _reread_cost(self, view: BoardView) -> int:
+        """How many records deriving needs and offers in `view` would read:
+        none for one already derived, the changed ones for one the previous
+        view held, every record otherwise."""
+        cost = 0
+        previous, changed = view._previous, view._changed
+        for name in SEEDED:
+            if name in view.__dict__:
+                continue
+            if previous is not None and changed is not None and name in previous._malformed:
+                cost += len(changed.get(name, ()))
+            else:
+                cost += len(self.doc.record_ids(name))
+        return cost
 
     def _verify_authors(self, view: BoardView, collection: str, table: dict[Any, Any]) -> None:
         """A need's or offer's author is who *wrote* it (the signed device's
