@@ -81,10 +81,11 @@ def keep(svc: CircleService, status: dict[str, Any] | None = None) -> bool:
             return False
         if viewstore.unchanged(svc):
             return True
+        seed = svc.board.export_seed()
+        if seed is None:  # needs and offers were not derived here, and deriving them costs too much
+            return False
         if status is None:
-            if svc.board.export_seed() is None:  # needs and offers were not derived here
-                return False
             status = document_status(svc)
-        return viewstore.save(svc, status, _relay_state(svc.config.settings))
+        return viewstore.save(svc, status, _relay_state(svc.config.settings), seed)
     except (CircleError, OSError):
         return False

@@ -124,14 +124,14 @@ def can_keep(svc: Service) -> bool:
     return panic.lock_stamp(svc.home.path) == svc.lock_stamp_at_open and not panic.wiped_at(svc.home.path)
 
 
-def save(svc: Service, status: dict[str, Any], relay_state: str | None) -> bool:
+def save(svc: Service, status: dict[str, Any], relay_state: str | None, seed: ViewSeed | None = None) -> bool:
     """Keep this process's view for later ones (node/status.py `keep` decides
     when and computes `status`). False when it cannot be kept truthfully
     (can_keep) or needs and offers were not derived here."""
     if not can_keep(svc):
         return False
     position = svc.store.position()
-    seed = svc.board.export_seed()
+    seed = seed if seed is not None else svc.board.export_seed()
     if seed is None or position is None:
         return False
     now = svc.clock()
