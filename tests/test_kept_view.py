@@ -213,6 +213,11 @@ def test_kept_files_are_sealed_and_damage_is_a_miss(tmp_path: Path) -> None:
         same()
         (view / name).unlink()
         same()
+        (view / name).unlink(missing_ok=True)
+        os.mkfifo(view / name)  # nothing may block on a FIFO (case 6)
+        same()
+        (view / name).unlink()
+        same()
     # A seed from another write than the board's (a crash between the two).
     sam.run("need", "add", "Firewood")
     assert sam.json("status")["storage"]["from_kept_view"] is True
