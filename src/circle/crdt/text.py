@@ -53,11 +53,20 @@ def printable(text: object, multiline: bool = False, keep: str = "") -> str:
     malformed field may hold anything)."""
     value = text if isinstance(text, str) else str(text)
     allowed = keep + ("\n" if multiline else "")
+    return _unsafe_except(allowed).sub(_escape, value)
 
-    def escape(match: re.Match[str]) -> str:
-        return match.group(0) if match.group(0) in allowed else _escape(match)
 
-    return _UNSAFE_ONE_LINE.sub(escape if allowed else _escape, value)
+_UNSAFE_EXCEPT: dict[str, re.Pattern[str]] = {"": _UNSAFE_ONE_LINE}
+
+
+def _unsafe_except(allowed: str) -> re.Pattern[str]:
+    """The unsafe characters but `allowed`, as one pattern: the terminal guard
+    passes 100k lines of output, and a callback per newline was most of it."""
+    pattern = _UNSAFE_EXCEPT.get(allowed)
+    if pattern is None:
+        pattern = re.compile(f"(?![{re.escape(allowed)}])" + _UNSAFE_ONE_LINE.pattern)
+        _UNSAFE_EXCEPT[allowed] = pattern
+    return pattern
 
 
 def is_clean(text: str) -> bool:
