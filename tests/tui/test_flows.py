@@ -534,3 +534,18 @@ async def test_help_screen(demo: Demo) -> None:
         assert "Borrow the selected tool" in text and "Command palette" in text
         await pilot.press("escape")
         assert isinstance(app.screen, BoardScreen)
+
+
+async def test_the_app_keeps_its_board_view_when_it_closes(demo: Demo) -> None:
+    """After the app closes, `circle status` / `need list` read the board the
+    app left (node/viewstore.py) instead of loading the document again."""
+    from circle.node import viewstore
+
+    svc = demo.founder
+    app = demo_app(demo)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        svc.board.add_need("Kept after closing")
+        await pilot.pause()
+    kept = viewstore.kept_records(svc.home, svc.config.circle_id, svc.clock(), "needs")
+    assert kept is not None and "Kept after closing" in {n.title for n in kept.needs}
