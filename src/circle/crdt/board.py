@@ -153,7 +153,6 @@ class Board:
         self.seed: ViewSeed | Callable[[], ViewSeed | None] | None = None
         #: Whether the first view was started from the seed (for the store's report).
         self.seeded = False
-        self._seed_notes: dict[str, list[Malformed]] = {}
         #: Whether this process derived needs or offers (then it keeps them on exit).
         self._derived = False
         self.check_schema()
@@ -280,14 +279,13 @@ class Board:
             previous.__dict__["needs"] = {r[0]: need_from_row(r, now) for r in seed.rows["needs"]}
             previous.__dict__["offers"] = {r[0]: offer_from_row(r, now) for r in seed.rows["offers"]}
             previous._malformed = {name: [malformed_from_row(m) for m in seed.malformed[name]] for name in SEEDED}
-            notes = [malformed_from_row(m) for m in seed.authorship]
+            previous._malformed["authorship"] = [malformed_from_row(m) for m in seed.authorship]
         except (ValueError, TypeError, KeyError, IndexError):
             return None, None
         for name in SEEDED:
             gone = changed.get(name, set())
             self._writers[name] = {rid: MemberId(w) if w else None for rid, w in seed.writers[name].items()
                                    if rid not in gone}
-            self._seed_notes[name] = [m for m in notes if m.collection == name and m.id not in gone]
         self.seeded = True
         return previous, changed
 
@@ -335,9 +333,15 @@ class Board:
         member), whatever its `author` field claims; a mismatch is reported."""
         self._derived = True
         notes = view._malformed.setdefault("authorship", [])
-        # Records carried over from a seed already show their verified writer;
-        # their reports were made when they were derived.
-        notes.extend(self._seed_notes.pop(collection, []))
+        previous, changed = view._previous, view._changed
+        if (previous is not None and changed is not None and collection in previous._malformed
+                and collection not in view._whole):
+            # Records carried over from the previous view (or a seed) already
+            # show their verified writer: their reports carry over with them
+            # (they were lost after the first edit when only re-made here).
+            gone = changed.get(collection, set())
+            notes.extend(m for m in previous._malformed.get("authorship", [])
+                         if m.collection == collection and m.id not in gone)
         cache = self._writers.setdefault(collection, {})
         if len(table) - len(cache) > 64:  # many unknown: every record's creator in one read
             _coll, creators = self.doc.object_ids(collection)
