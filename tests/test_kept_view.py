@@ -140,8 +140,8 @@ def test_a_seed_carries_forged_authorship_reports_and_only_changed_records_are_r
     again = open_service(tmp_path / "ana")
     again.board.add_need("Soup")
     view = again.board.view()
-    assert again.board.seeded
     assert view.needs[forged].author == bo.me  # type: ignore[index]
+    assert again.board.seeded
     reports = [m.reason for m in view.malformed if m.id == forged]
     assert any("written by bo" in r for r in reports)
     # What the seed gave equals a whole parse.
@@ -278,6 +278,7 @@ def test_seeded_view_equals_a_whole_parse_over_many_edits(tmp_path: Path) -> Non
         svc = open_service(tmp_path / "ana")
         step(svc)
         seeded = svc.board.view()
+        seeded.needs, seeded.offers  # noqa: B018
         assert svc.board.seeded
         whole = open_service(tmp_path / "ana")
         whole.board.seed = None

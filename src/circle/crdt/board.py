@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from circle.crdt.am import AmDoc, Field
@@ -47,12 +47,10 @@ from circle.crdt.rows import (
     ViewSeed,
     malformed_from_row,
     malformed_row,
-    need_from_row,
     need_row,
-    offer_from_row,
     offer_row,
 )
-from circle.crdt.views import BoardView, build_view, parse_relay
+from circle.crdt.views import BoardView, SeedView, build_view, parse_relay
 from circle.errors import (
     ActionRefused,
     AmbiguousId,
@@ -153,6 +151,9 @@ class Board:
         self.seed: ViewSeed | Callable[[], ViewSeed | None] | None = None
         #: Whether the first view was started from the seed (for the store's report).
         self.seeded = False
+        #: The seed as a view (made when first needed), its heads and writers;
+        #: False once found unusable.
+        self._standin: tuple[SeedView, list[bytes], dict[str, dict[str, str | None]]] | Literal[False] | None = None
         #: Whether this process derived needs or offers (then it keeps them on exit).
         self._derived = False
         self.check_schema()
@@ -208,7 +209,6 @@ class Board:
         # What removed devices wrote late is masked by the document's reads
         # (crdt/am.py): a new set of pins re-reads every record.
         key = (tuple(self.doc.heads()), now // 60_000, id(self.first_seen), self.doc.late_key())
-        fresh_seed = False
         if self._view is None or self._view_key != key:
             previous, changed = None, None
             if self._view is not None and self._view_key is not None and self._view_key[2:] == key[2:]:
@@ -216,20 +216,16 @@ class Board:
                 # (time-derived states are judged again, crdt/views.py at_time).
                 changed = self.doc.changed_records(list(self._view_key[0]), list(key[0]))
                 previous = self._view if changed is not None else None
-            elif self._view is None and self.seed is not None:
-                seed = self.seed() if callable(self.seed) else self.seed
-                self.seed = None
-                if seed is not None:
-                    previous, changed = self._from_seed(seed, list(key[0]), now)
-                    fresh_seed = previous is not None
             self._view = build_view(self.doc, now, previous, changed, lambda a: self.member_of_actor(a),
-                                    self.first_seen)
+                                    self.first_seen, self._seed_fallback(list(key[0]), now))
             self._view_key = key
             if previous is not None:
                 # Views carry over only from the one before: without this, each
                 # view kept every earlier one alive (a long app session grew
                 # by a copy of the board per edit).
                 previous._previous = None
+                previous._fallback = None
+                previous.carried_from.clear()
             if changed is None:
                 self._writers.clear()
             else:
@@ -246,9 +242,6 @@ class Board:
             late = self.late_actors()
             if late:
                 self._drop_late_writes(self._view, late)
-        if fresh_seed:
-            # Both carried over now: a later view carries over only what this one holds.
-            self._view.needs, self._view.offers  # noqa: B018
         return self._view
 
     # --- a view carried across processes (node/viewstore.py) -------------
@@ -264,30 +257,64 @@ class Board:
                             sorted(self.first_seen.items()))).encode())
         return digest.hexdigest()
 
-    def _from_seed(self, seed: ViewSeed, heads: list[bytes], now: Millis
-                   ) -> tuple[BoardView | None, dict[str, set[str]] | None]:
-        """A stand-in previous view made of the seed's rows, and which records
-        changed since the seed's heads; (None, None) when the seed cannot be used."""
-        if seed.context != self.seed_context():
-            return None, None
-        changed = {} if seed.heads == heads else self.doc.changed_records(seed.heads, heads)
+    def _seed_fallback(self, heads: list[bytes], now: Millis
+                       ) -> Callable[[], tuple[BoardView, dict[str, set[str]]] | None] | None:
+        """For a view at `heads`: the seed an earlier process kept, as a view to
+        carry needs and offers over from, asked only when one of them is first
+        read (a `tool list` never reads or converts the seed)."""
+        if self.seed is None and self._standin is None:
+            return None
+        answer: list[tuple[BoardView, dict[str, set[str]]] | None] = []
+
+        def get() -> tuple[BoardView, dict[str, set[str]]] | None:
+            if not answer:
+                answer.append(self._from_seed(heads, now))
+            return answer[0]
+        return get
+
+    def _make_standin(self, now: Millis) -> bool:
+        """Read the seed into a stand-in view once (no diff yet); whether it can be used."""
+        if self._standin is None:
+            seed = self.seed() if callable(self.seed) else self.seed
+            self.seed = None
+            if seed is None or seed.context != self.seed_context():
+                self._standin = False
+                return False
+            try:
+                malformed = {name: [malformed_from_row(m) for m in seed.malformed[name]] for name in SEEDED}
+                malformed["authorship"] = [malformed_from_row(m) for m in seed.authorship]
+            except (ValueError, TypeError, KeyError, IndexError):
+                self._standin = False
+                return False
+            self._standin = (SeedView(now, dict(seed.rows), malformed), seed.heads, seed.writers)
+        return self._standin is not False
+
+    def _seed_rows(self, name: str) -> int:
+        if not self._standin:
+            return 0
+        view = self._standin[0]
+        return len(view._rows.get(name, ())) or len(view.__dict__.get(name, {}))
+
+    def _from_seed(self, heads: list[bytes], now: Millis) -> tuple[BoardView, dict[str, set[str]]] | None:
+        """The stand-in view made of the seed's rows (made once per process,
+        under the context it was kept with), and which records changed since
+        the seed's heads; None when the seed cannot be used."""
+        if not self._make_standin(now) or not self._standin:
+            return None
+        standin, seed_heads, writers = self._standin
+        changed = {} if seed_heads == heads else self.doc.changed_records(seed_heads, heads)
         if changed is None:
-            return None, None
-        try:
-            previous = BoardView.__new__(BoardView)
-            previous.now = now
-            previous.__dict__["needs"] = {r[0]: need_from_row(r, now) for r in seed.rows["needs"]}
-            previous.__dict__["offers"] = {r[0]: offer_from_row(r, now) for r in seed.rows["offers"]}
-            previous._malformed = {name: [malformed_from_row(m) for m in seed.malformed[name]] for name in SEEDED}
-            previous._malformed["authorship"] = [malformed_from_row(m) for m in seed.authorship]
-        except (ValueError, TypeError, KeyError, IndexError):
-            return None, None
+            return None
         for name in SEEDED:
             gone = changed.get(name, set())
-            self._writers[name] = {rid: MemberId(w) if w else None for rid, w in seed.writers[name].items()
-                                   if rid not in gone}
+            known = self._writers.setdefault(name, {})
+            for rid, w in writers[name].items():
+                if rid not in gone and rid not in known:
+                    known[rid] = MemberId(w) if w else None
+            for rid in gone:
+                known.pop(rid, None)
         self.seeded = True
-        return previous, changed
+        return standin, changed
 
     def export_seed(self) -> ViewSeed | None:
         """This process's needs and offers as a seed for later processes, or
@@ -295,9 +322,9 @@ class Board:
         than MAX_REREAD records (nothing derived here, or a bulk import since):
         keeping a view must not make a command cost a whole parse; the next
         reader that needs them derives them and keeps them then."""
-        if self.seed is None and not self._derived:
+        if self.seed is None and not self._standin and not self._derived:
             return None
-        view, key = self.view(), self._view_key  # from the seed when one fits
+        view, key = self.view(), self._view_key
         if key is None or self._reread_cost(view) > MAX_REREAD:
             return None
         view.needs, view.offers  # noqa: B018
@@ -315,17 +342,26 @@ class Board:
 
     def _reread_cost(self, view: BoardView) -> int:
         """How many records deriving needs and offers in `view` would read:
-        none for one already derived, the changed ones for one the previous
-        view held, every record otherwise."""
+        none for one already derived, the changed ones for one an earlier view
+        (or the seed) holds, every record otherwise. A count that differs by
+        more than MAX_REREAD (a bulk import) is told before any diff is made."""
         cost = 0
-        previous, changed = view._previous, view._changed
         for name in SEEDED:
             if name in view.__dict__:
                 continue
+            total = len(self.doc.record_ids(name))
+            previous, changed = view._previous, view._changed
             if previous is not None and changed is not None and name in previous._malformed:
-                cost += len(changed.get(name, ()))
-            else:
-                cost += len(self.doc.record_ids(name))
+                held = previous.carried(name)
+                if held is not None and abs(total - len(held)) <= MAX_REREAD:
+                    cost += len(changed.get(name, ()))
+                    continue
+            elif self._make_standin(view.now) and abs(total - self._seed_rows(name)) <= MAX_REREAD:
+                source = view.source_of(name)
+                if source is not None:
+                    cost += len(source[1].get(name, ()))
+                    continue
+            cost += total
         return cost
 
     def _verify_authors(self, view: BoardView, collection: str, table: dict[Any, Any]) -> None:
@@ -333,14 +369,13 @@ class Board:
         member), whatever its `author` field claims; a mismatch is reported."""
         self._derived = True
         notes = view._malformed.setdefault("authorship", [])
-        previous, changed = view._previous, view._changed
-        if (previous is not None and changed is not None and collection in previous._malformed
-                and collection not in view._whole):
-            # Records carried over from the previous view (or a seed) already
+        source = view.carried_from.get(collection)
+        if source is not None:
+            # Records carried over from an earlier view (or a seed) already
             # show their verified writer: their reports carry over with them
             # (they were lost after the first edit when only re-made here).
-            gone = changed.get(collection, set())
-            notes.extend(m for m in previous._malformed.get("authorship", [])
+            gone = source[1].get(collection, set())
+            notes.extend(m for m in source[0]._malformed.get("authorship", [])
                          if m.collection == collection and m.id not in gone)
         cache = self._writers.setdefault(collection, {})
         if len(table) - len(cache) > 64:  # many unknown: every record's creator in one read

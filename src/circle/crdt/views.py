@@ -37,6 +37,7 @@ from circle.crdt.model import (
     offer_status,
     tool_availability,
 )
+from circle.crdt.rows import SEEDED, need_from_row, offer_from_row
 from circle.crdt.text import LIMITS as TEXT_LIMITS
 
 E = TypeVar("E")
@@ -316,10 +317,13 @@ class BoardView:
     def __init__(self, doc: AmDoc, now: Millis, previous: BoardView | None = None,
                  changed: dict[str, set[str]] | None = None,
                  member_of_actor: Callable[[bytes], MemberId | None] | None = None,
-                 first_seen: Mapping[str, Millis] | None = None) -> None:
+                 first_seen: Mapping[str, Millis] | None = None,
+                 fallback: Callable[[], tuple[BoardView, dict[str, set[str]]] | None] | None = None) -> None:
         """With `previous` and `changed`, collections the previous view had
         parsed are carried over and only the changed records are re-read:
         one edit on a 10k-record board costs a few records, not 10k.
+        `fallback` offers another such (view, changes) for collections the
+        previous view did not parse, asked only when one is first read.
 
         `member_of_actor` names the member behind an Automerge actor (the
         trust layer's binding) in reports of unreadable fields. `first_seen`:
@@ -334,15 +338,36 @@ class BoardView:
         self._changed = changed
         #: Collections re-read whole even with a previous view.
         self._whole: set[str] = set()
+        #: Where a collection was carried over from (its reports carry over with it).
+        self.carried_from: dict[str, tuple[BoardView, dict[str, set[str]]]] = {}
+        self._fallback = fallback
+
+    def carried(self, collection: str) -> dict[Any, Any] | None:
+        """This view's parsed records of `collection`, if it parsed them (what
+        a later view carries over)."""
+        parsed = self.__dict__.get(_ATTRS.get(collection, collection))
+        return parsed if isinstance(parsed, dict) else None
+
+    def source_of(self, collection: str) -> tuple[BoardView, dict[str, set[str]]] | None:
+        """An earlier view that holds `collection` parsed, and which records
+        changed since it: the previous view, else the fallback (a view kept by
+        an earlier process, Board.view); None to parse it whole."""
+        if collection in self._whole:
+            return None
+        if self._previous is not None and self._changed is not None and collection in self._previous._malformed:
+            return self._previous, self._changed
+        got = self._fallback() if self._fallback is not None and collection in SEEDED else None
+        if got is not None and collection in got[0]._malformed:
+            return got
+        return None
 
     def _parse(self, collection: str, parse: _Parse[T]) -> dict[Any, T]:
-        previous, changed = self._previous, self._changed
-        if (previous is not None and changed is not None and collection in previous._malformed
-                and collection not in self._whole):
-            parsed = previous.__dict__.get(_ATTRS.get(collection, collection))
-            if isinstance(parsed, dict):
-                return self._update(collection, parse, parsed, previous._malformed[collection],
-                                    changed.get(collection, set()))
+        source = self.source_of(collection)
+        if source is not None:
+            parsed = source[0].carried(collection)
+            if parsed is not None:
+                self.carried_from[collection] = source
+                return self._update(collection, parse, parsed, source[0], source[1].get(collection, set()))
         out: dict[Any, T] = {}
         bad: list[Malformed] = []
         for rid, rec in self._doc.records(collection).items():
@@ -351,11 +376,11 @@ class BoardView:
         return out
 
     def _update(self, collection: str, parse: _Parse[T], parsed: dict[Any, T],
-                bad_before: list[Malformed], ids: set[str]) -> dict[Any, T]:
+                source: BoardView, ids: set[str]) -> dict[Any, T]:
         out = dict(parsed)
-        if self._previous is not None and getattr(self._previous, "now", self.now) != self.now:
+        if getattr(source, "now", self.now) != self.now:
             out = {rid: at_time(rec, self.now) for rid, rec in out.items()}
-        bad = [m for m in bad_before if m.id not in ids]
+        bad = [m for m in source._malformed[collection] if m.id not in ids]
         for rid in ids:
             out.pop(rid, None)
             rec = self._doc.record(collection, rid)
@@ -434,8 +459,9 @@ class BoardView:
 
     @cached_property
     def tools(self) -> dict[RecordId, Tool]:
-        moved = self._previous is not None and getattr(self._previous, "now", self.now) != self.now
-        if self._changed is not None and (moved or {"loans", "holds"} & set(self._changed)):
+        source = self.source_of("tools")
+        if source is not None and (getattr(source[0], "now", self.now) != self.now
+                                   or {"loans", "holds"} & set(source[1])):
             self._whole.add("tools")  # a tool's availability depends on every loan and hold of it
         active_loans: dict[RecordId, list[Loan]] = defaultdict(list)
         for loan in self.loans.values():
@@ -491,8 +517,29 @@ _ATTRS = {"holds": "_raw_holds"}
 def build_view(doc: AmDoc, now: Millis, previous: BoardView | None = None,
                changed: dict[str, set[str]] | None = None,
                member_of_actor: Callable[[bytes], MemberId | None] | None = None,
-               first_seen: Mapping[str, Millis] | None = None) -> BoardView:
-    return BoardView(doc, now, previous, changed, member_of_actor, first_seen)
+               first_seen: Mapping[str, Millis] | None = None,
+               fallback: Callable[[], tuple[BoardView, dict[str, set[str]]] | None] | None = None) -> BoardView:
+    return BoardView(doc, now, previous, changed, member_of_actor, first_seen, fallback)
+
+
+class SeedView(BoardView):
+    """Needs and offers kept by an earlier process (crdt/rows.py), as a view
+    later views carry over from; rows become records only when first asked."""
+
+    def __init__(self, now: Millis, rows: dict[str, list[Any]], malformed: dict[str, list[Malformed]]) -> None:
+        self.now = now
+        self._rows = rows
+        self._malformed = malformed
+
+    def carried(self, collection: str) -> dict[Any, Any] | None:
+        made = self.__dict__.get(collection)
+        if made is None and collection in self._rows:
+            convert = need_from_row if collection == "needs" else offer_from_row
+            try:
+                made = self.__dict__[collection] = {r[0]: convert(r, self.now) for r in self._rows.pop(collection)}
+            except (ValueError, TypeError, KeyError, IndexError):
+                return None  # a damaged row: that collection is parsed whole instead
+        return made if isinstance(made, dict) else None
 
 
 def meta_warnings(doc: AmDoc, circle_id: str) -> list[str]:
