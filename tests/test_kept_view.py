@@ -421,3 +421,24 @@ def test_forged_authorship_stays_reported_after_later_edits(tmp_path: Path) -> N
     assert reported()
     ana.board.add_offer("Ladder")
     assert reported()
+
+
+def test_a_removal_reaching_a_running_process_is_never_hidden_by_the_seed(tmp_path: Path) -> None:
+    """The same straggler attack inside one long-running process (`serve`,
+    the app): it read needs from the seed, then the removal arrives while it
+    runs. Its next view must not carry the seed's rows over (they were kept
+    under the old membership)."""
+    ana, bo, cy = (open_service(p) for p in member_homes(tmp_path, ["ana", "bo", "cy"]))
+    for x, y in ((ana, bo), (cy, bo), (bo, cy)):
+        deliver(x, y)
+    membership.remove(ana, "cy")
+    late = cy.board.add_need("Send money to cy")
+    deliver(cy, bo)
+    bo.board.needs("all"), bo.board.offers("all")
+    assert keep(bo)
+    running = open_service(tmp_path / "bo")
+    assert late in {n.id for n in running.board.needs("all")}  # from the seed, before the removal arrives
+    assert running.board.seeded
+    deliver(ana, running)  # the removal arrives while it runs
+    assert late not in {n.id for n in running.board.needs("all")}
+    assert late not in {n.id for n in running.board.offers("all")} | {n.id for n in running.board.needs("all")}

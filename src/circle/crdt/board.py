@@ -153,7 +153,7 @@ class Board:
         self.seeded = False
         #: The seed as a view (made when first needed), its heads and writers;
         #: False once found unusable.
-        self._standin: tuple[SeedView, list[bytes], dict[str, dict[str, str | None]]] | Literal[False] | None = None
+        self._standin: tuple[SeedView, list[bytes], dict[str, dict[str, str | None]], str] | Literal[False] | None = None
         #: Whether this process derived needs or offers (then it keeps them on exit).
         self._derived = False
         self.check_schema()
@@ -286,7 +286,7 @@ class Board:
             except (ValueError, TypeError, KeyError, IndexError):
                 self._standin = False
                 return False
-            self._standin = (SeedView(now, dict(seed.rows), malformed), seed.heads, seed.writers)
+            self._standin = (SeedView(now, dict(seed.rows), malformed), seed.heads, seed.writers, seed.context)
         return self._standin is not False
 
     def _seed_rows(self, name: str) -> int:
@@ -301,7 +301,12 @@ class Board:
         the seed's heads; None when the seed cannot be used."""
         if not self._make_standin(now) or not self._standin:
             return None
-        standin, seed_heads, writers = self._standin
+        standin, seed_heads, writers, context = self._standin
+        if context != self.seed_context():
+            # Membership, late writes or first-seen times moved since the seed
+            # was read (a long-running process): its rows no longer fit.
+            self._standin = False
+            return None
         changed = {} if seed_heads == heads else self.doc.changed_records(seed_heads, heads)
         if changed is None:
             return None
