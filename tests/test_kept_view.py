@@ -441,4 +441,3 @@ def test_a_removal_reaching_a_running_process_is_never_hidden_by_the_seed(tmp_pa
     assert running.board.seeded
     deliver(ana, running)  # the removal arrives while it runs
     assert late not in {n.id for n in running.board.needs("all")}
-    assert late not in {n.id for n in running.board.offers("all")} | {n.id for n in running.board.needs("all")}

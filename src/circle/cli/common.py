@@ -21,7 +21,6 @@ from circle.errors import PassphraseRequired, UsageError
 from circle.node.home import PASSPHRASE_ENV, Home
 from circle.node.panic import check_not_wiped
 from circle.node.service import CircleService
-from circle.node.viewstore import KeptRecords
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -113,14 +112,26 @@ def keep_view(svc: CircleService) -> None:
     keep(svc)
 
 
-def kept_records(ctx: Ctx, which: str) -> KeptRecords | None:
-    """Needs or offers from the kept board view when it fits the store as it
-    is (the document is then not loaded at all), else None."""
+def listed(ctx: Ctx, which: str, status: str, category: str | None, search: str | None
+           ) -> tuple[list[Any], Callable[[str], str]]:
+    """Needs or offers (`which`) in one status, and how to name a member: from
+    the kept board view when it fits the store as it is (node/viewstore.py;
+    the document is then not loaded at all), else from the loaded board."""
+    from circle.crdt.board import select_needs, select_offers
     from circle.node import viewstore
     from circle.node.circles import pick
 
     home = ctx.home()
-    return viewstore.kept_records(home, pick(home, ctx.circle), clock_from_env()(), which)
+    kept = viewstore.kept_records(home, pick(home, ctx.circle), clock_from_env()(), which)
+    if kept is not None:
+        handles = kept.handles
+        items: list[Any] = (select_needs(kept.needs, status, category, search) if which == "needs"
+                            else select_offers(kept.offers, status, category, search))
+        return items, lambda member: printable(handles.get(member, member))
+    svc = ctx.service()
+    items = (svc.board.needs(status, category, search) if which == "needs"
+             else svc.board.offers(status, category, search))
+    return items, lambda member: handle_of(svc, member)
 
 
 def show_warnings(svc: CircleService) -> None:

@@ -9,18 +9,15 @@ from circle.cli.common import (
     ago,
     clock_from_env,
     emit,
-    handle_of,
     json_option,
-    kept_records,
+    listed,
     pass_ctx,
     show_record,
     status_action,
     table,
 )
-from circle.crdt.board import select_needs
 from circle.crdt.matching import offers_for
 from circle.crdt.model import Urgency
-from circle.crdt.text import printable
 from circle.crdt.transfer import record_dict
 
 # --- needs ------------------------------------------------------------------------------
@@ -62,18 +59,7 @@ def need_add(ctx: Ctx, title: str, details: str, category: str, urgency: str, zo
 def need_list(ctx: Ctx, status: str, category: str | None, search: str | None) -> None:
     """List needs (active = open or claimed)."""
     header = ["id", "status", "urgency", "title", "category", "zone", "claimed by", "posted"]
-    kept = kept_records(ctx, "needs")
-    if kept is not None:
-        # From the kept board view (node/viewstore.py): the document is not loaded.
-        items = select_needs(kept.needs, status, category, search)
-        handles = kept.handles
-        def handle(member: str) -> str:
-            return printable(handles.get(member, member))
-    else:
-        svc = ctx.service()
-        items = svc.board.needs(status, category, search)
-        def handle(member: str) -> str:
-            return handle_of(svc, member)
+    items, handle = listed(ctx, "needs", status, category, search)
     if ctx.json:
         emit(ctx, [record_dict(n) for n in items], lambda: None)
         return

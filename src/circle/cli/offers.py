@@ -9,16 +9,13 @@ from circle.cli.common import (
     ago,
     clock_from_env,
     emit,
-    handle_of,
     json_option,
-    kept_records,
+    listed,
     pass_ctx,
     show_record,
     status_action,
     table,
 )
-from circle.crdt.board import select_offers
-from circle.crdt.text import printable
 from circle.crdt.transfer import record_dict
 
 # --- offers -------------------------------------------------------------------------
@@ -58,18 +55,7 @@ def offer_add(ctx: Ctx, title: str, details: str, category: str, zone: str, tags
 @pass_ctx
 def offer_list(ctx: Ctx, status: str, category: str | None, search: str | None) -> None:
     """List offers (open ones unless --status says otherwise)."""
-    kept = kept_records(ctx, "offers")
-    if kept is not None:
-        # From the kept board view (node/viewstore.py): the document is not loaded.
-        items = select_offers(kept.offers, status, category, search)
-        handles = kept.handles
-        def handle(member: str) -> str:
-            return printable(handles.get(member, member))
-    else:
-        svc = ctx.service()
-        items = svc.board.offers(status, category, search)
-        def handle(member: str) -> str:
-            return handle_of(svc, member)
+    items, handle = listed(ctx, "offers", status, category, search)
     if ctx.json:
         emit(ctx, [record_dict(o) for o in items], lambda: None)
         return

@@ -227,7 +227,6 @@ class Kept:
     """A kept view that fits the store as it is now."""
 
     board: dict[str, Any]
-    now: Millis
     seed_file: Path
     seed_digest: str
 
@@ -257,7 +256,7 @@ def current(home: Home, circle_id: str, now: Millis) -> tuple[Kept, DocStore, Ci
         return None
     if board.get("seen") != seen_digest(firstseen.load(home, home.circle_dir(circle_id))):
         return None
-    return Kept(board, now, _dir(home, circle_id) / "seed", str(board.get("seed"))), store, config
+    return Kept(board, _dir(home, circle_id) / "seed", str(board.get("seed"))), store, config
 
 
 # --- needs and offers -----------------------------------------------------------
@@ -304,12 +303,3 @@ def _forget_board(home: Home, circle_id: str) -> None:
         (_dir(home, circle_id) / "board").unlink()
     except OSError:
         pass
-
-
-def drop(home: Home, circle_id: str) -> None:
-    """Forget the kept view (panic wipe, leaving a circle)."""
-    for name in ("board", "seed"):
-        try:
-            (_dir(home, circle_id) / name).unlink()
-        except OSError:
-            pass
